@@ -1,0 +1,1 @@
+"""consent-ledger: patient consent as a verifiable ledger."""

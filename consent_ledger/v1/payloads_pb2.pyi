@@ -1,0 +1,153 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ConsentDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONSENT_DECISION_UNSPECIFIED: _ClassVar[ConsentDecision]
+    CONSENT_DECISION_PERMIT: _ClassVar[ConsentDecision]
+    CONSENT_DECISION_DENY: _ClassVar[ConsentDecision]
+CONSENT_DECISION_UNSPECIFIED: ConsentDecision
+CONSENT_DECISION_PERMIT: ConsentDecision
+CONSENT_DECISION_DENY: ConsentDecision
+
+class Period(_message.Message):
+    __slots__ = ("start_ms", "end_ms")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    end_ms: int
+    def __init__(self, start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ...) -> None: ...
+
+class LegalBasis(_message.Message):
+    __slots__ = ("code", "text")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    text: str
+    def __init__(self, code: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ConsentGrant(_message.Message):
+    __slots__ = ("patient", "grantee", "decision", "actions", "purposes", "data_classes", "sensitivity_labels", "data_period", "validity", "supersedes", "legal_basis", "issued_at_ms", "nonce")
+    PATIENT_FIELD_NUMBER: _ClassVar[int]
+    GRANTEE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    DATA_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    DATA_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    patient: bytes
+    grantee: str
+    decision: ConsentDecision
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    purposes: _containers.RepeatedScalarFieldContainer[str]
+    data_classes: _containers.RepeatedScalarFieldContainer[str]
+    sensitivity_labels: _containers.RepeatedScalarFieldContainer[str]
+    data_period: Period
+    validity: Period
+    supersedes: str
+    legal_basis: LegalBasis
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, patient: _Optional[bytes] = ..., grantee: _Optional[str] = ..., decision: _Optional[_Union[ConsentDecision, str]] = ..., actions: _Optional[_Iterable[str]] = ..., purposes: _Optional[_Iterable[str]] = ..., data_classes: _Optional[_Iterable[str]] = ..., sensitivity_labels: _Optional[_Iterable[str]] = ..., data_period: _Optional[_Union[Period, _Mapping]] = ..., validity: _Optional[_Union[Period, _Mapping]] = ..., supersedes: _Optional[str] = ..., legal_basis: _Optional[_Union[LegalBasis, _Mapping]] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class ConsentRevocation(_message.Message):
+    __slots__ = ("patient", "consent_id", "reason", "issued_at_ms", "nonce")
+    PATIENT_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    patient: bytes
+    consent_id: str
+    reason: str
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, patient: _Optional[bytes] = ..., consent_id: _Optional[str] = ..., reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class PartyRegistration(_message.Message):
+    __slots__ = ("party_id", "roles", "public_keys", "display_name", "issued_at_ms", "nonce")
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    party_id: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    public_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    display_name: str
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, party_id: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Iterable[bytes]] = ..., display_name: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class AccessEvent(_message.Message):
+    __slots__ = ("patient", "party_id", "action", "purpose", "data_classes", "sensitivity_labels", "consent_ids", "decision", "break_glass_reason", "issued_at_ms", "nonce")
+    PATIENT_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DATA_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    patient: bytes
+    party_id: str
+    action: str
+    purpose: str
+    data_classes: _containers.RepeatedScalarFieldContainer[str]
+    sensitivity_labels: _containers.RepeatedScalarFieldContainer[str]
+    consent_ids: _containers.RepeatedScalarFieldContainer[str]
+    decision: str
+    break_glass_reason: str
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, patient: _Optional[bytes] = ..., party_id: _Optional[str] = ..., action: _Optional[str] = ..., purpose: _Optional[str] = ..., data_classes: _Optional[_Iterable[str]] = ..., sensitivity_labels: _Optional[_Iterable[str]] = ..., consent_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[str] = ..., break_glass_reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class Delegation(_message.Message):
+    __slots__ = ("patient", "delegate", "relationship", "scope", "validity", "majority_date_ms", "evidence_reference", "issued_at_ms", "nonce")
+    PATIENT_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_FIELD_NUMBER: _ClassVar[int]
+    RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_FIELD_NUMBER: _ClassVar[int]
+    MAJORITY_DATE_MS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    patient: bytes
+    delegate: bytes
+    relationship: str
+    scope: _containers.RepeatedScalarFieldContainer[str]
+    validity: Period
+    majority_date_ms: int
+    evidence_reference: str
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, patient: _Optional[bytes] = ..., delegate: _Optional[bytes] = ..., relationship: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., validity: _Optional[_Union[Period, _Mapping]] = ..., majority_date_ms: _Optional[int] = ..., evidence_reference: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class Erasure(_message.Message):
+    __slots__ = ("index", "reason", "issued_at_ms", "nonce")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    reason: str
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
