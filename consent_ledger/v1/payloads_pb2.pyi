@@ -12,9 +12,20 @@ class ConsentDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONSENT_DECISION_UNSPECIFIED: _ClassVar[ConsentDecision]
     CONSENT_DECISION_PERMIT: _ClassVar[ConsentDecision]
     CONSENT_DECISION_DENY: _ClassVar[ConsentDecision]
+
+class AccessDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCESS_DECISION_UNSPECIFIED: _ClassVar[AccessDecision]
+    ACCESS_DECISION_PERMIT: _ClassVar[AccessDecision]
+    ACCESS_DECISION_DENY: _ClassVar[AccessDecision]
+    ACCESS_DECISION_PARTIAL: _ClassVar[AccessDecision]
 CONSENT_DECISION_UNSPECIFIED: ConsentDecision
 CONSENT_DECISION_PERMIT: ConsentDecision
 CONSENT_DECISION_DENY: ConsentDecision
+ACCESS_DECISION_UNSPECIFIED: AccessDecision
+ACCESS_DECISION_PERMIT: AccessDecision
+ACCESS_DECISION_DENY: AccessDecision
+ACCESS_DECISION_PARTIAL: AccessDecision
 
 class Period(_message.Message):
     __slots__ = ("start_ms", "end_ms")
@@ -31,6 +42,14 @@ class LegalBasis(_message.Message):
     code: str
     text: str
     def __init__(self, code: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class DataItem(_message.Message):
+    __slots__ = ("data_class", "sensitivity_labels")
+    DATA_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    data_class: str
+    sensitivity_labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, data_class: _Optional[str] = ..., sensitivity_labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConsentGrant(_message.Message):
     __slots__ = ("patient", "grantee", "decision", "actions", "purposes", "data_classes", "sensitivity_labels", "data_period", "validity", "supersedes", "legal_basis", "issued_at_ms", "nonce")
@@ -93,30 +112,34 @@ class PartyRegistration(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Iterable[bytes]] = ..., display_name: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class AccessEvent(_message.Message):
-    __slots__ = ("patient", "party_id", "action", "purpose", "data_classes", "sensitivity_labels", "consent_ids", "decision", "break_glass_reason", "issued_at_ms", "nonce")
+    __slots__ = ("patient", "party_id", "action", "purpose", "data", "decision", "consent_ids", "break_glass", "break_glass_reason", "accessed_at_ms", "receipt_sha256", "issued_at_ms", "nonce")
     PATIENT_FIELD_NUMBER: _ClassVar[int]
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
-    DATA_CLASSES_FIELD_NUMBER: _ClassVar[int]
-    SENSITIVITY_LABELS_FIELD_NUMBER: _ClassVar[int]
-    CONSENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
     BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
+    ACCESSED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_SHA256_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     patient: bytes
     party_id: str
     action: str
     purpose: str
-    data_classes: _containers.RepeatedScalarFieldContainer[str]
-    sensitivity_labels: _containers.RepeatedScalarFieldContainer[str]
+    data: _containers.RepeatedCompositeFieldContainer[DataItem]
+    decision: AccessDecision
     consent_ids: _containers.RepeatedScalarFieldContainer[str]
-    decision: str
+    break_glass: bool
     break_glass_reason: str
+    accessed_at_ms: int
+    receipt_sha256: bytes
     issued_at_ms: int
     nonce: bytes
-    def __init__(self, patient: _Optional[bytes] = ..., party_id: _Optional[str] = ..., action: _Optional[str] = ..., purpose: _Optional[str] = ..., data_classes: _Optional[_Iterable[str]] = ..., sensitivity_labels: _Optional[_Iterable[str]] = ..., consent_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[str] = ..., break_glass_reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, patient: _Optional[bytes] = ..., party_id: _Optional[str] = ..., action: _Optional[str] = ..., purpose: _Optional[str] = ..., data: _Optional[_Iterable[_Union[DataItem, _Mapping]]] = ..., decision: _Optional[_Union[AccessDecision, str]] = ..., consent_ids: _Optional[_Iterable[str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ..., accessed_at_ms: _Optional[int] = ..., receipt_sha256: _Optional[bytes] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class Delegation(_message.Message):
     __slots__ = ("patient", "delegate", "relationship", "scope", "validity", "majority_date_ms", "evidence_reference", "issued_at_ms", "nonce")

@@ -1,0 +1,24 @@
+"""consent-ledger client SDK: a client that verifies every signature and proof the ledger returns."""
+
+from consent_ledger.core.errors import (
+    ConsentLedgerError,
+    InconsistentCheckpoints,
+    InvalidInput,
+    UnknownVerifier,
+    VerificationError,
+)
+from consent_ledger_client.client import LedgerClient, SubmitReceipt, VerifiedCheckpoint
+from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+__all__ = [
+    "ConsentLedgerError",
+    "InconsistentCheckpoints",
+    "InvalidInput",
+    "LedgerClient",
+    "SubmitReceipt",
+    "UnknownVerifier",
+    "VerificationError",
+    "VerifiedCheckpoint",
+    "VerifiedEntry",
+    "verify_entry",
+]

@@ -1,0 +1,215 @@
+"""LedgerClient: a typed client that pins the log's key and verifies every answer it gets.
+
+For every checkpoint it receives it checks the signature and consistency with the last checkpoint it verified
+(kept in a state file); for every entry, inclusion of the exact leaf bytes and that the body hashes to the
+leaf's commitment. A failed check raises VerificationError; a split view raises InconsistentCheckpoints with
+both signed checkpoints and the proof.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
+from consent_ledger.core.errors import InconsistentCheckpoints, InvalidInput, VerificationError
+from consent_ledger.core.merkle import verify_consistency, verify_inclusion
+from consent_ledger.core.note import Verifier, parse_verifier_key
+from consent_ledger.v1 import log_pb2, log_pb2_grpc
+from consent_ledger_client.state import TrustState, load_state, save_state
+from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """A checkpoint whose signature verified and which is consistent with everything seen before."""
+
+    checkpoint: Checkpoint
+    note: bytes
+
+
+@dataclass(frozen=True)
+class SubmitReceipt:
+    """Proof that a submitted envelope is in the log: its verified entry and whether it was already there."""
+
+    entry: VerifiedEntry
+    duplicate: bool
+    note: bytes
+
+    @property
+    def index(self) -> int:
+        return self.entry.index
+
+
+class LedgerClient:
+    """A verifying client for one log. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        channel: grpc.Channel,
+        verifier_key: str,
+        state_path: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._verifier: Verifier = parse_verifier_key(verifier_key)
+        self._verifier_key = verifier_key
+        self._channel = channel
+        self._log = log_pb2_grpc.LogServiceStub(channel)
+        self._timeout = timeout
+        self._state_path = state_path
+        self._lock = threading.Lock()
+        self._last: tuple[Checkpoint, bytes] | None = None
+        if state_path is not None:
+            saved = load_state(state_path)
+            if saved is not None:
+                if saved.verifier_key != verifier_key:
+                    raise InvalidInput(f"state file {state_path} belongs to another log key")
+                if saved.checkpoint_note:
+                    self._last = (open_checkpoint(saved.checkpoint_note, self._verifier), saved.checkpoint_note)
+
+    @classmethod
+    def connect(
+        cls,
+        target: str,
+        *,
+        verifier_key: str,
+        state_path: Path | None = None,
+        root_certificates: bytes | None = None,
+        client_cert: tuple[bytes, bytes] | None = None,
+        insecure: bool = False,
+        timeout: float = 30.0,
+    ) -> LedgerClient:
+        """Open a channel to ``target``: TLS (mTLS with ``client_cert`` = (key, cert)), or plaintext if insecure."""
+        if insecure:
+            channel = grpc.insecure_channel(target)
+        else:
+            key, cert = client_cert if client_cert else (None, None)
+            creds = grpc.ssl_channel_credentials(root_certificates, key, cert)
+            channel = grpc.secure_channel(target, creds)
+        return cls(channel=channel, verifier_key=verifier_key, state_path=state_path, timeout=timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def origin(self) -> str:
+        return self._verifier.name
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The latest checkpoint this client has verified (persisted across runs with a state file)."""
+        return self._last[0] if self._last else None
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def accept_checkpoint(self, note: bytes) -> Checkpoint:
+        """Verify a signed checkpoint and its consistency with the last one seen; remember it if newer.
+
+        Raises VerificationError for a bad signature or malformed checkpoint, InconsistentCheckpoints for a
+        split view (the error carries both signed notes and the proof).
+        """
+        try:
+            cp = open_checkpoint(note, self._verifier)
+        except InvalidInput as e:
+            raise VerificationError(f"malformed checkpoint: {e}") from e
+        with self._lock:
+            last = self._last
+        if last is None:
+            self._remember(cp, note)
+            return cp
+        last_cp, last_note = last
+        if cp.size == last_cp.size:
+            if cp.root_hash != last_cp.root_hash:
+                raise InconsistentCheckpoints(last_note, note, [])
+            return cp
+        small, small_note, large, large_note = (
+            (last_cp, last_note, cp, note) if cp.size > last_cp.size else (cp, note, last_cp, last_note)
+        )
+        req = log_pb2.GetConsistencyProofRequest(first=small.size, second=large.size)
+        proof = list(self._call(self._log.GetConsistencyProof, req).hashes)
+        try:
+            verify_consistency(small.size, large.size, small.root_hash, large.root_hash, proof)
+        except VerificationError:
+            raise InconsistentCheckpoints(small_note, large_note, proof) from None
+        if cp.size > last_cp.size:
+            self._remember(cp, note)
+        return cp
+
+    def _remember(self, cp: Checkpoint, note: bytes) -> None:
+        with self._lock:
+            if self._last is not None and self._last[0].size >= cp.size:
+                return
+            self._last = (cp, note)
+            if self._state_path is not None:
+                save_state(self._state_path, TrustState(self._verifier_key, note))
+
+    def checkpoint(self) -> VerifiedCheckpoint:
+        """The log's latest checkpoint, verified."""
+        note = self._call(self._log.GetCheckpoint, log_pb2.GetCheckpointRequest()).checkpoint.note
+        return VerifiedCheckpoint(self.accept_checkpoint(note), note)
+
+    # -- entries --------------------------------------------------------------------------------------------
+
+    def submit(self, envelope: bytes) -> SubmitReceipt:
+        """Append a signed envelope; verify that the leaf committing to it is in the returned checkpoint."""
+        resp = self._call(self._log.Submit, log_pb2.SubmitRequest(envelope=envelope))
+        cp = self.accept_checkpoint(resp.checkpoint.note)
+        entry = verify_entry(resp.index, resp.leaf, envelope, resp.inclusion_proof, cp)
+        if entry.leaf.envelope_sha256 != hashlib.sha256(envelope).digest():
+            raise VerificationError("the returned leaf does not commit to the submitted envelope")
+        return SubmitReceipt(entry, resp.duplicate, resp.checkpoint.note)
+
+    def get_entry(self, index: int) -> VerifiedEntry:
+        """Entry ``index`` with its body, proven against a verified checkpoint."""
+        resp = self._call(self._log.GetEntry, log_pb2.GetEntryRequest(index=index))
+        if resp.entry.index != index:
+            raise VerificationError(f"asked for entry {index}, got entry {resp.entry.index}")
+        cp = self.accept_checkpoint(resp.checkpoint.note)
+        return verify_entry(index, resp.entry.leaf, _body(resp.entry), resp.inclusion_proof, cp)
+
+    def get_entries(self, start: int, end: int) -> list[VerifiedEntry]:
+        """Entries start <= index < end (the server may return fewer, never other ones), each proven."""
+        resp = self._call(self._log.GetEntries, log_pb2.GetEntriesRequest(start=start, end=end))
+        cp = self.accept_checkpoint(resp.checkpoint.note)
+        if len(resp.proofs) != len(resp.entries):
+            raise VerificationError("the server returned a different number of proofs and entries")
+        out = []
+        for i, (entry, proof) in enumerate(zip(resp.entries, resp.proofs)):
+            if entry.index != start + i:
+                raise VerificationError(f"expected entry {start + i}, got entry {entry.index}")
+            out.append(verify_entry(entry.index, entry.leaf, _body(entry), proof.hashes, cp))
+        if not out and start < min(end, cp.size):
+            raise VerificationError(f"the server returned no entries for [{start}, {end}) of a log of {cp.size}")
+        return out
+
+    def prove_included(self, leaf_hash: bytes) -> tuple[int, Checkpoint]:
+        """Find a leaf by its hash and verify its inclusion in the latest verified checkpoint.
+
+        Returns (index, checkpoint). Raises VerificationError if the proof does not hold.
+        """
+        cp = self.checkpoint().checkpoint
+        req = log_pb2.GetInclusionProofRequest(leaf_hash=leaf_hash, tree_size=cp.size)
+        resp = self._call(self._log.GetInclusionProof, req)
+        if resp.tree_size != cp.size:
+            raise VerificationError(f"asked for a proof at size {cp.size}, got one at size {resp.tree_size}")
+        verify_inclusion(resp.index, cp.size, leaf_hash, list(resp.hashes), cp.root_hash)
+        return resp.index, cp
+
+    def _call(self, method, request):  # type: ignore[no-untyped-def]
+        return method(request, timeout=self._timeout)
+
+
+def _body(entry: log_pb2.Entry) -> bytes | None:
+    return None if entry.body_erased else entry.envelope
+

@@ -1,0 +1,25 @@
+"""Outcomes of the application layer that callers must tell apart (mapped to gRPC codes at the edge)."""
+
+from __future__ import annotations
+
+from consent_ledger.core.errors import ConsentLedgerError
+
+
+class NotFound(ConsentLedgerError):
+    """The thing asked for does not exist (an entry index, a leaf hash, a consent)."""
+
+
+class OutOfRange(ConsentLedgerError):
+    """A tree size or index beyond the log as it is now; the same request may succeed later."""
+
+
+class PermissionDenied(ConsentLedgerError):
+    """The caller may not do this."""
+
+
+class Unavailable(ConsentLedgerError):
+    """The ledger cannot serve this now (shutting down, storage failure); retrying later may help."""
+
+
+class CorruptStorage(ConsentLedgerError):
+    """What storage holds contradicts what the ledger signed. Never expected; the server refuses to go on."""

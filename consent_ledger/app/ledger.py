@@ -1,0 +1,62 @@
+"""The ledger: validates what callers submit and hands it to the sequencer; the facade the gRPC layer calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from consent_ledger.app.log_queries import LogQueries
+from consent_ledger.app.ports import LogStore
+from consent_ledger.app.sequencer import Appended, RowsForBatch, Sequencer
+from consent_ledger.app.tree import TreeReader
+from consent_ledger.core.envelope import DEFAULT_MAX_ENVELOPE_SIZE, ParsedEnvelope, parse_envelope, verify_envelope
+from consent_ledger.core.note import Signer
+
+# Checks an envelope's payload (type registered, payload well-formed, signed by whom it must be); raises.
+PayloadCheck = Callable[[ParsedEnvelope], None]
+
+
+class Ledger:
+    """One log: its store, tree reader, sequencer and queries."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        signer: Signer,
+        *,
+        check_payload: PayloadCheck,
+        rows_for_batch: RowsForBatch | None = None,
+        max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
+        max_batch: int = 4096,
+        cache_tiles: int = 4096,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.reader = TreeReader(store, cache_tiles=cache_tiles)
+        self.sequencer = Sequencer(store, signer, self.reader, max_batch=max_batch, rows_for_batch=rows_for_batch)
+        self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
+        self._check_payload = check_payload
+        self._max_envelope_size = max_envelope_size
+
+    @property
+    def origin(self) -> str:
+        return self.signer.name
+
+    def open(self) -> None:
+        self.sequencer.open()
+
+    async def start(self) -> None:
+        await self.sequencer.start()
+
+    async def stop(self) -> None:
+        await self.sequencer.stop()
+
+    def validate(self, raw: bytes) -> ParsedEnvelope:
+        """Parse and verify an envelope and its payload. Raises InvalidInput or VerificationError."""
+        env = parse_envelope(raw, self._max_envelope_size)
+        verify_envelope(env)
+        self._check_payload(env)
+        return env
+
+    async def submit(self, raw: bytes) -> Appended:
+        """Validate, then append. Nothing reaches the log unless it passed every check."""
+        return await self.sequencer.append(self.validate(raw))

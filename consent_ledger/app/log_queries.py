@@ -1,0 +1,126 @@
+"""Read side of the log: entries, checkpoints and proofs, all against a published checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from consent_ledger.app.errors import NotFound, OutOfRange
+from consent_ledger.app.ports import LogStore, StoredCheckpoint, StoredEntry
+from consent_ledger.app.tree import TreeReader
+from consent_ledger.core.errors import InvalidInput
+from consent_ledger.core.merkle import Node, prove_consistency, prove_inclusion
+
+MAX_ENTRIES_PER_CALL = 256
+
+
+class _CacheMiss(Exception):
+    pass
+
+
+class _CachedOnly:
+    """A NodeReader that answers from memory or gives up, so a request can be served on the event loop."""
+
+    def __init__(self, reader: TreeReader) -> None:
+        self._reader = reader
+
+    def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        hashes = self._reader.read_cached(nodes)
+        if hashes is None:
+            raise _CacheMiss
+        return hashes
+
+
+@dataclass(frozen=True)
+class ProvenEntry:
+    entry: StoredEntry
+    proof: list[bytes]
+
+
+class LogQueries:
+    """Queries over one log. Methods named ``*_fast`` never touch storage and return None when they would."""
+
+    def __init__(self, store: LogStore, reader: TreeReader, latest: Callable[[], StoredCheckpoint]) -> None:
+        self._store = store
+        self._reader = reader
+        self._latest = latest
+        self._cached = _CachedOnly(reader)
+
+    def checkpoint(self) -> StoredCheckpoint:
+        return self._latest()
+
+    def _size(self, tree_size: int) -> int:
+        latest = self._latest().size
+        if tree_size == 0:
+            return latest
+        if tree_size > latest:
+            raise OutOfRange(f"tree size {tree_size} is beyond the latest checkpoint's size {latest}")
+        return tree_size
+
+    @staticmethod
+    def _check_index(index: int, size: int) -> None:
+        if index >= size:
+            raise InvalidInput(f"index {index} is not in a tree of size {size}")
+
+    def inclusion_fast(self, index: int, tree_size: int) -> tuple[int, list[bytes]] | None:
+        size = self._size(tree_size)
+        self._check_index(index, size)
+        try:
+            return size, prove_inclusion(index, size, self._cached)
+        except _CacheMiss:
+            return None
+
+    def inclusion(self, index: int, tree_size: int) -> tuple[int, list[bytes]]:
+        """(tree size, proof) for leaf ``index``; tree_size 0 means the latest."""
+        size = self._size(tree_size)
+        self._check_index(index, size)
+        return size, prove_inclusion(index, size, self._reader)
+
+    def inclusion_by_hash(self, leaf_hash: bytes, tree_size: int) -> tuple[int, int, list[bytes]]:
+        """(index, tree size, proof) for the leaf with this hash."""
+        if len(leaf_hash) != 32:
+            raise InvalidInput("leaf hash must be 32 bytes")
+        size = self._size(tree_size)
+        index = self._store.find_leaf(leaf_hash)
+        if index is None:
+            raise NotFound("no leaf with that hash")
+        if index >= size:
+            raise NotFound(f"the leaf is not in the tree of size {size} (it is at index {index})")
+        return index, size, prove_inclusion(index, size, self._reader)
+
+    def consistency_fast(self, first: int, second: int) -> list[bytes] | None:
+        self._check_sizes(first, second)
+        try:
+            return prove_consistency(first, second, self._cached)
+        except _CacheMiss:
+            return None
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        self._check_sizes(first, second)
+        return prove_consistency(first, second, self._reader)
+
+    def _check_sizes(self, first: int, second: int) -> None:
+        if first > second:
+            raise InvalidInput(f"first tree size {first} is larger than second {second}")
+        latest = self._latest().size
+        if second > latest:
+            raise OutOfRange(f"tree size {second} is beyond the latest checkpoint's size {latest}")
+
+    def entry(self, index: int) -> tuple[StoredCheckpoint, ProvenEntry]:
+        cp = self._latest()
+        if index >= cp.size:
+            raise NotFound(f"no entry {index}: the log has {cp.size} entries")
+        entries = self._store.read_entries(index, index + 1)
+        if not entries:
+            raise NotFound(f"no entry {index}")
+        return cp, ProvenEntry(entries[0], prove_inclusion(index, cp.size, self._reader))
+
+    def entries(self, start: int, end: int) -> tuple[StoredCheckpoint, list[ProvenEntry]]:
+        if end <= start:
+            raise InvalidInput(f"empty range [{start}, {end})")
+        cp = self._latest()
+        if start >= cp.size:
+            raise OutOfRange(f"start {start} is beyond the log's {cp.size} entries")
+        end = min(end, cp.size, start + MAX_ENTRIES_PER_CALL)
+        stored = self._store.read_entries(start, end)
+        return cp, [ProvenEntry(e, prove_inclusion(e.index, cp.size, self._reader)) for e in stored]

@@ -1,0 +1,90 @@
+"""What the application needs from storage. The SQLAlchemy implementation lives in consent_ledger.storage."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from consent_ledger.core.tiles import TileId
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A signed checkpoint as published: the tree size, its root and the signed note bytes."""
+
+    size: int
+    root_hash: bytes
+    note: bytes
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry being integrated: its index, leaf bytes and hash, and the envelope body stored beside the tree."""
+
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+    envelope: bytes
+    envelope_sha256: bytes
+    payload_type: str
+    integrated_ms: int
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as read back. ``envelope`` is None when the body was erased."""
+
+    index: int
+    leaf: bytes
+    envelope: bytes | None
+
+
+@dataclass(frozen=True)
+class IntegrationBatch:
+    """Everything one group commit writes, in one transaction.
+
+    ``entries`` have consecutive indices starting at the current tree size; ``tiles`` are the tile rows that are
+    new or grew; ``checkpoint`` covers the tree after the batch.
+    """
+
+    entries: Sequence[NewEntry]
+    tiles: Mapping[TileId, bytes]
+    checkpoint: StoredCheckpoint
+    extra: Mapping[str, Sequence[Mapping[str, object]]] = field(default_factory=dict)
+
+
+class ConcurrentIntegration(Exception):
+    """Another writer integrated first: the batch was rolled back and nothing was written."""
+
+
+class LogStore(Protocol):
+    """Durable storage of one log. Implementations must be safe to call from several threads."""
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The checkpoint with the largest tree size, or None for an empty log."""
+        ...
+
+    def read_tiles(self, ids: Collection[TileId]) -> dict[TileId, bytes]:
+        """The stored rows of the given tiles; missing tiles are absent from the result."""
+        ...
+
+    def find_envelopes(self, sha256s: Collection[bytes]) -> dict[bytes, int]:
+        """Index of each already-logged envelope, by the SHA-256 of its exact bytes."""
+        ...
+
+    def find_leaf(self, leaf_hash: bytes) -> int | None:
+        """Index of the leaf with this RFC 6962 leaf hash, if any."""
+        ...
+
+    def read_entries(self, start: int, end: int) -> list[StoredEntry]:
+        """Entries with start <= index < end, in index order (fewer if the log is shorter)."""
+        ...
+
+    def integrate(self, batch: IntegrationBatch) -> None:
+        """Write a batch atomically. Raises ConcurrentIntegration if the log is no longer at the batch's start."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,245 @@
+"""Sequencing, integration and publishing with group commit (DESIGN section 2).
+
+Submissions queue up while a batch commits; the next batch takes everything queued. One database transaction
+writes the batch's leaves, bodies, tiles and the new signed checkpoint, and only then is each caller answered,
+with its index, that checkpoint and an inclusion proof against it. Start-up reads the latest checkpoint and
+the right edge of the tree (a handful of tile rows), never the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from consent_ledger.app import instruments
+from consent_ledger.app.errors import CorruptStorage, Unavailable
+from consent_ledger.app.ports import ConcurrentIntegration, IntegrationBatch, LogStore, NewEntry, StoredCheckpoint
+from consent_ledger.app.tree import OverlayReader, TreeReader
+from consent_ledger.core import tiles
+from consent_ledger.core.checkpoint import Checkpoint, sign_checkpoint
+from consent_ledger.core.envelope import ParsedEnvelope
+from consent_ledger.core.leaf import encode_leaf
+from consent_ledger.core.merkle import prove_inclusion, tree_root
+from consent_ledger.core.note import Signer
+from consent_ledger.core.rfc6962 import HASH_SIZE, hash_leaf
+
+log = logging.getLogger(__name__)
+
+# Extra rows (index tables) to write with a batch, computed from the entries and their parsed envelopes.
+RowsForBatch = Callable[[Sequence[NewEntry], Sequence[ParsedEnvelope]], Mapping[str, Sequence[Mapping[str, object]]]]
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The answer to one submission: where it is, and the evidence."""
+
+    index: int
+    leaf: bytes
+    duplicate: bool
+    checkpoint: StoredCheckpoint
+    proof: list[bytes]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Sequencer:
+    """Integrates submitted envelopes into the log in batches. One per log (see DESIGN section 2)."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        signer: Signer,
+        reader: TreeReader,
+        *,
+        max_batch: int = 4096,
+        clock_ms: Callable[[], int] = _now_ms,
+        rows_for_batch: RowsForBatch | None = None,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._reader = reader
+        self._max_batch = max_batch
+        self._clock_ms = clock_ms
+        self._rows_for_batch = rows_for_batch
+        self._queue: asyncio.Queue[tuple[ParsedEnvelope, asyncio.Future[Appended]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        # One thread does all integration, so batches are strictly ordered.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
+        self._size = 0
+        self._edge: dict[tiles.TileId, bytes] = {}
+        self._latest: StoredCheckpoint | None = None
+        self._last_ms = 0
+        self._closing = False
+
+    @property
+    def latest(self) -> StoredCheckpoint:
+        """The latest published checkpoint. Requires open() to have run."""
+        if self._latest is None:
+            raise Unavailable("the log is not open yet")
+        return self._latest
+
+    def open(self) -> None:
+        """Load the latest checkpoint and the right edge; publish an empty checkpoint for a new log.
+
+        Raises CorruptStorage when the stored tiles do not give the signed root.
+        """
+        latest = self._store.latest_checkpoint()
+        if latest is None:
+            self._size, self._edge = 0, {}
+            self._reader.set_edge({})
+            self._publish([], [])
+            return
+        edge_ids = tiles.edge_tiles(latest.size)
+        edge = self._store.read_tiles(edge_ids)
+        if set(edge) != set(edge_ids):
+            raise CorruptStorage(f"right-edge tiles {sorted(set(edge_ids) - set(edge))} are missing")
+        self._size, self._edge, self._latest = latest.size, edge, latest
+        self._reader.set_edge(edge)
+        root = tree_root(latest.size, self._reader)
+        if root != latest.root_hash:
+            raise CorruptStorage(f"stored tiles do not give the root signed for tree size {latest.size}")
+        self._last_ms = latest.created_ms
+
+    async def start(self) -> None:
+        """Start the integration worker on the running event loop."""
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run(), name="sequencer")
+
+    async def stop(self) -> None:
+        """Stop accepting, finish the batch in flight, and refuse what is still queued."""
+        self._closing = True
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        if self._queue is not None:
+            while not self._queue.empty():
+                _, fut = self._queue.get_nowait()
+                if not fut.done():
+                    fut.set_exception(Unavailable("the ledger is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    async def append(self, envelope: ParsedEnvelope) -> Appended:
+        """Queue a verified envelope; return once the batch holding it has committed."""
+        if self._closing or self._queue is None:
+            raise Unavailable("the ledger is not accepting entries")
+        fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((envelope, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            envelopes = [env for env, _ in batch]
+            try:
+                # Shielded: a cancelled worker still lets the batch in flight finish and answer its callers.
+                results = await asyncio.shield(loop.run_in_executor(self._executor, self._integrate, envelopes))
+            except asyncio.CancelledError:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(Unavailable("the ledger is shutting down"))
+                raise
+            except Exception as e:  # storage failure: nothing was committed; callers may retry
+                log.exception("batch integration failed")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(Unavailable(f"could not integrate the batch: {type(e).__name__}"))
+                continue
+            for (_, fut), result in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(result)
+
+    def _integrate(self, envelopes: Sequence[ParsedEnvelope]) -> list[Appended]:
+        started = time.perf_counter()
+        with instruments.tracer.start_as_current_span("ledger.integrate_batch") as span:
+            span.set_attribute("ledger.batch.submissions", len(envelopes))
+            existing = self._store.find_envelopes({e.sha256 for e in envelopes})
+            index_of = dict(existing)
+            new_entries: list[NewEntry] = []
+            new_envs: list[ParsedEnvelope] = []
+            now = max(self._clock_ms(), self._last_ms)
+            for env in envelopes:
+                if env.sha256 in index_of:
+                    continue
+                index = self._size + len(new_entries)
+                index_of[env.sha256] = index
+                leaf = encode_leaf(now, env.payload_type, env.sha256)
+                new_entries.append(NewEntry(index, leaf, hash_leaf(leaf), env.raw, env.sha256, env.payload_type, now))
+                new_envs.append(env)
+            if new_entries:
+                try:
+                    self._publish(new_entries, new_envs, now=now)
+                except ConcurrentIntegration:
+                    log.error("another writer integrated into this log; reloading its state")
+                    self.open()
+                    raise
+            size, latest = self._size, self.latest
+            leaves = {e.index: e.leaf for e in new_entries}
+            old = sorted({i for i in existing.values()})
+            if old:
+                for entry in self._read_existing(old):
+                    leaves[entry[0]] = entry[1]
+            results = []
+            seen_new: set[bytes] = set()
+            for env in envelopes:
+                index = index_of[env.sha256]
+                duplicate = env.sha256 in existing or env.sha256 in seen_new
+                seen_new.add(env.sha256)
+                proof = prove_inclusion(index, size, self._reader)
+                results.append(Appended(index, leaves[index], duplicate, latest, proof))
+            span.set_attribute("ledger.batch.appended", len(new_entries))
+            span.set_attribute("ledger.tree.size", size)
+        instruments.batch_size.record(len(envelopes))
+        instruments.appends.add(len(new_entries))
+        instruments.duplicates.add(len(envelopes) - len(new_entries))
+        instruments.integration_latency.record((time.perf_counter() - started) * 1000)
+        instruments.tree_size.set(size)
+        return results
+
+    def _read_existing(self, indices: Sequence[int]) -> list[tuple[int, bytes]]:
+        out = []
+        for i in indices:
+            entries = self._store.read_entries(i, i + 1)
+            if not entries:
+                raise CorruptStorage(f"entry {i} is indexed but missing")
+            out.append((i, entries[0].leaf))
+        return out
+
+    def _publish(
+        self,
+        new_entries: Sequence[NewEntry],
+        new_envs: Sequence[ParsedEnvelope],
+        *,
+        now: int | None = None,
+    ) -> None:
+        """Write a batch and its checkpoint in one transaction, then move the in-memory state forward."""
+        now = self._clock_ms() if now is None else now
+        changed = tiles.append_leaves(self._size, self._edge, [e.leaf_hash for e in new_entries])
+        new_size = self._size + len(new_entries)
+        root = tree_root(new_size, OverlayReader(self._reader, changed))
+        with instruments.tracer.start_as_current_span("ledger.sign_checkpoint"):
+            note = sign_checkpoint(Checkpoint(self._signer.name, new_size, root), self._signer)
+        cp = StoredCheckpoint(new_size, root, note, now)
+        extra = self._rows_for_batch(new_entries, new_envs) if self._rows_for_batch and new_entries else {}
+        with instruments.tracer.start_as_current_span("ledger.commit"):
+            self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra))
+        merged = {**self._edge, **changed}
+        self._edge = {t: merged[t] for t in tiles.edge_tiles(new_size)}
+        for tile, data in changed.items():
+            if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
+                self._reader.remember_full(tile, data)
+        self._reader.set_edge(self._edge)
+        self._size, self._latest, self._last_ms = new_size, cp, now
+

@@ -1,0 +1,147 @@
+"""The tree as the ledger sees it: node hashes from tiles, with the right edge and full tiles kept in memory.
+
+Full tiles never change, so they are cached expanded (every level of their subtree), and a node hash is then a
+slice. The right edge (the partial tile of each level) is handed over by the sequencer after each commit, so
+no request reads a tile that is still growing from the database unless another process writes the log.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from consent_ledger.app.errors import CorruptStorage
+from consent_ledger.app.ports import LogStore
+from consent_ledger.core import tiles
+from consent_ledger.core.errors import InvalidInput
+from consent_ledger.core.merkle import Node
+from consent_ledger.core.rfc6962 import HASH_SIZE, hash_children
+
+
+def expand_tile(data: bytes) -> tuple[bytes, ...]:
+    """Every level of a full tile's subtree: level k holds 256 >> k concatenated hashes."""
+    levels = [data]
+    row = data
+    while len(row) > HASH_SIZE:
+        row = b"".join(
+            hash_children(row[i : i + HASH_SIZE], row[i + HASH_SIZE : i + 2 * HASH_SIZE])
+            for i in range(0, len(row), 2 * HASH_SIZE)
+        )
+        levels.append(row)
+    return tuple(levels)
+
+
+class TileCache:
+    """A bounded LRU of expanded full tiles. Thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._tiles: OrderedDict[tiles.TileId, tuple[bytes, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, tile: tiles.TileId) -> tuple[bytes, ...] | None:
+        with self._lock:
+            levels = self._tiles.get(tile)
+            if levels is not None:
+                self._tiles.move_to_end(tile)
+            return levels
+
+    def put(self, tile: tiles.TileId, data: bytes) -> tuple[bytes, ...]:
+        levels = expand_tile(data)
+        with self._lock:
+            self._tiles[tile] = levels
+            self._tiles.move_to_end(tile)
+            while len(self._tiles) > self._capacity:
+                self._tiles.popitem(last=False)
+        return levels
+
+
+def _node_from_levels(levels: Sequence[bytes], loc: tiles.NodeLocation) -> bytes:
+    sub = loc.count.bit_length() - 1
+    i = (loc.start >> sub) * HASH_SIZE
+    return levels[sub][i : i + HASH_SIZE]
+
+
+class TreeReader:
+    """A NodeReader over a LogStore: right edge in memory, full tiles from an LRU, the rest from storage."""
+
+    def __init__(self, store: LogStore, *, cache_tiles: int = 4096) -> None:
+        self._store = store
+        self._cache = TileCache(cache_tiles)
+        self._edge: Mapping[tiles.TileId, bytes] = {}
+
+    def set_edge(self, edge: Mapping[tiles.TileId, bytes]) -> None:
+        """Replace the in-memory right edge (the partial tiles of the current tree)."""
+        self._edge = dict(edge)
+
+    def remember_full(self, tile: tiles.TileId, data: bytes) -> None:
+        """Cache a full tile that was just written."""
+        if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
+            self._cache.put(tile, data)
+
+    def _cached(self, loc: tiles.NodeLocation, edge: Mapping[tiles.TileId, bytes]) -> bytes | None:
+        levels = self._cache.get(loc.tile)
+        if levels is not None:
+            return _node_from_levels(levels, loc)
+        data = edge.get(loc.tile)
+        if data is not None and len(data) >= (loc.start + loc.count) * HASH_SIZE:
+            return tiles.hash_from_tile(data, loc)
+        return None
+
+    def read_cached(self, nodes: Sequence[Node]) -> list[bytes] | None:
+        """The node hashes if every one is in memory, else None (then call read_nodes off the event loop)."""
+        edge = self._edge
+        out = []
+        for node in nodes:
+            h = self._cached(tiles.locate_node(*node), edge)
+            if h is None:
+                return None
+            out.append(h)
+        return out
+
+    def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        edge = self._edge
+        locs = [tiles.locate_node(*n) for n in nodes]
+        out: list[bytes | None] = [self._cached(loc, edge) for loc in locs]
+        missing = {loc.tile for loc, h in zip(locs, out) if h is None}
+        if missing:
+            rows = self._store.read_tiles(missing)
+            for i, loc in enumerate(locs):
+                if out[i] is not None:
+                    continue
+                data = rows.get(loc.tile)
+                if data is None:
+                    raise CorruptStorage(f"tile {loc.tile} is missing from storage")
+                if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
+                    out[i] = _node_from_levels(self._cache.put(loc.tile, data), loc)
+                else:
+                    try:
+                        out[i] = tiles.hash_from_tile(data, loc)
+                    except InvalidInput as e:
+                        raise CorruptStorage(str(e)) from e
+        return [h for h in out if h is not None]
+
+
+class OverlayReader:
+    """Node reads over a reader plus tiles not yet committed (used to compute a batch's new root)."""
+
+    def __init__(self, base: TreeReader, overlay: Mapping[tiles.TileId, bytes]) -> None:
+        self._base = base
+        self._overlay = overlay
+
+    def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        out: list[bytes] = []
+        rest: list[tuple[int, Node]] = []
+        for i, node in enumerate(nodes):
+            loc = tiles.locate_node(*node)
+            data = self._overlay.get(loc.tile)
+            if data is not None and len(data) >= (loc.start + loc.count) * HASH_SIZE:
+                out.append(tiles.hash_from_tile(data, loc))
+            else:
+                out.append(b"")
+                rest.append((i, node))
+        if rest:
+            for (i, _), h in zip(rest, self._base.read_nodes([n for _, n in rest])):
+                out[i] = h
+        return out

@@ -1,0 +1,97 @@
+"""Build the gRPC server: ledger servicers, health checking, reflection, telemetry, size limits, TLS."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from consent_ledger.app.ledger import Ledger
+from consent_ledger.server.log_servicer import LogServicer
+from consent_ledger.v1 import log_pb2, log_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVE_BYTES = 256 * 1024
+MAX_SEND_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS; with ``client_ca`` set, clients must present a certificate it signed (mTLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+
+
+def is_loopback(address: str) -> bool:
+    """True when a listen address ("host:port") is on the loopback interface."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# Extra servicers (added by later layers) register themselves on the server through these.
+Registrar = Callable[[grpc.aio.Server], Sequence[str]]
+
+
+async def create_server(
+    ledger: Ledger,
+    address: str = "127.0.0.1:0",
+    *,
+    tls: TlsFiles | None = None,
+    insecure: bool = False,
+    extra: Sequence[Registrar] = (),
+) -> tuple[grpc.aio.Server, int, HealthServicer]:
+    """A started-ready (not yet started) server bound to ``address``; returns (server, port, health).
+
+    Plaintext needs ``insecure=True`` and a loopback address; anything else needs ``tls``.
+    """
+    if tls is None:
+        if not insecure:
+            raise ValueError("refusing to serve without TLS: pass TLS files or insecure=True (loopback only)")
+        if not is_loopback(address):
+            raise ValueError(f"plaintext is only allowed on loopback, not on {address}")
+        log.warning("serving WITHOUT TLS on %s (development only)", address)
+    server = grpc.aio.server(
+        interceptors=[aio_server_interceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(ledger), server)
+    names = [log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name]
+    for register in extra:
+        names.extend(register(server))
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    return server, port, health

@@ -1,0 +1,91 @@
+"""LogService: a thin adapter from protobuf requests to the ledger's log queries and sequencer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from consent_ledger.app.ledger import Ledger
+from consent_ledger.app.ports import StoredCheckpoint, StoredEntry
+from consent_ledger.core.errors import InvalidInput
+from consent_ledger.server.errors import unary
+from consent_ledger.v1 import log_pb2, log_pb2_grpc
+
+
+def checkpoint_pb(cp: StoredCheckpoint) -> log_pb2.Checkpoint:
+    return log_pb2.Checkpoint(note=cp.note)
+
+
+class LogServicer(log_pb2_grpc.LogServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._q = ledger.queries
+
+    @unary("Submit")
+    async def Submit(self, request: log_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> log_pb2.SubmitResponse:
+        done = await self._ledger.submit(request.envelope)
+        return log_pb2.SubmitResponse(
+            index=done.index,
+            duplicate=done.duplicate,
+            leaf=done.leaf,
+            checkpoint=checkpoint_pb(done.checkpoint),
+            inclusion_proof=done.proof,
+        )
+
+    @unary("GetEntry")
+    async def GetEntry(self, request: log_pb2.GetEntryRequest, context: grpc.aio.ServicerContext) -> log_pb2.GetEntryResponse:
+        cp, proven = await asyncio.to_thread(self._q.entry, request.index)
+        return log_pb2.GetEntryResponse(
+            entry=entry_pb(proven.entry), checkpoint=checkpoint_pb(cp), inclusion_proof=proven.proof
+        )
+
+    @unary("GetEntries")
+    async def GetEntries(
+        self, request: log_pb2.GetEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.GetEntriesResponse:
+        cp, proven = await asyncio.to_thread(self._q.entries, request.start, request.end)
+        return log_pb2.GetEntriesResponse(
+            entries=[entry_pb(p.entry) for p in proven],
+            checkpoint=checkpoint_pb(cp),
+            proofs=[log_pb2.InclusionProof(hashes=p.proof) for p in proven],
+        )
+
+    @unary("GetCheckpoint")
+    async def GetCheckpoint(
+        self, request: log_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.GetCheckpointResponse:
+        return log_pb2.GetCheckpointResponse(checkpoint=checkpoint_pb(self._q.checkpoint()))
+
+    @unary("GetInclusionProof")
+    async def GetInclusionProof(
+        self, request: log_pb2.GetInclusionProofRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.GetInclusionProofResponse:
+        which = request.WhichOneof("leaf")
+        if which == "leaf_hash":
+            index, size, proof = await asyncio.to_thread(self._q.inclusion_by_hash, request.leaf_hash, request.tree_size)
+        elif which == "index":
+            index = request.index
+            fast = self._q.inclusion_fast(index, request.tree_size)
+            size, proof = fast if fast is not None else await asyncio.to_thread(self._q.inclusion, index, request.tree_size)
+        else:
+            raise InvalidInput("give either a leaf index or a leaf hash")
+        return log_pb2.GetInclusionProofResponse(index=index, tree_size=size, hashes=proof)
+
+    @unary("GetConsistencyProof")
+    async def GetConsistencyProof(
+        self, request: log_pb2.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.GetConsistencyProofResponse:
+        proof = self._q.consistency_fast(request.first, request.second)
+        if proof is None:
+            proof = await asyncio.to_thread(self._q.consistency, request.first, request.second)
+        return log_pb2.GetConsistencyProofResponse(hashes=proof)
+
+
+def entry_pb(entry: StoredEntry) -> log_pb2.Entry:
+    return log_pb2.Entry(
+        index=entry.index,
+        leaf=entry.leaf,
+        envelope=entry.envelope or b"",
+        body_erased=entry.envelope is None,
+    )

@@ -1,0 +1,71 @@
+"""Composition: open the store, build the ledger, start the gRPC server. Used by the CLI and the tests."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from consent_ledger.app.ledger import Ledger
+from consent_ledger.app.payload_check import check_payload
+from consent_ledger.core.note import Signer
+from consent_ledger.server.app import TlsFiles, create_server
+from consent_ledger.storage import open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE_URL = "sqlite:///consent-ledger.db"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    database_url: str = DEFAULT_DATABASE_URL
+    listen: str = DEFAULT_LISTEN
+    tls: TlsFiles | None = None
+    insecure: bool = False
+    max_batch: int = 4096
+
+
+@dataclass
+class RunningService:
+    """A started service: stop() drains it (health NOT_SERVING, finish RPCs, stop the sequencer)."""
+
+    server: grpc.aio.Server
+    port: int
+    ledger: Ledger
+    health: HealthServicer
+    stopped: bool = field(default=False)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.ledger.stop()
+        self.ledger.store.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def start_service(config: ServiceConfig, signer: Signer) -> RunningService:
+    """Open (and migrate) the database, load the log's right edge, and serve."""
+    store = open_store(config.database_url)
+    try:
+        ledger = Ledger(store, signer, check_payload=check_payload, max_batch=config.max_batch)
+        ledger.open()
+        server, port, health = await create_server(ledger, config.listen, tls=config.tls, insecure=config.insecure)
+    except BaseException:
+        store.close()
+        raise
+    await ledger.start()
+    await server.start()
+    cp = ledger.sequencer.latest
+    log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    return RunningService(server, port, ledger, health)

@@ -1,0 +1,110 @@
+"""The database schema of one log, as SQLAlchemy Core tables in one MetaData.
+
+The tree is kept as tiles (DESIGN section 2) and the envelope bodies beside it (section 3):
+
+- ``leaves``: one row per entry: the leaf bytes (a commitment, no health data), its RFC 6962 leaf hash and the
+  SHA-256 of the envelope, each unique; looked up by index, by leaf hash and by envelope hash (dedup).
+- ``bodies``: the envelope bytes by index; ``envelope`` is NULL once erased, with the reason kept.
+- ``tiles``: tile rows of up to 256 hashes, keyed by (tile level, tile index); a partial tile is overwritten as
+  it grows.
+- ``checkpoints``: every published signed checkpoint, keyed by tree size.
+
+The schema is created and changed only by the Alembic migrations in ``migrations/versions``; a test checks that
+the migrated database matches this MetaData on every backend. Later features add their tables to ``metadata``
+(and a migration); :class:`~consent_ledger.storage.sql.SqlLogStore` then writes rows into them through
+``IntegrationBatch.extra`` in the same transaction as the batch. Put ``info={UPSERT: True}`` on such a table to
+have its rows inserted or, when the primary key exists, updated.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+__all__ = ["BODY", "CORE_TABLES", "HASH", "UPSERT", "bodies", "checkpoints", "leaves", "metadata", "tiles"]
+
+# Names of constraints and indexes do not depend on the backend, so migrations and comparisons agree.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# A SHA-256 hash. MySQL and MariaDB cannot put a unique index on a BLOB, so it is VARBINARY(32) there;
+# BYTEA on PostgreSQL, BLOB on SQLite.
+HASH = LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb")
+
+# An envelope body, capped at 64 KiB by the API: a MySQL BLOB holds 65,535 bytes at most, so MEDIUMBLOB there.
+BODY = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+
+# Set ``info={UPSERT: True}`` on an extra table whose rows replace existing rows with the same primary key.
+UPSERT = "consent_ledger.upsert"
+
+# InnoDB and utf8mb4 whatever the server's defaults are.
+_MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+leaves = Table(
+    "leaves",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("leaf_hash", HASH, nullable=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("envelope_sha256", HASH, nullable=False),
+    Column("payload_type", String(128), nullable=False),
+    Column("integrated_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("idx"),
+    UniqueConstraint("leaf_hash"),
+    UniqueConstraint("envelope_sha256"),
+    **_MYSQL,
+)
+
+# No foreign key to leaves: a body is written in the same transaction as its leaf, and the key would only cost.
+bodies = Table(
+    "bodies",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("envelope", BODY, nullable=True),
+    Column("erased_reason", Text, nullable=True),
+    PrimaryKeyConstraint("idx"),
+    **_MYSQL,
+)
+
+tiles = Table(
+    "tiles",
+    metadata,
+    Column("level", Integer, nullable=False, autoincrement=False),
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("hashes", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
+    **_MYSQL,
+)
+
+# The signed note is UTF-8 text but is kept as bytes: what was signed comes back byte for byte, whatever the
+# connection's character set.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("size", BigInteger, nullable=False, autoincrement=False),
+    Column("root_hash", HASH, nullable=False),
+    Column("note", LargeBinary, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("size"),
+    **_MYSQL,
+)
+
+CORE_TABLES = frozenset({"leaves", "bodies", "tiles", "checkpoints"})

@@ -1,0 +1,364 @@
+"""SqlLogStore: the LogStore port (consent_ledger.app.ports) over SQLAlchemy 2 Core.
+
+Every method takes its own pooled connection, so a store is safe to share between threads; an in-memory SQLite
+database has a single connection, and the store serialises access to it.
+
+Integration is one transaction. It first checks that the log is at the batch's start, the size of the latest
+checkpoint, which must equal ``batch.entries[0].index`` or, for a batch without entries,
+``batch.checkpoint.size``. A batch without entries publishes a checkpoint for the current tree: the first
+checkpoint of an empty log (size 0), or a re-signed checkpoint that replaces the note stored for the current
+size (the root must not change). Then it writes the leaves, bodies, tiles (inserted or overwritten), the extra
+rows and the checkpoint. When another writer got there first the transaction writes nothing and
+:class:`ConcurrentIntegration` is raised, whether the size check saw it or a unique key did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, tuple_, update
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from consent_ledger.app.ports import (
+    ConcurrentIntegration,
+    IntegrationBatch,
+    StoredCheckpoint,
+    StoredEntry,
+)
+from consent_ledger.core.tiles import TILE_WIDTH, TileId
+from consent_ledger.storage import schema
+from consent_ledger.storage.engine import WRITE_OPTION, is_memory_sqlite, make_engine
+from consent_ledger.storage.migration import migrate as migrate_schema
+
+__all__ = ["MAX_READ_ENTRIES", "BatchConflict", "SqlLogStore", "open_store"]
+
+HASH_SIZE = 32
+MAX_READ_ENTRIES = 1000
+# Bound the parameters of one IN (...): SQLite allows 32,766 variables, but large lists plan poorly everywhere.
+_IN_CHUNK = 500
+
+_leaves, _bodies, _tiles, _checkpoints = schema.leaves, schema.bodies, schema.tiles, schema.checkpoints
+
+
+class BatchConflict(ValueError):
+    """The batch collides with itself or with stored rows (a leaf or envelope hash already logged) although no
+    other writer moved the log: the caller broke the batch's contract. Nothing was written."""
+
+
+def open_store(url: str | URL, *, migrate: bool = True) -> SqlLogStore:
+    """Open the log stored at ``url`` (forms in consent_ledger.storage.engine), upgrading its schema first
+    unless ``migrate`` is False."""
+    engine = make_engine(url)
+    try:
+        if migrate:
+            migrate_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return SqlLogStore(engine)
+
+
+class SqlLogStore:
+    """A log's durable state in a SQL database. Implements consent_ledger.app.ports.LogStore."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Use ``engine`` (see make_engine), whose schema must be migrated. The store disposes it on close()."""
+        self._engine = engine
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if is_memory_sqlite(engine.url) else contextlib.nullcontext()
+        )
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for reading; its transaction is rolled back at the end."""
+        with self._lock, self._engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a write transaction, committed at the end unless an exception escapes."""
+        with self._lock, self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # Reads.
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The checkpoint with the largest tree size, or None for an empty log."""
+        with self.connect() as conn:
+            row = conn.execute(select(_checkpoints).order_by(_checkpoints.c.size.desc()).limit(1)).first()
+        return _checkpoint(row) if row is not None else None
+
+    def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
+        """The checkpoint published for tree size ``size``, if any."""
+        with self.connect() as conn:
+            row = conn.execute(select(_checkpoints).where(_checkpoints.c.size == size)).first()
+        return _checkpoint(row) if row is not None else None
+
+    def tree_size(self) -> int:
+        """The size of the latest checkpoint; 0 for an empty log."""
+        with self.connect() as conn:
+            return _current_size(conn)
+
+    def read_tiles(self, ids: Collection[TileId]) -> dict[TileId, bytes]:
+        """The stored rows of the given tiles; missing tiles are absent from the result."""
+        by_level: dict[int, list[int]] = defaultdict(list)
+        for level, index in set(ids):
+            by_level[level].append(index)
+        out: dict[TileId, bytes] = {}
+        with self.connect() as conn:
+            for level, indices in sorted(by_level.items()):
+                for chunk in _chunks(sorted(indices)):
+                    rows = conn.execute(
+                        select(_tiles.c.level, _tiles.c.idx, _tiles.c.hashes).where(
+                            _tiles.c.level == level, _tiles.c.idx.in_(chunk)
+                        )
+                    )
+                    for lv, idx, data in rows:
+                        out[(lv, idx)] = bytes(data)
+        return out
+
+    def find_envelopes(self, sha256s: Collection[bytes]) -> dict[bytes, int]:
+        """Index of each already-logged envelope, by the SHA-256 of its exact bytes."""
+        wanted = sorted({bytes(h) for h in sha256s})
+        out: dict[bytes, int] = {}
+        if not wanted:
+            return out
+        with self.connect() as conn:
+            for chunk in _chunks(wanted):
+                rows = conn.execute(
+                    select(_leaves.c.envelope_sha256, _leaves.c.idx).where(_leaves.c.envelope_sha256.in_(chunk))
+                )
+                out.update((bytes(h), i) for h, i in rows)
+        return out
+
+    def find_leaf(self, leaf_hash: bytes) -> int | None:
+        """Index of the leaf with this RFC 6962 leaf hash, if any."""
+        with self.connect() as conn:
+            return conn.execute(select(_leaves.c.idx).where(_leaves.c.leaf_hash == bytes(leaf_hash))).scalar()
+
+    def read_entries(self, start: int, end: int) -> list[StoredEntry]:
+        """Entries with start <= index < end, in index order (fewer if the log is shorter).
+
+        Requires 0 <= start <= end <= start + MAX_READ_ENTRIES; raises ValueError otherwise.
+        """
+        if not 0 <= start <= end or end - start > MAX_READ_ENTRIES:
+            raise ValueError(f"entry range [{start}, {end}) is not 0 <= start <= end <= start + {MAX_READ_ENTRIES}")
+        if start == end:
+            return []
+        query = (
+            select(_leaves.c.idx, _leaves.c.leaf, _bodies.c.envelope)
+            .select_from(_leaves.outerjoin(_bodies, _bodies.c.idx == _leaves.c.idx))
+            .where(_leaves.c.idx >= start, _leaves.c.idx < end)
+            .order_by(_leaves.c.idx)
+        )
+        with self.connect() as conn:
+            return [
+                StoredEntry(idx, bytes(leaf), None if env is None else bytes(env))
+                for idx, leaf, env in conn.execute(query)
+            ]
+
+    # Writes.
+
+    def integrate(self, batch: IntegrationBatch) -> None:
+        """Write a batch atomically (see the module docstring for the rules).
+
+        Raises ConcurrentIntegration if the log is not at the batch's start, BatchConflict if the batch repeats a
+        leaf or envelope hash, ValueError if the batch is malformed. Nothing is written in any of these cases.
+        """
+        start = _check_batch(batch)
+        cp = batch.checkpoint
+        try:
+            with self.begin() as conn:
+                latest = conn.execute(
+                    select(_checkpoints.c.size, _checkpoints.c.root_hash)
+                    .order_by(_checkpoints.c.size.desc())
+                    .limit(1)
+                ).first()
+                size = latest.size if latest is not None else 0
+                if size != start:
+                    raise ConcurrentIntegration(f"the log is at size {size}, the batch starts at {start}")
+                if batch.entries:
+                    # Leaves first: a concurrent writer at the same start collides here, before anything else.
+                    conn.execute(
+                        insert(_leaves),
+                        [
+                            {
+                                "idx": e.index,
+                                "leaf_hash": bytes(e.leaf_hash),
+                                "leaf": bytes(e.leaf),
+                                "envelope_sha256": bytes(e.envelope_sha256),
+                                "payload_type": e.payload_type,
+                                "integrated_ms": e.integrated_ms,
+                            }
+                            for e in batch.entries
+                        ],
+                    )
+                    conn.execute(
+                        insert(_bodies),
+                        [{"idx": e.index, "envelope": bytes(e.envelope), "erased_reason": None} for e in batch.entries],
+                    )
+                if batch.tiles:
+                    _upsert(
+                        conn,
+                        _tiles,
+                        [{"level": lv, "idx": ix, "hashes": bytes(data)} for (lv, ix), data in batch.tiles.items()],
+                    )
+                for table in _extra_tables(batch.extra):
+                    rows = [dict(r) for r in batch.extra[table.name]]
+                    if not rows:
+                        continue
+                    if table.info.get(schema.UPSERT):
+                        _upsert(conn, table, rows)
+                    else:
+                        conn.execute(insert(table), rows)
+                if latest is not None and latest.size == cp.size:
+                    if bytes(latest.root_hash) != bytes(cp.root_hash):
+                        raise ValueError(f"a checkpoint for size {cp.size} with another root is already stored")
+                    conn.execute(
+                        update(_checkpoints)
+                        .where(_checkpoints.c.size == cp.size)
+                        .values(note=bytes(cp.note), created_ms=cp.created_ms)
+                    )
+                else:
+                    conn.execute(
+                        insert(_checkpoints).values(
+                            size=cp.size, root_hash=bytes(cp.root_hash), note=bytes(cp.note), created_ms=cp.created_ms
+                        )
+                    )
+        except IntegrityError as e:
+            raise self._explain_conflict(start, e) from e
+        except DBAPIError as e:
+            if not _is_lock_conflict(e):
+                raise
+            raise self._explain_conflict(start, e) from e
+
+    def erase_body(self, index: int, reason: str) -> None:
+        """Erase the body of entry ``index`` (its leaf, and so every proof, stays). Raises LookupError if there is
+        no such entry. Erasing again replaces the reason."""
+        if not reason:
+            raise ValueError("an erasure needs a reason")
+        with self.begin() as conn:
+            result = conn.execute(
+                update(_bodies).where(_bodies.c.idx == index).values(envelope=None, erased_reason=reason)
+            )
+            if result.rowcount != 1:
+                raise LookupError(f"no entry {index}")
+
+    def _explain_conflict(self, start: int, error: Exception) -> Exception:
+        """What a failed write means: another writer moved the log, or the batch itself is at fault."""
+        size = self.tree_size()
+        if size != start:
+            return ConcurrentIntegration(f"another writer integrated first: the log is at size {size}, not {start}")
+        if isinstance(error, IntegrityError):
+            return BatchConflict(f"the batch collides with stored rows: {error.orig}")
+        return error
+
+
+def _checkpoint(row: Any) -> StoredCheckpoint:
+    return StoredCheckpoint(row.size, bytes(row.root_hash), bytes(row.note), row.created_ms)
+
+
+def _current_size(conn: Connection) -> int:
+    size = conn.execute(select(_checkpoints.c.size).order_by(_checkpoints.c.size.desc()).limit(1)).scalar()
+    return 0 if size is None else size
+
+
+def _chunks(items: Sequence[Any], n: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _is_hash(h: object) -> bool:
+    return isinstance(h, bytes | bytearray | memoryview) and len(h) == HASH_SIZE
+
+
+def _check_batch(batch: IntegrationBatch) -> int:
+    """The batch's start. Raises ValueError (or BatchConflict) for a malformed batch."""
+    cp = batch.checkpoint
+    if cp.size < 0 or not _is_hash(cp.root_hash) or not cp.note:
+        raise ValueError("the batch's checkpoint needs a size >= 0, a 32-byte root and a note")
+    entries = batch.entries
+    start = entries[0].index if entries else cp.size
+    if start < 0 or cp.size != start + len(entries):
+        raise ValueError(f"a checkpoint of size {cp.size} does not follow {len(entries)} entries from {start}")
+    leaf_hashes: set[bytes] = set()
+    envelope_hashes: set[bytes] = set()
+    for i, e in enumerate(entries):
+        if e.index != start + i:
+            raise ValueError(f"entry {i} of the batch has index {e.index}, expected {start + i}")
+        if not _is_hash(e.leaf_hash) or not _is_hash(e.envelope_sha256):
+            raise ValueError(f"entry {e.index} needs a 32-byte leaf hash and envelope hash")
+        leaf_hashes.add(bytes(e.leaf_hash))
+        envelope_hashes.add(bytes(e.envelope_sha256))
+    if len(leaf_hashes) != len(entries) or len(envelope_hashes) != len(entries):
+        raise BatchConflict("the batch holds the same leaf or envelope twice")
+    for (level, index), data in batch.tiles.items():
+        if level < 0 or index < 0 or not data or len(data) % HASH_SIZE or len(data) > TILE_WIDTH * HASH_SIZE:
+            raise ValueError(f"tile {(level, index)} is malformed ({len(data)} bytes)")
+    _extra_tables(batch.extra)
+    return start
+
+
+def _extra_tables(extra: Mapping[str, Sequence[Mapping[str, object]]]) -> list[Table]:
+    """The tables named by ``extra``, in dependency order. Raises ValueError for an unknown or core table."""
+    for name in extra:
+        if name not in schema.metadata.tables or name in schema.CORE_TABLES:
+            raise ValueError(f"{name!r} is not an extra table of the schema")
+    return [t for t in schema.metadata.sorted_tables if t.name in extra]
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, replacing any row with the same primary key. One executemany where the dialect allows."""
+    keys = [c.name for c in table.primary_key.columns]
+    others = [c.name for c in table.columns if c.name not in keys]
+    backend = conn.dialect.name
+    if backend in ("sqlite", "postgresql"):
+        ins = sqlite_dialect.insert(table) if backend == "sqlite" else pg_dialect.insert(table)
+        stmt = (
+            ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in others})
+            if others
+            else ins.on_conflict_do_nothing(index_elements=keys)
+        )
+        conn.execute(stmt, rows)
+    elif backend in ("mysql", "mariadb"):
+        mins = mysql_dialect.insert(table)
+        names = others or keys  # with nothing else to update, "update" a key to itself
+        conn.execute(mins.on_duplicate_key_update({c: mins.inserted[c] for c in names}), rows)
+    else:
+        for chunk in _chunks(rows):
+            key_values = [tuple(r[k] for k in keys) for r in chunk]
+            cols = [table.c[k] for k in keys]
+            where = (
+                tuple_(*cols).in_(key_values)
+                if len(cols) > 1
+                else cols[0].in_([v[0] for v in key_values])
+            )
+            conn.execute(delete(table).where(where))
+        conn.execute(insert(table), rows)
+
+
+def _is_lock_conflict(e: DBAPIError) -> bool:
+    """A deadlock or serialization failure: the database rolled back one of two racing writers."""
+    orig = e.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in ("40001", "40P01"):
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205)  # MySQL: deadlock; lock wait timeout
