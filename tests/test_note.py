@@ -243,7 +243,7 @@ def test_round_trip_unusual_text(text: str) -> None:
     assert open_note(sign_note(text, [ALICE]), [ALICE.verifier()]).text == text
 
 
-@pytest.mark.parametrize("bit", range(0, 8 * len(TEXT)))
+@pytest.mark.parametrize("bit", range(8 * len(TEXT)))
 def test_flipped_bit_in_text(bit: int) -> None:
     msg = bytearray(NOTE)
     msg[bit // 8] ^= 1 << (bit % 8)

@@ -272,8 +272,7 @@ def parse_signature_line(line: str) -> NoteSignature:
     """
     if not isinstance(line, str):
         raise InvalidInput("signature line must be text")
-    if line.endswith("\n"):
-        line = line[:-1]
+    line = line.removesuffix("\n")
     if not line.startswith(_SIG_PREFIX):
         raise InvalidInput("signature line does not start with an em dash and a space")
     name, sep, b64 = line[len(_SIG_PREFIX) :].partition(" ")

@@ -1,0 +1,52 @@
+"""Key files: Go sumdb/note signer-key text ("PRIVATE+KEY+<name>+<hash>+<base64>"), written 0600.
+
+The log's key names the log (its origin); a patient's or an organisation's key uses the same format with a
+name of its own choosing. The matching verifier key ("<name>+<hash>+<base64>") is public.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.errors import InvalidInput
+from consent_ledger.core.note import Signer, format_signer_key, format_verifier_key, parse_signer_key
+
+KEY_ENV = "CONSENT_LEDGER_KEY"
+
+
+def write_new_key(path: Path, name: str, *, overwrite: bool = False) -> Signer:
+    """Create a key and write it to ``path`` with mode 0600 (never replacing a key unless asked)."""
+    signer = Signer(name, Ed25519PrivateKey.generate())
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(format_signer_key(name, signer.private_key) + "\n")
+    os.chmod(path, 0o600)
+    path.with_name(path.name + ".pub").write_text(format_verifier_key(name, signer.public_key) + "\n")
+    return signer
+
+
+def read_key(path: Path) -> Signer:
+    """Read a key file; refuses files readable by group or others (as ssh does)."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InvalidInput(f"key file {path} is readable by others (mode {stat.filemode(mode)}); chmod 600 it")
+    return parse_signer_key(path.read_text(encoding="ascii").strip())
+
+
+def key_from_env_or_file(path: Path | None) -> Signer:
+    """The log key from a file, else from $CONSENT_LEDGER_KEY (the key text itself)."""
+    if path is not None:
+        return read_key(path)
+    text = os.environ.get(KEY_ENV)
+    if not text:
+        raise InvalidInput(f"no log key: pass --key-file or set {KEY_ENV}")
+    return parse_signer_key(text.strip())
+
+
+def verifier_key_of(signer: Signer) -> str:
+    return format_verifier_key(signer.name, signer.public_key)
