@@ -15,12 +15,12 @@ LOG_NAME = "ledger.test/log"
 LOG_SEED = bytes(range(32))
 
 
-def test_signer() -> Signer:
+def log_signer() -> Signer:
     return Signer(LOG_NAME, Ed25519PrivateKey.from_seed(LOG_SEED))
 
 
-def test_verifier_key() -> str:
-    s = test_signer()
+def log_verifier_key() -> str:
+    s = log_signer()
     return format_verifier_key(s.name, s.public_key)
 
 
@@ -74,7 +74,7 @@ class ServerThread:
 def running_server(database_url: str, **config: object) -> Iterator[ServerThread]:
     server = ServerThread(
         ServiceConfig(database_url=database_url, listen="127.0.0.1:0", insecure=True, **config),  # type: ignore[arg-type]
-        test_signer(),
+        log_signer(),
     )
     server.start()
     try:

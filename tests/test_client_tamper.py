@@ -15,7 +15,7 @@ from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client import LedgerClient, VerificationError
 
 from .entries_support import grant_envelope
-from .server_support import running_server, test_verifier_key
+from .server_support import running_server, log_verifier_key
 
 Mutation = Callable[[str, object], None]
 
@@ -193,7 +193,7 @@ def tamper_setup(tmp_path_factory):
 @pytest.mark.parametrize("name,method,mutation", _cases(), ids=[c[0] for c in _cases()])
 def test_client_catches_tampering(tamper_setup, tmp_path, name, method, mutation):
     server, proxy = tamper_setup
-    key = test_verifier_key()
+    key = log_verifier_key()
     state = tmp_path / "state.json"
     # An honest history first: the client remembers a checkpoint, then the log grows.
     with LedgerClient.connect(server.target, verifier_key=key, state_path=state, insecure=True) as honest:
@@ -217,7 +217,7 @@ def _leaf_hash(receipt) -> bytes:
 @pytest.mark.parametrize("method", ["Submit", "GetEntry", "GetEntries", "GetCheckpoint", "GetInclusionProof"])
 def test_client_accepts_honest_answers_through_the_proxy(tamper_setup, tmp_path, method):
     server, proxy = tamper_setup
-    key = test_verifier_key()
+    key = log_verifier_key()
     state = tmp_path / "state.json"
     with LedgerClient.connect(server.target, verifier_key=key, state_path=state, insecure=True) as honest:
         for _ in range(3):

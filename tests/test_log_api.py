@@ -15,7 +15,7 @@ from consent_ledger.v1 import envelope_pb2, log_pb2, log_pb2_grpc
 from consent_ledger_client import InconsistentCheckpoints, LedgerClient
 
 from .entries_support import PATIENT, grant_envelope
-from .server_support import running_server, test_verifier_key
+from .server_support import running_server, log_verifier_key
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def server(database_url):
 @pytest.fixture
 def client(server, tmp_path):
     with LedgerClient.connect(
-        server.target, verifier_key=test_verifier_key(), state_path=tmp_path / "state.json", insecure=True
+        server.target, verifier_key=log_verifier_key(), state_path=tmp_path / "state.json", insecure=True
     ) as c:
         yield c
 
@@ -73,11 +73,11 @@ def test_concurrent_submitters_get_distinct_indices_and_group_commit(server, cli
 def test_state_file_survives_restart_and_detects_rollback(database_url, tmp_path):
     state = tmp_path / "state.json"
     with running_server(database_url) as s:
-        with LedgerClient.connect(s.target, verifier_key=test_verifier_key(), state_path=state, insecure=True) as c:
+        with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), state_path=state, insecure=True) as c:
             for _ in range(5):
                 c.submit(grant_envelope())
     with running_server(database_url) as s:
-        with LedgerClient.connect(s.target, verifier_key=test_verifier_key(), state_path=state, insecure=True) as c:
+        with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), state_path=state, insecure=True) as c:
             assert c.last_checkpoint is not None and c.last_checkpoint.size == 5
             c.submit(grant_envelope())
             assert c.checkpoint().checkpoint.size == 6
@@ -164,7 +164,7 @@ def test_bad_input_gets_the_right_status_and_leaves_the_log_unchanged(client, st
 def test_split_view_is_reported_with_evidence(database_url, tmp_path):
     """Two servers with the same key but different histories: the client's saved state exposes the fork."""
     state = tmp_path / "state.json"
-    key = test_verifier_key()
+    key = log_verifier_key()
     with running_server(database_url) as s:
         with LedgerClient.connect(s.target, verifier_key=key, state_path=state, insecure=True) as c:
             c.submit(grant_envelope())
