@@ -1,32 +1,83 @@
 """consent-ledger command line: keys, the server, and verifying client commands.
 
-Every command prints plain text for people by default and one JSON document with --json.
+Every command prints plain text for people by default and one JSON document with --json. Client commands
+check every answer with the verifying client library (consent_ledger_client); the CLI itself verifies nothing
+on its own. Exit status: 0 success, 1 error (bad input, unreachable server, gRPC error), 2 usage error,
+3 verification failed (the server's answer must not be trusted).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import dataclasses
+import datetime as dt
 import json
 import logging
 import os
+import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from consent_ledger.core.errors import ConsentLedgerError
-from consent_ledger.keys import key_from_env_or_file, verifier_key_of, write_new_key
+import grpc
+
+from consent_ledger.core import payloads, vocab
+from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
+from consent_ledger.core.envelope import keyid_for, sign_envelope
+from consent_ledger.core.errors import (
+    ConsentLedgerError,
+    InconsistentCheckpoints,
+    InvalidInput,
+    UnknownVerifier,
+    VerificationError,
+)
+from consent_ledger.core.note import Signer, parse_verifier_key
+from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.keys import key_from_env_or_file, read_key, verifier_key_of, write_new_key
 from consent_ledger.server.app import TlsFiles
 from consent_ledger.service import DEFAULT_DATABASE_URL, DEFAULT_LISTEN, ServiceConfig, start_service
 from consent_ledger.telemetry import EXPORTERS, configure_telemetry
+from consent_ledger_client import LedgerClient, VerifiedEntry
 
 log = logging.getLogger("consent_ledger")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_VERIFICATION = 3
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+STATE_DIR = Path("~/.consent-ledger/state")
+
+ENV_SERVER = "CONSENT_LEDGER_SERVER"
+ENV_LOG_KEY = "CONSENT_LEDGER_LOG_KEY"
+ENV_LOG_KEY_FILE = "CONSENT_LEDGER_LOG_KEY_FILE"
+ENV_STATE = "CONSENT_LEDGER_STATE"
+ENV_INSECURE = "CONSENT_LEDGER_INSECURE"
+ENV_CA_CERT = "CONSENT_LEDGER_CA_CERT"
+ENV_CLIENT_CERT = "CONSENT_LEDGER_CLIENT_CERT"
+ENV_CLIENT_KEY = "CONSENT_LEDGER_CLIENT_KEY"
+ENV_TLS_SERVER_NAME = "CONSENT_LEDGER_TLS_SERVER_NAME"
+ENV_PATIENT_KEY_FILE = "CONSENT_LEDGER_PATIENT_KEY_FILE"
+
+MS_PER_DAY = 86_400_000
+
+
+class CliError(ConsentLedgerError):
+    """A problem with what the user asked for, reported as one line on stderr (exit status 1)."""
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
+
+
+def _env_flag(name: str) -> bool:
+    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def emit(args: argparse.Namespace, human: str, data: dict[str, Any]) -> None:
@@ -35,6 +86,214 @@ def emit(args: argparse.Namespace, human: str, data: dict[str, Any]) -> None:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
         print(human)
+
+
+# -- presentation (shared with consent_ledger.demo) ----------------------------------------------------------
+
+
+def format_time(ms: int) -> str:
+    """Milliseconds since the epoch as "YYYY-MM-DD HH:MM:SS UTC"."""
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso_time(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_period(p: payloads.Period) -> str:
+    if p.unbounded:
+        return "unbounded"
+    start = format_time(p.start_ms) if p.start_ms else "the beginning"
+    end = format_time(p.end_ms) if p.end_ms else "open-ended"
+    return f"{start} until {end}"
+
+
+def short_key(public_key: bytes) -> str:
+    return f"ed25519:{public_key.hex()[:16]}..."
+
+
+def checkpoint_json(cp: Checkpoint) -> dict[str, Any]:
+    return {"origin": cp.origin, "size": cp.size, "root_hash": base64.b64encode(cp.root_hash).decode("ascii")}
+
+
+def consistency_phrase(previous: Checkpoint | None, current: Checkpoint) -> str:
+    """What accepting ``current`` proved about the checkpoint the client had seen before."""
+    if previous is None:
+        return "first checkpoint this client has seen (nothing earlier to compare; remembered from now on)"
+    if previous.size == current.size:
+        return f"same tree as the previous checkpoint (size {previous.size}, identical root)"
+    return f"consistent with previous checkpoint size {previous.size}"
+
+
+def entry_verification(entry: VerifiedEntry, previous: Checkpoint | None = None, *, with_previous: bool = True) -> str:
+    """The sentence saying exactly what the client library checked for ``entry``."""
+    cp = entry.checkpoint
+    parts = [f"inclusion of leaf {entry.index} in checkpoint of size {cp.size} signed by {cp.origin}"]
+    if entry.envelope is None:
+        parts.append("body erased: only the leaf commitment remains (nothing to hash)")
+    else:
+        parts.append("body hash matches leaf commitment")
+        signers = ", ".join(short_key(k) for k in entry.envelope.signers)
+        parts.append(f"envelope signature by {signers} verifies")
+    if with_previous:
+        parts.append(consistency_phrase(previous, cp))
+    return "verified: " + "; ".join(parts)
+
+
+def verification_json(entry: VerifiedEntry, previous: Checkpoint | None) -> dict[str, Any]:
+    cp = entry.checkpoint
+    return {
+        "inclusion": {"leaf_index": entry.index, "tree_size": cp.size, "signed_by": cp.origin},
+        "leaf_hash": hash_leaf(entry.leaf_bytes).hex(),
+        "body_hash_matches_leaf": entry.envelope is not None,
+        "body_erased": entry.envelope is None,
+        "envelope_signers": [keyid_for(k) for k in entry.envelope.signers] if entry.envelope else [],
+        "previous_checkpoint_size": previous.size if previous else None,
+        "consistent_with_previous": True if previous else None,
+    }
+
+
+_KIND_NAMES = {
+    payloads.CONSENT_GRANT: "consent grant",
+    payloads.CONSENT_REVOCATION: "consent revocation",
+    payloads.ACCESS_EVENT: "access event",
+    payloads.PARTY_REGISTRATION: "party registration",
+    payloads.DELEGATION: "delegation",
+    payloads.ERASURE: "erasure",
+}
+
+
+def kind_name(payload_type: str) -> str:
+    return _KIND_NAMES.get(payload_type, payload_type)
+
+
+def decode_payload(entry: VerifiedEntry) -> payloads.Payload | None:
+    """The entry's payload, parsed strictly; None when the body was erased or the type is not one we know."""
+    if entry.envelope is None:
+        return None
+    try:
+        return payloads.parse_payload(entry.envelope.payload_type, entry.envelope.payload)
+    except InvalidInput:
+        return None
+
+
+def _code_list(codes: Sequence[str], table: Any) -> str:
+    shown = []
+    for c in codes:
+        known = table.get(c) if hasattr(table, "get") else None
+        display = getattr(known, "display", None)
+        shown.append(f"{c} ({display})" if display and display != c else c)
+    return ", ".join(shown) if shown else "none"
+
+
+def payload_lines(payload: payloads.Payload) -> list[tuple[str, str]]:
+    """(label, value) lines describing a payload for people. Nonces are left out."""
+    lines: list[tuple[str, str]] = []
+    for f in dataclasses.fields(payload):
+        name = f.name
+        value = getattr(payload, name)
+        if name == "nonce":
+            continue
+        label = name.replace("_ms", "").replace("_", " ")
+        if name in ("patient", "delegate"):
+            text = keyid_for(value)
+        elif name == "public_keys":
+            text = ", ".join(keyid_for(k) for k in value)
+        elif name == "purposes":
+            text = _code_list(value, vocab.PURPOSES)
+        elif name == "purpose":
+            text = _code_list([value], vocab.PURPOSES)
+        elif name == "data_classes":
+            text = _code_list(value, vocab.DATA_CLASSES)
+        elif name == "sensitivity_labels":
+            text = _code_list(value, vocab.SENSITIVITY_LABELS)
+        elif name == "data":
+            text = "; ".join(
+                f"{d.data_class}" + (f" [{', '.join(d.sensitivity_labels)}]" if d.sensitivity_labels else "")
+                for d in value
+            )
+        elif isinstance(value, payloads.Period):
+            text = format_period(value)
+        elif isinstance(value, payloads.LegalBasis):
+            text = " - ".join(x for x in (value.code, value.text) if x)
+        elif name.endswith("_ms") and isinstance(value, int):
+            text = format_time(value) if value else "-"
+        elif isinstance(value, tuple):
+            text = ", ".join(str(v) for v in value) if value else "none"
+        elif isinstance(value, bytes):
+            text = value.hex() if value else "-"
+        elif value is None or value == "":
+            text = "-"
+        else:
+            text = str(value)
+        lines.append((label, text))
+    return lines
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def entry_json(entry: VerifiedEntry, previous: Checkpoint | None) -> dict[str, Any]:
+    payload = decode_payload(entry)
+    env = entry.envelope
+    return {
+        "index": entry.index,
+        "payload_type": entry.leaf.payload_type,
+        "kind": kind_name(entry.leaf.payload_type),
+        "integrated_time_ms": entry.leaf.integrated_time_ms,
+        "integrated_time": iso_time(entry.leaf.integrated_time_ms),
+        "envelope_sha256": entry.leaf.envelope_sha256.hex(),
+        "consent_id": payloads.consent_id(env.payload) if env else None,
+        "signers": [keyid_for(k) for k in env.signers] if env else [],
+        "payload": _jsonable(payload) if payload is not None else None,
+        "checkpoint": checkpoint_json(entry.checkpoint),
+        "verified": verification_json(entry, previous),
+    }
+
+
+def describe_entry(entry: VerifiedEntry, *, indent: str = "  ") -> list[str]:
+    """Readable lines for an entry: what it is, when it was integrated, and its decoded payload."""
+    out = [f"entry {entry.index}: {kind_name(entry.leaf.payload_type)}"]
+    rows: list[tuple[str, str]] = [("integrated", format_time(entry.leaf.integrated_time_ms))]
+    if entry.envelope is None:
+        rows.append(("body", "erased (the leaf still commits to it)"))
+    else:
+        rows.append(("consent id", payloads.consent_id(entry.envelope.payload)))
+        payload = decode_payload(entry)
+        if payload is None:
+            rows.append(("payload", f"{len(entry.envelope.payload)} bytes of {entry.leaf.payload_type}"))
+        else:
+            rows.extend(payload_lines(payload))
+    width = max(len(label) for label, _ in rows)
+    out.extend(f"{indent}{label.ljust(width)}  {value}" for label, value in rows)
+    return out
+
+
+def entry_summary(entry: VerifiedEntry) -> str:
+    """One line for an entry in a listing."""
+    head = f"#{entry.index:<5} {format_time(entry.leaf.integrated_time_ms)}  {kind_name(entry.leaf.payload_type)}"
+    payload = decode_payload(entry)
+    if entry.envelope is None:
+        return f"{head}  (body erased)"
+    cid = payloads.consent_id(entry.envelope.payload)[:16]
+    if isinstance(payload, payloads.ConsentGrantPayload):
+        what = (
+            f"{payload.decision} {payload.grantee} {','.join(payload.actions)} for {','.join(payload.purposes)} "
+            f"on {','.join(payload.data_classes)}"
+        )
+        if payload.sensitivity_labels:
+            what += f" [{','.join(payload.sensitivity_labels)}]"
+        return f"{head}  {what}  id {cid}..."
+    if isinstance(payload, payloads.ConsentRevocationPayload):
+        return f"{head}  revokes {payload.consent_id[:16]}...  id {cid}..."
+    return f"{head}  id {cid}..."
 
 
 # -- keygen -------------------------------------------------------------------------------------------------
@@ -102,6 +361,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shutdown = configure_telemetry(args.telemetry)
     try:
         return asyncio.run(_serve(args))
+    except ValueError as e:  # refused configuration, e.g. plaintext on a public address
+        raise CliError(str(e)) from None
     finally:
         shutdown()
 
@@ -113,22 +374,415 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="host:port to listen on (default: $CONSENT_LEDGER_LISTEN or %(default)s)")
     p.add_argument("--key-file", default=_env("CONSENT_LEDGER_KEY_FILE"),
                    help="the log's signing key file (default: $CONSENT_LEDGER_KEY_FILE, else $CONSENT_LEDGER_KEY)")
-    p.add_argument("--insecure", action="store_true", help="serve plaintext (loopback only, for development)")
+    p.add_argument("--insecure", action="store_true", default=_env_flag(ENV_INSECURE),
+                   help=f"serve plaintext (loopback only, for development; or set ${ENV_INSECURE}=1)")
     p.add_argument("--tls-cert", default=_env("CONSENT_LEDGER_TLS_CERT"), help="server certificate (PEM)")
     p.add_argument("--tls-key", default=_env("CONSENT_LEDGER_TLS_KEY"), help="server private key (PEM)")
     p.add_argument("--tls-client-ca", default=_env("CONSENT_LEDGER_TLS_CLIENT_CA"),
                    help="CA for client certificates: enables mutual TLS")
     p.add_argument("--telemetry", choices=EXPORTERS, default=_env("CONSENT_LEDGER_TELEMETRY", "none"),
-                   help="OpenTelemetry exporter (default: %(default)s)")
+                   help="OpenTelemetry exporter (default: $CONSENT_LEDGER_TELEMETRY or %(default)s)")
     p.add_argument("--max-batch", type=int, default=4096, help="most submissions per group commit")
     p.add_argument("--port-file", help="write the bound port to this file (useful with port 0)")
+
+
+# -- connecting ---------------------------------------------------------------------------------------------
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+def make_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to --server: plaintext with --insecure, else TLS (mTLS with --client-cert/--client-key)."""
+    target = args.server
+    if args.insecure:
+        if args.ca_cert or args.client_cert or args.client_key:
+            raise CliError("--insecure cannot be combined with --ca-cert/--client-cert/--client-key")
+        return grpc.insecure_channel(target)
+    if bool(args.client_cert) != bool(args.client_key):
+        raise CliError("--client-cert and --client-key go together")
+    roots = _read_file(args.ca_cert, "CA certificate") if args.ca_cert else None
+    key = _read_file(args.client_key, "client key") if args.client_key else None
+    cert = _read_file(args.client_cert, "client certificate") if args.client_cert else None
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(roots, key, cert), options=options)
+
+
+def log_key_from_args(args: argparse.Namespace) -> str:
+    """The pinned verifier key text, from --log-key, --log-key-file or the environment; checked for form."""
+    if args.log_key and args.log_key_file:
+        raise CliError("give --log-key or --log-key-file, not both")
+    if args.log_key:
+        text, source = args.log_key.strip(), "--log-key"
+    elif args.log_key_file:
+        text, source = _read_file(args.log_key_file, "log key file").decode("utf-8", "replace").strip(), args.log_key_file
+    else:
+        raise CliError(
+            f"no log key to verify against: pass --log-key-file FILE.pub (or --log-key TEXT), "
+            f"or set ${ENV_LOG_KEY_FILE} / ${ENV_LOG_KEY}"
+        )
+    if text.startswith("PRIVATE+KEY+"):
+        raise CliError(f"{source} holds a private (signing) key; pass the log's public verifier key (the .pub file)")
+    try:
+        parse_verifier_key(text)
+    except InvalidInput as e:
+        raise CliError(f"{source}: not a verifier key ({e})") from None
+    return text
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_state_path(verifier_key: str) -> Path:
+    """~/.consent-ledger/state/<origin, sanitized>-<key hash>.json: one file per pinned log key."""
+    v = parse_verifier_key(verifier_key)
+    return (STATE_DIR / f"{_UNSAFE.sub('_', v.name).strip('_') or 'log'}-{v.key_hash:08x}.json").expanduser()
+
+
+def state_path_from_args(args: argparse.Namespace, verifier_key: str) -> Path:
+    return Path(args.state).expanduser() if args.state else default_state_path(verifier_key)
+
+
+@contextmanager
+def connect(args: argparse.Namespace, *, stateless: bool = False) -> Iterator[LedgerClient]:
+    """A verifying client for --server, pinned to the log key, remembering checkpoints in the state file."""
+    verifier_key = log_key_from_args(args)
+    state = None if stateless else state_path_from_args(args, verifier_key)
+    channel = make_channel(args)
+    try:
+        client = LedgerClient(channel=channel, verifier_key=verifier_key, state_path=state, timeout=args.timeout)
+    except BaseException:
+        channel.close()
+        raise
+    with client:
+        yield client
+
+
+def add_connection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection")
+    g.add_argument("--server", default=_env(ENV_SERVER, DEFAULT_SERVER),
+                   help=f"host:port of the ledger (default: ${ENV_SERVER} or %(default)s)")
+    g.add_argument("--insecure", action="store_true", default=_env_flag(ENV_INSECURE),
+                   help=f"plaintext connection, for a development server on loopback (or ${ENV_INSECURE}=1)")
+    g.add_argument("--ca-cert", default=_env(ENV_CA_CERT),
+                   help=f"CA certificate(s) to trust for the server (PEM; default: ${ENV_CA_CERT}, else system roots)")
+    g.add_argument("--client-cert", default=_env(ENV_CLIENT_CERT),
+                   help=f"client certificate for mutual TLS (PEM; default: ${ENV_CLIENT_CERT})")
+    g.add_argument("--client-key", default=_env(ENV_CLIENT_KEY),
+                   help=f"client private key for mutual TLS (PEM; default: ${ENV_CLIENT_KEY})")
+    g.add_argument("--tls-server-name", default=_env(ENV_TLS_SERVER_NAME),
+                   help="expect this name in the server certificate instead of the --server host")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default: %(default)s)")
+
+
+def add_client_options(p: argparse.ArgumentParser) -> None:
+    add_connection_options(p)
+    g = p.add_argument_group("trust")
+    g.add_argument("--log-key", default=_env(ENV_LOG_KEY),
+                   help=f"the log's verifier key text, name+hash+key (default: ${ENV_LOG_KEY})")
+    g.add_argument("--log-key-file", default=_env(ENV_LOG_KEY_FILE),
+                   help=f"file holding the log's verifier key, e.g. log.key.pub (default: ${ENV_LOG_KEY_FILE})")
+    g.add_argument("--state", default=_env(ENV_STATE),
+                   help=f"client state file: the last verified checkpoint (default: ${ENV_STATE} or "
+                        f"{STATE_DIR}/<origin>-<key hash>.json)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+# -- grant / revoke -----------------------------------------------------------------------------------------
+
+
+def parse_when(text: str, what: str) -> int:
+    """A date (2026-12-31) or an ISO 8601 time (2026-12-31T09:00:00+01:00; no zone means UTC), as ms."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            moment = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+        else:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise CliError(f"{what}: {text!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from None
+    return int(moment.timestamp() * 1000)
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    """Repeatable options also take comma-separated lists: --purpose TREAT,ETREAT."""
+    out: list[str] = []
+    for v in values or ():
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def read_patient_key(args: argparse.Namespace) -> Signer:
+    if not args.key:
+        raise CliError(f"no signing key: pass --key PATIENT.key (or set ${ENV_PATIENT_KEY_FILE})")
+    path = Path(args.key).expanduser()
+    try:
+        return read_key(path)
+    except FileNotFoundError:
+        raise CliError(f"key file {args.key} does not exist (create one with: consent-ledger keygen patient --out {args.key})") from None
+    except OSError as e:
+        raise CliError(f"cannot read key file {args.key}: {e.strerror or e}") from None
+    except InvalidInput as e:
+        raise CliError(f"key file {args.key}: {e}") from None
+
+
+def validity_from_args(args: argparse.Namespace, now_ms: int) -> payloads.Period | None:
+    if args.valid_days is not None and (args.valid_from or args.valid_until):
+        raise CliError("give --valid-days or --valid-from/--valid-until, not both")
+    if args.valid_days is not None:
+        if args.valid_days <= 0:
+            raise CliError("--valid-days must be positive")
+        return payloads.Period(now_ms, now_ms + int(args.valid_days * MS_PER_DAY))
+    if args.valid_from or args.valid_until:
+        start = parse_when(args.valid_from, "--valid-from") if args.valid_from else 0
+        end = parse_when(args.valid_until, "--valid-until") if args.valid_until else 0
+        return payloads.Period(start, end)
+    return None
+
+
+def submit_and_report(
+    args: argparse.Namespace, payload_type: str, payload: bytes, signer: Signer, extra: dict[str, Any]
+) -> int:
+    envelope = sign_envelope(payload_type, payload, [signer.private_key])
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        receipt = client.submit(envelope)
+    entry = receipt.entry
+    cid = payloads.consent_id(payload)
+    dup = " (already in the log: identical entry submitted before)" if receipt.duplicate else ""
+    human = "\n".join(
+        [
+            f"{kind_name(payload_type)} appended{dup}",
+            f"  index            {entry.index}",
+            f"  consent id       {cid}",
+            f"  checkpoint size  {entry.checkpoint.size}",
+            entry_verification(entry, previous),
+        ]
+    )
+    data = {
+        "index": entry.index,
+        "consent_id": cid,
+        "duplicate": receipt.duplicate,
+        "payload_type": payload_type,
+        "checkpoint": checkpoint_json(entry.checkpoint),
+        "checkpoint_note": receipt.note.decode("utf-8"),
+        "verified": verification_json(entry, previous),
+        **extra,
+    }
+    emit(args, human, data)
+    return EXIT_OK
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    signer = read_patient_key(args)
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    legal_basis = None
+    if args.legal_basis or args.legal_basis_text:
+        legal_basis = payloads.LegalBasis(code=args.legal_basis or "", text=args.legal_basis_text or "")
+    payload = payloads.build_grant(
+        patient=signer.public_key,
+        grantee=args.grantee,
+        decision=payloads.DENY if args.deny else payloads.PERMIT,
+        actions=_split(args.action),
+        purposes=_split(args.purpose),
+        data_classes=_split(args.data_class),
+        sensitivity_labels=_split(args.label),
+        validity=validity_from_args(args, now_ms),
+        supersedes=args.supersedes,
+        legal_basis=legal_basis,
+        issued_at_ms=now_ms,
+    )
+    return submit_and_report(args, payloads.CONSENT_GRANT, payload, signer, {"grantee": args.grantee})
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    signer = read_patient_key(args)
+    payload = payloads.build_revocation(patient=signer.public_key, consent_id=args.consent_id, reason=args.reason)
+    extra = {"revoked_consent_id": args.consent_id}
+    return submit_and_report(args, payloads.CONSENT_REVOCATION, payload, signer, extra)
+
+
+# -- reading ------------------------------------------------------------------------------------------------
+
+
+def _index(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; entry indices start at 0")
+    return value
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        entry = client.get_entry(args.index)
+    emit(args, "\n".join([*describe_entry(entry), entry_verification(entry, previous)]), entry_json(entry, previous))
+    return EXIT_OK
+
+
+def cmd_entries(args: argparse.Namespace) -> int:
+    if args.end <= args.start:
+        raise CliError(f"END ({args.end}) must be larger than START ({args.start}); the range is [START, END)")
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        entries = client.get_entries(args.start, args.end)
+        cp = entries[0].checkpoint if entries else client.checkpoint().checkpoint
+    if entries:
+        lines = [entry_summary(e) for e in entries]
+        last = entries[-1].index
+        more = f" (the log holds {cp.size}; asked up to {args.end})" if last + 1 < args.end else ""
+        lines.append(
+            f"verified: inclusion of leaves {entries[0].index}..{last} in checkpoint of size {cp.size} signed by "
+            f"{cp.origin}{more}; every body hash matches its leaf commitment and every envelope signature "
+            f"verifies; {consistency_phrase(previous, cp)}"
+        )
+    else:
+        lines = [f"no entries in [{args.start}, {args.end}): the log holds {cp.size} (checkpoint signed by {cp.origin})"]
+    data = {
+        "start": args.start,
+        "end": args.end,
+        "checkpoint": checkpoint_json(cp),
+        "entries": [entry_json(e, previous) for e in entries],
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
+def _checkpoint_human(cp: Checkpoint) -> list[str]:
+    return [
+        f"  origin     {cp.origin}",
+        f"  size       {cp.size}",
+        f"  root hash  {base64.b64encode(cp.root_hash).decode('ascii')}",
+    ]
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        verified = client.checkpoint()
+    cp = verified.checkpoint
+    if args.save:
+        Path(args.save).write_bytes(verified.note)
+    lines = [
+        "latest checkpoint",
+        *_checkpoint_human(cp),
+        f"verified: signature by {cp.origin} with the pinned log key; {consistency_phrase(previous, cp)}",
+    ]
+    if args.save:
+        lines.append(f"saved the signed note to {args.save}")
+    if args.show_note:
+        lines += ["", verified.note.decode("utf-8").rstrip("\n")]
+    data = {
+        "checkpoint": checkpoint_json(cp),
+        "note": verified.note.decode("utf-8"),
+        "previous_size": previous.size if previous else None,
+        "consistent_with_previous": True if previous else None,
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    if args.old_note:
+        old_note = _read_file(args.old_note, "checkpoint note")
+        # A client with no memory: the old note becomes its first checkpoint, so fetching the latest one makes
+        # the library verify the consistency proof from the old size to the latest.
+        with connect(args, stateless=True) as client:
+            old = client.accept_checkpoint(old_note)
+            latest = client.checkpoint().checkpoint
+        source = f"the signed note in {args.old_note}"
+    else:
+        state = state_path_from_args(args, log_key_from_args(args))
+        with connect(args) as client:
+            old = client.last_checkpoint
+            latest = client.checkpoint().checkpoint
+        source = f"the state file {state}"
+        if old is None:
+            human = (
+                f"no earlier checkpoint in {state} to compare with.\n"
+                f"latest checkpoint (size {latest.size}) verified and saved there: the next run checks against it"
+            )
+            emit(args, human, {"compared": False, "old": None, "latest": checkpoint_json(latest), "consistent": None})
+            return EXIT_OK
+    if old.size == latest.size:
+        result = "consistent: the same tree (equal size and root hash)"
+    elif old.size < latest.size:
+        result = (
+            f"consistent: the consistency proof from size {old.size} to size {latest.size} verified; the log of size "
+            f"{latest.size} is an append-only extension of the log of size {old.size}"
+        )
+    else:
+        result = (
+            f"consistent, but the server's latest checkpoint (size {latest.size}) is OLDER than the one compared "
+            f"(size {old.size}): the proof from {latest.size} to {old.size} verified"
+        )
+    human = "\n".join(
+        [
+            f"old checkpoint     size {old.size}  ({source})",
+            f"latest checkpoint  size {latest.size}  (from {args.server})",
+            f"both signed by {latest.origin} with the pinned log key",
+            result,
+        ]
+    )
+    data = {"compared": True, "old": checkpoint_json(old), "latest": checkpoint_json(latest), "consistent": True}
+    emit(args, human, data)
+    return EXIT_OK
+
+
+def cmd_verify_note(args: argparse.Namespace) -> int:
+    verifier_key = log_key_from_args(args)
+    note = _read_file(args.file, "checkpoint note")
+    cp = open_checkpoint(note, parse_verifier_key(verifier_key))
+    emit(
+        args,
+        "\n".join([f"{args.file}: a checkpoint signed by {cp.origin} (signature verified with the pinned key)",
+                   *_checkpoint_human(cp)]),
+        {"file": args.file, "checkpoint": checkpoint_json(cp), "signature_verified": True},
+    )
+    return EXIT_OK
+
+
+# -- health -------------------------------------------------------------------------------------------------
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with make_channel(args) as channel:
+        resp = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+        )
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    emit(args, f"{args.server}: {status}", {"server": args.server, "service": args.service, "status": status})
+    return EXIT_OK if resp.status == health_pb2.HealthCheckResponse.SERVING else EXIT_ERROR
+
+
+# -- demo ---------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from consent_ledger.demo import run_demo
+
+    return run_demo(Path(args.dir), port=args.port, serve=not args.no_serve)
 
 
 # -- main ---------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="consent-ledger", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="consent-ledger",
+        description=__doc__.splitlines()[0],
+        epilog="Exit status: 0 ok, 1 error, 2 usage error, 3 verification failed.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -143,7 +797,81 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the ledger service")
     add_serve_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="start a server on a fresh SQLite file and play a short verified story")
+    p.add_argument("--dir", default=".consent-ledger/demo", help="working directory for keys and data (default: %(default)s)")
+    p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: 50051 or the next free one; 0: any)")
+    p.add_argument("--no-serve", action="store_true", help="exit after the story instead of serving until Ctrl-C")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("grant", help="sign and submit a consent grant, then verify it is in the log")
+    p.add_argument("--key", default=_env(ENV_PATIENT_KEY_FILE), help=f"the patient's key file (default: ${ENV_PATIENT_KEY_FILE})")
+    p.add_argument("--grantee", required=True, help="org:<party id>, role:<hospital|insurer|research|public-health> or any")
+    p.add_argument("--action", action="append", required=True, metavar="ACTION",
+                   help=f"repeatable or comma-separated: {', '.join(vocab.ACTIONS)}")
+    p.add_argument("--purpose", action="append", required=True, metavar="CODE",
+                   help="HL7 PurposeOfUse code, e.g. TREAT, HPAYMT, HRESCH (repeatable)")
+    p.add_argument("--data-class", action="append", required=True, metavar="CLASS",
+                   help=f"repeatable: {', '.join(vocab.DATA_CLASSES)} or '*'")
+    p.add_argument("--label", action="append", metavar="CODE", help="sensitivity label the consent names, e.g. MH, HIV (repeatable)")
+    p.add_argument("--deny", action="store_true", help="record a DENY instead of a PERMIT")
+    p.add_argument("--valid-days", type=float, help="valid from now for this many days")
+    p.add_argument("--valid-from", metavar="WHEN", help="start of validity: YYYY-MM-DD or ISO 8601 time (UTC unless given)")
+    p.add_argument("--valid-until", metavar="WHEN", help="end of validity (exclusive)")
+    p.add_argument("--legal-basis", metavar="CODE", help="legal basis code, e.g. PIPL-29 or GDPR-9.2.a")
+    p.add_argument("--legal-basis-text", metavar="TEXT", help="legal basis in words")
+    p.add_argument("--supersedes", metavar="CONSENT_ID", help="consent id of an earlier grant this one replaces")
+    add_client_options(p)
+    p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser("revoke", help="sign and submit the revocation of a consent, then verify it is in the log")
+    p.add_argument("--key", default=_env(ENV_PATIENT_KEY_FILE), help=f"the patient's key file (default: ${ENV_PATIENT_KEY_FILE})")
+    p.add_argument("--consent-id", required=True, help="the consent id (64 hex digits) printed by grant")
+    p.add_argument("--reason", default="", help="why (free text)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("get", help="fetch an entry, verify it, and show its decoded payload")
+    p.add_argument("index", type=_index, metavar="INDEX")
+    add_client_options(p)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("entries", help="fetch and verify the entries START <= index < END")
+    p.add_argument("start", type=_index, metavar="START")
+    p.add_argument("end", type=_index, metavar="END")
+    add_client_options(p)
+    p.set_defaults(func=cmd_entries)
+
+    p = sub.add_parser("checkpoint", help="show the latest checkpoint, verified and consistent with the last one seen")
+    p.add_argument("--save", metavar="FILE", help="write the signed checkpoint note to FILE")
+    p.add_argument("--show-note", action="store_true", help="print the signed note as well")
+    add_client_options(p)
+    p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser("consistency", help="verify the latest checkpoint is consistent with the saved one or an older note")
+    p.add_argument("--old-note", metavar="FILE", help="an older signed checkpoint note (e.g. from checkpoint --save)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_consistency)
+
+    p = sub.add_parser("verify-note", help="verify a signed checkpoint note offline with the log key")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--log-key", default=_env(ENV_LOG_KEY), help="the log's verifier key text")
+    p.add_argument("--log-key-file", default=_env(ENV_LOG_KEY_FILE), help="file holding the log's verifier key")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify_note)
+
+    p = sub.add_parser("health", help="gRPC health check: exit 0 when the server is SERVING")
+    add_connection_options(p)
+    p.add_argument("--service", default="", help="service name to check (default: the whole server)")
+    p.add_argument("--json", action="store_true")
+    # A health check gives up sooner than a client call.
+    p.set_defaults(func=cmd_health, timeout=5.0)
     return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"consent-ledger: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,9 +880,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except grpc.RpcError as e:
+        code = e.code() if hasattr(e, "code") else None
+        details = e.details() if hasattr(e, "details") else str(e)
+        name = code.name if code is not None else "UNKNOWN"
+        hint = ""
+        if code is grpc.StatusCode.UNAVAILABLE:
+            hint = f"\n  (is the ledger running at {getattr(args, 'server', '?')}? a development server needs --insecure)"
+        return _fail(f"{name}: {details}{hint}", EXIT_ERROR)
+    except InconsistentCheckpoints as e:
+        evidence = (
+            "VERIFICATION FAILED: the log showed two checkpoints that cannot both be true (a split view).\n"
+            "Keep this evidence and give it to an auditor.\n"
+            f"--- smaller checkpoint ---\n{e.smaller.decode('utf-8', 'replace')}"
+            f"--- larger checkpoint ---\n{e.larger.decode('utf-8', 'replace')}"
+            f"--- consistency proof ---\n" + "\n".join(base64.b64encode(h).decode() for h in e.proof)
+        )
+        return _fail(evidence, EXIT_VERIFICATION)
+    except UnknownVerifier as e:
+        return _fail(
+            f"verification failed: the checkpoint is not signed by the pinned log key ({e}); "
+            "check --log-key/--log-key-file",
+            EXIT_VERIFICATION,
+        )
+    except VerificationError as e:
+        return _fail(f"verification failed: {e}", EXIT_VERIFICATION)
     except ConsentLedgerError as e:
-        print(f"consent-ledger: {e}", file=sys.stderr)
-        return 1
+        return _fail(str(e), EXIT_ERROR)
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        return _fail(f"{e.strerror or e}{where}", EXIT_ERROR)
     except KeyboardInterrupt:
         return 130
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consent_ledger.core import payloads as P
+from consent_ledger.core import vocab
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.v1 import payloads_pb2 as pb
 
@@ -139,8 +140,7 @@ GRANT_ERRORS = [
     (dict(data_classes=()), r"data classes: at least 1 required"),
     (dict(actions=("access", "access")), r"actions: 'access' is listed twice"),
     (dict(data_classes=("*", "imaging")), r"data classes: the wildcard '\*' must be the only entry"),
-    (dict(purposes=tuple(sorted(__import__("consent_ledger.core.vocab").core.vocab.PURPOSES))[:33]),
-     r"purposes: at most 32 allowed, got 33"),
+    (dict(purposes=tuple(sorted(vocab.PURPOSES))[:33]), r"purposes: at most 32 allowed, got 33"),
     (dict(patient=b"\x01" * 31), r"patient: must be a 32-byte Ed25519 public key, got 31"),
     (dict(patient=b""), r"patient: must be a 32-byte Ed25519 public key, got 0"),
     (dict(nonce=b"\x00" * 15), r"nonce: must be 16 bytes, got 15"),
@@ -294,7 +294,8 @@ def test_non_minimal_varint_is_not_canonical() -> None:
     m = pb.ConsentRevocation(patient=PATIENT, consent_id=CID, issued_at_ms=T, nonce=NONCE)
     data = m.SerializeToString(deterministic=True)
     # issued_at_ms is field 4, wire type 0: tag 0x20. Re-encode its varint with a padding byte.
-    i = data.index(b"\x20")
+    i = len(pb.ConsentRevocation(patient=PATIENT, consent_id=CID).SerializeToString())
+    assert data[i] == 0x20
     j = i + 1
     while data[j] & 0x80:
         j += 1

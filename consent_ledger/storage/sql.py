@@ -10,6 +10,12 @@ checkpoint of an empty log (size 0), or a re-signed checkpoint that replaces the
 size (the root must not change). Then it writes the leaves, bodies, tiles (inserted or overwritten), the extra
 rows and the checkpoint. When another writer got there first the transaction writes nothing and
 :class:`ConcurrentIntegration` is raised, whether the size check saw it or a unique key did.
+
+``IntegrationBatch.extra`` is the hook for index tables added later: it maps the name of a table in
+``schema.metadata`` (not one of the four core tables; created by its own migration) to the rows to write. They
+are inserted in the batch's transaction, tables in foreign-key order; a table with ``info={schema.UPSERT: True}``
+has its rows inserted or, where the primary key exists, overwritten. A unique-key collision there is a
+:class:`BatchConflict` like any other.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import contextlib
 import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import mysql as mysql_dialect
@@ -26,6 +32,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from consent_ledger.app.ports import (
     ConcurrentIntegration,
@@ -196,24 +203,24 @@ class SqlLogStore:
                     raise ConcurrentIntegration(f"the log is at size {size}, the batch starts at {start}")
                 if batch.entries:
                     # Leaves first: a concurrent writer at the same start collides here, before anything else.
-                    conn.execute(
-                        insert(_leaves),
+                    _insert_many(
+                        conn,
+                        _leaves,
+                        ("idx", "leaf_hash", "leaf", "envelope_sha256", "payload_type", "integrated_ms"),
                         [
-                            {
-                                "idx": e.index,
-                                "leaf_hash": bytes(e.leaf_hash),
-                                "leaf": bytes(e.leaf),
-                                "envelope_sha256": bytes(e.envelope_sha256),
-                                "payload_type": e.payload_type,
-                                "integrated_ms": e.integrated_ms,
-                            }
+                            (
+                                e.index,
+                                bytes(e.leaf_hash),
+                                bytes(e.leaf),
+                                bytes(e.envelope_sha256),
+                                e.payload_type,
+                                e.integrated_ms,
+                            )
                             for e in batch.entries
                         ],
                     )
-                    conn.execute(
-                        insert(_bodies),
-                        [{"idx": e.index, "envelope": bytes(e.envelope), "erased_reason": None} for e in batch.entries],
-                    )
+                    bodies = [(e.index, bytes(e.envelope)) for e in batch.entries]
+                    _insert_many(conn, _bodies, ("idx", "envelope"), bodies)
                 if batch.tiles:
                     _upsert(
                         conn,
@@ -247,7 +254,10 @@ class SqlLogStore:
         except DBAPIError as e:
             if not _is_lock_conflict(e):
                 raise
-            raise self._explain_conflict(start, e) from e
+            explained = self._explain_conflict(start, e)
+            if explained is e:
+                raise
+            raise explained from e
 
     def erase_body(self, index: int, reason: str) -> None:
         """Erase the body of entry ``index`` (its leaf, and so every proof, stays). Raises LookupError if there is
@@ -322,6 +332,36 @@ def _extra_tables(extra: Mapping[str, Sequence[Mapping[str, object]]]) -> list[T
         if name not in schema.metadata.tables or name in schema.CORE_TABLES:
             raise ValueError(f"{name!r} is not an extra table of the schema")
     return [t for t in schema.metadata.sorted_tables if t.name in extra]
+
+
+def _insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many rows of plain Python values (bytes, int, str, None) straight through the driver.
+
+    SQLAlchemy's per-row parameter processing costs more than the database's own work on large batches, and these
+    columns need none. PostgreSQL gets COPY; the others one executemany (PyMySQL turns it into multi-row INSERTs).
+    """
+    if conn.dialect.name == "postgresql":
+        quote = conn.dialect.identifier_preparer.quote
+        sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        dbapi = conn.dialect.loaded_dbapi
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except dbapi.Error as e:
+            # Raised by the driver, not through SQLAlchemy: wrap it as SQLAlchemy would (IntegrityError, ...).
+            raise DBAPIError.instance(sql, None, e, dbapi.Error) from e
+        finally:
+            cursor.close()
+        return
+    compiled = cast(SQLCompiler, insert(table).compile(dialect=conn.dialect, column_keys=list(columns)))
+    if compiled.positional:
+        order = [columns.index(name) for name in compiled.positiontup or ()]
+        params: list[Any] = [tuple(row[i] for i in order) for row in rows]
+    else:
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+    conn.exec_driver_sql(compiled.string, params)
 
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
