@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -9,11 +10,14 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from consent_ledger.app.broker import Broker
+from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
-from consent_ledger.app.payload_check import check_payload
+from consent_ledger.core.decision import Policy
 from consent_ledger.core.note import Signer
 from consent_ledger.server.app import TlsFiles, create_server
 from consent_ledger.storage import open_store
+from consent_ledger.storage.consent_index import SqlConsentIndex
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,8 @@ class ServiceConfig:
     tls: TlsFiles | None = None
     insecure: bool = False
     max_batch: int = 4096
+    policy: Policy = field(default_factory=Policy)
+    operator_keys: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -37,6 +43,7 @@ class RunningService:
     server: grpc.aio.Server
     port: int
     ledger: Ledger
+    consents: ConsentLedger
     health: HealthServicer
     stopped: bool = field(default=False)
 
@@ -57,9 +64,23 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
     """Open (and migrate) the database, load the log's right edge, and serve."""
     store = open_store(config.database_url)
     try:
-        ledger = Ledger(store, signer, check_payload=check_payload, max_batch=config.max_batch)
+        consents = ConsentLedger(
+            SqlConsentIndex(store), signer, policy=config.policy, operator_keys=config.operator_keys
+        )
+        ledger = Ledger(
+            store,
+            signer,
+            check_payload=consents.check,
+            rows_for_batch=consents.rows_for_batch,
+            on_integrated=consents.on_integrated,
+            max_batch=config.max_batch,
+        )
+        broker = Broker(asyncio.get_running_loop())
+        consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)
         ledger.open()
-        server, port, health = await create_server(ledger, config.listen, tls=config.tls, insecure=config.insecure)
+        server, port, health = await create_server(
+            ledger, consents, config.listen, tls=config.tls, insecure=config.insecure
+        )
     except BaseException:
         store.close()
         raise
@@ -68,4 +89,4 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
     cp = ledger.sequencer.latest
     log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(server, port, ledger, health)
+    return RunningService(server, port, ledger, consents, health)

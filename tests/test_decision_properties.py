@@ -69,9 +69,9 @@ _nonces = itertools.count(1)
 
 
 def _period(points: list[int]) -> st.SearchStrategy[Period]:
-    return st.tuples(st.sampled_from(points), st.sampled_from(points)).filter(
-        lambda p: p[0] == 0 or p[1] == 0 or p[1] > p[0]
-    ).map(lambda p: Period(*p))
+    return st.sampled_from(
+        [Period(a, b) for a in points for b in points if a == 0 or b == 0 or b > a]
+    )
 
 
 VALIDITY = st.one_of(st.just(Period()), _period(VALIDITY_POINTS))
@@ -100,59 +100,84 @@ def make_revocation(*, index: int, at: int, target: LedgerEntry, patient: bytes 
     return LedgerEntry(index=index, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p)
 
 
-@st.composite
-def grant_fields(draw: st.DrawFn, grantees: list[str] = GRANTEES) -> dict[str, Any]:
-    return dict(
-        grantee=draw(st.sampled_from(grantees)),
-        decision=draw(st.sampled_from([PERMIT, PERMIT, DENY])),
-        actions=draw(_subset(ACTIONS, 1, 2)),
-        purposes=draw(_subset(PURPOSES, 1, 2)),
-        data_classes=draw(st.one_of(st.just(("*",)), _subset(CLASSES, 1, 2))),
-        sensitivity_labels=draw(_subset(LABELS, 0, 2)),
-        data_period=draw(DATA_PERIOD),
-        validity=draw(VALIDITY),
+# Strategies are built once: building them inside a draw costs more than the decisions.
+_DECISION = st.sampled_from([PERMIT, PERMIT, DENY])
+_ACTIONS = _subset(ACTIONS, 1, 2)
+_PURPOSES = _subset(PURPOSES, 1, 2)
+_CLASSES = st.one_of(st.just(("*",)), _subset(CLASSES, 1, 2))
+_LABELS = _subset(LABELS, 0, 2)
+
+
+def grant_fields(grantees: list[str] = GRANTEES) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        dict(
+            grantee=st.sampled_from(grantees),
+            decision=_DECISION,
+            actions=_ACTIONS,
+            purposes=_PURPOSES,
+            data_classes=_CLASSES,
+            sensitivity_labels=_LABELS,
+            data_period=DATA_PERIOD,
+            validity=VALIDITY,
+        )
     )
 
 
-@st.composite
-def ledgers(draw: st.DrawFn, grantees: list[str] = GRANTEES, max_grants: int = 6) -> list[LedgerEntry]:
-    entries: list[LedgerEntry] = []
-    grants: list[LedgerEntry] = []
-    for _ in range(draw(st.integers(0, max_grants))):
-        sup = None
-        if grants and draw(st.integers(0, 4)) == 0:
-            sup = draw(st.sampled_from(grants)).consent_id
-        patient = OTHER_PATIENT if draw(st.integers(0, 9)) == 0 else PATIENT
-        g = make_grant(index=len(entries), at=draw(TIMES), supersedes=sup, patient=patient, **draw(grant_fields(grantees)))
-        grants.append(g)
-        entries.append(g)
-    for g in grants:
-        if draw(st.integers(0, 3)) == 0:
-            entries.append(make_revocation(index=len(entries), at=draw(TIMES), target=g, patient=g.payload.patient))
-    return entries
+_ONE_IN_FIVE = st.integers(0, 4)
+_ONE_IN_TEN = st.integers(0, 9)
 
 
+def ledgers(grantees: list[str] = GRANTEES, max_grants: int = 6) -> st.SearchStrategy[list[LedgerEntry]]:
+    fields = grant_fields(grantees)
+    count = st.integers(0, max_grants)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> list[LedgerEntry]:
+        entries: list[LedgerEntry] = []
+        grants: list[LedgerEntry] = []
+        for _ in range(draw(count)):
+            sup = None
+            if grants and draw(_ONE_IN_FIVE) == 0:
+                sup = grants[draw(st.integers(0, len(grants) - 1))].consent_id
+            patient = OTHER_PATIENT if draw(_ONE_IN_TEN) == 0 else PATIENT
+            g = make_grant(index=len(entries), at=draw(TIMES), supersedes=sup, patient=patient, **draw(fields))
+            grants.append(g)
+            entries.append(g)
+        for g in grants:
+            if draw(_ONE_IN_FIVE) == 0:
+                entries.append(make_revocation(index=len(entries), at=draw(TIMES), target=g, patient=g.payload.patient))
+        return entries
+
+    return build()
+
+
+_REASON = st.sampled_from(["", "patient unconscious"])
 ITEMS = st.lists(
     st.tuples(st.sampled_from(CLASSES), _subset(LABELS, 0, 2)),
     min_size=1, max_size=3, unique_by=lambda x: (x[0], frozenset(x[1])),
 ).map(lambda xs: tuple(DataItem(c, ls) for c, ls in xs))
 
 
+_REQUESTERS = st.sampled_from(REQUESTERS)
+_ACTION = st.sampled_from(ACTIONS)
+_PURPOSE = st.sampled_from(PURPOSES)
+
+
 @st.composite
 def requests(draw: st.DrawFn) -> AccessRequest:
-    requester, roles = draw(st.sampled_from(REQUESTERS))
+    requester, roles = draw(_REQUESTERS)
     bg = draw(st.booleans())
     return AccessRequest(
         patient=PATIENT,
         requester_id=requester,
         requester_roles=roles,
-        action=draw(st.sampled_from(ACTIONS)),
-        purpose=draw(st.sampled_from(PURPOSES)),
+        action=draw(_ACTION),
+        purpose=draw(_PURPOSE),
         data=draw(ITEMS),
         data_period=draw(DATA_PERIOD),
         time_ms=T,
         break_glass=bg,
-        break_glass_reason=draw(st.sampled_from(["", "patient unconscious"])) if bg else "",
+        break_glass_reason=draw(_REASON) if bg else "",
     )
 
 
@@ -274,11 +299,20 @@ def test_outside_its_validity_period_a_grant_has_no_effect(
         assert after.valid_until_ms in (before.valid_until_ms, g.payload.validity.start_ms)
 
 
+_OTHERS_LEDGERS = {
+    requester: ledgers(grantees=[g for g in GRANTEES if g not in grantee_selectors(requester, roles)])
+    for requester, roles in REQUESTERS
+}
+
+
 @SETTINGS
 @given(requests(), POLICY, st.data())
 def test_refusal_identical_with_no_consents_or_only_others(r: AccessRequest, policy: Policy, data: st.DataObject) -> None:
-    mine = set(grantee_selectors(r.requester_id, r.requester_roles))
-    entries = data.draw(ledgers(grantees=[g for g in GRANTEES if g not in mine]))
+    entries = data.draw(_OTHERS_LEDGERS[r.requester_id])
+    assert entries == [] or all(
+        e.payload.grantee not in grantee_selectors(r.requester_id, r.requester_roles)
+        for e in entries if isinstance(e.payload, ConsentGrantPayload)
+    )
     assert decide(entries, r, policy) == decide([], r, policy)
 
 

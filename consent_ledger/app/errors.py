@@ -23,3 +23,7 @@ class Unavailable(ConsentLedgerError):
 
 class CorruptStorage(ConsentLedgerError):
     """What storage holds contradicts what the ledger signed. Never expected; the server refuses to go on."""
+
+
+class AlreadyExists(ConsentLedgerError):
+    """The thing already exists and deduplication cannot apply (the same consent in another envelope)."""

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.ports import LogStore
-from consent_ledger.app.sequencer import Appended, RowsForBatch, Sequencer
+from consent_ledger.app.sequencer import Appended, OnIntegrated, RowsForBatch, Sequencer
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.envelope import DEFAULT_MAX_ENVELOPE_SIZE, ParsedEnvelope, parse_envelope, verify_envelope
 from consent_ledger.core.note import Signer
 
 # Checks an envelope's payload (type registered, payload well-formed, signed by whom it must be); raises.
-PayloadCheck = Callable[[ParsedEnvelope], None]
+PayloadCheck = Callable[[ParsedEnvelope], object]
 
 
 class Ledger:
@@ -25,6 +25,7 @@ class Ledger:
         *,
         check_payload: PayloadCheck,
         rows_for_batch: RowsForBatch | None = None,
+        on_integrated: OnIntegrated | None = None,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
         max_batch: int = 4096,
         cache_tiles: int = 4096,
@@ -32,7 +33,14 @@ class Ledger:
         self.store = store
         self.signer = signer
         self.reader = TreeReader(store, cache_tiles=cache_tiles)
-        self.sequencer = Sequencer(store, signer, self.reader, max_batch=max_batch, rows_for_batch=rows_for_batch)
+        self.sequencer = Sequencer(
+            store,
+            signer,
+            self.reader,
+            max_batch=max_batch,
+            rows_for_batch=rows_for_batch,
+            on_integrated=on_integrated,
+        )
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
         self._check_payload = check_payload
         self._max_envelope_size = max_envelope_size

@@ -88,3 +88,61 @@ class LogStore(Protocol):
 
     def close(self) -> None:
         ...
+
+
+@dataclass(frozen=True)
+class ConsentRow:
+    """A consent-index row: where a grant or revocation is and what it concerns (see storage.schema.consents)."""
+
+    index: int
+    patient: bytes
+    kind: str
+    consent_id: str
+    grantee: str | None
+    target: str | None
+    integrated_ms: int
+
+
+@dataclass(frozen=True)
+class PartyRow:
+    """The party registration in force for a party id: the entry holding it and the roles it grants."""
+
+    index: int
+    party_id: str
+    roles: tuple[str, ...]
+
+
+class ConsentIndex(Protocol):
+    """Look-ups over the consent entries, all limited to entries below a tree size (a checkpoint's view)."""
+
+    def consent(self, consent_id: str) -> ConsentRow | None:
+        """The first entry with this consent id (grant or revocation), if any."""
+        ...
+
+    def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
+        """A patient's grants and revocations whose grantee is one of ``selectors``."""
+        ...
+
+    def targeting(self, consent_ids: Collection[str], below: int) -> list[ConsentRow]:
+        """Entries that revoke or supersede any of ``consent_ids``."""
+        ...
+
+    def for_patient(self, patient: bytes, after: int, limit: int, below: int) -> list[ConsentRow]:
+        """A patient's grants and revocations with index > after, in index order."""
+        ...
+
+    def party(self, party_id: str, below: int) -> PartyRow | None:
+        """The latest registration of a party."""
+        ...
+
+    def access_events(self, patient: bytes, after: int, limit: int, below: int) -> list[int]:
+        """Indices of access events about a patient, index > after, in index order."""
+        ...
+
+    def envelope_logged(self, sha256: bytes) -> bool:
+        """Whether an envelope with exactly these bytes (by SHA-256) is already in the log."""
+        ...
+
+    def read_indices(self, indices: Collection[int]) -> list[StoredEntry]:
+        """Entries at the given indices, in index order."""
+        ...

@@ -30,7 +30,10 @@ from consent_ledger.core.rfc6962 import HASH_SIZE, hash_leaf
 log = logging.getLogger(__name__)
 
 # Extra rows (index tables) to write with a batch, computed from the entries and their parsed envelopes.
-RowsForBatch = Callable[[Sequence[NewEntry], Sequence[ParsedEnvelope]], Mapping[str, Sequence[Mapping[str, object]]]]
+ExtraRows = Mapping[str, Sequence[Mapping[str, object]]]
+RowsForBatch = Callable[[Sequence[NewEntry], Sequence[ParsedEnvelope]], ExtraRows]
+# Called in the integration thread after each commit, with the new entries, their extra rows and the checkpoint.
+OnIntegrated = Callable[[Sequence[NewEntry], ExtraRows, StoredCheckpoint], None]
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Sequencer:
         max_batch: int = 4096,
         clock_ms: Callable[[], int] = _now_ms,
         rows_for_batch: RowsForBatch | None = None,
+        on_integrated: OnIntegrated | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -67,6 +71,7 @@ class Sequencer:
         self._max_batch = max_batch
         self._clock_ms = clock_ms
         self._rows_for_batch = rows_for_batch
+        self._on_integrated = on_integrated
         self._queue: asyncio.Queue[tuple[ParsedEnvelope, asyncio.Future[Appended]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         # One thread does all integration, so batches are strictly ordered.
@@ -242,4 +247,9 @@ class Sequencer:
                 self._reader.remember_full(tile, data)
         self._reader.set_edge(self._edge)
         self._size, self._latest, self._last_ms = new_size, cp, now
+        if self._on_integrated is not None and new_entries:
+            try:
+                self._on_integrated(new_entries, extra, cp)
+            except Exception:  # a listener's failure must not fail a committed batch
+                log.exception("on_integrated listener failed")
 

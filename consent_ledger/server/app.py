@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +13,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
+from consent_ledger.server.consent_servicers import AccessServicer, ConsentServicer
+from consent_ledger.server.identity import CallerIdentity
 from consent_ledger.server.log_servicer import LogServicer
-from consent_ledger.v1 import log_pb2, log_pb2_grpc
+from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc, log_pb2, log_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +54,13 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-# Extra servicers (added by later layers) register themselves on the server through these.
-Registrar = Callable[[grpc.aio.Server], Sequence[str]]
-
-
 async def create_server(
     ledger: Ledger,
+    consents: ConsentLedger,
     address: str = "127.0.0.1:0",
     *,
     tls: TlsFiles | None = None,
     insecure: bool = False,
-    extra: Sequence[Registrar] = (),
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """A started-ready (not yet started) server bound to ``address``; returns (server, port, health).
 
@@ -82,10 +80,16 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
+    # Without TLS there are no client certificates: the development-only party header stands in (loopback).
+    identity = CallerIdentity(trust_party_header=tls is None)
     log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(ledger), server)
-    names = [log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name]
-    for register in extra:
-        names.extend(register(server))
+    access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(ledger, consents, identity), server)
+    consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(consents, identity), server)
+    names = [
+        log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+        access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+        consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+    ]
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for name in ["", *names]:

@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 import grpc
 
 from consent_ledger.app import instruments
-from consent_ledger.app.errors import CorruptStorage, NotFound, OutOfRange, PermissionDenied, Unavailable
+from consent_ledger.app.errors import (
+    AlreadyExists,
+    CorruptStorage,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    Unavailable,
+)
 from consent_ledger.core.errors import InvalidInput, VerificationError
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,7 @@ STATUS_FOR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
 )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -32,7 +33,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 
-__all__ = ["BODY", "CORE_TABLES", "HASH", "UPSERT", "bodies", "checkpoints", "leaves", "metadata", "tiles"]
+__all__ = [
+    "BODY",
+    "CORE_TABLES",
+    "HASH",
+    "UPSERT",
+    "access_events",
+    "bodies",
+    "checkpoints",
+    "consents",
+    "leaves",
+    "metadata",
+    "parties",
+    "tiles",
+]
 
 # Names of constraints and indexes do not depend on the backend, so migrations and comparisons agree.
 NAMING_CONVENTION = {
@@ -108,3 +122,51 @@ checkpoints = Table(
 )
 
 CORE_TABLES = frozenset({"leaves", "bodies", "tiles", "checkpoints"})
+
+# --- consent index (written with each batch through IntegrationBatch.extra; migration 0002) -----------------
+# Look-up tables over the log's consent entries, so an access check or a patient's view reads a few rows by
+# index instead of scanning the log. Each row points at its entry by index; the entry itself stays the evidence.
+
+# Grants and revocations. For a grant, consent_id is its own id, grantee its selector and target the consent it
+# supersedes; for a revocation, consent_id is the revocation's id, target the revoked consent and grantee the
+# revoked grant's selector (so revocations that concern a grantee are found by selector too).
+consents = Table(
+    "consents",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("patient", HASH, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("consent_id", String(64), nullable=False),
+    Column("grantee", String(80), nullable=True),
+    Column("target", String(64), nullable=True),
+    Column("integrated_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("idx"),
+    Index(None, "patient", "grantee"),
+    Index(None, "consent_id"),
+    Index(None, "target"),
+    **_MYSQL,
+)
+
+# Party registrations: the latest one for a party id is in force.
+parties = Table(
+    "parties",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("party_id", String(64), nullable=False),
+    Column("roles", String(255), nullable=False),
+    PrimaryKeyConstraint("idx"),
+    Index(None, "party_id"),
+    **_MYSQL,
+)
+
+# Access events by patient, for the patient's "who asked" view.
+access_events = Table(
+    "access_events",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("patient", HASH, nullable=False),
+    Column("party_id", String(64), nullable=False),
+    PrimaryKeyConstraint("idx"),
+    Index(None, "patient", "idx"),
+    **_MYSQL,
+)

@@ -1,0 +1,366 @@
+"""Consent rules that need the log's state, the access check with its evidence and receipt, and the
+patient's view (DESIGN sections 3 and 4). The rules themselves are the pure core's (core.decision); this
+module gathers the entries they run on, from the consent index, as of one published checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from consent_ledger.app.broker import Broker
+from consent_ledger.app.errors import AlreadyExists, CorruptStorage, NotFound, PermissionDenied
+from consent_ledger.app.payload_check import check_payload
+from consent_ledger.app.ports import ConsentIndex, ConsentRow, NewEntry, PartyRow, StoredCheckpoint, StoredEntry
+from consent_ledger.app.sequencer import ExtraRows
+from consent_ledger.app.tree import TreeReader
+from consent_ledger.core import payloads
+from consent_ledger.core.decision import (
+    AccessRequest,
+    Decision,
+    LedgerEntry,
+    Policy,
+    check_request,
+    consent_states,
+    decide,
+    grantee_selectors,
+)
+from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, sign_envelope
+from consent_ledger.core.leaf import parse_leaf
+from consent_ledger.core.merkle import prove_inclusion
+from consent_ledger.core.note import Signer
+from consent_ledger.core.receipt import receipt_body, receipt_sha256, sign_receipt
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+
+GRANT, REVOCATION = "grant", "revocation"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Proven:
+    """An entry with its inclusion proof against a checkpoint."""
+
+    entry: StoredEntry
+    proof: list[bytes]
+
+
+@dataclass(frozen=True)
+class AccessAnswer:
+    decision: Decision
+    evidence: list[Proven]
+    checkpoint: StoredCheckpoint
+    receipt: bytes
+
+
+@dataclass(frozen=True)
+class ConsentPage:
+    checkpoint: StoredCheckpoint
+    entries: list[Proven]
+    states: dict[str, tuple[str, int | None]]
+    related: list[Proven]
+    time_ms: int
+    next_after: int | None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    checkpoint: StoredCheckpoint
+    entries: list[Proven]
+    next_after: int | None
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What a watcher receives: an entry and the checkpoint of the batch that integrated it."""
+
+    entry: StoredEntry
+    checkpoint: StoredCheckpoint
+
+
+def ledger_entry(stored: StoredEntry) -> LedgerEntry:
+    """The decision's view of a stored entry. Raises CorruptStorage if the body is missing or malformed."""
+    if stored.envelope is None:
+        raise CorruptStorage(f"entry {stored.index} is needed as evidence but its body was erased")
+    leaf = parse_leaf(stored.leaf)
+    env = parse_envelope(stored.envelope)
+    return LedgerEntry.from_payload(
+        index=stored.index,
+        integrated_time_ms=leaf.integrated_time_ms,
+        payload_type=env.payload_type,
+        payload=env.payload,
+    )
+
+
+class ConsentLedger:
+    """The consent side of one ledger. Attach it to the Ledger whose hooks it provides (see service.py)."""
+
+    def __init__(
+        self,
+        index: ConsentIndex,
+        signer: Signer,
+        *,
+        policy: Policy | None = None,
+        operator_keys: Iterable[bytes] = (),
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._index = index
+        self._signer = signer
+        self.policy = policy or Policy()
+        # The operator signs party registrations; the ledger's own key is always one of its keys.
+        self._operator_keys = frozenset({signer.public_key, *operator_keys})
+        self._clock_ms = clock_ms
+        self._reader: TreeReader | None = None
+        self._latest: Callable[[], StoredCheckpoint] | None = None
+        self._append: Callable[[ParsedEnvelope], object] | None = None
+        self.broker: Broker | None = None
+
+    def attach(
+        self,
+        reader: TreeReader,
+        latest: Callable[[], StoredCheckpoint],
+        append: Callable[[ParsedEnvelope], object],
+        broker: Broker | None,
+    ) -> None:
+        self._reader, self._latest, self._append, self.broker = reader, latest, append, broker
+
+    # -- validation before append (stateful rules) ------------------------------------------------------
+
+    def check(self, env: ParsedEnvelope) -> payloads.Payload:
+        """Check a verified envelope against the log's state. Raises InvalidInput, NotFound, PermissionDenied
+        or AlreadyExists; nothing is appended unless this passes."""
+        p = check_payload(env)
+        if self._index.envelope_logged(env.sha256):
+            return p  # resubmission of an entry already in the log: the sequencer answers with its index
+        if isinstance(p, payloads.ConsentGrantPayload):
+            cid = payloads.consent_id(env.payload)
+            if self._index.consent(cid) is not None:
+                raise AlreadyExists(f"consent {cid} is already in the log")
+            if p.supersedes:
+                self._own_grant(p.supersedes, p.patient, "supersede")
+        elif isinstance(p, payloads.ConsentRevocationPayload):
+            self._own_grant(p.consent_id, p.patient, "revoke")
+        elif isinstance(p, payloads.PartyRegistrationPayload):
+            if not self._operator_keys.intersection(env.signers):
+                raise PermissionDenied("only the ledger operator may register a party")
+        elif isinstance(p, payloads.AccessEventPayload):
+            self._check_event_signer(env, p)
+        else:
+            raise PermissionDenied(f"{env.payload_type} entries are not accepted by this ledger yet")
+        return p
+
+    def _own_grant(self, consent_id: str, patient: bytes, verb: str) -> ConsentRow:
+        row = self._index.consent(consent_id)
+        if row is None or row.kind != GRANT:
+            raise NotFound(f"cannot {verb} consent {consent_id}: there is no such consent")
+        if row.patient != patient:
+            raise PermissionDenied(f"cannot {verb} consent {consent_id}: it is another patient's consent")
+        return row
+
+    def _check_event_signer(self, env: ParsedEnvelope, p: payloads.AccessEventPayload) -> None:
+        if self._operator_keys.intersection(env.signers):
+            return
+        party = self._index.party(p.party_id, 2**63 - 1)
+        if party is None:
+            raise PermissionDenied(f"organisation {p.party_id} is not registered")
+        keys = self._party_keys(party)
+        if not keys.intersection(env.signers):
+            raise PermissionDenied(f"the access event is not signed by a key of organisation {p.party_id}")
+
+    def _party_keys(self, party: PartyRow) -> frozenset[bytes]:
+        stored = self._index.read_indices([party.index])
+        entry = ledger_entry(stored[0])
+        assert isinstance(entry.payload, payloads.PartyRegistrationPayload)
+        return frozenset(entry.payload.public_keys)
+
+    # -- index rows, written in the batch's transaction --------------------------------------------------
+
+    def rows_for_batch(self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]) -> ExtraRows:
+        consents: list[dict[str, object]] = []
+        parties: list[dict[str, object]] = []
+        events: list[dict[str, object]] = []
+        grantee_of: dict[str, str | None] = {}
+        for e, env in zip(entries, envs):
+            p = payloads.parse_payload(env.payload_type, env.payload)
+            cid = payloads.consent_id(env.payload)
+            base = {"idx": e.index, "integrated_ms": e.integrated_ms, "consent_id": cid}
+            if isinstance(p, payloads.ConsentGrantPayload):
+                grantee_of[cid] = p.grantee
+                consents.append({**base, "patient": p.patient, "kind": GRANT, "grantee": p.grantee, "target": p.supersedes})
+            elif isinstance(p, payloads.ConsentRevocationPayload):
+                grantee = grantee_of.get(p.consent_id)
+                if grantee is None:
+                    row = self._index.consent(p.consent_id)
+                    grantee = row.grantee if row else None
+                consents.append({**base, "patient": p.patient, "kind": REVOCATION, "grantee": grantee, "target": p.consent_id})
+            elif isinstance(p, payloads.PartyRegistrationPayload):
+                parties.append({"idx": e.index, "party_id": p.party_id, "roles": ",".join(sorted(p.roles))})
+            elif isinstance(p, payloads.AccessEventPayload):
+                events.append({"idx": e.index, "patient": p.patient, "party_id": p.party_id})
+        rows: dict[str, list[dict[str, object]]] = {}
+        for name, r in (("consents", consents), ("parties", parties), ("access_events", events)):
+            if r:
+                rows[name] = r
+        return rows
+
+    def on_integrated(self, entries: Sequence[NewEntry], extra: ExtraRows, cp: StoredCheckpoint) -> None:
+        """Push new entries to watchers: by patient, and revocations by the grantee selector they end."""
+        if self.broker is None:
+            return
+        by_index = {e.index: e for e in entries}
+        items: list[tuple[object, Pushed]] = []
+        for row in extra.get("consents", ()):
+            e = by_index[int(row["idx"])]  # type: ignore[call-overload]
+            pushed = Pushed(StoredEntry(e.index, e.leaf, e.envelope), cp)
+            items.append((("patient", row["patient"]), pushed))
+            if row["kind"] == REVOCATION and row["grantee"]:
+                items.append((("grantee", row["grantee"]), pushed))
+        for row in extra.get("access_events", ()):
+            e = by_index[int(row["idx"])]  # type: ignore[call-overload]
+            items.append((("patient", row["patient"]), Pushed(StoredEntry(e.index, e.leaf, e.envelope), cp)))
+        items.sort(key=lambda kv: kv[1].entry.index)
+        self.broker.publish_threadsafe(items)
+
+    # -- the access check -------------------------------------------------------------------------------
+
+    def _ready(self) -> tuple[TreeReader, StoredCheckpoint]:
+        assert self._reader is not None and self._latest is not None, "attach() the ConsentLedger first"
+        return self._reader, self._latest()
+
+    def party(self, party_id: str, below: int) -> PartyRow:
+        party = self._index.party(party_id, below)
+        if party is None:
+            raise PermissionDenied(f"organisation {party_id} is not registered with this ledger")
+        return party
+
+    def _prove(self, entries: Iterable[StoredEntry], size: int) -> list[Proven]:
+        reader, _ = self._ready()
+        return [Proven(e, prove_inclusion(e.index, size, reader)) for e in entries]
+
+    def check_access(
+        self,
+        requester_id: str,
+        *,
+        patient: bytes,
+        action: str,
+        purpose: str,
+        data: Sequence[payloads.DataItem],
+        data_period: payloads.Period = payloads.Period(),
+        time_ms: int = 0,
+        break_glass: bool = False,
+        break_glass_reason: str = "",
+    ) -> AccessAnswer:
+        """Decide a request as of the latest checkpoint; return the decision, its evidence and a receipt.
+
+        The evidence is every entry concerning the requester that the decision could depend on (its party
+        registration, the patient's grants naming it, and what revoked or superseded them), each with its
+        inclusion proof, so the client re-runs the same decision. Nothing about other grantees is returned.
+        """
+        _, cp = self._ready()
+        party = self.party(requester_id, cp.size)
+        request = AccessRequest(
+            patient=patient,
+            requester_id=requester_id,
+            requester_roles=party.roles,
+            action=action,
+            purpose=purpose,
+            data=tuple(data),
+            data_period=data_period,
+            time_ms=time_ms or self._clock_ms(),
+            break_glass=break_glass,
+            break_glass_reason=break_glass_reason,
+        )
+        check_request(request)
+        selectors = grantee_selectors(requester_id, party.roles)
+        rows = self._index.for_selectors(patient, selectors, cp.size)
+        granted = {r.consent_id for r in rows if r.kind == GRANT}
+        ending = self._index.targeting(granted, cp.size) if granted else []
+        indices = {r.index for r in rows} | {r.index for r in ending} | {party.index}
+        stored = self._index.read_indices(indices)
+        entries = [ledger_entry(s) for s in stored if s.index != party.index]
+        decision = decide(entries, request, self.policy)
+        receipt = sign_receipt(receipt_body(decision, cp.note), self._signer.private_key)
+        return AccessAnswer(decision, self._prove(stored, cp.size), cp, receipt)
+
+    def access_event_envelope(self, answer: AccessAnswer) -> ParsedEnvelope:
+        """The AccessEvent the ledger records for a decision it made (signed by the ledger's key)."""
+        d = answer.decision
+        r = d.request
+        payload = payloads.build_access_event(
+            patient=r.patient,
+            party_id=r.requester_id,
+            action=r.action,
+            purpose=r.purpose,
+            data=r.data,
+            decision=d.decision,
+            consent_ids=d.consent_ids,
+            break_glass=r.break_glass,
+            break_glass_reason=r.break_glass_reason,
+            accessed_at_ms=r.time_ms,
+            receipt_sha256=receipt_sha256(answer.receipt),
+        )
+        raw = sign_envelope(payloads.ACCESS_EVENT, payload, [self._signer.private_key])
+        return parse_envelope(raw)
+
+    # -- the patient's view -----------------------------------------------------------------------------
+
+    def list_consents(self, patient: bytes, *, after: int, limit: int, time_ms: int = 0) -> ConsentPage:
+        _, cp = self._ready()
+        payloads.check_patient_key(patient)
+        limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
+        rows = self._index.for_patient(patient, after, limit + 1, cp.size)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        granted = {r.consent_id for r in rows if r.kind == GRANT}
+        on_page = {r.index for r in rows}
+        ending = [r for r in self._index.targeting(granted, cp.size) if r.index not in on_page] if granted else []
+        stored = self._index.read_indices(on_page)
+        related = self._index.read_indices({r.index for r in ending})
+        t = time_ms or self._clock_ms()
+        entries = [ledger_entry(s) for s in (*stored, *related)]
+        states = consent_states(entries, t)
+        ended_by: dict[str, int] = {}
+        for r in sorted([*rows, *ending], key=lambda r: r.index):
+            if r.target and (r.kind == REVOCATION or r.target in granted):
+                ended_by.setdefault(r.target, r.index)
+        page_states = {
+            r.consent_id: (states.get(r.consent_id, "pending"), ended_by.get(r.consent_id))
+            for r in rows
+            if r.kind == GRANT
+        }
+        return ConsentPage(
+            cp,
+            self._prove(stored, cp.size),
+            page_states,
+            self._prove(related, cp.size),
+            t,
+            rows[-1].index if more else None,
+        )
+
+    def list_access_events(self, patient: bytes, *, after: int, limit: int) -> EventPage:
+        _, cp = self._ready()
+        payloads.check_patient_key(patient)
+        limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
+        indices = self._index.access_events(patient, after, limit + 1, cp.size)
+        more = len(indices) > limit
+        indices = indices[:limit]
+        stored = self._index.read_indices(indices)
+        return EventPage(cp, self._prove(stored, cp.size), indices[-1] if more else None)
+
+    def revocation_keys(self, party_id: str) -> list[tuple[str, str]]:
+        """Broker keys under which revocations concerning an organisation are pushed."""
+        _, cp = self._ready()
+        party = self.party(party_id, cp.size)
+        return [("grantee", s) for s in grantee_selectors(party_id, party.roles)]
+
+    def prove_pushed(self, pushed: Pushed) -> Proven:
+        reader, _ = self._ready()
+        return Proven(pushed.entry, prove_inclusion(pushed.entry.index, pushed.checkpoint.size, reader))
+

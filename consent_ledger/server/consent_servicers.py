@@ -1,0 +1,161 @@
+"""AccessService and ConsentService: thin adapters over consent_ledger.app.consents."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from consent_ledger.app.broker import OVERFLOW
+from consent_ledger.app.consents import ConsentLedger, Proven, Pushed
+from consent_ledger.app.errors import Unavailable
+from consent_ledger.app.ledger import Ledger
+from consent_ledger.core.errors import InvalidInput
+from consent_ledger.core.payloads import Period, data_item_from_pb
+from consent_ledger.core.receipt import decision_to_pb
+from consent_ledger.server.errors import streaming, unary
+from consent_ledger.server.identity import CallerIdentity
+from consent_ledger.server.log_servicer import checkpoint_pb, entry_pb
+from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc
+
+# A watch ends after this long; clients reconnect (bounded stream durations, DESIGN section 7).
+MAX_WATCH_SECONDS = 3600.0
+
+
+def evidence_pb(p: Proven) -> access_pb2.EvidenceEntry:
+    return access_pb2.EvidenceEntry(entry=entry_pb(p.entry), inclusion_proof=p.proof)
+
+
+def _page_after(token: str) -> int:
+    if not token:
+        return -1
+    if not token.isdigit() or len(token) > 19:
+        raise InvalidInput("page token is malformed")
+    return int(token)
+
+
+class AccessServicer(access_pb2_grpc.AccessServiceServicer):
+    def __init__(self, ledger: Ledger, consents: ConsentLedger, identity: CallerIdentity) -> None:
+        self._ledger = ledger
+        self._consents = consents
+        self._identity = identity
+
+    @unary("CheckAccess")
+    async def CheckAccess(
+        self, request: access_pb2.CheckAccessRequest, context: grpc.aio.ServicerContext
+    ) -> access_pb2.CheckAccessResponse:
+        requester = self._identity.party_id(context)
+        period = Period(start_ms=request.data_period.start_ms, end_ms=request.data_period.end_ms)
+        answer = await asyncio.to_thread(
+            self._consents.check_access,
+            requester,
+            patient=request.patient,
+            action=request.action,
+            purpose=request.purpose,
+            data=[data_item_from_pb(d) for d in request.data],
+            data_period=period,
+            time_ms=request.time_ms,
+            break_glass=request.break_glass,
+            break_glass_reason=request.break_glass_reason,
+        )
+        resp = access_pb2.CheckAccessResponse(
+            decision=decision_to_pb(answer.decision),
+            evidence=[evidence_pb(p) for p in answer.evidence],
+            checkpoint=checkpoint_pb(answer.checkpoint),
+            receipt=answer.receipt,
+        )
+        if request.record_access_event:
+            done = await self._ledger.sequencer.append(self._consents.access_event_envelope(answer))
+            resp.access_event_recorded = True
+            resp.access_event_index = done.index
+        return resp
+
+
+class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
+    def __init__(self, consents: ConsentLedger, identity: CallerIdentity) -> None:
+        self._consents = consents
+        self._identity = identity
+
+    @unary("ListConsents")
+    async def ListConsents(
+        self, request: consent_pb2.ListConsentsRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.ListConsentsResponse:
+        page = await asyncio.to_thread(
+            self._consents.list_consents,
+            request.patient,
+            after=_page_after(request.page_token),
+            limit=request.page_size,
+            time_ms=request.time_ms,
+        )
+        return consent_pb2.ListConsentsResponse(
+            checkpoint=checkpoint_pb(page.checkpoint),
+            entries=[evidence_pb(p) for p in page.entries],
+            states=[
+                consent_pb2.ConsentState(
+                    consent_id=cid, state=state, ended=ended is not None, ended_by_index=ended or 0
+                )
+                for cid, (state, ended) in page.states.items()
+            ],
+            related=[evidence_pb(p) for p in page.related],
+            time_ms=page.time_ms,
+            next_page_token="" if page.next_after is None else str(page.next_after),
+        )
+
+    @unary("ListAccessEvents")
+    async def ListAccessEvents(
+        self, request: consent_pb2.ListAccessEventsRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.ListAccessEventsResponse:
+        page = await asyncio.to_thread(
+            self._consents.list_access_events,
+            request.patient,
+            after=_page_after(request.page_token),
+            limit=request.page_size,
+        )
+        return consent_pb2.ListAccessEventsResponse(
+            checkpoint=checkpoint_pb(page.checkpoint),
+            entries=[evidence_pb(p) for p in page.entries],
+            next_page_token="" if page.next_after is None else str(page.next_after),
+        )
+
+    async def _watch(self, keys: list[tuple[str, object]]) -> AsyncIterator[consent_pb2.WatchResponse]:
+        broker = self._consents.broker
+        if broker is None:
+            raise Unavailable("watching is not available on this server")
+        queue = broker.subscribe(keys)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + MAX_WATCH_SECONDS
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return
+                if item is OVERFLOW:
+                    raise Unavailable("the watcher fell too far behind; reconnect and list what was missed")
+                assert isinstance(item, Pushed)
+                proven = self._consents.prove_pushed(item)
+                yield consent_pb2.WatchResponse(checkpoint=checkpoint_pb(item.checkpoint), entry=evidence_pb(proven))
+        finally:
+            broker.unsubscribe(keys, queue)
+
+    @streaming("WatchPatient")
+    async def WatchPatient(
+        self, request: consent_pb2.WatchPatientRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[consent_pb2.WatchResponse]:
+        if len(request.patient) != 32:
+            raise InvalidInput("patient must be a 32-byte Ed25519 public key")
+        async for item in self._watch([("patient", bytes(request.patient))]):
+            yield item
+
+    @streaming("WatchRevocations")
+    async def WatchRevocations(
+        self, request: consent_pb2.WatchRevocationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[consent_pb2.WatchResponse]:
+        party = self._identity.party_id(context)
+        keys = await asyncio.to_thread(self._consents.revocation_keys, party)
+        async for item in self._watch(list(keys)):
+            yield item

@@ -1,0 +1,99 @@
+"""SQL look-ups over the consent index tables (implements consent_ledger.app.ports.ConsentIndex)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from consent_ledger.app.ports import ConsentRow, PartyRow, StoredEntry
+from consent_ledger.storage import schema
+from consent_ledger.storage.sql import SqlLogStore
+
+_c = schema.consents
+_IN_CHUNK = 500
+
+
+def _chunks(items: Sequence[Any], n: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _row(r: Any) -> ConsentRow:
+    return ConsentRow(r.idx, bytes(r.patient), r.kind, r.consent_id, r.grantee, r.target, r.integrated_ms)
+
+
+class SqlConsentIndex:
+    def __init__(self, store: SqlLogStore) -> None:
+        self._store = store
+
+    def consent(self, consent_id: str) -> ConsentRow | None:
+        q = select(_c).where(_c.c.consent_id == consent_id).order_by(_c.c.idx).limit(1)
+        with self._store.connect() as conn:
+            r = conn.execute(q).first()
+        return _row(r) if r else None
+
+    def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
+        q = (
+            select(_c)
+            .where(_c.c.patient == patient, _c.c.grantee.in_(list(selectors)), _c.c.idx < below)
+            .order_by(_c.c.idx)
+        )
+        with self._store.connect() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def targeting(self, consent_ids: Collection[str], below: int) -> list[ConsentRow]:
+        out: list[ConsentRow] = []
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(consent_ids)):
+                q = select(_c).where(_c.c.target.in_(list(chunk)), _c.c.idx < below)
+                out.extend(_row(r) for r in conn.execute(q))
+        return sorted(out, key=lambda r: r.index)
+
+    def for_patient(self, patient: bytes, after: int, limit: int, below: int) -> list[ConsentRow]:
+        q = (
+            select(_c)
+            .where(_c.c.patient == patient, _c.c.idx > after, _c.c.idx < below)
+            .order_by(_c.c.idx)
+            .limit(limit)
+        )
+        with self._store.connect() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def party(self, party_id: str, below: int) -> PartyRow | None:
+        p = schema.parties
+        q = select(p).where(p.c.party_id == party_id, p.c.idx < below).order_by(p.c.idx.desc()).limit(1)
+        with self._store.connect() as conn:
+            r = conn.execute(q).first()
+        return PartyRow(r.idx, r.party_id, tuple(x for x in r.roles.split(",") if x)) if r else None
+
+    def access_events(self, patient: bytes, after: int, limit: int, below: int) -> list[int]:
+        a = schema.access_events
+        q = (
+            select(a.c.idx)
+            .where(a.c.patient == patient, a.c.idx > after, a.c.idx < below)
+            .order_by(a.c.idx)
+            .limit(limit)
+        )
+        with self._store.connect() as conn:
+            return [r.idx for r in conn.execute(q)]
+
+    def envelope_logged(self, sha256: bytes) -> bool:
+        return bool(self._store.find_envelopes([sha256]))
+
+    def read_indices(self, indices: Collection[int]) -> list[StoredEntry]:
+        leaves, bodies = schema.leaves, schema.bodies
+        out: list[StoredEntry] = []
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(set(indices))):
+                q = (
+                    select(leaves.c.idx, leaves.c.leaf, bodies.c.envelope)
+                    .select_from(leaves.outerjoin(bodies, bodies.c.idx == leaves.c.idx))
+                    .where(leaves.c.idx.in_(list(chunk)))
+                    .order_by(leaves.c.idx)
+                )
+                out.extend(
+                    StoredEntry(i, bytes(leaf), None if env is None else bytes(env)) for i, leaf, env in conn.execute(q)
+                )
+        return out

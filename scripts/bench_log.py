@@ -1,0 +1,469 @@
+#!/usr/bin/env python3
+"""Benchmark the log server: appends and proofs next to the transport ceiling measured in the same run.
+
+Not a test (DESIGN section 10, issue 2 item 11). It runs `consent-ledger serve` as a separate process on a
+fresh SQLite file and drives it from this process with grpc.aio callers (both on the same machine):
+
+(a) transport ceiling: gRPC health Check, a trivial unary RPC, from 64 concurrent callers;
+(b) appends: Submit of pre-signed envelopes (client signing is not measured) from 1, 16 and 64 concurrent
+    submitters: entries/s and acknowledgement latency p50/p99;
+(c) proofs at a large tree: a log of --leaves synthetic leaves (default 1,000,000) is written straight through
+    the storage layer (IntegrationBatches of leaves, tiles and a signed checkpoint, no RPCs), the server is
+    started on it, and GetInclusionProof for random indices is measured from 64 callers, first with cold
+    caches and then warm, next to the trivial RPC on that same server.
+
+Targets (issue 2): appends at 64 submitters >= 0.5x the trivial-RPC rate with p99 < 250 ms; proofs at 1M
+leaves >= 0.5x the trivial-RPC rate.
+
+    .venv/bin/python scripts/bench_log.py                 # the full run (about 3 minutes)
+    .venv/bin/python scripts/bench_log.py --quick         # a smoke run with small sizes
+    .venv/bin/python scripts/bench_log.py --json          # one JSON document instead of the table
+    .venv/bin/python scripts/bench_log.py --profile DIR   # also py-spy the server during (b) and (c)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from consent_ledger.app.ports import IntegrationBatch, NewEntry, StoredCheckpoint  # noqa: E402
+from consent_ledger.core import payloads, tiles  # noqa: E402
+from consent_ledger.core.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
+from consent_ledger.core.leaf import encode_leaf  # noqa: E402
+from consent_ledger.core.merkle import Node, tree_root  # noqa: E402
+from consent_ledger.core.note import Signer  # noqa: E402
+from consent_ledger.core.rfc6962 import hash_leaf  # noqa: E402
+from consent_ledger.keys import read_key, write_new_key  # noqa: E402
+from consent_ledger.storage import open_store  # noqa: E402
+from consent_ledger.v1 import log_pb2, log_pb2_grpc  # noqa: E402
+from tests.crash_support import ServerProcess  # noqa: E402
+from tests.entries_support import grant_envelope  # noqa: E402
+
+LOG_NAME = "bench.test/log"
+
+
+# -- measuring ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    calls: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    baseline: str | None = None
+    baseline_rate: float | None = None
+    target: str | None = None
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        return self.rate / self.baseline_rate if self.baseline_rate else None
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "rate": round(self.rate, 1), "ratio": None if self.ratio is None else round(self.ratio, 3)}
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def closed_loop(
+    name: str,
+    call: Callable[[], Awaitable[object]] | Callable[[], Awaitable[object] | None],
+    concurrency: int,
+    duration: float,
+    warmup: float,
+) -> Result:
+    """``concurrency`` callers call back to back; counts calls that complete inside the measured window.
+
+    ``call`` returns None when it has nothing left to send (the window then ends early).
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    window_start = start + warmup
+    window_end = window_start + duration
+    exhausted_at: list[float] = []
+    latencies: list[float] = []
+    errors = 0
+
+    async def caller() -> None:
+        nonlocal errors
+        while True:
+            t0 = loop.time()
+            if t0 >= window_end:
+                return
+            pending = call()
+            if pending is None:
+                exhausted_at.append(t0)
+                return
+            try:
+                await pending
+            except grpc.RpcError:
+                errors += 1
+                continue
+            t1 = loop.time()
+            if window_start <= t0 and t1 <= window_end:
+                latencies.append(t1 - t0)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    end = min([window_end, *exhausted_at])
+    seconds = max(0.0, end - window_start)
+    latencies.sort()
+    note = "ran out of pre-signed envelopes: window shortened" if exhausted_at and end < window_end else ""
+    return Result(
+        name, concurrency, len(latencies), seconds, errors,
+        _percentile(latencies, 0.50) * 1000, _percentile(latencies, 0.99) * 1000, note=note,
+    )  # fmt: skip
+
+
+# -- building a large log through the storage layer ----------------------------------------------------------
+
+
+class _TileReader:
+    """Node hashes from tiles held in memory (used to compute the roots of the synthetic log)."""
+
+    def __init__(self, all_tiles: dict[tiles.TileId, bytes]) -> None:
+        self._tiles = all_tiles
+
+    def read_nodes(self, nodes: list[Node]) -> list[bytes]:
+        out = []
+        for level, index in nodes:
+            loc = tiles.locate_node(level, index)
+            out.append(tiles.hash_from_tile(self._tiles[loc.tile], loc))
+        return out
+
+
+def build_log(database_url: str, signer: Signer, leaves: int, batch: int, progress: Callable[[str], None]) -> float:
+    """Write ``leaves`` synthetic entries in IntegrationBatches of ``batch``; returns the seconds it took.
+
+    Each body is a short byte string and each leaf commits to its SHA-256 as an envelope would, so the stored
+    log is consistent; the bodies are not signed envelopes (GetInclusionProof never reads them).
+    """
+    started = time.perf_counter()
+    store = open_store(database_url)
+    try:
+        now_ms = time.time_ns() // 1_000_000
+        size = 0
+        edge: dict[tiles.TileId, bytes] = {}
+        all_tiles: dict[tiles.TileId, bytes] = {}
+        ptype = payloads.CONSENT_GRANT
+        while size < leaves:
+            entries = []
+            for i in range(size, min(leaves, size + batch)):
+                body = b"bench synthetic entry %d" % i
+                sha = hashlib.sha256(body).digest()
+                leaf = encode_leaf(now_ms, ptype, sha)
+                entries.append(NewEntry(i, leaf, hash_leaf(leaf), body, sha, ptype, now_ms))
+            changed = tiles.append_leaves(size, edge, [e.leaf_hash for e in entries])
+            all_tiles.update(changed)
+            size += len(entries)
+            edge = {t: all_tiles[t] for t in tiles.edge_tiles(size)}
+            root = tree_root(size, _TileReader(all_tiles))
+            note = sign_checkpoint(Checkpoint(signer.name, size, root), signer)
+            store.integrate(IntegrationBatch(entries, changed, StoredCheckpoint(size, root, note, now_ms)))
+            progress(f"  built {size:,}/{leaves:,} leaves ({time.perf_counter() - started:.0f} s)")
+    finally:
+        store.close()
+    return time.perf_counter() - started
+
+
+# -- the server and profiling -------------------------------------------------------------------------------
+
+
+@dataclass
+class Profiler:
+    """py-spy on the server process for one phase (optional)."""
+
+    directory: Path | None
+    files: list[str] = field(default_factory=list)
+
+    def start(self, server: ServerProcess, phase: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        if self.directory is None or server.proc is None:
+            return None
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(exe).exists():
+            raise SystemExit("--profile needs py-spy (pip install py-spy)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        out = self.directory / f"{phase}.txt"
+        self.files.append(str(out))
+        return subprocess.Popen(
+            [exe, "record", "--pid", str(server.proc.pid), "--duration", str(max(1, int(seconds))),
+             "--rate", "250", "--format", "raw", "--threads", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+def start_server(workdir: Path, key_file: Path, url: str) -> ServerProcess:
+    server = ServerProcess(workdir, key_file, url)
+    server.start(timeout=300)
+    return server
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    duration: float
+    warmup: float
+    leaves: int
+    build_batch: int
+    concurrency: int
+    submitter_counts: tuple[int, ...]
+    channels: int
+
+
+def _envelopes(count: int) -> Iterator[bytes]:
+    return iter([grant_envelope() for _ in range(count)])
+
+
+async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callable[[str], None]) -> dict[str, object]:
+    key_file = workdir / "log.key"
+    write_new_key(key_file, LOG_NAME)
+    signer = read_key(key_file)
+    results: list[Result] = []
+    info: dict[str, object] = {}
+
+    def channels(target: str) -> list[grpc.aio.Channel]:
+        return [grpc.aio.insecure_channel(target) for _ in range(settings.channels)]
+
+    # (a) and (b): a fresh log.
+    server = start_server(workdir, key_file, f"sqlite:///{workdir / 'appends.db'}")
+    try:
+        chans = channels(server.target)
+        health = [health_pb2_grpc.HealthStub(c) for c in chans]
+        logs = [log_pb2_grpc.LogServiceStub(c) for c in chans]
+        check = health_pb2.HealthCheckRequest()
+        rr = iter(range(1 << 62))
+
+        def trivial() -> Awaitable[object]:
+            return health[next(rr) % len(health)].Check(check)
+
+        say(f"(a) trivial RPC (health Check), {settings.concurrency} callers, {settings.duration} s")
+        ceiling = await closed_loop("trivial RPC (health Check)", trivial, settings.concurrency, settings.duration, settings.warmup)
+        results.append(ceiling)
+        say(f"    {ceiling.rate:,.0f}/s")
+
+        for n in settings.submitter_counts:
+            # Enough pre-signed envelopes for the run at the transport ceiling, which appends cannot beat by much.
+            budget = int(max(500, ceiling.rate * 1.3) * (settings.duration + settings.warmup))
+            say(f"(b) signing {budget:,} envelopes for {n} submitter(s)")
+            envs = _envelopes(budget)
+
+            def submit() -> Awaitable[object] | None:
+                env = next(envs, None)
+                if env is None:
+                    return None
+                return logs[next(rr) % len(logs)].Submit(log_pb2.SubmitRequest(envelope=env))
+
+            say(f"(b) Submit, {n} submitter(s), {settings.duration} s")
+            prof = profiler.start(server, f"submit-{n}", settings.duration) if n == max(settings.submitter_counts) else None
+            r = await closed_loop("Submit (signed entries)", submit, n, settings.duration, settings.warmup)
+            if prof:
+                prof.wait()
+            r.baseline, r.baseline_rate = ceiling.name, ceiling.rate
+            if n == 64 or n == max(settings.submitter_counts):
+                r.target = ">= 0.5x trivial, p99 < 250 ms"
+                r.met = r.ratio is not None and r.ratio >= 0.5 and r.p99_ms < 250
+            results.append(r)
+            say(f"    {r.rate:,.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms")
+        size = (await logs[0].GetCheckpoint(log_pb2.GetCheckpointRequest())).checkpoint.note.split(b"\n")[1]
+        info["append_log_size"] = int(size)
+        for c in chans:
+            await c.close()
+    finally:
+        server.stop()
+
+    # (c) a large log built through the storage layer, then served.
+    url = f"sqlite:///{workdir / 'large.db'}"
+    say(f"(c) building a log of {settings.leaves:,} leaves through the storage layer")
+    info["build_seconds"] = round(
+        await asyncio.to_thread(build_log, url, signer, settings.leaves, settings.build_batch, say), 1
+    )
+    info["large_db_bytes"] = (workdir / "large.db").stat().st_size
+    t0 = time.perf_counter()
+    server = start_server(workdir, key_file, url)
+    info["large_start_seconds"] = round(time.perf_counter() - t0, 2)
+    try:
+        chans = channels(server.target)
+        health = [health_pb2_grpc.HealthStub(c) for c in chans]
+        logs = [log_pb2_grpc.LogServiceStub(c) for c in chans]
+        rng = random.Random(1)
+        leaves = settings.leaves
+
+        def trivial_large() -> Awaitable[object]:
+            return health[next(rr) % len(health)].Check(check)
+
+        def prove() -> Awaitable[object]:
+            req = log_pb2.GetInclusionProofRequest(index=rng.randrange(leaves), tree_size=0)
+            return logs[next(rr) % len(logs)].GetInclusionProof(req)
+
+        # Warm the tile cache with the very first proofs: this window is measured and reported as "cold".
+        say(f"(c) GetInclusionProof at {leaves:,} leaves, {settings.concurrency} callers, cold caches")
+        cold = await closed_loop(f"GetInclusionProof at {leaves:,} (cold cache)", prove, settings.concurrency, settings.duration, 0)
+        say(f"    {cold.rate:,.0f}/s")
+        say(f"(c) trivial RPC on the same server, {settings.duration} s")
+        base = await closed_loop(f"trivial RPC at {leaves:,} leaves", trivial_large, settings.concurrency, settings.duration, settings.warmup)
+        say(f"    {base.rate:,.0f}/s")
+        say(f"(c) GetInclusionProof at {leaves:,} leaves, {settings.concurrency} callers, warm")
+        prof = profiler.start(server, "proofs-warm", settings.duration)
+        warm = await closed_loop(f"GetInclusionProof at {leaves:,} (warm)", prove, settings.concurrency, settings.duration, settings.warmup)
+        if prof:
+            prof.wait()
+        say(f"    {warm.rate:,.0f}/s")
+        for r in (cold, warm):
+            r.baseline, r.baseline_rate = base.name, base.rate
+        warm.target = ">= 0.5x trivial"
+        warm.met = warm.ratio is not None and warm.ratio >= 0.5
+        results += [base, cold, warm]
+        for c in chans:
+            await c.close()
+    finally:
+        server.stop()
+    return {"results": results, "info": info}
+
+
+def machine() -> dict[str, object]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import grpc as _grpc
+    import sqlalchemy
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "grpcio": _grpc.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def table(results: list[Result]) -> str:
+    head = ["measurement", "callers", "rate/s", "p50 ms", "p99 ms", "baseline rate/s", "ratio", "target", "met"]
+    rows = [head]
+    for r in results:
+        rows.append([
+            r.name + (f" [{r.note}]" if r.note else "") + (f" [{r.errors} errors]" if r.errors else ""),
+            str(r.concurrency),
+            f"{r.rate:,.0f}",
+            f"{r.p50_ms:.1f}",
+            f"{r.p99_ms:.1f}",
+            "" if r.baseline_rate is None else f"{r.baseline_rate:,.0f}",
+            "" if r.ratio is None else f"{r.ratio:.2f}x",
+            r.target or "",
+            "" if r.met is None else ("yes" if r.met else "NO"),
+        ])  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [c.ljust(w) if i == 0 or i == 7 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 s windows, 20,000 leaves")
+    p.add_argument("--leaves", type=int, help="leaves of the large log (default: 1,000,000; --quick: 20,000)")
+    p.add_argument("--duration", type=float, help="seconds per measured window (default: 10; --quick: 2)")
+    p.add_argument("--warmup", type=float, help="seconds before each window (default: 2; --quick: 0.5)")
+    p.add_argument("--concurrency", type=int, default=64, help="callers for (a) and (c) (default: %(default)s)")
+    p.add_argument("--submitters", default="1,16,64", help="submitter counts for (b) (default: %(default)s)")
+    p.add_argument("--channels", type=int, default=1, help="client channels (connections) to spread calls over")
+    p.add_argument("--build-batch", type=int, default=50_000, help="leaves per IntegrationBatch when building (c)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server (raw stacks into DIR)")
+    p.add_argument("--workdir", type=Path, help="keep databases and server logs here (default: a temp dir)")
+    args = p.parse_args(argv)
+
+    settings = Settings(
+        duration=args.duration or (2.0 if args.quick else 10.0),
+        warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
+        leaves=args.leaves or (20_000 if args.quick else 1_000_000),
+        build_batch=args.build_batch,
+        concurrency=args.concurrency,
+        submitter_counts=tuple(int(n) for n in args.submitters.split(",")),
+        channels=args.channels,
+    )
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-log-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    profiler = Profiler(args.profile)
+    started = time.perf_counter()
+    try:
+        out = asyncio.run(run(settings, workdir, profiler, say))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results: list[Result] = out["results"]  # type: ignore[assignment]
+    doc = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "settings": asdict(settings),
+        "info": out["info"],
+        "results": [r.as_dict() for r in results],
+        "profiles": profiler.files,
+        "seconds": round(time.perf_counter() - started),
+        "note": "client and server share the machine",
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        m = doc["machine"]
+        print()
+        print(f"machine: {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, grpcio {m['grpcio']}; "
+              "client and server share the machine")  # fmt: skip
+        print(f"settings: {settings.duration:g} s windows after {settings.warmup:g} s warm-up, "
+              f"{settings.leaves:,} leaves for (c), {settings.channels} client channel(s)")  # fmt: skip
+        print(f"(c) built in {out['info']['build_seconds']} s, server started on it in "  # type: ignore[index]
+              f"{out['info']['large_start_seconds']} s")  # type: ignore[index]
+        print()
+        print(table(results))
+        if profiler.files:
+            print("\nprofiles (py-spy raw stacks):", *profiler.files, sep="\n  ")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
