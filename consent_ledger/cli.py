@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -25,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from consent_ledger_client import LedgerClient
 
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
-from consent_ledger.core.envelope import keyid_for, sign_envelope
+from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.errors import (
     ConsentLedgerError,
     InconsistentCheckpoints,
@@ -37,6 +37,12 @@ from consent_ledger.core.errors import (
     VerificationError,
 )
 from consent_ledger.core.note import Signer, parse_verifier_key
+from consent_ledger.keys import (
+    key_from_env_or_file,
+    read_key,
+    verifier_key_of,
+    write_new_key,
+)
 from consent_ledger.presentation import (
     checkpoint_json,
     consistency_phrase,
@@ -47,11 +53,14 @@ from consent_ledger.presentation import (
     kind_name,
     verification_json,
 )
-from consent_ledger.keys import key_from_env_or_file, read_key, verifier_key_of, write_new_key
 from consent_ledger.server.app import TlsFiles
-from consent_ledger.service import DEFAULT_DATABASE_URL, DEFAULT_LISTEN, ServiceConfig, start_service
+from consent_ledger.service import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_LISTEN,
+    ServiceConfig,
+    start_service,
+)
 from consent_ledger.telemetry import EXPORTERS, configure_telemetry
-from consent_ledger_client import LedgerClient, VerifiedEntry
 
 log = logging.getLogger("consent_ledger")
 
@@ -299,14 +308,11 @@ def add_client_options(p: argparse.ArgumentParser) -> None:
 def parse_when(text: str, what: str) -> int:
     """A date (2026-12-31) or an ISO 8601 time (2026-12-31T09:00:00+01:00; no zone means UTC), as ms."""
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            moment = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
-        else:
-            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.UTC)
+        moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise CliError(f"{what}: {text!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
 
 

@@ -21,13 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consent_ledger_client import LedgerClient, SubmitReceipt
+
 from consent_ledger import presentation as show
 from consent_ledger.core import payloads
 from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.note import Signer
 from consent_ledger.keys import read_key, verifier_key_of, write_new_key
 from consent_ledger.service import RunningService, ServiceConfig, start_service
-from consent_ledger_client import LedgerClient, SubmitReceipt
 
 DEMO_ORIGIN = "demo.consent-ledger.local/log"
 DEFAULT_PORT = 50051
@@ -217,10 +218,14 @@ def try_it_commands(ctx: DemoContext) -> list[str]:
         f"{base} checkpoint {conn}",
         f"{base} entries 0 10 {conn}",
         f"{base} get {ctx.indices.get('hospital', 0)} {conn}",
-        f"{base} grant {key} --grantee role:research --action use --purpose HRESCH "
-        f"--data-class laboratory-results --valid-days 30 {conn}",
-        f"{base} revoke {key} --consent-id {ctx.consent_ids.get('hospital', '<consent id>')} "
-        f"--reason 'moved to another hospital' {conn}",
+        (
+            f"{base} grant {key} --grantee role:research --action use --purpose HRESCH "
+            f"--data-class laboratory-results --valid-days 30 {conn}"
+        ),
+        (
+            f"{base} revoke {key} --consent-id {ctx.consent_ids.get('hospital', '<consent id>')} "
+            f"--reason 'moved to another hospital' {conn}"
+        ),
     ]
     if first is not None:
         cmds.append(f"{base} consistency --old-note {q(_show_path(first))} {conn}")

@@ -12,13 +12,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from consent_ledger_client import VerifiedEntry
+
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint
 from consent_ledger.core.envelope import keyid_for
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.rfc6962 import hash_leaf
-from consent_ledger_client import VerifiedEntry
-
 
 
 def format_time(ms: int) -> str:

@@ -12,16 +12,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from consent_ledger_client import LedgerClient
 
-from consent_ledger.cli import EXIT_ERROR, EXIT_OK, EXIT_VERIFICATION, build_parser, main
+from consent_ledger.cli import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_VERIFICATION,
+    build_parser,
+    main,
+)
 from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.note import Signer, format_verifier_key
-from consent_ledger_client import LedgerClient
 
 from .entries_support import grant_envelope
-from .server_support import running_server, log_verifier_key
+from .server_support import log_verifier_key, running_server
 
 
 @pytest.fixture(autouse=True)
@@ -300,7 +306,7 @@ def test_split_view_is_reported_with_evidence(log_key_file: Path, tmp_path: Path
                 for _ in range(count):
                     c.submit(grant_envelope())
             code = main(["checkpoint", "--server", s.target, *trust])
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert code == EXIT_VERIFICATION
     assert "split view" in err and "--- smaller checkpoint ---" in err and "ledger.test/log\n2\n" in err
 
@@ -346,7 +352,7 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
     parser = build_parser()
     for command in commands:
         words = shlex.split(command)
-        start = next(i for i, w in enumerate(words) if w in parser._subparsers._group_actions[0].choices)  # noqa: SLF001
+        start = next(i for i, w in enumerate(words) if w in parser._subparsers._group_actions[0].choices)
         args = parser.parse_args(words[start:])
         assert args.insecure and args.server.startswith("127.0.0.1:")
         if args.command not in ("health",):

@@ -22,3 +22,13 @@ __all__ = [
     "VerifiedEntry",
     "verify_entry",
 ]
+
+from consent_ledger_client.consent import (  # noqa: E402
+    ConsentClient,
+    ConsentListing,
+    ConsentView,
+    DecisionMismatch,
+    VerifiedDecision,
+)
+
+__all__ += ["ConsentClient", "ConsentListing", "ConsentView", "DecisionMismatch", "VerifiedDecision"]

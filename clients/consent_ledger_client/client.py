@@ -55,7 +55,11 @@ class LedgerClient:
         verifier_key: str,
         state_path: Path | None = None,
         timeout: float = 30.0,
+        party_id: str | None = None,
     ) -> None:
+        # Without TLS (development) an organisation names itself in this header; with mTLS its certificate does.
+        self._metadata = (("x-consent-ledger-party", party_id),) if party_id else None
+        self.party_id = party_id
         self._verifier: Verifier = parse_verifier_key(verifier_key)
         self._verifier_key = verifier_key
         self._channel = channel
@@ -83,6 +87,7 @@ class LedgerClient:
         client_cert: tuple[bytes, bytes] | None = None,
         insecure: bool = False,
         timeout: float = 30.0,
+        party_id: str | None = None,
     ) -> LedgerClient:
         """Open a channel to ``target``: TLS (mTLS with ``client_cert`` = (key, cert)), or plaintext if insecure."""
         if insecure:
@@ -91,7 +96,9 @@ class LedgerClient:
             key, cert = client_cert if client_cert else (None, None)
             creds = grpc.ssl_channel_credentials(root_certificates, key, cert)
             channel = grpc.secure_channel(target, creds)
-        return cls(channel=channel, verifier_key=verifier_key, state_path=state_path, timeout=timeout)
+        return cls(
+            channel=channel, verifier_key=verifier_key, state_path=state_path, timeout=timeout, party_id=party_id
+        )
 
     def close(self) -> None:
         self._channel.close()
@@ -105,6 +112,15 @@ class LedgerClient:
     @property
     def origin(self) -> str:
         return self._verifier.name
+
+    @property
+    def log_public_key(self) -> bytes:
+        """The pinned log key (it also signs receipts and the ledger's own entries)."""
+        return self._verifier.public_key
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
 
     @property
     def last_checkpoint(self) -> Checkpoint | None:
@@ -176,7 +192,7 @@ class LedgerClient:
         if resp.entry.index != index:
             raise VerificationError(f"asked for entry {index}, got entry {resp.entry.index}")
         cp = self.accept_checkpoint(resp.checkpoint.note)
-        return verify_entry(index, resp.entry.leaf, _body(resp.entry), resp.inclusion_proof, cp)
+        return verify_entry(index, resp.entry.leaf, body_of(resp.entry), resp.inclusion_proof, cp)
 
     def get_entries(self, start: int, end: int) -> list[VerifiedEntry]:
         """Entries start <= index < end (the server may return fewer, never other ones), each proven."""
@@ -188,7 +204,7 @@ class LedgerClient:
         for i, (entry, proof) in enumerate(zip(resp.entries, resp.proofs)):
             if entry.index != start + i:
                 raise VerificationError(f"expected entry {start + i}, got entry {entry.index}")
-            out.append(verify_entry(entry.index, entry.leaf, _body(entry), proof.hashes, cp))
+            out.append(verify_entry(entry.index, entry.leaf, body_of(entry), proof.hashes, cp))
         if not out and start < min(end, cp.size):
             raise VerificationError(f"the server returned no entries for [{start}, {end}) of a log of {cp.size}")
         return out
@@ -206,10 +222,18 @@ class LedgerClient:
         verify_inclusion(resp.index, cp.size, leaf_hash, list(resp.hashes), cp.root_hash)
         return resp.index, cp
 
-    def _call(self, method, request):  # type: ignore[no-untyped-def]
-        return method(request, timeout=self._timeout)
+    def call(self, method, request):  # type: ignore[no-untyped-def]
+        """Invoke a unary stub method with this client's timeout and identity metadata."""
+        return method(request, timeout=self._timeout, metadata=self._metadata)
+
+    def stream(self, method, request, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        """Invoke a server-streaming stub method with this client's identity metadata."""
+        return method(request, timeout=timeout, metadata=self._metadata)
+
+    _call = call
 
 
-def _body(entry: log_pb2.Entry) -> bytes | None:
+def body_of(entry: log_pb2.Entry) -> bytes | None:
+    """The entry's body as the server gives it, or None when the server says it was erased."""
     return None if entry.body_erased else entry.envelope
 

@@ -1,7 +1,10 @@
-"""Under CI (CI=true), the PostgreSQL and MariaDB tests must run, not skip.
+"""Suite-wide rules, installed by tests/conftest.py.
 
-.ci/run exports both database URLs; if they are missing, or any test marked `postgres` or `mysql` skips anyway
-(for example because a server did not answer), the run fails instead of passing quietly.
+- Tests marked `slow` (long crash loops, scale runs) are deselected unless the -m expression names them:
+  `pytest -m slow` runs them, `pytest` does not.
+- Under CI (CI=true) the PostgreSQL and MariaDB tests must run, not skip. .ci/run exports both database URLs; if
+  they are missing, or any test marked `postgres` or `mysql` skips anyway (for example because a server did not
+  answer), the run fails instead of passing quietly.
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ class DatabaseSkipGuard:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.skipped and exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "slow" in (config.option.markexpr or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 def pytest_configure(config: pytest.Config) -> None:

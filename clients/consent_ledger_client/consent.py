@@ -1,0 +1,331 @@
+"""Consent calls for each audience, every answer verified.
+
+- Patients: grant, revoke, list their consents, see who asked, watch.
+- Hospitals and insurers: check access (the decision is re-computed from the evidence, and the signed receipt
+  checked), record an access, watch revocations that concern them.
+- Anyone: verify a receipt or a receipt bundle offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from consent_ledger.core import payloads
+from consent_ledger.core.checkpoint import Checkpoint
+from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.decision import Decision, LedgerEntry, Policy, consent_states, decide
+from consent_ledger.core.envelope import sign_envelope
+from consent_ledger.core.errors import InvalidInput, VerificationError
+from consent_ledger.core.payloads import DataItem, Period
+from consent_ledger.core.receipt import decision_from_pb, encode_decision, open_receipt, receipt_sha256
+from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc, payloads_pb2
+from consent_ledger_client.client import LedgerClient, SubmitReceipt
+from consent_ledger_client.client import body_of as _body
+from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+
+class DecisionMismatch(VerificationError):
+    """The server's decision differs from the one the evidence gives. Carries both."""
+
+    def __init__(self, server: Decision, recomputed: Decision) -> None:
+        super().__init__(f"the server decided {server.decision}, but its evidence gives {recomputed.decision}")
+        self.server = server
+        self.recomputed = recomputed
+
+
+@dataclass(frozen=True)
+class VerifiedDecision:
+    """A decision whose evidence was proven, re-evaluated and found equal, with its verified receipt."""
+
+    decision: Decision
+    evidence: tuple[VerifiedEntry, ...]
+    checkpoint: Checkpoint
+    checkpoint_note: bytes
+    receipt: bytes
+    access_event_index: int | None
+
+    @property
+    def permitted(self) -> bool:
+        return self.decision.decision == payloads.PERMIT
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    """A grant and its verified current state."""
+
+    consent_id: str
+    entry: VerifiedEntry
+    grant: payloads.ConsentGrantPayload
+    state: str
+    ended_by_index: int | None
+
+
+@dataclass(frozen=True)
+class ConsentListing:
+    consents: tuple[ConsentView, ...]
+    revocations: tuple[VerifiedEntry, ...]
+    checkpoint: Checkpoint
+    next_page_token: str
+
+
+def _as_ledger_entry(v: VerifiedEntry) -> LedgerEntry:
+    if v.envelope is None:
+        raise VerificationError(f"entry {v.index} is evidence but its body was withheld or erased")
+    try:
+        entry = LedgerEntry.from_payload(
+            index=v.index,
+            integrated_time_ms=v.leaf.integrated_time_ms,
+            payload_type=v.envelope.payload_type,
+            payload=v.envelope.payload,
+        )
+    except InvalidInput as e:
+        raise VerificationError(f"entry {v.index} does not hold a valid payload: {e}") from e
+    p = entry.payload
+    # The same rule the server applies before appending: a patient signs their own consents.
+    if isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in v.envelope.signers:
+        raise VerificationError(f"entry {v.index} is a consent not signed by its patient")
+    return entry
+
+
+def _verify_evidence(e: access_pb2.EvidenceEntry, cp: Checkpoint) -> VerifiedEntry:
+    return verify_entry(e.entry.index, e.entry.leaf, _body(e.entry), e.inclusion_proof, cp)
+
+
+def _pb_period(p: Period) -> payloads_pb2.Period | None:
+    return None if p == Period() else payloads_pb2.Period(start_ms=p.start_ms, end_ms=p.end_ms)
+
+
+class ConsentClient:
+    """Consent operations over a LedgerClient (which pins the log key and keeps the checkpoint state)."""
+
+    def __init__(self, ledger: LedgerClient, *, policy: Policy | None = None, operator_keys: Iterable[bytes] = ()) -> None:
+        """``policy``: if given, decisions made under any other policy are refused. ``operator_keys``: keys
+        trusted to register parties, besides the log's own key."""
+        self.ledger = ledger
+        self._policy = policy
+        self._operators = frozenset({ledger.log_public_key, *operator_keys})
+        self._access = access_pb2_grpc.AccessServiceStub(ledger.channel)
+        self._consent = consent_pb2_grpc.ConsentServiceStub(ledger.channel)
+
+    # -- the operator ---------------------------------------------------------------------------------------
+
+    def register_party(
+        self,
+        operator_key: Ed25519PrivateKey,
+        *,
+        party_id: str,
+        roles: Sequence[str],
+        public_keys: Sequence[bytes],
+        display_name: str,
+    ) -> SubmitReceipt:
+        """Register an organisation (signed by an operator key; the ledger refuses any other signer)."""
+        payload = payloads.build_party_registration(
+            party_id=party_id, roles=roles, public_keys=public_keys, display_name=display_name
+        )
+        return self.ledger.submit(sign_envelope(payloads.PARTY_REGISTRATION, payload, [operator_key]))
+
+    # -- patients --------------------------------------------------------------------------------------------
+
+    def grant(
+        self,
+        patient_key: Ed25519PrivateKey,
+        *,
+        grantee: str,
+        actions: Sequence[str],
+        purposes: Sequence[str],
+        data_classes: Sequence[str],
+        sensitivity_labels: Sequence[str] = (),
+        deny: bool = False,
+        validity: Period | None = None,
+        data_period: Period | None = None,
+        supersedes: str | None = None,
+        legal_basis: payloads.LegalBasis | None = None,
+    ) -> tuple[str, SubmitReceipt]:
+        """Sign and submit a grant (or a DENY); returns (consent id, verified receipt)."""
+        payload = payloads.build_grant(
+            patient=patient_key.public_key,
+            grantee=grantee,
+            decision=payloads.DENY if deny else payloads.PERMIT,
+            actions=actions,
+            purposes=purposes,
+            data_classes=data_classes,
+            sensitivity_labels=sensitivity_labels,
+            validity=validity,
+            data_period=data_period,
+            supersedes=supersedes,
+            legal_basis=legal_basis,
+        )
+        receipt = self.ledger.submit(sign_envelope(payloads.CONSENT_GRANT, payload, [patient_key]))
+        return payloads.consent_id(payload), receipt
+
+    def revoke(self, patient_key: Ed25519PrivateKey, consent_id: str, reason: str = "") -> SubmitReceipt:
+        payload = payloads.build_revocation(patient=patient_key.public_key, consent_id=consent_id, reason=reason)
+        return self.ledger.submit(sign_envelope(payloads.CONSENT_REVOCATION, payload, [patient_key]))
+
+    def list_consents(self, patient: bytes, *, page_size: int = 0, page_token: str = "", time_ms: int = 0) -> ConsentListing:
+        """A patient's consents with their states, every entry proven and every state re-computed."""
+        req = consent_pb2.ListConsentsRequest(patient=patient, page_size=page_size, page_token=page_token, time_ms=time_ms)
+        resp = self.ledger.call(self._consent.ListConsents, req)
+        cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
+        page = [_verify_evidence(e, cp) for e in resp.entries]
+        related = [_verify_evidence(e, cp) for e in resp.related]
+        entries = {v.index: _as_ledger_entry(v) for v in (*page, *related)}
+        for e in entries.values():
+            if getattr(e.payload, "patient", patient) != patient:
+                raise VerificationError(f"entry {e.index} belongs to another patient")
+        states = consent_states(entries.values(), resp.time_ms)
+        claimed = {s.consent_id: s for s in resp.states}
+        views, revocations = [], []
+        for v in page:
+            e = entries[v.index]
+            if isinstance(e.payload, payloads.ConsentGrantPayload):
+                s = claimed.get(e.consent_id)
+                if s is None or s.state != states.get(e.consent_id):
+                    raise VerificationError(f"the server's state for consent {e.consent_id} does not follow from the entries")
+                views.append(ConsentView(e.consent_id, v, e.payload, s.state, s.ended_by_index if s.ended else None))
+            else:
+                revocations.append(v)
+        return ConsentListing(tuple(views), tuple(revocations), cp, resp.next_page_token)
+
+    def access_events(self, patient: bytes, *, page_size: int = 0, page_token: str = "") -> tuple[list[tuple[VerifiedEntry, payloads.AccessEventPayload]], str]:
+        """Who asked about a patient: verified AccessEvent entries, and the next page token."""
+        req = consent_pb2.ListAccessEventsRequest(patient=patient, page_size=page_size, page_token=page_token)
+        resp = self.ledger.call(self._consent.ListAccessEvents, req)
+        cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
+        out = []
+        for e in resp.entries:
+            v = _verify_evidence(e, cp)
+            p = _as_ledger_entry(v).payload
+            if not isinstance(p, payloads.AccessEventPayload) or p.patient != patient:
+                raise VerificationError(f"entry {v.index} is not an access event about this patient")
+            out.append((v, p))
+        return out, resp.next_page_token
+
+    def watch_patient(self, patient: bytes, *, timeout: float | None = None) -> Iterator[VerifiedEntry]:
+        """New entries about a patient as they are integrated, each proven against its batch's checkpoint."""
+        for item in self.ledger.stream(self._consent.WatchPatient, consent_pb2.WatchPatientRequest(patient=patient), timeout):
+            v = self._verify_pushed(item)
+            if getattr(_as_ledger_entry(v).payload, "patient", None) != patient:
+                raise VerificationError(f"pushed entry {v.index} is not about this patient")
+            yield v
+
+    def watch_revocations(self, *, timeout: float | None = None) -> Iterator[VerifiedEntry]:
+        """Revocations of consents granted to this organisation, as they are integrated."""
+        for item in self.ledger.stream(self._consent.WatchRevocations, consent_pb2.WatchRevocationsRequest(), timeout):
+            v = self._verify_pushed(item)
+            if not isinstance(_as_ledger_entry(v).payload, payloads.ConsentRevocationPayload):
+                raise VerificationError(f"pushed entry {v.index} is not a revocation")
+            yield v
+
+    def _verify_pushed(self, item: consent_pb2.WatchResponse) -> VerifiedEntry:
+        cp = self.ledger.accept_checkpoint(item.checkpoint.note)
+        e = item.entry
+        return _verify_evidence(e, cp)
+
+    # -- organisations ----------------------------------------------------------------------------------------
+
+    def check_access(
+        self,
+        patient: bytes,
+        *,
+        action: str,
+        purpose: str,
+        data: Sequence[DataItem],
+        data_period: Period = Period(),
+        time_ms: int = 0,
+        break_glass: bool = False,
+        break_glass_reason: str = "",
+        record: bool = False,
+    ) -> VerifiedDecision:
+        """Ask whether this organisation may do ``action`` for ``purpose`` on ``data`` of ``patient``.
+
+        Verifies the checkpoint, every evidence entry (inclusion, body, signatures), that the question answered
+        is the one asked, re-runs the decision on the evidence, and checks the signed receipt. Raises
+        DecisionMismatch when the server's decision differs from the evidence's, VerificationError otherwise.
+        """
+        req = access_pb2.CheckAccessRequest(
+            patient=patient,
+            action=action,
+            purpose=purpose,
+            data=[payloads.data_item_to_pb(d) for d in data],
+            data_period=_pb_period(data_period),
+            time_ms=time_ms,
+            break_glass=break_glass,
+            break_glass_reason=break_glass_reason,
+            record_access_event=record,
+        )
+        resp = self.ledger.call(self._access.CheckAccess, req)
+        cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
+        receipt = open_receipt(resp.receipt, self.ledger.log_public_key)
+        if receipt.checkpoint_note != resp.checkpoint.note:
+            raise VerificationError("the receipt is bound to another checkpoint than the one returned")
+        decision = receipt.decision
+        if encode_decision(decision_from_pb(resp.decision)) != encode_decision(decision):
+            raise VerificationError("the decision in the response differs from the signed receipt's")
+        r = decision.request
+        asked = (patient, action, purpose, tuple(data), data_period, break_glass, break_glass_reason)
+        got = (r.patient, r.action, r.purpose, r.data, r.data_period, r.break_glass, r.break_glass_reason)
+        if asked != got or (time_ms and r.time_ms != time_ms):
+            raise VerificationError("the decision answers another question than the one asked")
+        if self.ledger.party_id and r.requester_id != self.ledger.party_id:
+            raise VerificationError(f"the decision was made for {r.requester_id}, not for {self.ledger.party_id}")
+        if self._policy is not None and decision.policy != self._policy:
+            raise VerificationError("the decision was made under another policy than the pinned one")
+        evidence = [_verify_evidence(e, cp) for e in resp.evidence]
+        entries = [_as_ledger_entry(v) for v in evidence]
+        self._check_registration(entries, r.requester_id, r.requester_roles)
+        recomputed = decide(entries, r, decision.policy)
+        if encode_decision(recomputed) != encode_decision(decision):
+            raise DecisionMismatch(decision, recomputed)
+        event = None
+        if resp.access_event_recorded:
+            event = self._verify_recorded_event(resp.access_event_index, resp.receipt, decision)
+        return VerifiedDecision(decision, tuple(evidence), cp, bytes(resp.checkpoint.note), bytes(resp.receipt), event)
+
+    def _check_registration(self, entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]) -> None:
+        regs = [
+            e for e in entries if isinstance(e.payload, payloads.PartyRegistrationPayload) and e.payload.party_id == party_id
+        ]
+        if not regs:
+            raise VerificationError(f"the evidence holds no registration of {party_id}")
+        reg = max(regs, key=lambda e: e.index)
+        assert isinstance(reg.payload, payloads.PartyRegistrationPayload)
+        if tuple(sorted(set(reg.payload.roles))) != tuple(sorted(roles)):
+            raise VerificationError(f"the decision used roles {list(roles)}, the registration gives {list(reg.payload.roles)}")
+
+    def _verify_recorded_event(self, index: int, receipt: bytes, decision: Decision) -> int:
+        v = self.ledger.get_entry(index)
+        p = _as_ledger_entry(v).payload
+        if not isinstance(p, payloads.AccessEventPayload) or p.receipt_sha256 != receipt_sha256(receipt):
+            raise VerificationError(f"entry {index} is not the access event for this decision")
+        assert v.envelope is not None
+        if self.ledger.log_public_key not in v.envelope.signers or p.decision != decision.decision:
+            raise VerificationError(f"the access event at {index} does not record this decision")
+        return index
+
+    def record_access(
+        self,
+        org_key: Ed25519PrivateKey,
+        decision: VerifiedDecision,
+        *,
+        accessed_at_ms: int | None = None,
+    ) -> SubmitReceipt:
+        """Record, signed by the organisation's key, that it accessed data relying on a verified decision."""
+        d = decision.decision
+        r = d.request
+        payload = payloads.build_access_event(
+            patient=r.patient,
+            party_id=r.requester_id,
+            action=r.action,
+            purpose=r.purpose,
+            data=d.permitted_data or r.data,
+            decision=d.decision,
+            consent_ids=d.consent_ids,
+            break_glass=r.break_glass,
+            break_glass_reason=r.break_glass_reason,
+            accessed_at_ms=accessed_at_ms,
+            receipt_sha256=receipt_sha256(decision.receipt),
+        )
+        return self.ledger.submit(sign_envelope(payloads.ACCESS_EVENT, payload, [org_key]))
+

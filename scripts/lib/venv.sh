@@ -1,0 +1,45 @@
+# Sourced by scripts/demo and scripts/test: make sure .venv exists with Python >= 3.11 and the package
+# installed (editable, with the dev extras), then put .venv/bin first on PATH. Reinstalls only when
+# pyproject.toml changed or the install is missing.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+
+is_new_enough() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  PY=""
+  for candidate in "${PYTHON:-}" python3 python3.13 python3.12 python3.11; do
+    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 && is_new_enough "$candidate"; then
+      PY="$candidate"
+      break
+    fi
+  done
+  if [ -z "$PY" ]; then
+    found="$(python3 --version 2>&1 || echo 'no python3 on PATH')"
+    echo "consent-ledger needs Python 3.11 or newer (found: $found)." >&2
+    echo "Install Python 3.11+ and run this again (or set PYTHON=/path/to/python3.11)." >&2
+    exit 1
+  fi
+  echo "==> creating .venv with $("$PY" --version 2>&1)" >&2
+  "$PY" -m venv "$VENV"
+elif ! is_new_enough "$VENV/bin/python"; then
+  echo "$VENV uses $("$VENV/bin/python" --version 2>&1); consent-ledger needs 3.11 or newer: remove .venv and run again." >&2
+  exit 1
+fi
+
+STAMP="$VENV/.consent-ledger-install"
+want="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest(), sys.argv[1])' "$ROOT")"
+# Installed, and installed from this very tree (run from / so the working directory's sources don't count).
+installed_here() {
+  (cd / && "$VENV/bin/python" -c 'import sys, consent_ledger, consent_ledger_client; sys.exit(0 if consent_ledger.__file__.startswith(sys.argv[1] + "/") else 1)' "$ROOT") >/dev/null 2>&1
+}
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ] || ! installed_here; then
+  echo "==> installing consent-ledger with its dev extras into .venv (pip, quiet; a minute or two the first time)" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$STAMP"
+fi
+
+export PATH="$VENV/bin:$PATH"
+export VIRTUAL_ENV="$VENV"

@@ -1,0 +1,118 @@
+"""The consent story of the README demo, end to end over gRPC on a real database, every answer verified."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.payloads import DataItem, Period
+from consent_ledger_client import ConsentClient, LedgerClient
+
+from .server_support import log_signer, log_verifier_key, running_server
+
+PATIENT = Ed25519PrivateKey.from_seed(b"\x31" * 32)
+HOSPITAL = Ed25519PrivateKey.from_seed(b"\x32" * 32)
+INSURER = Ed25519PrivateKey.from_seed(b"\x33" * 32)
+ED = Ed25519PrivateKey.from_seed(b"\x34" * 32)
+LAB = DataItem("laboratory-results")
+MH_NOTES = DataItem("clinical-notes", ("MH",))
+YEAR_MS = 365 * 24 * 3600 * 1000
+
+
+@pytest.fixture
+def ledger(database_url):
+    with running_server(database_url) as server:
+        yield server
+
+
+def client(server, party: str | None = None) -> ConsentClient:
+    return ConsentClient(
+        LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id=party)
+    )
+
+
+def test_the_story(ledger):
+    operator = client(ledger)
+    operator.register_party(log_signer().private_key, party_id="hospital-1", roles=["hospital"], public_keys=[HOSPITAL.public_key], display_name="General Hospital")
+    operator.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[INSURER.public_key], display_name="Acme Insurance")
+    operator.register_party(log_signer().private_key, party_id="ed-1", roles=["hospital"], public_keys=[ED.public_key], display_name="City ED")
+    patient = client(ledger)
+    hospital, insurer, ed = client(ledger, "hospital-1"), client(ledger, "insurer-1"), client(ledger, "ed-1")
+    now = int(time.time() * 1000)
+    p = PATIENT.public_key
+
+    treat_id, _ = patient.grant(
+        PATIENT, grantee="org:hospital-1", actions=["access"], purposes=["TREAT"],
+        data_classes=["laboratory-results", "imaging"], validity=Period(now - 1000, now + YEAR_MS),
+    )
+    d = hospital.check_access(p, action="access", purpose="TREAT", data=[LAB, DataItem("imaging")])
+    assert d.permitted and d.decision.consent_ids == (treat_id,)
+
+    refused = insurer.check_access(p, action="access", purpose="HPAYMT", data=[LAB])
+    assert refused.decision.decision == "DENY"
+    assert not refused.decision.consent_ids, "a refusal must not reveal the hospital's consent"
+    assert all("hospital" not in r.text for o in refused.decision.outcomes for r in o.reasons)
+
+    pay_id, _ = patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+    mixed = insurer.check_access(p, action="access", purpose="CLMATTCH", data=[LAB, MH_NOTES], record=True)
+    assert mixed.decision.decision == "PARTIAL"
+    assert [o.decision for o in mixed.decision.outcomes] == ["PERMIT", "DENY"]
+    assert mixed.access_event_index is not None
+
+    # The insurer watches revocations that concern it; the revocation must arrive promptly.
+    seen: list[int] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        ready.set()
+        for v in insurer.watch_revocations(timeout=10):
+            seen.append(v.index)
+            return
+
+    t = threading.Thread(target=watch)
+    t.start()
+    ready.wait()
+    time.sleep(0.3)
+    revoked = patient.revoke(PATIENT, pay_id, "I changed insurer")
+    t.join(10)
+    assert seen == [revoked.index]
+    after = insurer.check_access(p, action="access", purpose="HPAYMT", data=[LAB])
+    assert after.decision.decision == "DENY"
+
+    glass = ed.check_access(p, action="access", purpose="ETREAT", data=[MH_NOTES], break_glass=True, break_glass_reason="unconscious patient, suspected overdose", record=True)
+    assert glass.permitted
+    assert glass.decision.break_glass_until_ms > glass.decision.request.time_ms
+    assert {o.code for o in glass.decision.obligations} >= {"record-access-event", "notify-patient", "review-queue"}
+
+    events, _ = patient.access_events(p)
+    assert [(e.party_id, e.decision) for _, e in events] == [("insurer-1", "PARTIAL"), ("ed-1", "PERMIT")]
+    listing = patient.list_consents(p)
+    assert {c.consent_id: c.state for c in listing.consents} == {treat_id: "active", pay_id: "revoked"}
+
+
+def test_unregistered_organisation_is_refused(ledger):
+    with pytest.raises(grpc.RpcError) as err:
+        client(ledger, "nobody").check_access(PATIENT.public_key, action="access", purpose="TREAT", data=[LAB])
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_validation_errors_append_nothing(ledger):
+    c = client(ledger)
+    other = Ed25519PrivateKey.from_seed(b"\x35" * 32)
+    before = c.ledger.checkpoint().note
+    cases = [
+        (lambda: c.revoke(PATIENT, "ab" * 32), grpc.StatusCode.NOT_FOUND),
+        (lambda: c.register_party(PATIENT, party_id="x", roles=["hospital"], public_keys=[PATIENT.public_key], display_name="X"), grpc.StatusCode.PERMISSION_DENIED),
+    ]
+    gid, _ = c.grant(PATIENT, grantee="any", actions=["access"], purposes=["TREAT"], data_classes=["imaging"])
+    before = c.ledger.checkpoint().note
+    cases.append((lambda: c.revoke(other, gid), grpc.StatusCode.PERMISSION_DENIED))
+    for call, code in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == code, err.value.details()
+    assert c.ledger.checkpoint().note == before

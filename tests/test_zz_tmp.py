@@ -1,0 +1,4 @@
+import pytest
+@pytest.mark.slow
+def test_slow(): pass
+def test_fast(): pass
