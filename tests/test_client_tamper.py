@@ -3,8 +3,6 @@ client raises every time, while the same proxy passing answers through untouched
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 
 import grpc
@@ -15,66 +13,14 @@ from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client import LedgerClient, VerificationError
 
 from .entries_support import grant_envelope
-from .server_support import running_server, log_verifier_key
-
-Mutation = Callable[[str, object], None]
+from .server_support import log_verifier_key, running_server
+from .tamper_support import TamperProxy
 
 
 def _flip(b: bytes, i: int = -1) -> bytes:
     a = bytearray(b)
     a[i] ^= 0x01
     return bytes(a)
-
-
-class TamperProxy:
-    """A LogService that forwards to the real server and lets a mutation edit each response."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.mutate: Mutation = lambda method, resp: None
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: self.loop.run_until_complete(self._serve()), daemon=True)
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        channel = grpc.aio.insecure_channel(self.upstream)
-        stub = log_pb2_grpc.LogServiceStub(channel)
-        proxy = self
-
-        def forward(name: str):
-            async def handler(self_, request, context):
-                resp = await getattr(stub, name)(request)
-                proxy.mutate(name, resp)
-                return resp
-
-            return handler
-
-        servicer_cls = type(
-            "Proxy",
-            (log_pb2_grpc.LogServiceServicer,),
-            {n: forward(n) for n in ("Submit", "GetEntry", "GetEntries", "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof")},
-        )
-        server = grpc.aio.server()
-        log_pb2_grpc.add_LogServiceServicer_to_server(servicer_cls(), server)
-        self.port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        self._ready.set()
-        await self._stop.wait()
-        await server.stop(0)
-        await channel.close()
-
-    def __enter__(self) -> TamperProxy:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._stop is not None
-        self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 def _note_mutations() -> dict[str, Callable[[bytes], bytes]]:

@@ -1,0 +1,153 @@
+"""check_access verifies, not trusts: altered evidence, omitted evidence, a flipped decision or a bad receipt
+are all caught; honest answers through the same proxy pass."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from consent_ledger.core import payloads
+from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.envelope import parse_envelope
+from consent_ledger.core.payloads import DataItem
+from consent_ledger.v1 import access_pb2, payloads_pb2
+from consent_ledger_client import ConsentClient, DecisionMismatch, LedgerClient, VerificationError
+
+from .server_support import log_signer, log_verifier_key, running_server
+from .tamper_support import TamperProxy
+
+PATIENT = Ed25519PrivateKey.from_seed(b"\x41" * 32)
+LAB, IMAGING = DataItem("laboratory-results"), DataItem("imaging")
+
+
+def _kind(e: access_pb2.EvidenceEntry) -> str:
+    return parse_envelope(e.entry.envelope).payload_type
+
+
+def _is_deny(e: access_pb2.EvidenceEntry) -> bool:
+    env = parse_envelope(e.entry.envelope)
+    p = payloads.parse_payload(env.payload_type, env.payload)
+    return isinstance(p, payloads.ConsentGrantPayload) and p.decision == payloads.DENY
+
+
+def _drop(kind: str) -> Callable[[access_pb2.CheckAccessResponse], None]:
+    def m(resp):
+        keep = [e for e in resp.evidence if _kind(e) != kind]
+        assert len(keep) < len(resp.evidence), f"no {kind} in the evidence to drop"
+        del resp.evidence[:]
+        resp.evidence.extend(keep)
+
+    return m
+
+
+def _flip_decision(resp) -> None:
+    resp.decision.decision = (
+        payloads_pb2.ACCESS_DECISION_DENY if resp.decision.decision == payloads_pb2.ACCESS_DECISION_PERMIT
+        else payloads_pb2.ACCESS_DECISION_PERMIT
+    )
+
+
+def _flip_byte(field: str, i: int = -1) -> Callable[[access_pb2.CheckAccessResponse], None]:
+    def m(resp):
+        obj, attr = (resp.evidence[0].entry, field) if field in ("leaf", "envelope") else (resp, field)
+        b = bytearray(getattr(obj, attr))
+        b[i] ^= 1
+        setattr(obj, attr, bytes(b))
+
+    return m
+
+
+def _flip_proof(resp) -> None:
+    e = next(e for e in resp.evidence if e.inclusion_proof)
+    e.inclusion_proof[0] = bytes([e.inclusion_proof[0][0] ^ 1]) + e.inclusion_proof[0][1:]
+
+
+def _swap_roles(resp) -> None:
+    resp.decision.request.requester_roles[:] = ["hospital"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('dtamper') / 'log.db'}"
+    with running_server(url) as server, TamperProxy(server.target) as proxy:
+        op = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
+        op.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
+        # A permit for lab results, a revoked permit for imaging, and an in-force DENY for medications.
+        op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        img, _ = op.grant(PATIENT, grantee="role:insurer", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
+        op.revoke(PATIENT, img)
+        op.grant(PATIENT, grantee="any", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"], deny=True)
+        op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"])
+        time.sleep(0.01)
+        yield server, proxy
+
+
+CASES = [
+    ("flipped decision", "lab", _flip_decision, VerificationError),
+    ("altered evidence body", "lab", _flip_byte("envelope", 60), VerificationError),
+    ("altered evidence leaf", "lab", _flip_byte("leaf"), VerificationError),
+    ("altered proof", "lab", _flip_proof, VerificationError),
+    ("receipt signature", "lab", _flip_byte("receipt"), VerificationError),
+    ("roles changed", "lab", _swap_roles, VerificationError),
+    ("grant omitted", "lab", _drop(payloads.CONSENT_GRANT), DecisionMismatch),
+    ("revocation omitted", "imaging", _drop(payloads.CONSENT_REVOCATION), DecisionMismatch),
+    ("registration omitted", "lab", _drop(payloads.PARTY_REGISTRATION), VerificationError),
+]
+
+
+def _ask(c: ConsentClient, what: str):
+    data = {"lab": [LAB], "imaging": [IMAGING], "meds": [DataItem("medications")]}[what]
+    return c.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=data)
+
+
+@pytest.mark.parametrize("name,what,mutation,error", CASES, ids=[c[0] for c in CASES])
+def test_tampered_decisions_are_caught(setup, name, what, mutation, error):
+    server, proxy = setup
+    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    proxy.mutate = lambda method, resp: mutation(resp) if method == "CheckAccess" else None
+    try:
+        with pytest.raises(error):
+            _ask(c, what)
+    finally:
+        proxy.mutate = lambda method, resp: None
+
+
+def test_an_omitted_in_force_deny_is_caught(setup):
+    server, proxy = setup
+    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    assert _ask(c, "meds").decision.decision == "DENY"
+
+    def drop_deny(method, resp):
+        if method == "CheckAccess":
+            keep = [e for e in resp.evidence if not _is_deny(e)]
+            assert len(keep) < len(resp.evidence)
+            del resp.evidence[:]
+            resp.evidence.extend(keep)
+
+    proxy.mutate = drop_deny
+    try:
+        with pytest.raises(DecisionMismatch):
+            _ask(c, "meds")
+    finally:
+        proxy.mutate = lambda method, resp: None
+
+
+def test_a_receipt_from_another_decision_is_caught(setup):
+    server, proxy = setup
+    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    old = _ask(c, "imaging").receipt
+    proxy.mutate = lambda method, resp: setattr(resp, "receipt", old) if method == "CheckAccess" else None
+    try:
+        with pytest.raises(VerificationError):
+            _ask(c, "lab")
+    finally:
+        proxy.mutate = lambda method, resp: None
+
+
+@pytest.mark.parametrize("what,expected", [("lab", "PERMIT"), ("imaging", "DENY"), ("meds", "DENY")])
+def test_honest_answers_pass(setup, what, expected):
+    server, proxy = setup
+    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    assert _ask(c, what).decision.decision == expected
