@@ -1,0 +1,171 @@
+"""Receipts that travel: JSON bundles anyone can verify offline with only the log's verifier key.
+
+A *consent bundle* holds one consent entry (leaf bytes, envelope body, inclusion proof) and the signed
+checkpoint it is proven against. Its ``consent_record`` part describes the consent with ISO/IEC TS 27560
+consent-record field names where they fit; it is derived from the signed payload, and verification re-derives
+it and refuses a bundle whose description differs. A *decision receipt* is the ledger's signed receipt for an
+access decision, bound to a checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from consent_ledger.core import payloads
+from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
+from consent_ledger.core.decision import Decision
+from consent_ledger.core.errors import InvalidInput, VerificationError
+from consent_ledger.core.note import parse_verifier_key
+from consent_ledger.core.receipt import open_receipt
+from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+BUNDLE_FORMAT = "consent-ledger-consent-bundle/v1"
+RECEIPT_FORMAT = "consent-ledger-decision-receipt/v1"
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _unb64(s: object, what: str) -> bytes:
+    if not isinstance(s, str):
+        raise InvalidInput(f"bundle: {what} is not a base64 string")
+    try:
+        return base64.b64decode(s, validate=True)
+    except ValueError:
+        raise InvalidInput(f"bundle: {what} is not valid base64") from None
+
+
+def consent_record(entry: VerifiedEntry) -> dict[str, Any]:
+    """The ISO/IEC TS 27560-style description of a grant or revocation entry."""
+    if entry.envelope is None:
+        raise InvalidInput("the entry's body was erased: there is nothing to describe")
+    p = payloads.parse_payload(entry.envelope.payload_type, entry.envelope.payload)
+    cid = payloads.consent_id(entry.envelope.payload)
+    event_time = entry.leaf.integrated_time_ms
+    if isinstance(p, payloads.ConsentGrantPayload):
+        return {
+            "schema_version": "ISO/IEC TS 27560:2023 (field names where they fit)",
+            "record_id": cid,
+            "pii_principal_id": p.patient.hex(),
+            "pii_controllers": [p.grantee],
+            "purposes": list(p.purposes),
+            "processing": list(p.actions),
+            "pii_categories": list(p.data_classes),
+            "sensitive_pii_categories": list(p.sensitivity_labels),
+            "consent_type": "explicit",
+            "decision": p.decision,
+            "legal_basis": {"code": p.legal_basis.code, "text": p.legal_basis.text} if p.legal_basis else None,
+            "validity": {"start_ms": p.validity.start_ms, "end_ms": p.validity.end_ms},
+            "supersedes": p.supersedes,
+            "event": [{"event_type": "consent given", "event_time_ms": event_time, "issued_at_ms": p.issued_at_ms}],
+        }
+    if isinstance(p, payloads.ConsentRevocationPayload):
+        return {
+            "schema_version": "ISO/IEC TS 27560:2023 (field names where they fit)",
+            "record_id": p.consent_id,
+            "pii_principal_id": p.patient.hex(),
+            "event": [
+                {
+                    "event_type": "consent withdrawn",
+                    "event_time_ms": event_time,
+                    "issued_at_ms": p.issued_at_ms,
+                    "reason": p.reason,
+                    "withdrawal_id": cid,
+                }
+            ],
+        }
+    raise InvalidInput(f"entry {entry.index} is a {entry.envelope.payload_type}, not a consent")
+
+
+def export_consent_bundle(entry: VerifiedEntry, checkpoint_note: bytes, verifier_key: str) -> dict[str, Any]:
+    """A JSON-ready bundle for a verified consent entry and the signed checkpoint it was proven against."""
+    if entry.envelope is None:
+        raise InvalidInput("the entry's body was erased: a bundle needs the body")
+    return {
+        "format": BUNDLE_FORMAT,
+        "consent_record": consent_record(entry),
+        "log": {
+            "verifier_key": verifier_key,
+            "checkpoint": checkpoint_note.decode("utf-8"),
+            "index": entry.index,
+            "leaf": _b64(entry.leaf_bytes),
+            "envelope": _b64(entry.envelope.raw),
+            "inclusion_proof": [_b64(h) for h in entry.proof],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    entry: VerifiedEntry
+    checkpoint: Checkpoint
+    consent_record: dict[str, Any]
+
+
+def verify_consent_bundle(bundle: dict[str, Any] | str, verifier_key: str) -> VerifiedBundle:
+    """Verify a bundle offline against the pinned ``verifier_key`` (never the one the bundle names).
+
+    Raises VerificationError when anything fails: the checkpoint signature, the inclusion proof, the body's
+    commitment, the envelope's signatures, or a description that does not match the signed payload.
+    """
+    try:
+        data = json.loads(bundle) if isinstance(bundle, str) else bundle
+        if data.get("format") != BUNDLE_FORMAT:
+            raise InvalidInput(f"not a {BUNDLE_FORMAT} bundle")
+        log = data["log"]
+        note = str(log["checkpoint"]).encode("utf-8")
+        index = log["index"]
+        if type(index) is not int or index < 0:
+            raise InvalidInput("bundle: index is not a non-negative integer")
+        leaf = _unb64(log["leaf"], "leaf")
+        envelope = _unb64(log["envelope"], "envelope")
+        proof = [_unb64(h, "proof hash") for h in log["inclusion_proof"]]
+    except (InvalidInput, KeyError, TypeError, AttributeError, ValueError) as e:
+        raise VerificationError(f"malformed bundle: {e}") from e
+    try:
+        cp = open_checkpoint(note, parse_verifier_key(verifier_key))
+    except InvalidInput as e:
+        raise VerificationError(f"bundle checkpoint: {e}") from e
+    entry = verify_entry(index, leaf, envelope, proof, cp)
+    try:
+        record = consent_record(entry)
+    except InvalidInput as e:
+        raise VerificationError(str(e)) from e
+    if record != data.get("consent_record"):
+        raise VerificationError("the bundle's consent record does not match the signed consent")
+    return VerifiedBundle(entry, cp, record)
+
+
+def export_decision_receipt(receipt: bytes) -> dict[str, Any]:
+    return {"format": RECEIPT_FORMAT, "receipt": _b64(receipt)}
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    decision: Decision
+    checkpoint: Checkpoint
+
+
+def verify_decision_receipt(data: dict[str, Any] | str | bytes, verifier_key: str) -> VerifiedReceipt:
+    """Verify a decision receipt offline: the ledger's signature and the checkpoint it is bound to."""
+    try:
+        if isinstance(data, bytes):
+            raw = data
+        else:
+            obj = json.loads(data) if isinstance(data, str) else data
+            if obj.get("format") != RECEIPT_FORMAT:
+                raise InvalidInput(f"not a {RECEIPT_FORMAT} document")
+            raw = _unb64(obj["receipt"], "receipt")
+    except (InvalidInput, KeyError, TypeError, AttributeError, ValueError) as e:
+        raise VerificationError(f"malformed receipt document: {e}") from e
+    verifier = parse_verifier_key(verifier_key)
+    receipt = open_receipt(raw, verifier.public_key)
+    try:
+        cp = open_checkpoint(receipt.checkpoint_note, verifier)
+    except InvalidInput as e:
+        raise VerificationError(f"receipt checkpoint: {e}") from e
+    return VerifiedReceipt(receipt.decision, cp)
