@@ -143,6 +143,10 @@ def ledgers(grantees: list[str] = GRANTEES, max_grants: int = 6) -> st.SearchStr
         for g in grants:
             if draw(_ONE_IN_FIVE) == 0:
                 entries.append(make_revocation(index=len(entries), at=draw(TIMES), target=g, patient=g.payload.patient))
+        for g in grants:
+            if draw(_ONE_IN_TEN) == 0:
+                # The same payload integrated again (in another envelope), at another time.
+                entries.append(dataclasses.replace(g, index=len(entries), integrated_time_ms=draw(TIMES)))
         return entries
 
     return build()

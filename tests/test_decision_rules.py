@@ -169,6 +169,7 @@ def test_same_payload_integrated_twice_counts_from_the_first() -> None:
     g = grant(at=T - DAY)
     again = LedgerEntry(index=g.index + 1000, integrated_time_ms=T + H, consent_id=g.consent_id, payload=g.payload)
     assert decide([again, g], req()).decision == PERMIT
+    assert decide([g, again], req()).decision == PERMIT
     assert decide([again, g, revoke(g)], req()).decision == DENY
 
 

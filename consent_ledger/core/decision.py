@@ -348,7 +348,7 @@ def _collect(
         p = e.payload
         if isinstance(p, ConsentGrantPayload) and p.patient == patient:
             old = grants.get(e.consent_id)
-            if True:
+            if old is None or e.integrated_time_ms < old.integrated_time_ms:
                 grants[e.consent_id] = _Grant(e.consent_id, e.integrated_time_ms, p)
             if p.supersedes is not None:
                 superseded.add(p.supersedes)
