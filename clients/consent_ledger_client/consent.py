@@ -256,6 +256,12 @@ class ConsentClient:
             record_access_event=record,
         )
         resp = self.ledger.call(self._access.CheckAccess, req)
+        return self.verify_access(req, resp)
+
+    def verify_access(
+        self, req: access_pb2.CheckAccessRequest, resp: access_pb2.CheckAccessResponse
+    ) -> VerifiedDecision:
+        """Verify a CheckAccess answer to ``req`` (see check_access); usable on a stored response too."""
         cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
         receipt = open_receipt(resp.receipt, self.ledger.log_public_key)
         if receipt.checkpoint_note != resp.checkpoint.note:
@@ -264,9 +270,17 @@ class ConsentClient:
         if encode_decision(decision_from_pb(resp.decision)) != encode_decision(decision):
             raise VerificationError("the decision in the response differs from the signed receipt's")
         r = decision.request
-        asked = (patient, action, purpose, tuple(data), data_period, break_glass, break_glass_reason)
+        asked = (
+            req.patient,
+            req.action,
+            req.purpose,
+            tuple(payloads.data_item_from_pb(d) for d in req.data),
+            Period(start_ms=req.data_period.start_ms, end_ms=req.data_period.end_ms),
+            req.break_glass,
+            req.break_glass_reason,
+        )
         got = (r.patient, r.action, r.purpose, r.data, r.data_period, r.break_glass, r.break_glass_reason)
-        if asked != got or (time_ms and r.time_ms != time_ms):
+        if asked != got or (req.time_ms and r.time_ms != req.time_ms):
             raise VerificationError("the decision answers another question than the one asked")
         if self.ledger.party_id and r.requester_id != self.ledger.party_id:
             raise VerificationError(f"the decision was made for {r.requester_id}, not for {self.ledger.party_id}")
@@ -274,7 +288,7 @@ class ConsentClient:
             raise VerificationError("the decision was made under another policy than the pinned one")
         evidence = [_verify_evidence(e, cp) for e in resp.evidence]
         entries = [_as_ledger_entry(v) for v in evidence]
-        self._check_registration(entries, r.requester_id, r.requester_roles)
+        self._check_registration(evidence, entries, r.requester_id, r.requester_roles)
         recomputed = decide(entries, r, decision.policy)
         if encode_decision(recomputed) != encode_decision(decision):
             raise DecisionMismatch(decision, recomputed)
@@ -283,14 +297,21 @@ class ConsentClient:
             event = self._verify_recorded_event(resp.access_event_index, resp.receipt, decision)
         return VerifiedDecision(decision, tuple(evidence), cp, bytes(resp.checkpoint.note), bytes(resp.receipt), event)
 
-    def _check_registration(self, entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]) -> None:
+    def _check_registration(
+        self, evidence: Sequence[VerifiedEntry], entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]
+    ) -> None:
+        """The requester's roles must be those of its latest registration in the evidence, signed by an operator."""
         regs = [
-            e for e in entries if isinstance(e.payload, payloads.PartyRegistrationPayload) and e.payload.party_id == party_id
+            (v, e)
+            for v, e in zip(evidence, entries)
+            if isinstance(e.payload, payloads.PartyRegistrationPayload) and e.payload.party_id == party_id
         ]
         if not regs:
             raise VerificationError(f"the evidence holds no registration of {party_id}")
-        reg = max(regs, key=lambda e: e.index)
-        assert isinstance(reg.payload, payloads.PartyRegistrationPayload)
+        v, reg = max(regs, key=lambda ve: ve[1].index)
+        assert isinstance(reg.payload, payloads.PartyRegistrationPayload) and v.envelope is not None
+        if not self._operators.intersection(v.envelope.signers):
+            raise VerificationError(f"the registration of {party_id} is not signed by an operator key")
         if tuple(sorted(set(reg.payload.roles))) != tuple(sorted(roles)):
             raise VerificationError(f"the decision used roles {list(roles)}, the registration gives {list(reg.payload.roles)}")
 

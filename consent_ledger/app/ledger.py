@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from consent_ledger.app.log_queries import LogQueries
@@ -66,5 +67,8 @@ class Ledger:
         return env
 
     async def submit(self, raw: bytes) -> Appended:
-        """Validate, then append. Nothing reaches the log unless it passed every check."""
-        return await self.sequencer.append(self.validate(raw))
+        """Validate, then append. Nothing reaches the log unless it passed every check.
+
+        Validation reads storage (stateful consent rules), so it runs off the event loop.
+        """
+        return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
