@@ -1,9 +1,8 @@
-# Sourced by scripts/demo and scripts/test: make sure .venv exists with Python >= 3.11 and the package
-# installed (editable, with the dev extras), then put .venv/bin first on PATH. Reinstalls only when
-# pyproject.toml changed or the install is missing.
+# Sourced by scripts/demo and scripts/test. Makes sure $ROOT/.venv exists with Python >= 3.11 and the package
+# installed (editable, with the dev extras); reinstalls only when pyproject.toml changed or the install is
+# missing. Sets ROOT and VENV; leaves the caller's working directory alone.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
 VENV="$ROOT/.venv"
 
 is_new_enough() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; }
@@ -30,16 +29,13 @@ elif ! is_new_enough "$VENV/bin/python"; then
 fi
 
 STAMP="$VENV/.consent-ledger-install"
-want="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest(), sys.argv[1])' "$ROOT")"
-# Installed, and installed from this very tree (run from / so the working directory's sources don't count).
+want="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest(), sys.argv[2])' "$ROOT/pyproject.toml" "$ROOT")"
+# Installed, and from this very tree (checked from / so that a working directory's sources don't count).
 installed_here() {
   (cd / && "$VENV/bin/python" -c 'import sys, consent_ledger, consent_ledger_client; sys.exit(0 if consent_ledger.__file__.startswith(sys.argv[1] + "/") else 1)' "$ROOT") >/dev/null 2>&1
 }
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ] || ! installed_here; then
   echo "==> installing consent-ledger with its dev extras into .venv (pip, quiet; a minute or two the first time)" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  (cd "$ROOT" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]')
   echo "$want" > "$STAMP"
 fi
-
-export PATH="$VENV/bin:$PATH"
-export VIRTUAL_ENV="$VENV"
