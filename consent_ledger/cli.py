@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from consent_ledger_client import LedgerClient
+from consent_ledger_client import ConsentClient, LedgerClient
+from consent_ledger_client.bundle import (
+    export_consent_bundle,
+    export_decision_receipt,
+    verify_consent_bundle,
+    verify_decision_receipt,
+)
+from consent_ledger_client.verify import VerifiedEntry
 
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
@@ -44,14 +52,26 @@ from consent_ledger.keys import (
     write_new_key,
 )
 from consent_ledger.presentation import (
+    access_event_json,
+    access_event_line,
     checkpoint_json,
+    consent_view_json,
+    consent_view_line,
     consistency_phrase,
+    decision_json,
+    decision_lines,
+    decision_verification,
     describe_entry,
     entry_json,
     entry_summary,
     entry_verification,
+    format_time,
     kind_name,
+    plural,
+    short_id,
+    short_key,
     verification_json,
+    verified_decision_json,
 )
 from consent_ledger.server.app import TlsFiles
 from consent_ledger.service import (
@@ -82,6 +102,7 @@ ENV_CLIENT_CERT = "CONSENT_LEDGER_CLIENT_CERT"
 ENV_CLIENT_KEY = "CONSENT_LEDGER_CLIENT_KEY"
 ENV_TLS_SERVER_NAME = "CONSENT_LEDGER_TLS_SERVER_NAME"
 ENV_PATIENT_KEY_FILE = "CONSENT_LEDGER_PATIENT_KEY_FILE"
+ENV_PARTY = "CONSENT_LEDGER_PARTY"
 
 MS_PER_DAY = 86_400_000
 
@@ -110,7 +131,12 @@ def emit(args: argparse.Namespace, human: str, data: dict[str, Any]) -> None:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    name = args.name or ("patient" if args.kind == "patient" else None)
+    name = args.name
+    if not name and args.kind == "patient":
+        name = "patient"
+    elif not name and args.kind == "org":
+        # An organisation's key is named after the file (insurer-1.key -> insurer-1) unless --name says otherwise.
+        name = _UNSAFE.sub("-", Path(args.out).name.removesuffix(".key")).strip("-") or "org"
     if not name:
         raise SystemExit("keygen log needs --name (the log's origin, e.g. ledger.example.org/consent)")
     signer = write_new_key(Path(args.out), name, overwrite=args.force)
@@ -258,13 +284,16 @@ def state_path_from_args(args: argparse.Namespace, verifier_key: str) -> Path:
 
 
 @contextmanager
-def connect(args: argparse.Namespace, *, stateless: bool = False) -> Iterator[LedgerClient]:
-    """A verifying client for --server, pinned to the log key, remembering checkpoints in the state file."""
+def connect(args: argparse.Namespace, *, stateless: bool = False, party: str | None = None) -> Iterator[LedgerClient]:
+    """A verifying client for --server, pinned to the log key, remembering checkpoints in the state file.
+    ``party``: the organisation this client speaks for (sent in a header, honoured by development servers)."""
     verifier_key = log_key_from_args(args)
     state = None if stateless else state_path_from_args(args, verifier_key)
     channel = make_channel(args)
     try:
-        client = LedgerClient(channel=channel, verifier_key=verifier_key, state_path=state, timeout=args.timeout)
+        client = LedgerClient(
+            channel=channel, verifier_key=verifier_key, state_path=state, timeout=args.timeout, party_id=party
+        )
     except BaseException:
         channel.close()
         raise
@@ -272,7 +301,7 @@ def connect(args: argparse.Namespace, *, stateless: bool = False) -> Iterator[Le
         yield client
 
 
-def add_connection_options(p: argparse.ArgumentParser) -> None:
+def add_connection_options(p: argparse.ArgumentParser, *, call_timeout: bool = True) -> None:
     g = p.add_argument_group("connection")
     g.add_argument("--server", default=_env(ENV_SERVER, DEFAULT_SERVER),
                    help=f"host:port of the ledger (default: ${ENV_SERVER} or %(default)s)")
@@ -286,16 +315,23 @@ def add_connection_options(p: argparse.ArgumentParser) -> None:
                    help=f"client private key for mutual TLS (PEM; default: ${ENV_CLIENT_KEY})")
     g.add_argument("--tls-server-name", default=_env(ENV_TLS_SERVER_NAME),
                    help="expect this name in the server certificate instead of the --server host")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default: %(default)s)")
+    if call_timeout:
+        g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default: %(default)s)")
+    else:
+        p.set_defaults(timeout=30.0)
 
 
-def add_client_options(p: argparse.ArgumentParser) -> None:
-    add_connection_options(p)
-    g = p.add_argument_group("trust")
-    g.add_argument("--log-key", default=_env(ENV_LOG_KEY),
+def add_log_key_options(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--log-key", default=_env(ENV_LOG_KEY),
                    help=f"the log's verifier key text, name+hash+key (default: ${ENV_LOG_KEY})")
-    g.add_argument("--log-key-file", default=_env(ENV_LOG_KEY_FILE),
+    p.add_argument("--log-key-file", default=_env(ENV_LOG_KEY_FILE),
                    help=f"file holding the log's verifier key, e.g. log.key.pub (default: ${ENV_LOG_KEY_FILE})")
+
+
+def add_client_options(p: argparse.ArgumentParser, *, call_timeout: bool = True) -> None:
+    add_connection_options(p, call_timeout=call_timeout)
+    g = p.add_argument_group("trust")
+    add_log_key_options(g)
     g.add_argument("--state", default=_env(ENV_STATE),
                    help=f"client state file: the last verified checkpoint (default: ${ENV_STATE} or "
                         f"{STATE_DIR}/<origin>-<key hash>.json)")
@@ -557,6 +593,403 @@ def cmd_verify_note(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- parties, patients and data items -----------------------------------------------------------------------
+
+
+def public_key_from_file(path_text: str, what: str) -> bytes:
+    """The Ed25519 public key in a key file: a public (.pub, verifier key) file, or a private key file (mode 0600
+    required, as for every private key file)."""
+    path = Path(path_text).expanduser()
+    text = _read_file(path_text, what).decode("utf-8", "replace").strip()
+    try:
+        if text.startswith("PRIVATE+KEY+"):
+            return read_key(path).public_key
+        return parse_verifier_key(text).public_key
+    except InvalidInput as e:
+        raise CliError(f"{what} {path_text}: {e}") from None
+
+
+def public_key_from_text(text: str, what: str) -> bytes:
+    """64 hex digits, or a verifier key (name+hash+base64) as in a .pub file."""
+    t = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", t):
+        return bytes.fromhex(t)
+    try:
+        return parse_verifier_key(t).public_key
+    except InvalidInput:
+        raise CliError(f"{what}: {text!r:.80} is neither 64 hex digits nor a public key (name+hash+key)") from None
+
+
+def patient_from_args(args: argparse.Namespace) -> bytes:
+    """The patient's public key: --patient HEX, --patient-key-file FILE, or $CONSENT_LEDGER_PATIENT_KEY_FILE."""
+    if args.patient and args.patient_key_file:
+        raise CliError("give --patient or --patient-key-file, not both")
+    if args.patient:
+        return public_key_from_text(args.patient, "--patient")
+    path = args.patient_key_file or _env(ENV_PATIENT_KEY_FILE)
+    if not path:
+        raise CliError(
+            "which patient? pass --patient HEX (the public key) or --patient-key-file FILE "
+            f"(e.g. alice.key.pub), or set ${ENV_PATIENT_KEY_FILE}"
+        )
+    return public_key_from_file(path, "patient key file")
+
+
+def party_from_args(args: argparse.Namespace, command: str) -> str | None:
+    """The organisation the caller speaks for: --as on a development server; with mTLS its certificate says."""
+    if args.as_party:
+        return str(vocab.check_party_id(args.as_party, "--as"))
+    if args.client_cert:
+        return None
+    raise CliError(
+        f"{command} is asked by an organisation: pass --as PARTY_ID (a development server with --insecure), "
+        f"or --client-cert/--client-key (mutual TLS; the certificate names the organisation); or set ${ENV_PARTY}"
+    )
+
+
+def parse_data_item(text: str) -> payloads.DataItem:
+    """CLASS or CLASS:LABEL,LABEL (the sensitivity labels the data carries), e.g. clinical-notes:MH."""
+    cls, _, labels = text.partition(":")
+    data_class = vocab.check_data_class(cls.strip(), "--data")
+    codes = tuple(x.strip() for x in labels.split(",") if x.strip())
+    for code in codes:
+        vocab.check_sensitivity_label(code, f"--data {text}")
+    return payloads.DataItem(data_class, codes)
+
+
+def add_patient_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("patient")
+    g.add_argument("--patient", metavar="KEY", help="the patient's public key: 64 hex digits or name+hash+key")
+    g.add_argument("--patient-key-file", metavar="FILE",
+                   help=f"the patient's key file, public (alice.key.pub) or private (default: ${ENV_PATIENT_KEY_FILE})")
+
+
+def add_party_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--as", dest="as_party", metavar="PARTY_ID", default=_env(ENV_PARTY),
+                   help=f"the organisation asking (development server, --insecure); with mutual TLS the client "
+                        f"certificate names it (default: ${ENV_PARTY})")
+
+
+# -- register-party -----------------------------------------------------------------------------------------
+
+
+def cmd_register_party(args: argparse.Namespace) -> int:
+    try:
+        operator = read_key(Path(args.operator_key).expanduser())
+    except FileNotFoundError:
+        raise CliError(f"operator key file {args.operator_key} does not exist") from None
+    except InvalidInput as e:
+        raise CliError(f"operator key file {args.operator_key}: {e}") from None
+    keys = [public_key_from_file(f, "party key file") for f in args.party_key_file]
+    roles = _split(args.role)
+    payload = payloads.build_party_registration(
+        party_id=args.party_id, roles=roles, public_keys=keys, display_name=args.display_name
+    )
+    envelope = sign_envelope(payloads.PARTY_REGISTRATION, payload, [operator.private_key])
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        receipt = client.submit(envelope)
+    entry = receipt.entry
+    dup = " (already in the log: identical entry submitted before)" if receipt.duplicate else ""
+    human = "\n".join(
+        [
+            f"party registration appended{dup}",
+            f"  party            {args.party_id} ({args.display_name})",
+            f"  roles            {', '.join(roles)}",
+            f"  keys             {', '.join(short_key(k) for k in keys)}",
+            f"  index            {entry.index}",
+            f"  checkpoint size  {entry.checkpoint.size}",
+            entry_verification(entry, previous),
+        ]
+    )
+    data = {
+        "index": entry.index,
+        "duplicate": receipt.duplicate,
+        "party_id": args.party_id,
+        "roles": roles,
+        "public_keys": [k.hex() for k in keys],
+        "display_name": args.display_name,
+        "checkpoint": checkpoint_json(entry.checkpoint),
+        "verified": verification_json(entry, previous),
+    }
+    emit(args, human, data)
+    return EXIT_OK
+
+
+# -- check-access -------------------------------------------------------------------------------------------
+
+
+def _write_output(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        Path(path).expanduser().write_text(text)
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def cmd_check_access(args: argparse.Namespace) -> int:
+    patient = patient_from_args(args)
+    party = party_from_args(args, "check-access")
+    vocab.check_action(args.action, "--action")
+    vocab.check_purpose(args.purpose, "--purpose")
+    data = [parse_data_item(d) for d in args.data]
+    if args.reason and not args.break_glass:
+        raise CliError("--reason goes with --break-glass")
+    if args.break_glass and not (args.reason or "").strip():
+        raise CliError("--break-glass needs --reason TEXT: why this is an emergency (it is recorded and reviewed)")
+    time_ms = parse_when(args.at, "--at") if args.at else 0
+    with connect(args, party=party) as client:
+        previous = client.last_checkpoint
+        vd = ConsentClient(client).check_access(
+            patient,
+            action=args.action,
+            purpose=args.purpose,
+            data=data,
+            time_ms=time_ms,
+            break_glass=args.break_glass,
+            break_glass_reason=args.reason or "",
+            record=args.record,
+        )
+    lines = [*decision_lines(vd.decision, now_ms=_now_ms()), decision_verification(vd, previous)]
+    if vd.access_event_index is not None:
+        lines.append(f"recorded as access event #{vd.access_event_index} (signed by the ledger)")
+    if args.receipt_out:
+        _write_output(args.receipt_out, json.dumps(export_decision_receipt(vd.receipt), indent=2) + "\n")
+        if args.receipt_out != "-":
+            lines.append(f"signed receipt saved to {args.receipt_out} (check it offline with verify-receipt)")
+    data_out = verified_decision_json(vd, previous)
+    data_out["receipt_out"] = args.receipt_out
+    emit(args, "\n".join(lines), data_out)
+    return EXIT_OK
+
+
+def _now_ms() -> int:
+    return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+
+
+# -- the patient's view -------------------------------------------------------------------------------------
+
+
+def cmd_consents(args: argparse.Namespace) -> int:
+    patient = patient_from_args(args)
+    time_ms = parse_when(args.at, "--at") if args.at else 0
+    views, revocations = [], []
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        consents = ConsentClient(client)
+        token = ""
+        while True:
+            page = consents.list_consents(patient, page_token=token, time_ms=time_ms)
+            views.extend(page.consents)
+            revocations.extend(page.revocations)
+            cp = page.checkpoint
+            token = page.next_page_token
+            if not token:
+                break
+    now = time_ms or _now_ms()
+    head = (
+        f"consents of patient {short_key(patient)}: {plural(len(views), 'grant', 'grants')}, "
+        f"{plural(len(revocations), 'revocation', 'revocations')} (states as of {format_time(now)})"
+    )
+    lines = [head, *(f"  {consent_view_line(v)}" for v in views)]
+    lines.append(
+        f"verified: every entry proven in checkpoint of size {cp.size} signed by {cp.origin} (inclusion, body hash, "
+        f"the patient's signature); every state re-computed from the entries and equal to the server's; "
+        f"{consistency_phrase(previous, cp)}"
+    )
+    data = {
+        "patient": patient.hex(),
+        "consents": [consent_view_json(v) for v in views],
+        "revocations": [entry_json(r, previous) for r in revocations],
+        "checkpoint": checkpoint_json(cp),
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
+def cmd_who_asked(args: argparse.Namespace) -> int:
+    patient = patient_from_args(args)
+    events = []
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        consents = ConsentClient(client)
+        log_key = client.log_public_key
+        token = ""
+        while True:
+            page, token = consents.access_events(patient, page_token=token)
+            events.extend(page)
+            if not token:
+                break
+        cp = client.last_checkpoint
+    assert cp is not None
+    lines = [f"who asked about patient {short_key(patient)}: {plural(len(events), 'access event', 'access events')}"]
+    lines += [f"  {access_event_line(v, e, log_key)}" for v, e in events]
+    lines.append(
+        f"verified: every event proven in checkpoint of size {cp.size} signed by {cp.origin}, its body hash and "
+        f"signature checked, and about this patient; {consistency_phrase(previous, cp)}"
+    )
+    data = {
+        "patient": patient.hex(),
+        "events": [access_event_json(v, e, log_key) for v, e in events],
+        "checkpoint": checkpoint_json(cp),
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
+def _pushed_line(v: VerifiedEntry, log_key: bytes) -> str:
+    payload = None
+    if v.envelope is not None:
+        try:
+            payload = payloads.parse_payload(v.envelope.payload_type, v.envelope.payload)
+        except InvalidInput:
+            payload = None
+    if isinstance(payload, payloads.AccessEventPayload):
+        text = f"access event {access_event_line(v, payload, log_key)}"
+    else:
+        text = entry_summary(v)
+    return f"{text}  [verified: inclusion in checkpoint of size {v.checkpoint.size}]"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.revocations == bool(args.patient or args.patient_key_file):
+        raise CliError("watch what? give --patient/--patient-key-file (a patient's entries) or --revocations --as PARTY")
+    if args.count is not None and args.count < 1:
+        raise CliError("--count must be at least 1")
+    if args.watch_timeout is not None and args.watch_timeout <= 0:
+        raise CliError("--timeout must be positive")
+    party = party_from_args(args, "watch --revocations") if args.revocations else None
+    patient = None if args.revocations else patient_from_args(args)
+    seen = 0
+    ended = "the server ended the watch; run it again to go on"
+    with connect(args, party=party) as client:
+        consents = ConsentClient(client)
+        log_key = client.log_public_key
+        if patient is None:
+            what = f"revocations of consents granted to {party or 'this organisation'}"
+            stream = consents.watch_revocations(timeout=args.watch_timeout)
+        else:
+            what = f"new entries about patient {short_key(patient)}"
+            stream = consents.watch_patient(patient, timeout=args.watch_timeout)
+        if not args.json:
+            limits = [f"{args.count} received"] if args.count else []
+            limits += [f"{args.watch_timeout:g} s"] if args.watch_timeout else []
+            limits.append("Ctrl-C")
+            print(f"watching {what}, until {' or '.join(limits)}; each entry is proven before it is shown", flush=True)
+        try:
+            for v in stream:
+                seen += 1
+                if args.json:
+                    print(json.dumps(entry_json(v, None), sort_keys=True), flush=True)
+                else:
+                    print(_pushed_line(v, log_key), flush=True)
+                if args.count and seen >= args.count:
+                    ended = f"--count {args.count} reached"
+                    break
+        except grpc.RpcError as e:
+            if e.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            ended = f"--timeout {args.watch_timeout:g} s reached"
+        except KeyboardInterrupt:
+            ended = "interrupted"
+    if not args.json:
+        print(f"stopped: {ended}; {plural(seen, 'entry', 'entries')} received")
+    return EXIT_OK
+
+
+# -- bundles and receipts -----------------------------------------------------------------------------------
+
+
+def cmd_export_consent(args: argparse.Namespace) -> int:
+    verifier_key = log_key_from_args(args)
+    with connect(args) as client:
+        entry, note = client.get_entry_with_note(args.index)
+    if entry.leaf.payload_type not in (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION):
+        raise CliError(
+            f"entry {args.index} is a {kind_name(entry.leaf.payload_type)}: only consent grants and revocations are "
+            "exported as consent bundles"
+        )
+    try:
+        bundle = export_consent_bundle(entry, note, verifier_key)
+    except InvalidInput as e:
+        raise CliError(f"entry {args.index} cannot be exported: {e}") from None
+    verify_consent_bundle(bundle, verifier_key)  # what we write must verify offline
+    _write_output(args.out, json.dumps(bundle, indent=2) + "\n")
+    record = bundle["consent_record"]
+    human = "\n".join(
+        [
+            f"wrote the consent bundle of entry #{entry.index} ({kind_name(entry.leaf.payload_type)}, "
+            f"consent id {short_id(record['record_id'])}) to {args.out}",
+            entry_verification(entry, None, with_previous=False),
+            f"anyone can check it offline with the log's public key: consent-ledger verify-bundle {args.out} "
+            + (f"--log-key-file {shlex.quote(args.log_key_file)}" if args.log_key_file else "--log-key KEY"),
+        ]
+    )
+    if args.out == "-":
+        return EXIT_OK
+    emit(args, human, {"file": args.out, "index": entry.index, "consent_record": record,
+                       "checkpoint": checkpoint_json(entry.checkpoint)})
+    return EXIT_OK
+
+
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    verifier_key = log_key_from_args(args)
+    text = _read_file(args.file, "bundle").decode("utf-8", "replace")
+    verified = verify_consent_bundle(text, verifier_key)
+    entry, cp = verified.entry, verified.checkpoint
+    assert entry.envelope is not None  # a bundle always carries the body
+    patient = verified.consent_record["pii_principal_id"]
+    lines = [
+        f"{args.file}: consent bundle, checked offline (no server asked)",
+        *describe_entry(entry),
+        f"verified: checkpoint of size {cp.size} signed by {cp.origin} (the pinned log key); inclusion of leaf "
+        f"{entry.index}; body hash matches leaf commitment; envelope signature by "
+        f"{', '.join(short_key(k) for k in entry.envelope.signers)} verifies; the consent record matches the "
+        "signed consent",
+        f"this proves the consent was in the log at size {cp.size}, not that it is still in force; ask the ledger: "
+        f"consent-ledger consents --patient {patient}",
+    ]
+    data = {
+        "file": args.file,
+        "index": entry.index,
+        "consent_record": verified.consent_record,
+        "checkpoint": checkpoint_json(cp),
+        "verified": {
+            "checkpoint_signature": True,
+            "inclusion": {"leaf_index": entry.index, "tree_size": cp.size},
+            "body_hash_matches_leaf": True,
+            "envelope_signature": True,
+            "consent_record_matches": True,
+        },
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    verifier_key = log_key_from_args(args)
+    raw = _read_file(args.file, "receipt")
+    doc: str | bytes = raw.decode("utf-8", "replace") if raw.lstrip().startswith(b"{") else raw
+    verified = verify_decision_receipt(doc, verifier_key)
+    d, cp = verified.decision, verified.checkpoint
+    lines = [
+        f"{args.file}: decision receipt, checked offline (no server asked)",
+        *decision_lines(d, now_ms=_now_ms()),
+        f"verified: receipt signature by the log key ({cp.origin}); bound to checkpoint of size {cp.size} signed by "
+        f"{cp.origin}: the ledger stated this decision, made {format_time(d.request.time_ms)}",
+    ]
+    data = {
+        "file": args.file,
+        **decision_json(d),
+        "checkpoint": checkpoint_json(cp),
+        "verified": {"receipt_signature": True, "checkpoint_signature": True, "signed_by": cp.origin},
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
 # -- health -------------------------------------------------------------------------------------------------
 
 
@@ -638,6 +1071,74 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(p)
     p.set_defaults(func=cmd_revoke)
 
+    p = sub.add_parser("register-party", help="register an organisation (signed with the operator's key, i.e. the log key)")
+    p.add_argument("--operator-key", required=True, metavar="FILE",
+                   help="the operator's private key file (the log's signing key, mode 0600)")
+    p.add_argument("--party-id", required=True, help="the organisation's id, e.g. insurer-1 (grants name it as org:<id>)")
+    p.add_argument("--role", action="append", required=True, metavar="ROLE",
+                   help=f"repeatable or comma-separated: {', '.join(vocab.ROLES)}")
+    p.add_argument("--party-key-file", action="append", required=True, metavar="FILE",
+                   help="the organisation's key file (its .pub, or the private key file; only the public key is "
+                        "used); repeatable. Create one with: consent-ledger keygen org --out ID.key")
+    p.add_argument("--display-name", required=True, help="the organisation's name for people")
+    add_client_options(p)
+    p.set_defaults(func=cmd_register_party)
+
+    p = sub.add_parser("check-access", help="as an organisation, ask whether it may use a patient's data; verify the answer")
+    add_party_option(p)
+    add_patient_options(p)
+    p.add_argument("--action", required=True, metavar="ACTION", help=f"one of {', '.join(vocab.ACTIONS)}")
+    p.add_argument("--purpose", required=True, metavar="CODE", help="HL7 PurposeOfUse code, e.g. TREAT, HPAYMT, ETREAT")
+    p.add_argument("--data", action="append", required=True, metavar="CLASS[:LABEL,...]",
+                   help="a data class and the sensitivity labels the data carries, e.g. laboratory-results or "
+                        "clinical-notes:MH (repeatable: each is decided on its own)")
+    p.add_argument("--break-glass", action="store_true", help="emergency access (purpose ETREAT or BTG, role hospital)")
+    p.add_argument("--reason", help="why the glass is broken (required with --break-glass; recorded and reviewed)")
+    p.add_argument("--record", action="store_true", help="record an access event for this decision in the same call")
+    p.add_argument("--at", metavar="WHEN", help="decide as of this time (default: now)")
+    p.add_argument("--receipt-out", metavar="FILE", help="save the signed decision receipt as JSON ('-': stdout)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_check_access)
+
+    p = sub.add_parser("consents", help="a patient's consents and their current states, verified")
+    add_patient_options(p)
+    p.add_argument("--at", metavar="WHEN", help="states as of this time (default: now)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_consents)
+
+    p = sub.add_parser("who-asked", help="the access events about a patient: who asked, when, for what, the decision")
+    add_patient_options(p)
+    add_client_options(p)
+    p.set_defaults(func=cmd_who_asked)
+
+    p = sub.add_parser("watch", help="print entries as they are integrated: about a patient, or revocations for an organisation")
+    add_patient_options(p)
+    p.add_argument("--revocations", action="store_true", help="watch revocations of consents granted to --as PARTY")
+    add_party_option(p)
+    p.add_argument("--count", type=int, metavar="N", help="stop after N entries")
+    p.add_argument("--timeout", dest="watch_timeout", type=float, metavar="SECONDS",
+                   help="stop after this many seconds (default: watch until Ctrl-C)")
+    add_client_options(p, call_timeout=False)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("export-consent", help="export a consent entry with its proof as a JSON bundle anyone can verify offline")
+    p.add_argument("index", type=_index, metavar="INDEX")
+    p.add_argument("--out", required=True, metavar="FILE", help="bundle file to write ('-': stdout)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_export_consent)
+
+    p = sub.add_parser("verify-bundle", help="verify a consent bundle offline with the log key")
+    p.add_argument("file", metavar="FILE")
+    add_log_key_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify_bundle)
+
+    p = sub.add_parser("verify-receipt", help="verify a signed decision receipt offline with the log key")
+    p.add_argument("file", metavar="FILE")
+    add_log_key_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify_receipt)
+
     p = sub.add_parser("get", help="fetch an entry, verify it, and show its decoded payload")
     p.add_argument("index", type=_index, metavar="INDEX")
     add_client_options(p)
@@ -662,8 +1163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify-note", help="verify a signed checkpoint note offline with the log key")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--log-key", default=_env(ENV_LOG_KEY), help="the log's verifier key text")
-    p.add_argument("--log-key-file", default=_env(ENV_LOG_KEY_FILE), help="file holding the log's verifier key")
+    add_log_key_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify_note)
 

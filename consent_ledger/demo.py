@@ -1,8 +1,8 @@
-"""`consent-ledger demo`: a real server on a fresh SQLite file, and a short story told through the verifying
-client, printing what was verified at each step.
+"""`consent-ledger demo`: a real server on a fresh SQLite file, and the consent story of issue 3 told through the
+verifying client, printing each step and what was verified.
 
-The story is a list of small step functions (STORY) that share one DemoContext. A later story (access
-decisions, say) adds its steps to the list or plays its own list with `play`.
+The story is a list of small step functions (STORY) that share one DemoContext; each step's title is the first
+line of its docstring. Every answer the steps print comes from the client library, which checks it first.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import logging
 import os
 import shlex
@@ -17,16 +18,23 @@ import shutil
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consent_ledger_client import LedgerClient, SubmitReceipt
+from consent_ledger_client import ConsentClient, LedgerClient, SubmitReceipt, VerifiedDecision, VerifiedEntry
+from consent_ledger_client.bundle import (
+    export_consent_bundle,
+    export_decision_receipt,
+    verify_consent_bundle,
+    verify_decision_receipt,
+)
 
 from consent_ledger import presentation as show
-from consent_ledger.core import payloads
-from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.note import Signer
+from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.keys import read_key, verifier_key_of, write_new_key
 from consent_ledger.service import RunningService, ServiceConfig, start_service
 
@@ -34,30 +42,52 @@ DEMO_ORIGIN = "demo.consent-ledger.local/log"
 DEFAULT_PORT = 50051
 PORTS_TO_TRY = 50
 MS_PER_DAY = 86_400_000
+WATCH_SECONDS = 10.0
 
-HOSPITAL = "org:hospital-1"
-INSURER = "org:insurer-1"
+LAB = DataItem("laboratory-results")
+IMAGING = DataItem("imaging")
+MH_NOTES = DataItem("clinical-notes", ("MH",))
+
+
+@dataclass(frozen=True)
+class Party:
+    party_id: str
+    display_name: str
+    role: str
+
+
+HOSPITAL = Party("hospital-1", "General Hospital", "hospital")
+INSURER = Party("insurer-1", "Acme Insurance", "insurer")
+ED = Party("ed-1", "City Emergency Department", "hospital")
+PARTIES = (HOSPITAL, INSURER, ED)
 
 
 @dataclass
 class DemoContext:
-    """What the steps share: where things are, the client, and what earlier steps produced."""
+    """What the steps share: where things are, one verifying client per actor, and what earlier steps produced."""
 
     workdir: Path
     target: str
-    log_key_file: Path
-    patient_key_file: Path
+    log_key_file: Path  # the public verifier key (log.key.pub)
     state_file: Path
+    operator_key: Signer
     patient: Signer
-    client: LedgerClient
+    patient_client: ConsentClient  # Alice's app (and the operator's console: one client, one state file)
+    orgs: dict[str, ConsentClient]  # party id -> that organisation's client
+    watching: Callable[[str], bool] = lambda selector: True
     write: Callable[[str], None] = print
     consent_ids: dict[str, str] = field(default_factory=dict)
     indices: dict[str, int] = field(default_factory=dict)
-    notes: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    receipts: dict[str, SubmitReceipt] = field(default_factory=dict)
 
     def say(self, text: str = "") -> None:
         for line in text.splitlines() or [""]:
             self.write(f"    {line}" if line else "")
+
+    @property
+    def log(self) -> LedgerClient:
+        return self.patient_client.ledger
 
 
 Step = Callable[[DemoContext], None]
@@ -67,108 +97,216 @@ def _now_ms() -> int:
     return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 
 
-def _submit(ctx: DemoContext, name: str, payload_type: str, payload: bytes) -> SubmitReceipt:
-    """Sign with the patient's key, submit through the verifying client, and report what it checked."""
-    previous = ctx.client.last_checkpoint
-    receipt = ctx.client.submit(sign_envelope(payload_type, payload, [ctx.patient.private_key]))
-    ctx.consent_ids[name] = payloads.consent_id(payload)
-    ctx.indices[name] = receipt.index
+def _show_path(path: Path) -> str:
+    """A path as the user should type it: relative to the current directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _grant(ctx: DemoContext, name: str, grantee: Party, purposes: list[str], data: list[str], days: int) -> None:
+    """Alice signs a grant with her key; the client submits it and proves it is in the log."""
+    previous = ctx.log.last_checkpoint
+    now = _now_ms()
+    cid, receipt = ctx.patient_client.grant(
+        ctx.patient.private_key,
+        grantee=f"org:{grantee.party_id}",
+        actions=["access"],
+        purposes=purposes,
+        data_classes=data,
+        validity=Period(now, now + days * MS_PER_DAY),
+    )
+    ctx.consent_ids[name], ctx.indices[name], ctx.receipts[name] = cid, receipt.index, receipt
     ctx.say(
-        f"signed a {show.kind_name(payload_type)} with {ctx.patient.name}'s key and submitted it\n"
-        f"index {receipt.index}, consent id {ctx.consent_ids[name]}, checkpoint size {receipt.entry.checkpoint.size}"
+        f"consent {show.short_id(cid)} signed with Alice's key, appended as entry #{receipt.index}, "
+        f"valid until {show.format_time(now + days * MS_PER_DAY)[:10]}"
     )
     ctx.say(show.entry_verification(receipt.entry, previous))
-    return receipt
 
 
-def _save_note(ctx: DemoContext, name: str, note: bytes) -> Path:
-    path = ctx.workdir / f"{name}.note"
-    path.write_bytes(note)
-    ctx.notes[name] = path
-    return path
+def _check(
+    ctx: DemoContext, party: Party, purpose: str, data: list[DataItem], *, reason: str = "", record: bool = True
+) -> VerifiedDecision:
+    """An organisation asks; the client proves the evidence, re-computes the decision and checks the receipt."""
+    vd = ctx.orgs[party.party_id].check_access(
+        ctx.patient.public_key,
+        action="access",
+        purpose=purpose,
+        data=data,
+        break_glass=bool(reason),
+        break_glass_reason=reason,
+        record=record,
+    )
+    ctx.say("\n".join(show.decision_lines(vd.decision)))
+    ctx.say(show.decision_verification(vd, with_previous=False))
+    return vd
 
 
 # -- the story ----------------------------------------------------------------------------------------------
 
 
-def grant_hospital(ctx: DemoContext) -> None:
-    """Alice grants Hospital One TREAT access to her laboratory results and imaging."""
-    now = _now_ms()
-    payload = payloads.build_grant(
-        patient=ctx.patient.public_key,
-        grantee=HOSPITAL,
-        actions=["access"],
-        purposes=["TREAT"],
-        data_classes=["laboratory-results", "imaging"],
-        validity=payloads.Period(now, now + 365 * MS_PER_DAY),
-        legal_basis=payloads.LegalBasis(code="PIPL-29", text="consent of the individual"),
-        issued_at_ms=now,
+def register_parties(ctx: DemoContext) -> None:
+    """The operator registers a hospital, an insurer and an emergency department."""
+    width = max(len(p.display_name) for p in PARTIES)
+    for party in PARTIES:
+        org_key = read_key(ctx.workdir / f"{party.party_id}.key")
+        receipt = ctx.patient_client.register_party(
+            ctx.operator_key.private_key,
+            party_id=party.party_id,
+            roles=[party.role],
+            public_keys=[org_key.public_key],
+            display_name=party.display_name,
+        )
+        ctx.indices[party.party_id] = receipt.index
+        ctx.receipts[party.party_id] = receipt
+        ctx.say(f"{party.party_id:<10}  {party.display_name:<{width}}  role {party.role:<8}  entry #{receipt.index}")
+    last = ctx.receipts[PARTIES[-1].party_id]
+    cp = last.entry.checkpoint
+    ctx.say(
+        f"verified: each registration is included in the log (checkpoint of size {cp.size} signed by {cp.origin}), "
+        "its body matches its leaf, and its signature by the operator's key (the log key) verifies"
     )
-    receipt = _submit(ctx, "hospital", payloads.CONSENT_GRANT, payload)
-    path = _save_note(ctx, "checkpoint-first", receipt.note)
-    ctx.say(f"kept this first signed checkpoint (size {receipt.entry.checkpoint.size}) in {_show_path(path)}")
+    path = ctx.workdir / "checkpoint-first.note"
+    path.write_bytes(last.note)
+    ctx.files["first-checkpoint"] = path
+    ctx.say(f"kept this signed checkpoint (size {cp.size}) in {_show_path(path)}, to compare later ones with")
+
+
+def grant_hospital(ctx: DemoContext) -> None:
+    """Alice grants General Hospital TREAT access to her laboratory results and imaging for a year."""
+    _grant(ctx, "hospital", HOSPITAL, ["TREAT"], ["laboratory-results", "imaging"], 365)
+
+
+def insurer_refused(ctx: DemoContext) -> None:
+    """Acme Insurance asks for HPAYMT (payment) access to the laboratory results: refused."""
+    vd = _check(ctx, INSURER, "HPAYMT", [LAB])
+    assert vd.decision.decision == "DENY"
+    if not vd.decision.consent_ids and len(vd.evidence) == 1:
+        ctx.say("the refusal cites no consent and its only evidence is the insurer's own registration:")
+        ctx.say("nothing in it reveals that Alice has consented to General Hospital")
 
 
 def grant_insurer(ctx: DemoContext) -> None:
-    """Alice grants Insurer One access to her billing records, for payment only, for 90 days."""
-    now = _now_ms()
-    payload = payloads.build_grant(
-        patient=ctx.patient.public_key,
-        grantee=INSURER,
-        actions=["access", "use"],
-        purposes=["HPAYMT"],
-        data_classes=["coverage-and-billing"],
-        validity=payloads.Period(now, now + 90 * MS_PER_DAY),
-        issued_at_ms=now,
-    )
-    _submit(ctx, "insurer", payloads.CONSENT_GRANT, payload)
+    """Alice grants Acme Insurance HPAYMT access to her laboratory results only, for 90 days."""
+    _grant(ctx, "insurer", INSURER, ["HPAYMT"], ["laboratory-results"], 90)
 
 
-def show_checkpoint(ctx: DemoContext) -> None:
-    """Anyone (a witness, an auditor) fetches the latest checkpoint."""
-    previous = ctx.client.last_checkpoint
-    verified = ctx.client.checkpoint()
-    cp = verified.checkpoint
-    ctx.say("the signed note, as served:")
-    ctx.say("  " + verified.note.decode("utf-8").rstrip("\n").replace("\n", "\n  "))
-    ctx.say(
-        f"verified: signature by {cp.origin} with the pinned log key; {show.consistency_phrase(previous, cp)}\n"
-        f"root hash {base64.b64encode(cp.root_hash).decode('ascii')} commits to all {cp.size} entries"
-    )
-
-
-def fetch_entry(ctx: DemoContext) -> None:
-    """Hospital One fetches entry 0 (Alice's consent for it) and checks it against the log."""
-    previous = ctx.client.last_checkpoint
-    entry = ctx.client.get_entry(ctx.indices["hospital"])
-    ctx.say("\n".join(show.describe_entry(entry)))
-    ctx.say(show.entry_verification(entry, previous))
+def insurer_partial(ctx: DemoContext) -> None:
+    """Acme Insurance asks for laboratory results and mental-health notes in one request."""
+    vd = _check(ctx, INSURER, "HPAYMT", [LAB, MH_NOTES])
+    ctx.say("per-category outcome: the insurer may use the lab results and must filter out the notes")
+    path = ctx.workdir / "receipt-insurer.json"
+    path.write_text(json.dumps(export_decision_receipt(vd.receipt), indent=2) + "\n")
+    ctx.files["receipt"] = path
+    ctx.say(f"the insurer keeps the signed receipt as evidence: {_show_path(path)}")
 
 
 def revoke_insurer(ctx: DemoContext) -> None:
-    """Alice changes her mind and revokes the insurer's consent."""
-    payload = payloads.build_revocation(
-        patient=ctx.patient.public_key, consent_id=ctx.consent_ids["insurer"], reason="changed insurer"
-    )
-    _submit(ctx, "revocation", payloads.CONSENT_REVOCATION, payload)
-    ctx.say("the grant stays in the log (nothing is ever deleted); the revocation ends it from now on")
+    """Alice revokes the insurer's consent: the insurer's watch hears of it, and its next check is refused."""
+    insurer = ctx.orgs[INSURER.party_id]
+    pushed: list[tuple[VerifiedEntry, float]] = []
+    errors: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            for v in insurer.watch_revocations(timeout=WATCH_SECONDS):
+                pushed.append((v, time.monotonic()))
+                return
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    watcher = threading.Thread(target=watch, name="insurer-watch", daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 5
+    while not ctx.watching(f"org:{INSURER.party_id}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ctx.say("Acme Insurance is watching for revocations of consents granted to it")
+
+    previous = ctx.log.last_checkpoint
+    started = time.monotonic()
+    receipt = ctx.patient_client.revoke(ctx.patient.private_key, ctx.consent_ids["insurer"], "I changed insurer")
+    ctx.indices["revocation"] = receipt.index
+    ctx.say(f"Alice's revocation of consent {show.short_id(ctx.consent_ids['insurer'])} appended as entry #{receipt.index}")
+    ctx.say(show.entry_verification(receipt.entry, previous))
+    watcher.join(WATCH_SECONDS)
+    if pushed:
+        v, at = pushed[0]
+        ctx.say(
+            f"the insurer's watch received the revocation (entry #{v.index}) {max(0, round((at - started) * 1000))} ms "
+            f"after Alice submitted it; verified: inclusion in checkpoint of size {v.checkpoint.size}"
+        )
+    else:
+        ctx.say(f"the insurer's watch received nothing ({errors[0] if errors else 'timed out'})")
+    ctx.say("the insurer asks again:")
+    _check(ctx, INSURER, "HPAYMT", [LAB])
 
 
-def check_consistency(ctx: DemoContext) -> None:
-    """A witness holding the first checkpoint checks that the log only grew since."""
-    latest = ctx.client.checkpoint().checkpoint
-    first_note = ctx.notes["checkpoint-first"].read_bytes()
-    # The client verifies the old note's signature and a consistency proof from its size to the latest.
-    first = ctx.client.accept_checkpoint(first_note)
+def break_glass(ctx: DemoContext) -> None:
+    """City Emergency Department breaks the glass for an unconscious patient."""
+    _check(ctx, ED, "ETREAT", [LAB, MH_NOTES], reason="unconscious on arrival, suspected overdose")
+    ctx.say("no consent names the ED: the permit comes from break-glass, for a bounded window, with obligations")
+
+
+def patient_view(ctx: DemoContext) -> None:
+    """Alice looks at who asked about her, and at her consents."""
+    p = ctx.patient.public_key
+    events, _ = ctx.patient_client.access_events(p)
+    ctx.say(f"who asked ({len(events)} access events, each recorded by the ledger with its decision):")
+    for v, e in events:
+        ctx.say("  " + show.access_event_line(v, e, ctx.log.log_public_key, recorder=False))
+    listing = ctx.patient_client.list_consents(p)
+    ctx.say("her consents and their states now:")
+    for c in listing.consents:
+        ctx.say("  " + show.consent_view_line(c))
+    cp = listing.checkpoint
     ctx.say(
-        f"first checkpoint: size {first.size}; latest checkpoint: size {latest.size}\n"
-        f"verified: both signed by {latest.origin}; the consistency proof from size {first.size} to size "
-        f"{latest.size} holds, so the log of size {latest.size} is an append-only extension of the one of size "
-        f"{first.size}: nothing was changed or removed"
+        f"verified: every event and consent proven in checkpoint of size {cp.size} signed by {cp.origin}; "
+        "every consent's state re-computed from the entries and equal to the server's"
     )
 
 
-STORY: list[Step] = [grant_hospital, grant_insurer, show_checkpoint, fetch_entry, revoke_insurer, check_consistency]
+def offline_checks(ctx: DemoContext) -> None:
+    """A witness checks the log grew append-only; anyone checks a consent bundle and a receipt offline."""
+    latest = ctx.log.checkpoint().checkpoint
+    first = ctx.log.accept_checkpoint(ctx.files["first-checkpoint"].read_bytes())
+    root = base64.b64encode(latest.root_hash).decode("ascii")
+    ctx.say(f"latest checkpoint: size {latest.size}, root hash {root[:16]}..., signature by {latest.origin} verified")
+    ctx.say(
+        f"verified: the consistency proof from the first checkpoint (size {first.size}) to size {latest.size} holds: "
+        "nothing was changed or removed, only appended"
+    )
+
+    vkey = verifier_key_of(ctx.operator_key)
+    grant = ctx.receipts["hospital"]
+    bundle_path = ctx.workdir / "consent-hospital.json"
+    bundle_path.write_text(json.dumps(export_consent_bundle(grant.entry, grant.note, vkey), indent=2) + "\n")
+    ctx.files["bundle"] = bundle_path
+    b = verify_consent_bundle(bundle_path.read_text(), vkey)
+    ctx.say(f"exported Alice's consent to General Hospital with its proof: {_show_path(bundle_path)}")
+    ctx.say(
+        f"verified offline, with only the log key: checkpoint (size {b.checkpoint.size}) signature, inclusion of leaf "
+        f"#{b.entry.index}, body matches leaf, Alice's signature, consent record matches the signed consent"
+    )
+    r = verify_decision_receipt(ctx.files["receipt"].read_text(), vkey)
+    ctx.say(
+        f"verified offline: {_show_path(ctx.files['receipt'])} carries the log's signature on the "
+        f"{r.decision.decision} decision for {r.decision.request.requester_id}, bound to checkpoint of size "
+        f"{r.checkpoint.size}"
+    )
+
+
+STORY: list[Step] = [
+    register_parties,
+    grant_hospital,
+    insurer_refused,
+    grant_insurer,
+    insurer_partial,
+    revoke_insurer,
+    break_glass,
+    patient_view,
+    offline_checks,
+]
 
 
 def play(ctx: DemoContext, steps: Sequence[Step] = STORY) -> None:
@@ -181,14 +319,6 @@ def play(ctx: DemoContext, steps: Sequence[Step] = STORY) -> None:
 
 
 # -- around the story ---------------------------------------------------------------------------------------
-
-
-def _show_path(path: Path) -> str:
-    """A path as the user should type it: relative to the current directory when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
 
 
 def cli_command() -> str:
@@ -204,33 +334,53 @@ def cli_command() -> str:
     return f"{shlex.quote(sys.executable)} -m consent_ledger.cli"
 
 
-def try_it_commands(ctx: DemoContext) -> list[str]:
-    """Copy-pasteable commands against the running demo server."""
+def environment_line(ctx: DemoContext) -> str:
+    """One `export` line that points every CLI command at the demo server (the CLI reads these variables)."""
     q = shlex.quote
-    base = cli_command()
-    conn = (
-        f"--server {ctx.target} --insecure --log-key-file {q(_show_path(ctx.log_key_file))} "
-        f"--state {q(_show_path(ctx.state_file))}"
+    return (
+        f"export CONSENT_LEDGER_SERVER={ctx.target} CONSENT_LEDGER_INSECURE=1 "
+        f"CONSENT_LEDGER_LOG_KEY_FILE={q(_show_path(ctx.log_key_file))} "
+        f"CONSENT_LEDGER_STATE={q(_show_path(ctx.state_file))}"
     )
-    key = f"--key {q(_show_path(ctx.patient_key_file))}"
-    first = ctx.notes.get("checkpoint-first")
-    cmds = [
-        f"{base} checkpoint {conn}",
-        f"{base} entries 0 10 {conn}",
-        f"{base} get {ctx.indices.get('hospital', 0)} {conn}",
-        (
-            f"{base} grant {key} --grantee role:research --action use --purpose HRESCH "
-            f"--data-class laboratory-results --valid-days 30 {conn}"
-        ),
-        (
-            f"{base} revoke {key} --consent-id {ctx.consent_ids.get('hospital', '<consent id>')} "
-            f"--reason 'moved to another hospital' {conn}"
-        ),
+
+
+def try_it_commands(ctx: DemoContext) -> list[str]:
+    """Copy-pasteable commands against the running demo server, in groups headed by a comment line."""
+    q = shlex.quote
+    cl = cli_command()
+    d = ctx.workdir
+
+    def f(name: str) -> str:
+        return q(_show_path(d / name))
+
+    alice = f"--patient-key-file {f('alice.key.pub')}"
+    hospital_id = ctx.consent_ids.get("hospital", "CONSENT_ID")
+    return [
+        "# as General Hospital: ask, keep the signed receipt, check it offline",
+        f"{cl} check-access --as hospital-1 {alice} --action access --purpose TREAT --data laboratory-results "
+        f"--data imaging --receipt-out {f('receipt.json')}",
+        f"{cl} verify-receipt {f('receipt.json')}",
+        "# as the emergency department: break the glass and record the access",
+        f"{cl} check-access --as ed-1 {alice} --action access --purpose ETREAT --data clinical-notes:MH "
+        "--break-glass --reason 'unconscious on arrival' --record",
+        "# as Alice: her consents, who asked about her",
+        f"{cl} consents {alice}",
+        f"{cl} who-asked {alice}",
+        "# as General Hospital: watch for revocations (leave it running; revoke from a second shell)",
+        f"{cl} watch --revocations --as hospital-1 --count 1",
+        f"{cl} revoke --key {f('alice.key')} --consent-id {hospital_id} --reason 'moved away'",
+        "# as anyone: export a consent with its proof, and verify it with only the log key",
+        f"{cl} export-consent {ctx.indices.get('hospital', 0)} --out {f('consent.json')}",
+        f"{cl} verify-bundle {f('consent.json')}",
+        "# as the operator: register another organisation",
+        f"{cl} keygen org --out {f('lab-1.key')}",
+        f"{cl} register-party --operator-key {f('log.key')} --party-id lab-1 --role hospital "
+        f"--party-key-file {f('lab-1.key.pub')} --display-name 'City Lab'",
+        "# as a witness: the log only grows",
+        f"{cl} checkpoint",
+        f"{cl} consistency --old-note {f('checkpoint-first.note')}",
+        f"{cl} entries 0 30",
     ]
-    if first is not None:
-        cmds.append(f"{base} consistency --old-note {q(_show_path(first))} {conn}")
-    cmds += [f"{base} consistency {conn}", f"{base} get 0 {conn} --json", f"{base} health --server {ctx.target} --insecure"]
-    return cmds
 
 
 def _port_is_free(port: int) -> bool:
@@ -254,16 +404,21 @@ def choose_port(port: int | None) -> int:
 
 
 def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
-    """A fresh start in ``workdir``: new keys, no database, no client state. Returns the four paths."""
+    """A fresh start in ``workdir``: new keys (log, Alice, each organisation), no database, no client state, none
+    of the files an earlier run wrote. Returns (database, state file, log key, patient key)."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o700)
     db = workdir / "ledger.db"
     state = workdir / "client-state.json"
-    for stale in (db, db.with_name("ledger.db-wal"), db.with_name("ledger.db-shm"), state, *workdir.glob("*.note")):
-        stale.unlink(missing_ok=True)
+    stale = [db, db.with_name("ledger.db-wal"), db.with_name("ledger.db-shm"), state]
+    stale += [*workdir.glob("*.note"), *workdir.glob("*.json")]
+    for path in stale:
+        path.unlink(missing_ok=True)
     log_key, patient_key = workdir / "log.key", workdir / "alice.key"
     write_new_key(log_key, DEMO_ORIGIN, overwrite=True)
     write_new_key(patient_key, "alice", overwrite=True)
+    for party in PARTIES:
+        write_new_key(workdir / f"{party.party_id}.key", party.party_id, overwrite=True)
     return db, state, log_key, patient_key
 
 
@@ -279,6 +434,16 @@ async def _wait_for_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
+def _watcher_probe(service: RunningService) -> Callable[[str], bool]:
+    """Whether a revocation watch for a grantee selector is subscribed yet (so the demo's push is not a race)."""
+
+    def watching(selector: str) -> bool:
+        broker = service.consents.broker
+        return broker is not None and broker.subscribers(("grantee", selector)) > 0
+
+    return watching
+
+
 async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[str], None]) -> int:
     db, state, log_key_file, patient_key_file = prepare_workdir(workdir)
     # The banner below says the demo serves plaintext on loopback; the server's own warning would repeat it.
@@ -289,29 +454,51 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
     )
     service: RunningService = await start_service(config, signer)
     target = f"127.0.0.1:{service.port}"
+    vkey = verifier_key_of(signer)
+    patient = read_key(patient_key_file)
+    keys = ", ".join(
+        [
+            "log.key (the log and its operator)",
+            f"alice.key (the patient, {show.short_key(patient.public_key)})",
+            *(f"{p.party_id}.key" for p in PARTIES),
+        ]
+    )
     write(f"consent-ledger demo: log {signer.name} serving on {target} (plaintext, loopback only)")
-    write(f"  database      {_show_path(db)} (fresh SQLite file)")
-    write(f"  log key       {_show_path(log_key_file)}; verifier key {verifier_key_of(signer)}")
-    write(f"  patient key   {_show_path(patient_key_file)} (Alice)")
-    write("  every answer below is checked by the client library against the pinned log key")
+    write(f"  database  {_show_path(db)} (a fresh SQLite file)")
+    write(f"  keys      in {_show_path(workdir)}/: {keys}")
+    write("  every answer below is verified by the client library against the log's public key before it is shown")
+    clients: list[LedgerClient] = []
+
+    def connect(party: str | None = None, state_path: Path | None = None) -> ConsentClient:
+        c = LedgerClient.connect(target, verifier_key=vkey, state_path=state_path, insecure=True, party_id=party)
+        clients.append(c)
+        return ConsentClient(c)
+
     try:
-        with LedgerClient.connect(target, verifier_key=verifier_key_of(signer), state_path=state, insecure=True) as client:
-            ctx = DemoContext(
-                workdir=workdir,
-                target=target,
-                log_key_file=log_key_file.with_name(log_key_file.name + ".pub"),
-                patient_key_file=patient_key_file,
-                state_file=state,
-                patient=read_key(patient_key_file),
-                client=client,
-                write=write,
-            )
-            # The client is synchronous; the server runs on this event loop, so the story runs in a thread.
-            await asyncio.to_thread(play, ctx)
+        ctx = DemoContext(
+            workdir=workdir,
+            target=target,
+            log_key_file=log_key_file.with_name(log_key_file.name + ".pub"),
+            state_file=state,
+            operator_key=signer,
+            patient=patient,
+            patient_client=connect(state_path=state),
+            orgs={p.party_id: connect(p.party_id) for p in PARTIES},
+            watching=_watcher_probe(service),
+            write=write,
+        )
+        # The client is synchronous; the server runs on this event loop, so the story runs in a thread.
+        await asyncio.to_thread(play, ctx)
+        for c in clients:
+            c.close()
+        clients.clear()
         write("")
-        write("The story is over. Try the CLI yourself against the same server:")
+        write("The story is over. Try the CLI against the same server; first point it there (bash, zsh):")
         write("")
-        for command in try_it_commands(ctx):
+        write(f"  {environment_line(ctx)}")
+        for n, command in enumerate(try_it_commands(ctx)):
+            if command.startswith("#") and n:
+                write("")
             write(f"  {command}")
         if serve:
             write("")
@@ -319,6 +506,8 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
             await _wait_for_signal()
             write("stopping")
     finally:
+        for c in clients:
+            c.close()
         await service.stop()
     return 0
 

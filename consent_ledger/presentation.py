@@ -12,10 +12,11 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from consent_ledger_client import VerifiedEntry
+from consent_ledger_client import ConsentView, VerifiedDecision, VerifiedEntry
 
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint
+from consent_ledger.core.decision import Decision
 from consent_ledger.core.envelope import keyid_for
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.rfc6962 import hash_leaf
@@ -223,4 +224,218 @@ def entry_summary(entry: VerifiedEntry) -> str:
         return f"{head}  {what}  id {cid}..."
     if isinstance(payload, payloads.ConsentRevocationPayload):
         return f"{head}  revokes {payload.consent_id[:16]}...  id {cid}..."
+    if isinstance(payload, payloads.PartyRegistrationPayload):
+        return f"{head}  {payload.party_id} ({payload.display_name}), roles {','.join(payload.roles)}  id {cid}..."
+    if isinstance(payload, payloads.AccessEventPayload):
+        data = ",".join(data_item_text(d) for d in payload.data)
+        bg = "  BREAK-GLASS" if payload.break_glass else ""
+        return (
+            f"{head}  {payload.party_id} {payload.action} for {payload.purpose} on {data}: {payload.decision}{bg}  "
+            f"id {cid}..."
+        )
     return f"{head}  id {cid}..."
+
+
+# -- decisions, consents and access events ----------------------------------------------------------------
+
+
+def short_id(consent_id: str, n: int = 12) -> str:
+    """A consent id shortened for a line of text (the full id is in --json)."""
+    return f"{consent_id[:n]}..." if len(consent_id) > n else consent_id
+
+
+def relative_time(ms: int, now_ms: int) -> str:
+    """How far ``ms`` is from ``now_ms``, roughly: "in 5 min", "in 4 h", "in 365 days", "2 min ago"."""
+    delta = (ms - now_ms) / 1000
+    ahead = delta >= 0
+    s = abs(delta)
+    if s < 90:
+        text = f"{round(s)} s"
+    elif s < 90 * 60:
+        text = f"{round(s / 60)} min"
+    elif s < 48 * 3600:
+        text = f"{round(s / 3600)} h"
+    else:
+        text = f"{round(s / 86400)} days"
+    return f"in {text}" if ahead else f"{text} ago"
+
+
+def data_item_text(item: payloads.DataItem) -> str:
+    """laboratory-results, or clinical-notes [MH] for data carrying sensitivity labels."""
+    if item.sensitivity_labels:
+        return f"{item.data_class} [{','.join(item.sensitivity_labels)}]"
+    return item.data_class
+
+
+def purpose_text(code: str) -> str:
+    known = vocab.PURPOSES.get(code)
+    return f"{code} ({known.display})" if known and known.display != code else code
+
+
+def grant_text(g: payloads.ConsentGrantPayload) -> str:
+    """One phrase for a grant: PERMIT org:insurer-1 access for HPAYMT on laboratory-results."""
+    text = (
+        f"{g.decision} {g.grantee} {','.join(g.actions)} for {','.join(g.purposes)} on {','.join(g.data_classes)}"
+    )
+    if g.sensitivity_labels:
+        text += f" [{','.join(g.sensitivity_labels)}]"
+    return text
+
+
+def decision_lines(d: Decision, *, now_ms: int | None = None, indent: str = "  ") -> list[str]:
+    """The decision for people: overall, one line per requested item, obligations, windows."""
+    r = d.request
+    now = r.time_ms if now_ms is None else now_ms
+    bg = " with break-glass" if r.break_glass else ""
+    out = [
+        f"decision: {d.decision}  ({r.requester_id} asks to {r.action} data of patient {short_key(r.patient)} "
+        f"for {purpose_text(r.purpose)}{bg})"
+    ]
+    width = max(len(data_item_text(o.data)) for o in d.outcomes)
+    for o in d.outcomes:
+        why = "; ".join(f"{x.code}: {x.text}" for x in o.reasons)
+        by = f"  id {', '.join(short_id(c) for c in o.consent_ids)}" if o.consent_ids else ""
+        out.append(f"{indent}{data_item_text(o.data).ljust(width)}  {o.decision.ljust(6)}  {why}{by}")
+    shown = {x for o in d.outcomes for x in o.reasons}
+    for x in d.reasons:
+        if x not in shown:
+            out.append(f"{indent}also: {x.code}: {x.text}")
+    if r.break_glass and r.break_glass_reason:
+        out.append(f"{indent}break-glass reason: {r.break_glass_reason!r}")
+    for ob in d.obligations:
+        out.append(f"{indent}obligation: {ob.code}: {ob.text}")
+    if d.break_glass_until_ms:
+        out.append(
+            f"{indent}break-glass window until {format_time(d.break_glass_until_ms)} "
+            f"({relative_time(d.break_glass_until_ms, now)})"
+        )
+    out.append(
+        f"{indent}valid until {format_time(d.valid_until_ms)} ({relative_time(d.valid_until_ms, now)}): "
+        "ask again after that"
+    )
+    return out
+
+
+def decision_json(d: Decision) -> dict[str, Any]:
+    r = d.request
+    return {
+        "decision": d.decision,
+        "request": {
+            "patient": r.patient.hex(),
+            "requester_id": r.requester_id,
+            "requester_roles": list(r.requester_roles),
+            "action": r.action,
+            "purpose": r.purpose,
+            "data": [_jsonable(x) for x in r.data],
+            "time_ms": r.time_ms,
+            "time": iso_time(r.time_ms),
+            "break_glass": r.break_glass,
+            "break_glass_reason": r.break_glass_reason,
+        },
+        "outcomes": [
+            {
+                "data_class": o.data.data_class,
+                "sensitivity_labels": list(o.data.sensitivity_labels),
+                "decision": o.decision,
+                "reasons": [{"code": x.code, "text": x.text} for x in o.reasons],
+                "consent_ids": list(o.consent_ids),
+                "break_glass": o.break_glass,
+            }
+            for o in d.outcomes
+        ],
+        "consent_ids": list(d.consent_ids),
+        "reasons": [{"code": x.code, "text": x.text} for x in d.reasons],
+        "obligations": [{"code": x.code, "text": x.text} for x in d.obligations],
+        "valid_until_ms": d.valid_until_ms,
+        "valid_until": iso_time(d.valid_until_ms),
+        "break_glass_until_ms": d.break_glass_until_ms or None,
+        "break_glass_until": iso_time(d.break_glass_until_ms) if d.break_glass_until_ms else None,
+        "policy": {"implicit": d.policy.implicit, "break_glass_enabled": d.policy.break_glass_enabled},
+    }
+
+
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def decision_verification(vd: VerifiedDecision, previous: Checkpoint | None = None, *, with_previous: bool = True) -> str:
+    """The sentence saying what the client library checked for a decision."""
+    cp = vd.checkpoint
+    parts = [
+        f"{plural(len(vd.evidence), 'evidence entry', 'evidence entries')} proven in checkpoint of size "
+        f"{cp.size} signed by {cp.origin}",
+        f"decision re-computed from the evidence: {vd.decision.decision}, equal to the server's",
+        "receipt signature by the log key verifies",
+    ]
+    if vd.access_event_index is not None:
+        parts.append(f"access event #{vd.access_event_index} records this decision")
+    if with_previous:
+        parts.append(consistency_phrase(previous, cp))
+    return "verified: " + "; ".join(parts)
+
+
+def verified_decision_json(vd: VerifiedDecision, previous: Checkpoint | None) -> dict[str, Any]:
+    return {
+        **decision_json(vd.decision),
+        "checkpoint": checkpoint_json(vd.checkpoint),
+        "checkpoint_note": vd.checkpoint_note.decode("utf-8"),
+        "receipt": base64.b64encode(vd.receipt).decode("ascii"),
+        "access_event_index": vd.access_event_index,
+        "verified": {
+            "evidence": [e.index for e in vd.evidence],
+            "checkpoint_size": vd.checkpoint.size,
+            "signed_by": vd.checkpoint.origin,
+            "decision_recomputed_equal": True,
+            "receipt_signature": True,
+            "previous_checkpoint_size": previous.size if previous else None,
+            "consistent_with_previous": True if previous else None,
+        },
+    }
+
+
+def consent_view_line(view: ConsentView) -> str:
+    """One line for a consent in the patient's listing: state, what, validity, id."""
+    g = view.grant
+    text = f"#{view.entry.index:<4} {view.state.ljust(10)} {grant_text(g)}"
+    v = g.validity
+    if v.end_ms:
+        text += f"  until {format_time(v.end_ms)[:10]}"
+    if view.ended_by_index is not None:
+        text += f"  ({view.state} by #{view.ended_by_index})"
+    return f"{text}  id {short_id(view.consent_id)}"
+
+
+def consent_view_json(view: ConsentView) -> dict[str, Any]:
+    return {
+        "index": view.entry.index,
+        "consent_id": view.consent_id,
+        "state": view.state,
+        "ended_by_index": view.ended_by_index,
+        "integrated_time": iso_time(view.entry.leaf.integrated_time_ms),
+        "grant": _jsonable(view.grant),
+    }
+
+
+def access_event_line(
+    entry: VerifiedEntry, event: payloads.AccessEventPayload, log_key: bytes, *, recorder: bool = True
+) -> str:
+    """One line for an access event: when, who, what for, on what, the decision, who recorded it."""
+    data = ", ".join(data_item_text(d) for d in event.data)
+    by = "the ledger" if entry.envelope is not None and log_key in entry.envelope.signers else event.party_id
+    text = (
+        f"#{entry.index:<4} {format_time(event.accessed_at_ms)}  {event.party_id}  {event.action} for "
+        f"{event.purpose} on {data}: {event.decision}"
+    )
+    if event.break_glass:
+        text += f"  BREAK-GLASS ({event.break_glass_reason!r})"
+    return f"{text}  (recorded by {by})" if recorder else text
+
+
+def access_event_json(entry: VerifiedEntry, event: payloads.AccessEventPayload, log_key: bytes) -> dict[str, Any]:
+    return {
+        "index": entry.index,
+        "integrated_time": iso_time(entry.leaf.integrated_time_ms),
+        "accessed_at": iso_time(event.accessed_at_ms),
+        "recorded_by_ledger": entry.envelope is not None and log_key in entry.envelope.signers,
+        "event": _jsonable(event),
+    }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +27,10 @@ from consent_ledger.cli import (
 from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import sign_envelope
-from consent_ledger.core.note import Signer, format_verifier_key
+from consent_ledger.core.note import Signer, format_signer_key, format_verifier_key
 
 from .entries_support import grant_envelope
-from .server_support import log_verifier_key, running_server
+from .server_support import log_signer, log_verifier_key, running_server
 
 
 @pytest.fixture(autouse=True)
@@ -328,38 +331,347 @@ def test_runs_as_a_subprocess(conn: list[str], patient_key: Path, server) -> Non
     assert json.loads(proc.stdout)["payload"]["grantee"] == "any"
 
 
+# -- organisations, access checks and the patient's view ------------------------------------------------------
+
+
+@pytest.fixture
+def operator_key(tmp_path: Path) -> Path:
+    """The test log's signing key (the operator's key) in a 0600 file, as register-party wants it."""
+    path = tmp_path / "log.key"
+    signer = log_signer()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(format_signer_key(signer.name, signer.private_key) + "\n")
+    return path
+
+
+@pytest.fixture
+def parties(conn: list[str], operator_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:
+    """hospital-1, insurer-1 and ed-1 (role hospital), registered through the CLI."""
+    out = {}
+    for party, role, name in (("hospital-1", "hospital", "General Hospital"), ("insurer-1", "insurer", "Acme"),
+                              ("ed-1", "hospital", "City ED")):
+        key = tmp_path / f"{party}.key"
+        assert main(["keygen", "org", "--out", str(key)]) == 0
+        capsys.readouterr()
+        # The private key file works too: only its public key is used.
+        key_arg = str(key) if party == "ed-1" else f"{key}.pub"
+        out[party] = run_json(capsys, "register-party", "--operator-key", str(operator_key), "--party-id", party,
+                              "--role", role, "--party-key-file", key_arg, "--display-name", name, *conn)
+    return out
+
+
+def test_keygen_org_is_named_after_its_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(capsys, "keygen", "org", "--out", str(tmp_path / "insurer-1.key"))
+    assert out["verifier_key"].startswith("insurer-1+")
+    assert (tmp_path / "insurer-1.key.pub").read_text().startswith("insurer-1+")
+
+
+def test_register_party(parties: dict[str, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ed = parties["ed-1"]
+    assert [p["index"] for p in parties.values()] == [0, 1, 2]
+    assert ed["roles"] == ["hospital"] and ed["display_name"] == "City ED"
+    pub = (tmp_path / "ed-1.key.pub").read_text().strip()
+    assert ed["public_keys"] == [parse_pub(pub).hex()]
+    assert ed["verified"]["inclusion"]["tree_size"] == 3
+
+
+def parse_pub(text: str) -> bytes:
+    from consent_ledger.core.note import parse_verifier_key
+
+    return parse_verifier_key(text).public_key
+
+
+def test_register_party_human_output_and_refusals(
+    conn: list[str], operator_key: Path, patient_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    base = ["register-party", "--party-id", "lab-1", "--role", "hospital", "--party-key-file", f"{patient_key}.pub",
+            "--display-name", "City Lab", *conn]
+    assert main([base[0], "--operator-key", str(operator_key), *base[1:]]) == 0
+    out = capsys.readouterr().out
+    assert "party registration appended" in out and "lab-1 (City Lab)" in out
+    assert "verified: inclusion of leaf 0 in checkpoint of size 1" in out
+    # Signed by a key that is not the operator's: the ledger refuses, and says why.
+    code, err = run_fail(capsys, base[0], "--operator-key", str(patient_key), *base[1:])
+    assert code == EXIT_ERROR and "PERMISSION_DENIED: only the ledger operator may register a party" in err
+    code, err = run_fail(capsys, base[0], "--operator-key", str(operator_key), *base[1:3], "--role", "boss",
+                         *base[5:])
+    assert code == EXIT_ERROR and "unknown role 'boss'" in err
+    assert run_json(capsys, "checkpoint", *conn)["checkpoint"]["size"] == 1
+
+
+def test_check_access_consents_who_asked(
+    parties: dict[str, dict], conn: list[str], patient_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    pub = f"{patient_key}.pub"
+    patient_hex = parse_pub(Path(pub).read_text().strip()).hex()
+    ask = ["check-access", "--patient-key-file", pub, "--action", "access", *conn]
+
+    refused = run_json(capsys, *ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results")
+    assert refused["decision"] == "DENY" and refused["consent_ids"] == []
+    assert refused["outcomes"][0]["reasons"][0]["code"] == "NO_MATCHING_CONSENT"
+    assert refused["verified"]["evidence"] == [1]  # only the insurer's registration
+
+    grant = run_json(capsys, "grant", "--key", str(patient_key), "--grantee", "org:insurer-1", "--action", "access",
+                     "--purpose", "HPAYMT", "--data-class", "laboratory-results", *conn)
+    receipt = tmp_path / "receipt.json"
+    mixed = run_json(capsys, *ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results",
+                     "--data", "clinical-notes:MH", "--record", "--receipt-out", str(receipt))
+    assert mixed["decision"] == "PARTIAL"
+    assert [(o["data_class"], o["sensitivity_labels"], o["decision"]) for o in mixed["outcomes"]] == [
+        ("laboratory-results", [], "PERMIT"), ("clinical-notes", ["MH"], "DENY")]
+    assert mixed["consent_ids"] == [grant["consent_id"]]
+    assert mixed["access_event_index"] is not None
+    assert mixed["verified"]["decision_recomputed_equal"] is True
+    assert mixed["valid_until_ms"] > mixed["request"]["time_ms"]
+
+    # The same question in words: the decision, each category, and what was verified.
+    assert main([*ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results",
+                 "--data", "clinical-notes:MH"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "decision: PARTIAL  (insurer-1 asks to access data of patient" in out
+    assert "laboratory-results   PERMIT  CONSENT_PERMIT" in out
+    assert "clinical-notes [MH]  DENY" in out
+    assert "verified: 2 evidence entries proven in checkpoint of size" in out
+    assert "decision re-computed from the evidence: PARTIAL, equal to the server's" in out
+    assert "receipt signature by the log key verifies" in out and "valid until" in out
+
+    # The receipt verifies offline (no --server at all) and carries the decision.
+    got = run_json(capsys, "verify-receipt", str(receipt), "--log-key-file", conn[conn.index("--log-key-file") + 1])
+    assert got["decision"] == "PARTIAL" and got["verified"]["receipt_signature"] is True
+    assert main(["verify-receipt", str(receipt), "--log-key", log_verifier_key()]) == EXIT_OK
+    assert "decision receipt, checked offline" in capsys.readouterr().out
+
+    glass = run_json(capsys, *ask, "--as", "ed-1", "--purpose", "ETREAT", "--data", "clinical-notes:MH",
+                     "--break-glass", "--reason", "unconscious on arrival", "--record")
+    assert glass["decision"] == "PERMIT" and glass["outcomes"][0]["break_glass"] is True
+    assert {o["code"] for o in glass["obligations"]} == {"record-access-event", "notify-patient", "review-queue"}
+    assert glass["break_glass_until_ms"] > glass["request"]["time_ms"]
+    assert glass["access_event_index"] is not None
+
+    run_json(capsys, "revoke", "--key", str(patient_key), "--consent-id", grant["consent_id"], *conn)
+    after = run_json(capsys, *ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results")
+    assert after["decision"] == "DENY"
+
+    listing = run_json(capsys, "consents", "--patient", patient_hex, *conn)
+    assert [(c["consent_id"], c["state"]) for c in listing["consents"]] == [(grant["consent_id"], "revoked")]
+    assert len(listing["revocations"]) == 1
+    assert main(["consents", "--patient-key-file", str(patient_key), *conn]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "1 grant, 1 revocation" in out and "revoked" in out and "every state re-computed" in out
+
+    events = run_json(capsys, "who-asked", "--patient-key-file", pub, *conn)
+    assert [(e["event"]["party_id"], e["event"]["decision"]) for e in events["events"]] == [
+        ("insurer-1", "PARTIAL"), ("ed-1", "PERMIT")]
+    assert all(e["recorded_by_ledger"] for e in events["events"])
+    assert main(["who-asked", "--patient", patient_hex, *conn]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "2 access events" in out and "BREAK-GLASS ('unconscious on arrival')" in out
+
+
+def test_check_access_errors(
+    parties: dict[str, dict], conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    ask = ["check-access", "--patient-key-file", f"{patient_key}.pub", "--action", "access", *conn]
+    code, err = run_fail(capsys, *ask, "--as", "insurer-1", "--purpose", "NOPE", "--data", "imaging")
+    assert code == EXIT_ERROR and "--purpose: unknown purpose of use 'NOPE'" in err
+    code, err = run_fail(capsys, *ask, "--as", "insurer-1", "--purpose", "TREAT", "--data", "clinical-notes:ZZ")
+    assert code == EXIT_ERROR and "unknown sensitivity label 'ZZ'" in err
+    code, err = run_fail(capsys, *ask, "--as", "nobody", "--purpose", "TREAT", "--data", "imaging")
+    assert code == EXIT_ERROR and "PERMISSION_DENIED: organisation nobody is not registered" in err
+    code, err = run_fail(capsys, *ask, "--purpose", "TREAT", "--data", "imaging")
+    assert code == EXIT_ERROR and "pass --as PARTY_ID" in err
+    code, err = run_fail(capsys, *ask, "--as", "ed-1", "--purpose", "ETREAT", "--data", "imaging", "--break-glass")
+    assert code == EXIT_ERROR and "--break-glass needs --reason" in err
+    code, err = run_fail(capsys, "check-access", "--patient", "abc", "--as", "ed-1", "--action", "access",
+                         "--purpose", "TREAT", "--data", "imaging", *conn)
+    assert code == EXIT_ERROR and "--patient: 'abc' is neither 64 hex digits" in err
+    code, err = run_fail(capsys, "consents", *conn)
+    assert code == EXIT_ERROR and "which patient?" in err
+
+
+def test_tampered_receipt_fails_verification(
+    parties: dict[str, dict], conn: list[str], patient_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    receipt = tmp_path / "r.json"
+    run_json(capsys, "check-access", "--as", "insurer-1", "--patient-key-file", f"{patient_key}.pub", "--action",
+             "access", "--purpose", "HPAYMT", "--data", "imaging", "--receipt-out", str(receipt), *conn)
+    doc = json.loads(receipt.read_text())
+    raw = bytearray(base64.b64decode(doc["receipt"]))
+    raw[-1] ^= 1
+    doc["receipt"] = base64.b64encode(bytes(raw)).decode()
+    receipt.write_text(json.dumps(doc))
+    code, err = run_fail(capsys, "verify-receipt", str(receipt), "--log-key", log_verifier_key())
+    assert code == EXIT_VERIFICATION and "verification failed" in err
+
+
+def test_export_and_verify_bundle(
+    conn: list[str], patient_key: Path, operator_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    grant = run_json(capsys, "grant", "--key", str(patient_key), *GRANT, *conn)
+    run_json(capsys, "grant", "--key", str(patient_key), *GRANT, *conn)  # a tree of 2: proofs are not empty
+    bundle = tmp_path / "bundle.json"
+    exported = run_json(capsys, "export-consent", "0", "--out", str(bundle), *conn)
+    assert exported["consent_record"]["record_id"] == grant["consent_id"]
+    data = json.loads(bundle.read_text())
+    assert data["format"] == "consent-ledger-consent-bundle/v1"
+
+    checked = run_json(capsys, "verify-bundle", str(bundle), "--log-key", log_verifier_key())
+    assert checked["consent_record"]["purposes"] == ["TREAT"] and checked["verified"]["consent_record_matches"]
+    assert main(["verify-bundle", str(bundle), "--log-key", log_verifier_key()]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "consent bundle, checked offline" in out and "the consent record matches the signed consent" in out
+
+    # Tampering anywhere is a verification failure (exit 3): the description, the body, the proof.
+    for change in (
+        lambda d: d["consent_record"].update(purposes=["HRESCH"]),
+        lambda d: d["log"].update(index=1),
+        lambda d: d["log"].update(inclusion_proof=[]),
+    ):
+        bad = json.loads(bundle.read_text())
+        change(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        code, err = run_fail(capsys, "verify-bundle", str(tmp_path / "bad.json"), "--log-key", log_verifier_key())
+        assert code == EXIT_VERIFICATION and "verification failed" in err
+
+    # A bundle of another log: the pinned key decides, not the key written in the bundle.
+    other = Signer("ledger.test/log", Ed25519PrivateKey.from_seed(b"\x07" * 32))
+    code, err = run_fail(capsys, "verify-bundle", str(bundle), "--log-key",
+                         format_verifier_key(other.name, other.public_key))
+    assert code == EXIT_VERIFICATION
+
+    # Only consents make consent bundles.
+    main(["register-party", "--operator-key", str(operator_key), "--party-id", "lab-1", "--role", "hospital",
+          "--party-key-file", f"{patient_key}.pub", "--display-name", "Lab", *conn])
+    code, err = run_fail(capsys, "export-consent", "2", "--out", str(tmp_path / "x.json"), *conn)
+    assert code == EXIT_ERROR and "entry 2 is a party registration" in err
+
+
+def _wait_for_watch(server, key: tuple[str, object]) -> None:
+    broker = server.service.consents.broker
+    deadline = time.monotonic() + 10
+    while not broker.subscribers(key):
+        assert time.monotonic() < deadline, "the watch never subscribed"
+        time.sleep(0.01)
+
+
+def test_watch_revocations_and_patient(
+    server, parties: dict[str, dict], conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    grant = run_json(capsys, "grant", "--key", str(patient_key), "--grantee", "role:insurer", "--action", "access",
+                     "--purpose", "HPAYMT", "--data-class", "laboratory-results", *conn)
+    codes: list[int] = []
+    watcher = threading.Thread(target=lambda: codes.append(main(
+        ["watch", "--revocations", "--as", "insurer-1", "--count", "1", "--timeout", "20", *conn])))
+    watcher.start()
+    _wait_for_watch(server, ("grantee", "role:insurer"))
+    assert main(["revoke", "--key", str(patient_key), "--consent-id", grant["consent_id"], *conn]) == EXIT_OK
+    watcher.join(20)
+    assert codes == [EXIT_OK]
+    out = capsys.readouterr().out
+    assert "watching revocations of consents granted to insurer-1" in out
+    assert f"consent revocation  revokes {grant['consent_id'][:16]}" in out
+    assert "[verified: inclusion in checkpoint of size" in out and "stopped: --count 1 reached; 1 entry received" in out
+
+    patient = parse_pub(Path(f"{patient_key}.pub").read_text().strip())
+    watcher = threading.Thread(target=lambda: codes.append(main(
+        ["watch", "--patient-key-file", f"{patient_key}.pub", "--count", "1", "--json", *conn])))
+    watcher.start()
+    _wait_for_watch(server, ("patient", patient))
+    assert main(["grant", "--key", str(patient_key), *GRANT, *conn]) == EXIT_OK  # in words: not mixed with the JSON
+    watcher.join(20)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"')]
+    assert codes == [EXIT_OK, EXIT_OK]
+    assert [e["kind"] for e in lines] == ["consent grant"] and lines[0]["payload"]["grantee"] == "org:hospital-1"
+
+
+def test_watch_stops_at_timeout_and_refuses_the_unregistered(
+    parties: dict[str, dict], conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["watch", "--patient-key-file", f"{patient_key}.pub", "--timeout", "0.5", *conn]) == EXIT_OK
+    assert "stopped: --timeout 0.5 s reached; 0 entries received" in capsys.readouterr().out
+    code, err = run_fail(capsys, "watch", "--revocations", "--as", "nobody", "--timeout", "5", *conn)
+    assert code == EXIT_ERROR and "PERMISSION_DENIED" in err
+    code, err = run_fail(capsys, "watch", *conn)
+    assert code == EXIT_ERROR and "watch what?" in err
+
+
+# -- the demo -------------------------------------------------------------------------------------------------
+
+
 def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--no-serve", "--port", "0"]) == 0
     out = capsys.readouterr().out
     for expected in (
-        "[1/6] Alice grants Hospital One TREAT access to her laboratory results and imaging",
-        "verified: inclusion of leaf 0 in checkpoint of size 1 signed by demo.consent-ledger.local/log",
-        "consistent with previous checkpoint size 1",
-        "purposes            TREAT (treatment)",
-        "the consistency proof from size 1 to size 3 holds",
-        "Try the CLI yourself",
+        "[1/9] The operator registers a hospital, an insurer and an emergency department",
+        "insurer-1   Acme Insurance",
+        "[2/9] Alice grants General Hospital TREAT access",
+        "verified: inclusion of leaf 3 in checkpoint of size 4 signed by demo.consent-ledger.local/log",
+        # refused, without revealing the hospital's consent
+        "decision: DENY  (insurer-1 asks to access data of patient",
+        "nothing in it reveals that Alice has consented to General Hospital",
+        # per-category outcome
+        "decision: PARTIAL",
+        "laboratory-results   PERMIT  CONSENT_PERMIT",
+        "clinical-notes [MH]  DENY",
+        "decision re-computed from the evidence: PARTIAL, equal to the server's",
+        # revocation pushed to the insurer, next check refused
+        "the insurer's watch received the revocation (entry #7)",
+        # break-glass
+        "BREAK_GLASS: emergency access (break-glass)",
+        "obligation: notify-patient",
+        "break-glass window until",
+        # who asked, consents
+        "who asked (4 access events",
+        "ed-1  access for ETREAT on laboratory-results, clinical-notes [MH]: PERMIT  BREAK-GLASS",
+        "revoked    PERMIT org:insurer-1",
+        # log level
+        "the consistency proof from the first checkpoint (size 3) to size",
+        "consent record matches the signed consent",
+        "carries the log's signature on the PARTIAL decision for insurer-1",
+        "The story is over",
     ):
-        assert expected in out
+        assert expected in out, expected
+    assert out.count("decision: DENY") == 2
+    assert "verification failed" not in out and "received nothing" not in out
     demo = tmp_path / ".consent-ledger" / "demo"
-    for name in ("log.key", "alice.key"):
+    for name in ("log.key", "alice.key", "hospital-1.key", "insurer-1.key", "ed-1.key"):
         assert stat.S_IMODE((demo / name).stat().st_mode) == 0o600
-    assert (demo / "ledger.db").exists() and (demo / "checkpoint-first.note").exists()
+    for name in ("ledger.db", "checkpoint-first.note", "consent-hospital.json", "receipt-insurer.json"):
+        assert (demo / name).exists()
 
-    # Every command it suggests is valid CLI syntax with the right connection flags.
-    commands = [line.strip() for line in out.splitlines() if " --insecure" in line and line.startswith("  ")]
-    assert len(commands) >= 8
+    # The commands it suggests are valid CLI syntax, once the printed `export` line is applied.
+    lines = [line.strip() for line in out.split("The story is over", 1)[1].splitlines()]
+    export = next(line for line in lines if line.startswith("export "))
+    for assignment in shlex.split(export)[1:]:
+        name, _, value = assignment.partition("=")
+        monkeypatch.setenv(name, value)
+    commands = [line for line in lines[lines.index(export) + 1:] if line and not line.startswith("#")]
     parser = build_parser()
+    names = set(parser._subparsers._group_actions[0].choices)
+    seen = set()
     for command in commands:
         words = shlex.split(command)
-        start = next(i for i, w in enumerate(words) if w in parser._subparsers._group_actions[0].choices)
+        start = next(i for i, w in enumerate(words) if w in names)
         args = parser.parse_args(words[start:])
-        assert args.insecure and args.server.startswith("127.0.0.1:")
-        if args.command not in ("health",):
+        seen.add(args.command)
+        if hasattr(args, "server"):
+            assert args.insecure and args.server.startswith("127.0.0.1:")
+        if hasattr(args, "log_key_file"):
             assert args.log_key_file == ".consent-ledger/demo/log.key.pub"
-        if args.command in ("grant", "revoke"):
+        if args.command == "revoke":
             assert args.key == ".consent-ledger/demo/alice.key"
+    assert {"check-access", "verify-receipt", "consents", "who-asked", "watch", "export-consent", "verify-bundle",
+            "register-party", "checkpoint", "consistency"} <= seen
 
     # A second run starts afresh (new keys, new database) and works again.
     assert main(["demo", "--no-serve", "--port", "0"]) == 0
-    assert "[6/6]" in capsys.readouterr().out
+    assert "[9/9]" in capsys.readouterr().out

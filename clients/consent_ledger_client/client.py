@@ -188,11 +188,16 @@ class LedgerClient:
 
     def get_entry(self, index: int) -> VerifiedEntry:
         """Entry ``index`` with its body, proven against a verified checkpoint."""
+        return self.get_entry_with_note(index)[0]
+
+    def get_entry_with_note(self, index: int) -> tuple[VerifiedEntry, bytes]:
+        """Entry ``index`` verified, and the exact signed checkpoint note it is proven in (for bundles)."""
         resp = self._call(self._log.GetEntry, log_pb2.GetEntryRequest(index=index))
         if resp.entry.index != index:
             raise VerificationError(f"asked for entry {index}, got entry {resp.entry.index}")
         cp = self.accept_checkpoint(resp.checkpoint.note)
-        return verify_entry(index, resp.entry.leaf, body_of(resp.entry), resp.inclusion_proof, cp)
+        entry = verify_entry(index, resp.entry.leaf, body_of(resp.entry), resp.inclusion_proof, cp)
+        return entry, bytes(resp.checkpoint.note)
 
     def get_entries(self, start: int, end: int) -> list[VerifiedEntry]:
         """Entries start <= index < end (the server may return fewer, never other ones), each proven."""

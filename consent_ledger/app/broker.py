@@ -38,6 +38,11 @@ class Broker:
                     if not subs:
                         del self._subs[key]
 
+    def subscribers(self, key: Hashable) -> int:
+        """How many watchers listen under ``key`` (lets tests and the demo wait until a watch is live)."""
+        with self._lock:
+            return len(self._subs.get(key, ()))
+
     def publish_threadsafe(self, items: Iterable[tuple[Hashable, Any]]) -> None:
         """Deliver (key, item) pairs from any thread, in order. An item published under several keys that one
         queue watches reaches that queue once."""
