@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import grpc
 import pytest
 
 from consent_ledger.core.rfc6962 import hash_leaf
-from consent_ledger.v1 import log_pb2, log_pb2_grpc
+from consent_ledger.v1 import log_pb2
 from consent_ledger_client import LedgerClient, VerificationError
 
 from .entries_support import grant_envelope
