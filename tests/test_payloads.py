@@ -96,6 +96,7 @@ def test_payload_types_are_full_message_names() -> None:
         "consent_ledger.v1.PartyRegistration",
         "consent_ledger.v1.Delegation",
         "consent_ledger.v1.Erasure",
+        "consent_ledger.v1.StateCommit",
     }
 
 

@@ -152,6 +152,8 @@ class ConsentLedger:
                 raise PermissionDenied("only the ledger operator may register a party")
         elif isinstance(p, payloads.AccessEventPayload):
             self._check_event_signer(env, p)
+        elif isinstance(p, payloads.StateCommitPayload):
+            raise PermissionDenied("state commits are written by the ledger's sequencer only")
         else:
             raise PermissionDenied(f"{env.payload_type} entries are not accepted by this ledger yet")
         return p

@@ -39,6 +39,7 @@ __all__ = [
     "DELEGATION",
     "DENY",
     "ERASURE",
+    "STATE_COMMIT",
     "MAX_CONSENT_IDS",
     "MAX_LIST",
     "MAX_PAYLOAD_SIZE",
@@ -55,6 +56,7 @@ __all__ = [
     "DataItem",
     "DelegationPayload",
     "ErasurePayload",
+    "StateCommitPayload",
     "LegalBasis",
     "PartyRegistrationPayload",
     "Payload",
@@ -62,6 +64,7 @@ __all__ = [
     "build_access_event",
     "build_delegation",
     "build_erasure",
+    "build_state_commit",
     "build_grant",
     "build_party_registration",
     "build_revocation",
@@ -82,6 +85,7 @@ ACCESS_EVENT = "consent_ledger.v1.AccessEvent"
 PARTY_REGISTRATION = "consent_ledger.v1.PartyRegistration"
 DELEGATION = "consent_ledger.v1.Delegation"
 ERASURE = "consent_ledger.v1.Erasure"
+STATE_COMMIT = "consent_ledger.v1.StateCommit"
 
 # Decision values, in consents ("PERMIT"/"DENY") and in access decisions (also "PARTIAL").
 PERMIT = "PERMIT"
@@ -274,6 +278,19 @@ class ErasurePayload:
     nonce: bytes
 
 
+@dataclass(frozen=True, kw_only=True)
+class StateCommitPayload:
+    """The consent-state map's root after a batch, and the batch's time (DESIGN section 5)."""
+
+    PAYLOAD_TYPE: ClassVar[str] = STATE_COMMIT
+
+    map_root: bytes
+    batch_time_ms: int
+    map_size: int
+    issued_at_ms: int
+    nonce: bytes
+
+
 Payload: TypeAlias = (
     ConsentGrantPayload
     | ConsentRevocationPayload
@@ -281,6 +298,7 @@ Payload: TypeAlias = (
     | AccessEventPayload
     | DelegationPayload
     | ErasurePayload
+    | StateCommitPayload
 )
 
 
@@ -509,6 +527,16 @@ def _validate_erasure(p: ErasurePayload) -> None:
     _check_nonce(p.nonce)
 
 
+def _validate_state_commit(p: StateCommitPayload) -> None:
+    if not isinstance(p.map_root, bytes) or len(p.map_root) != 32:
+        raise InvalidInput("map root: must be 32 bytes")
+    _check_time(p.batch_time_ms, "batch time")
+    if not isinstance(p.map_size, int) or isinstance(p.map_size, bool) or not 0 <= p.map_size < 2**63:
+        raise InvalidInput("map size: must be a count")
+    _check_time(p.issued_at_ms, "issued at")
+    _check_nonce(p.nonce)
+
+
 # --- protobuf <-> domain ------------------------------------------------------------------------
 
 
@@ -666,6 +694,20 @@ def _erasure_from_pb(m: pb.Erasure) -> ErasurePayload:
     return ErasurePayload(index=m.index, reason=m.reason, issued_at_ms=m.issued_at_ms, nonce=m.nonce)
 
 
+def _state_commit_to_pb(p: StateCommitPayload) -> pb.StateCommit:
+    return pb.StateCommit(
+        map_root=p.map_root, batch_time_ms=p.batch_time_ms, map_size=p.map_size, issued_at_ms=p.issued_at_ms,
+        nonce=p.nonce,
+    )
+
+
+def _state_commit_from_pb(m: pb.StateCommit) -> StateCommitPayload:
+    return StateCommitPayload(
+        map_root=m.map_root, batch_time_ms=m.batch_time_ms, map_size=m.map_size, issued_at_ms=m.issued_at_ms,
+        nonce=m.nonce,
+    )
+
+
 @dataclass(frozen=True)
 class _Kind:
     message: type[Message]
@@ -693,6 +735,9 @@ _KINDS: Mapping[str, _Kind] = MappingProxyType(
             pb.Delegation, DelegationPayload, _delegation_to_pb, _delegation_from_pb, _validate_delegation
         ),
         ERASURE: _Kind(pb.Erasure, ErasurePayload, _erasure_to_pb, _erasure_from_pb, _validate_erasure),
+        STATE_COMMIT: _Kind(
+            pb.StateCommit, StateCommitPayload, _state_commit_to_pb, _state_commit_from_pb, _validate_state_commit
+        ),
     }
 )
 if any(k.message.DESCRIPTOR.full_name != t or k.domain.PAYLOAD_TYPE != t for t, k in _KINDS.items()):
@@ -906,3 +951,14 @@ def build_erasure(
 ) -> bytes:
     """Erasure payload bytes (signed by the operator)."""
     return encode_payload(ErasurePayload(index=index, reason=reason, **_fresh(issued_at_ms, nonce)))
+
+
+def build_state_commit(
+    *, map_root: bytes, batch_time_ms: int, map_size: int, issued_at_ms: int | None = None, nonce: bytes | None = None
+) -> bytes:
+    """StateCommit payload bytes (written by the sequencer, signed by the ledger's key)."""
+    return encode_payload(
+        StateCommitPayload(
+            map_root=map_root, batch_time_ms=batch_time_ms, map_size=map_size, **_fresh(issued_at_ms, nonce)
+        )
+    )
