@@ -170,3 +170,27 @@ access_events = Table(
     Index(None, "patient", "idx"),
     **_MYSQL,
 )
+
+# --- consent-state map (DESIGN section 5; written with each batch through IntegrationBatch.extra; migration 0003)
+# The sparse Merkle map's nodes by position (consent_ledger.core.smt: node_path is the key's first `depth` bits,
+# a 1 bit, then 0 bits to the byte's end, 1 to 33 bytes). A branch row holds its children's hashes (left_hash,
+# right_hash), a leaf row its pair (leaf_key, value_hash). A position that no longer holds a node is overwritten
+# with all four columns NULL, so a batch only ever upserts (see consent_ledger.storage.map_store).
+
+# A map node position: up to 33 bytes, so VARBINARY(33) on MySQL and MariaDB (a BLOB cannot be a primary key).
+MAP_PATH = LargeBinary().with_variant(mysql.VARBINARY(33), "mysql", "mariadb")
+
+map_nodes = Table(
+    "map_nodes",
+    metadata,
+    Column("path", MAP_PATH, nullable=False),
+    Column("left_hash", HASH, nullable=True),
+    Column("right_hash", HASH, nullable=True),
+    Column("leaf_key", HASH, nullable=True),
+    Column("value_hash", HASH, nullable=True),
+    PrimaryKeyConstraint("path"),
+    info={UPSERT: True},
+    **_MYSQL,
+)
+
+__all__ += ["MAP_PATH", "map_nodes"]
