@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from consent_ledger.app.broker import Broker
+from consent_ledger.app.consent_state import ConsentState, StatePolicy
 from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.core.decision import Policy
@@ -18,6 +19,7 @@ from consent_ledger.core.note import Signer
 from consent_ledger.server.app import TlsFiles, create_server
 from consent_ledger.storage import open_store
 from consent_ledger.storage.consent_index import SqlConsentIndex
+from consent_ledger.storage.map_store import SqlMapStore
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class ServiceConfig:
     insecure: bool = False
     max_batch: int = 4096
     policy: Policy = field(default_factory=Policy)
+    state: StatePolicy = field(default_factory=StatePolicy)
     operator_keys: tuple[bytes, ...] = ()
 
 
@@ -64,15 +67,16 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
     """Open (and migrate) the database, load the log's right edge, and serve."""
     store = open_store(config.database_url)
     try:
-        consents = ConsentLedger(
-            SqlConsentIndex(store), signer, policy=config.policy, operator_keys=config.operator_keys
-        )
+        index = SqlConsentIndex(store)
+        state = ConsentState(index, SqlMapStore(store), signer, config.state)
+        consents = ConsentLedger(index, state, signer, policy=config.policy, operator_keys=config.operator_keys)
         ledger = Ledger(
             store,
             signer,
             check_payload=consents.check,
-            rows_for_batch=consents.rows_for_batch,
+            prepare_batch=consents.prepare_batch,
             on_integrated=consents.on_integrated,
+            heartbeat_s=config.state.heartbeat_s,
             max_batch=config.max_batch,
         )
         broker = Broker(asyncio.get_running_loop())

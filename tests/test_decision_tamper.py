@@ -12,8 +12,16 @@ from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import parse_envelope
 from consent_ledger.core.payloads import DataItem
-from consent_ledger.v1 import access_pb2, payloads_pb2
-from consent_ledger_client import ConsentClient, DecisionMismatch, LedgerClient, VerificationError
+from consent_ledger.core.receipt import decision_from_pb, receipt_body, sign_receipt
+from consent_ledger.v1 import access_pb2, log_pb2, payloads_pb2
+from consent_ledger_client import (
+    ConsentClient,
+    DecisionMismatch,
+    IncompleteEvidence,
+    LedgerClient,
+    StaleEvidence,
+    VerificationError,
+)
 
 from .server_support import log_signer, log_verifier_key, running_server
 from .tamper_support import TamperProxy
@@ -64,6 +72,15 @@ def _flip_proof(resp) -> None:
     e.inclusion_proof[0] = bytes([e.inclusion_proof[0][0] ^ 1]) + e.inclusion_proof[0][1:]
 
 
+def _flip_map_proof(resp) -> None:
+    p = next(p for p in resp.selector_proofs if p.siblings)
+    p.siblings[0] = bytes([p.siblings[0][0] ^ 1]) + p.siblings[0][1:]
+
+
+def _drop_map_proof(resp) -> None:
+    del resp.selector_proofs[0]
+
+
 def _swap_roles(resp) -> None:
     resp.decision.request.requester_roles[:] = ["hospital"]
 
@@ -77,10 +94,13 @@ def setup(tmp_path_factory):
         # A permit for lab results, a revoked permit for imaging, and an in-force DENY for medications.
         op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
         img, _ = op.grant(PATIENT, grantee="role:insurer", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
-        op.revoke(PATIENT, img)
+        revoked = op.revoke(PATIENT, img)
         op.grant(PATIENT, grantee="any", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"], deny=True)
         op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"])
         time.sleep(0.01)
+        # The revoked imaging grant with its proof against the final checkpoint, for the "added" case.
+        server.revoked_grant = op.ledger.get_entry_with_note(revoked.index - 2)  # grant, its StateCommit, revocation
+        assert payloads.consent_id(server.revoked_grant[0].envelope.payload) == img
         yield server, proxy
 
 
@@ -91,9 +111,11 @@ CASES = [
     ("altered proof", "lab", _flip_proof, VerificationError),
     ("receipt signature", "lab", _flip_byte("receipt"), VerificationError),
     ("roles changed", "lab", _swap_roles, VerificationError),
-    ("grant omitted", "lab", _drop(payloads.CONSENT_GRANT), DecisionMismatch),
-    ("revocation omitted", "imaging", _drop(payloads.CONSENT_REVOCATION), DecisionMismatch),
+    ("grant omitted", "lab", _drop(payloads.CONSENT_GRANT), IncompleteEvidence),
     ("registration omitted", "lab", _drop(payloads.PARTY_REGISTRATION), VerificationError),
+    ("state commit omitted", "lab", _drop(payloads.STATE_COMMIT), IncompleteEvidence),
+    ("map proof sibling flipped", "lab", _flip_map_proof, VerificationError),
+    ("map proof dropped", "lab", _drop_map_proof, IncompleteEvidence),
 ]
 
 
@@ -128,7 +150,7 @@ def test_an_omitted_in_force_deny_is_caught(setup):
 
     proxy.mutate = drop_deny
     try:
-        with pytest.raises(DecisionMismatch):
+        with pytest.raises(IncompleteEvidence):
             _ask(c, "meds")
     finally:
         proxy.mutate = lambda method, resp: None
@@ -151,3 +173,56 @@ def test_honest_answers_pass(setup, what, expected):
     server, proxy = setup
     c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
     assert _ask(c, what).decision.decision == expected
+
+
+def test_a_revoked_grant_added_to_the_evidence_is_caught(setup):
+    server, proxy = setup
+    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    entry, _ = server.revoked_grant
+    assert entry.leaf.payload_type == payloads.CONSENT_GRANT
+
+    def add(method, resp):
+        if method == "CheckAccess":
+            resp.evidence.add(
+                entry=log_pb2.Entry(index=entry.index, leaf=entry.leaf_bytes, envelope=entry.envelope.raw),
+                inclusion_proof=list(entry.proof),
+            )
+
+    proxy.mutate = add
+    try:
+        with pytest.raises(IncompleteEvidence):
+            _ask(c, "imaging")
+    finally:
+        proxy.mutate = lambda method, resp: None
+
+
+def test_a_lying_server_that_signs_a_wrong_decision_is_caught(setup):
+    """Complete evidence but a flipped decision, re-signed with the ledger's own key: the re-evaluation differs."""
+    server, proxy = setup
+    key = log_signer().private_key
+
+    def lie(method, resp):
+        if method == "CheckAccess":
+            _flip_decision(resp)
+            d = decision_from_pb(resp.decision)
+            resp.receipt = sign_receipt(receipt_body(d, resp.checkpoint.note), key)
+
+    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    proxy.mutate = lie
+    try:
+        with pytest.raises(DecisionMismatch):
+            _ask(c, "lab")
+    finally:
+        proxy.mutate = lambda method, resp: None
+
+
+def test_stale_consent_state_is_refused(setup):
+    server, proxy = setup
+    later = lambda: int(time.time() * 1000) + 10 * 60 * 1000  # noqa: E731 - the client's clock, 10 minutes on
+    c = ConsentClient(
+        LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"),
+        max_state_age_ms=60_000,
+        clock_ms=later,
+    )
+    with pytest.raises(StaleEvidence):
+        _ask(c, "lab")

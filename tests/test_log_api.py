@@ -51,23 +51,30 @@ def test_submit_get_and_dedup(client):
     again = client.submit(env)
     assert again.index == 0 and again.duplicate
     second = client.submit(grant_envelope())
-    assert second.index == 1
-    got = client.get_entry(1)
+    # Each batch that changes consents is closed by the sequencer's StateCommit entry (DESIGN section 5).
+    assert second.index == 2
+    assert client.get_entry(1).leaf.payload_type == payloads.STATE_COMMIT
+    got = client.get_entry(2)
     assert got.leaf.payload_type == payloads.CONSENT_GRANT
     assert got.envelope is not None and got.envelope.signers == (PATIENT.public_key,)
-    assert [e.index for e in client.get_entries(0, 10)] == [0, 1]
+    assert [e.index for e in client.get_entries(0, 10)] == [0, 1, 2, 3]
     index, cp = client.prove_included(hash_leaf(got.leaf_bytes))
-    assert index == 1 and cp.size == 2
+    assert index == 2 and cp.size == 4
 
 
 def test_concurrent_submitters_get_distinct_indices_and_group_commit(server, client):
     envs = [grant_envelope() for _ in range(200)]
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         receipts = list(pool.map(client.submit, envs))
-    assert sorted(r.index for r in receipts) == list(range(200))
+    indices = sorted(r.index for r in receipts)
+    assert len(set(indices)) == 200
     notes = {r.note for r in receipts}
     assert len(notes) < 200, "every submission got its own checkpoint: no batching happened"
-    assert client.checkpoint().checkpoint.size == 200
+    size = client.checkpoint().checkpoint.size
+    # The other entries are the StateCommits closing each batch: one per distinct checkpoint.
+    assert indices[-1] < size == 200 + len(notes)
+    kinds = {e.leaf.payload_type for i in range(0, size, 256) for e in client.get_entries(i, i + 256)}
+    assert kinds == {payloads.CONSENT_GRANT, payloads.STATE_COMMIT}
 
 
 def test_state_file_survives_restart_and_detects_rollback(database_url, tmp_path):
@@ -76,11 +83,12 @@ def test_state_file_survives_restart_and_detects_rollback(database_url, tmp_path
         with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), state_path=state, insecure=True) as c:
             for _ in range(5):
                 c.submit(grant_envelope())
+            before = c.checkpoint().checkpoint.size
     with running_server(database_url) as s:
         with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), state_path=state, insecure=True) as c:
-            assert c.last_checkpoint is not None and c.last_checkpoint.size == 5
+            assert c.last_checkpoint is not None and c.last_checkpoint.size == before
             c.submit(grant_envelope())
-            assert c.checkpoint().checkpoint.size == 6
+            assert c.checkpoint().checkpoint.size == before + 2
 
 
 def _status(stub_call, request) -> grpc.StatusCode:
@@ -176,5 +184,5 @@ def test_split_view_is_reported_with_evidence(database_url, tmp_path):
         with LedgerClient.connect(s.target, verifier_key=key, state_path=state, insecure=True) as c:
             with pytest.raises(InconsistentCheckpoints) as err:
                 c.checkpoint()
-    assert b"\n2\n" in err.value.smaller and b"\n3\n" in err.value.larger
+    assert b"\n4\n" in err.value.smaller and b"\n6\n" in err.value.larger
     assert len(err.value.proof) > 0

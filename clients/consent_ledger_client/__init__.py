@@ -28,7 +28,17 @@ from consent_ledger_client.consent import (  # noqa: E402
     ConsentListing,
     ConsentView,
     DecisionMismatch,
+    IncompleteEvidence,
+    StaleEvidence,
     VerifiedDecision,
 )
 
-__all__ += ["ConsentClient", "ConsentListing", "ConsentView", "DecisionMismatch", "VerifiedDecision"]
+__all__ += [
+    "ConsentClient",
+    "ConsentListing",
+    "ConsentView",
+    "DecisionMismatch",
+    "IncompleteEvidence",
+    "StaleEvidence",
+    "VerifiedDecision",
+]

@@ -16,7 +16,11 @@ from pathlib import Path
 import grpc
 
 from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
-from consent_ledger.core.errors import InconsistentCheckpoints, InvalidInput, VerificationError
+from consent_ledger.core.errors import (
+    InconsistentCheckpoints,
+    InvalidInput,
+    VerificationError,
+)
 from consent_ledger.core.merkle import verify_consistency, verify_inclusion
 from consent_ledger.core.note import Verifier, parse_verifier_key
 from consent_ledger.v1 import log_pb2, log_pb2_grpc

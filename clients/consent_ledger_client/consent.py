@@ -8,21 +8,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from consent_ledger.core import payloads
+from consent_ledger.core import payloads, smt
 from consent_ledger.core.checkpoint import Checkpoint
 from consent_ledger.core.crypto import Ed25519PrivateKey
-from consent_ledger.core.decision import Decision, LedgerEntry, Policy, consent_states, decide
+from consent_ledger.core.decision import (
+    AccessRequest,
+    Decision,
+    LedgerEntry,
+    Policy,
+    consent_states,
+    decide,
+    grantee_selectors,
+)
 from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.payloads import DataItem, Period
-from consent_ledger.core.receipt import decision_from_pb, encode_decision, open_receipt, receipt_sha256
-from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc, payloads_pb2
+from consent_ledger.core.receipt import (
+    decision_from_pb,
+    encode_decision,
+    open_receipt,
+    receipt_sha256,
+)
+from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    consent_pb2,
+    consent_pb2_grpc,
+    payloads_pb2,
+)
 from consent_ledger_client.client import LedgerClient, SubmitReceipt
 from consent_ledger_client.client import body_of as _body
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+
+class IncompleteEvidence(VerificationError):
+    """The evidence is not exactly the in-force consent set the ledger's signed state commits to: something in
+    force was left out, or something not in force was added."""
+
+
+class StaleEvidence(VerificationError):
+    """The consent state the decision rests on is older than the client accepts."""
 
 
 class DecisionMismatch(VerificationError):
@@ -99,11 +129,22 @@ def _pb_period(p: Period) -> payloads_pb2.Period | None:
 class ConsentClient:
     """Consent operations over a LedgerClient (which pins the log key and keeps the checkpoint state)."""
 
-    def __init__(self, ledger: LedgerClient, *, policy: Policy | None = None, operator_keys: Iterable[bytes] = ()) -> None:
+    def __init__(
+        self,
+        ledger: LedgerClient,
+        *,
+        policy: Policy | None = None,
+        operator_keys: Iterable[bytes] = (),
+        max_state_age_ms: int = 120_000,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
         """``policy``: if given, decisions made under any other policy are refused. ``operator_keys``: keys
-        trusted to register parties, besides the log's own key."""
+        trusted to register parties, besides the log's own key. ``max_state_age_ms``: evidence whose
+        StateCommit is older than this (by ``clock_ms``) is refused as stale."""
         self.ledger = ledger
         self._policy = policy
+        self._max_state_age_ms = max_state_age_ms
+        self._clock_ms = clock_ms
         self._operators = frozenset({ledger.log_public_key, *operator_keys})
         self._access = access_pb2_grpc.AccessServiceStub(ledger.channel)
         self._consent = consent_pb2_grpc.ConsentServiceStub(ledger.channel)
@@ -289,13 +330,66 @@ class ConsentClient:
         evidence = [_verify_evidence(e, cp) for e in resp.evidence]
         entries = [_as_ledger_entry(v) for v in evidence]
         self._check_registration(evidence, entries, r.requester_id, r.requester_roles)
-        recomputed = decide(entries, r, decision.policy)
+        grants = self._check_complete(resp, evidence, entries, r)
+        recomputed = decide(grants, r, decision.policy)
         if encode_decision(recomputed) != encode_decision(decision):
             raise DecisionMismatch(decision, recomputed)
         event = None
         if resp.access_event_recorded:
             event = self._verify_recorded_event(resp.access_event_index, resp.receipt, decision)
         return VerifiedDecision(decision, tuple(evidence), cp, bytes(resp.checkpoint.note), bytes(resp.receipt), event)
+
+    def _check_complete(
+        self,
+        resp: access_pb2.CheckAccessResponse,
+        evidence: Sequence[VerifiedEntry],
+        entries: Sequence[LedgerEntry],
+        r: AccessRequest,
+    ) -> list[LedgerEntry]:
+        """Check the evidence is exactly the in-force set, per selector, that the signed consent state commits to
+        (DESIGN section 5), and fresh enough. Returns the in-force grants."""
+        by_index = {v.index: (v, e) for v, e in zip(evidence, entries)}
+        sc_entry = by_index.get(resp.state_commit_index)
+        if sc_entry is None or not isinstance(sc_entry[1].payload, payloads.StateCommitPayload):
+            raise IncompleteEvidence("the evidence holds no state commit")
+        v, sc = sc_entry
+        assert isinstance(sc.payload, payloads.StateCommitPayload) and v.envelope is not None
+        if self.ledger.log_public_key not in v.envelope.signers:
+            raise VerificationError("the state commit is not signed by the log's key")
+        age = self._clock_ms() - sc.payload.batch_time_ms
+        if age > self._max_state_age_ms:
+            raise StaleEvidence(f"the consent state is {age / 1000:.0f} s old (at most {self._max_state_age_ms / 1000:.0f} s accepted)")
+        if r.time_ms < sc.payload.batch_time_ms:
+            raise VerificationError("the decision's time is before the consent state it rests on")
+        selectors = grantee_selectors(r.requester_id, r.requester_roles)
+        proofs = {p.selector: p for p in resp.selector_proofs}
+        if set(proofs) != set(selectors) or len(proofs) != len(resp.selector_proofs):
+            raise IncompleteEvidence(f"expected one map proof for each of {list(selectors)}")
+        grants: dict[str, list[LedgerEntry]] = {sel: [] for sel in selectors}
+        for v, e in zip(evidence, entries):
+            p = e.payload
+            if isinstance(p, payloads.ConsentGrantPayload):
+                if p.patient != r.patient or p.grantee not in grants or e.index >= sc.index:
+                    raise IncompleteEvidence(f"entry {e.index} is not an in-force grant for the requester")
+                grants[p.grantee].append(e)
+            elif not isinstance(p, payloads.PartyRegistrationPayload | payloads.StateCommitPayload):
+                raise IncompleteEvidence(f"entry {e.index} ({type(p).__name__}) does not belong in the evidence")
+        leaf_hashes = {v.index: hash_leaf(v.leaf_bytes) for v in evidence}
+        for sel in selectors:
+            sp = proofs[sel]
+            leaf = (bytes(sp.leaf_key), bytes(sp.leaf_value_hash)) if sp.leaf_key else None
+            proven = smt.verify_map_proof(
+                sc.payload.map_root, smt.map_key(r.patient, sel), smt.MapProof(tuple(sp.siblings), leaf)
+            )
+            mine = grants[sel]
+            if len({e.consent_id for e in mine}) != len(mine):
+                raise IncompleteEvidence(f"the evidence for {sel} lists a consent twice")
+            got = smt.value_hash((e.index, leaf_hashes[e.index]) for e in mine) if mine else None
+            if got != proven:
+                raise IncompleteEvidence(
+                    f"the evidence for {sel} is not the in-force set the consent state commits to"
+                )
+        return [e for sel in selectors for e in grants[sel]]
 
     def _check_registration(
         self, evidence: Sequence[VerifiedEntry], entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]

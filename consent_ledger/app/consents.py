@@ -13,9 +13,11 @@ from consent_ledger.app.broker import Broker
 from consent_ledger.app.errors import AlreadyExists, CorruptStorage, NotFound, PermissionDenied
 from consent_ledger.app.payload_check import check_payload
 from consent_ledger.app.ports import ConsentIndex, ConsentRow, NewEntry, PartyRow, StoredCheckpoint, StoredEntry
-from consent_ledger.app.sequencer import ExtraRows
+from consent_ledger.app.consent_state import GRANT, REVOCATION, ConsentState, in_force
+from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
-from consent_ledger.core import payloads
+from consent_ledger.core import payloads, smt
+from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
     AccessRequest,
     Decision,
@@ -37,7 +39,6 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
 
-GRANT, REVOCATION = "grant", "revocation"
 
 
 def _now_ms() -> int:
@@ -58,6 +59,8 @@ class AccessAnswer:
     evidence: list[Proven]
     checkpoint: StoredCheckpoint
     receipt: bytes
+    state_commit_index: int
+    selector_proofs: dict[str, smt.MapProof]
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class ConsentLedger:
     def __init__(
         self,
         index: ConsentIndex,
+        state: ConsentState,
         signer: Signer,
         *,
         policy: Policy | None = None,
@@ -112,6 +116,7 @@ class ConsentLedger:
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
         self._index = index
+        self.state = state
         self._signer = signer
         self.policy = policy or Policy()
         # The operator signs party registrations; the ledger's own key is always one of its keys.
@@ -184,7 +189,20 @@ class ConsentLedger:
 
     # -- index rows, written in the batch's transaction --------------------------------------------------
 
-    def rows_for_batch(self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]) -> ExtraRows:
+    def prepare_batch(
+        self,
+        entries: Sequence[NewEntry],
+        envs: Sequence[ParsedEnvelope],
+        batch_time_ms: int,
+        closing_index: int,
+        heartbeat: bool,
+    ) -> PreparedBatch:
+        """Index rows for the batch, the consent map's update, and the StateCommit that closes the batch."""
+        rows = self.index_rows(entries, envs)
+        state = self.state.prepare(entries, rows.get("consents", []), batch_time_ms, closing_index, heartbeat)
+        return PreparedBatch(state.closing, {**rows, **state.extra})
+
+    def index_rows(self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]) -> dict[str, list[dict[str, object]]]:
         consents: list[dict[str, object]] = []
         parties: list[dict[str, object]] = []
         events: list[dict[str, object]] = []
@@ -213,7 +231,9 @@ class ConsentLedger:
         return rows
 
     def on_integrated(self, entries: Sequence[NewEntry], extra: ExtraRows, cp: StoredCheckpoint) -> None:
-        """Push new entries to watchers: by patient, and revocations by the grantee selector they end."""
+        """Publish the batch's StateCommit; push new entries to watchers: by patient, and revocations by the
+        grantee selector they end."""
+        self.state.committed(extra)
         if self.broker is None:
             return
         by_index = {e.index: e for e in entries}
@@ -259,14 +279,23 @@ class ConsentLedger:
         break_glass: bool = False,
         break_glass_reason: str = "",
     ) -> AccessAnswer:
-        """Decide a request as of the latest checkpoint; return the decision, its evidence and a receipt.
+        """Decide a request as of the latest StateCommit; return the decision, its evidence and a receipt.
 
-        The evidence is every entry concerning the requester that the decision could depend on (its party
-        registration, the patient's grants naming it, and what revoked or superseded them), each with its
-        inclusion proof, so the client re-runs the same decision. Nothing about other grantees is returned.
+        The evidence (DESIGN section 5): for each selector that could name the requester (its ``org:`` id, a
+        ``role:`` per registered role, ``any``), a map proof against the latest StateCommit's root and the
+        complete in-force set the map commits to; the requester's registration; the StateCommit entry. Each
+        entry comes with its inclusion proof, so the client re-runs the decision knowing nothing was left out.
+        Nothing about other grantees is returned.
         """
+        payloads.check_patient_key(patient)
         _, cp = self._ready()
         party = self.party(requester_id, cp.size)
+        selectors = grantee_selectors(requester_id, party.roles)
+        keys = {sel: smt.map_key(patient, sel) for sel in selectors}
+        sc, proofs = self.state.proofs(keys.values())
+        t = time_ms or max(self._clock_ms(), sc.batch_time_ms)
+        if t < sc.batch_time_ms:
+            raise InvalidInput("decisions are made on the latest consent state: ask for now or a later time")
         request = AccessRequest(
             patient=patient,
             requester_id=requester_id,
@@ -275,21 +304,20 @@ class ConsentLedger:
             purpose=purpose,
             data=tuple(data),
             data_period=data_period,
-            time_ms=time_ms or self._clock_ms(),
+            time_ms=t,
             break_glass=break_glass,
             break_glass_reason=break_glass_reason,
         )
         check_request(request)
-        selectors = grantee_selectors(requester_id, party.roles)
-        rows = self._index.for_selectors(patient, selectors, cp.size)
-        granted = {r.consent_id for r in rows if r.kind == GRANT}
-        ending = self._index.targeting(granted, cp.size) if granted else []
-        indices = {r.index for r in rows} | {r.index for r in ending} | {party.index}
-        stored = self._index.read_indices(indices)
-        entries = [ledger_entry(s) for s in stored if s.index != party.index]
+        live = {sel: in_force(self._index, (patient, sel), sc.index) for sel in selectors}
+        grant_indices = {i for s in live.values() for i in s.values()}
+        stored = self._index.read_indices(grant_indices | {party.index, sc.index})
+        entries = [ledger_entry(s) for s in stored if s.index in grant_indices]
         decision = decide(entries, request, self.policy)
         receipt = sign_receipt(receipt_body(decision, cp.note), self._signer.private_key)
-        return AccessAnswer(decision, self._prove(stored, cp.size), cp, receipt)
+        return AccessAnswer(
+            decision, self._prove(stored, cp.size), cp, receipt, sc.index, {sel: proofs[k] for sel, k in keys.items()}
+        )
 
     def access_event_envelope(self, answer: AccessAnswer) -> ParsedEnvelope:
         """The AccessEvent the ledger records for a decision it made (signed by the ledger's key)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.ports import LogStore
-from consent_ledger.app.sequencer import Appended, OnIntegrated, RowsForBatch, Sequencer
+from consent_ledger.app.sequencer import Appended, OnIntegrated, PrepareBatch, Sequencer
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.envelope import DEFAULT_MAX_ENVELOPE_SIZE, ParsedEnvelope, parse_envelope, verify_envelope
 from consent_ledger.core.note import Signer
@@ -25,8 +25,9 @@ class Ledger:
         signer: Signer,
         *,
         check_payload: PayloadCheck,
-        rows_for_batch: RowsForBatch | None = None,
+        prepare_batch: PrepareBatch | None = None,
         on_integrated: OnIntegrated | None = None,
+        heartbeat_s: float | None = None,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
         max_batch: int = 4096,
         cache_tiles: int = 4096,
@@ -39,8 +40,9 @@ class Ledger:
             signer,
             self.reader,
             max_batch=max_batch,
-            rows_for_batch=rows_for_batch,
+            prepare_batch=prepare_batch,
             on_integrated=on_integrated,
+            heartbeat_s=heartbeat_s,
         )
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
         self._check_payload = check_payload

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from consent_ledger.core.smt import MapProof
 from consent_ledger.core.tiles import TileId
 
 
@@ -112,6 +113,37 @@ class PartyRow:
     roles: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class StateCommitRow:
+    """Where a StateCommit entry is, the map root it commits to and its batch time."""
+
+    index: int
+    map_root: bytes
+    batch_time_ms: int
+
+
+class MapChange(Protocol):
+    """A computed (not yet written) batch of map updates."""
+
+    @property
+    def root(self) -> bytes: ...
+
+    @property
+    def extra(self) -> Mapping[str, Sequence[Mapping[str, object]]]: ...
+
+
+class ConsentMap(Protocol):
+    """The stored consent-state map (DESIGN section 5)."""
+
+    def update(self, updates: Mapping[bytes, bytes | None]) -> MapChange:
+        """The root and rows after setting each key's value hash (None removes it); writes nothing."""
+        ...
+
+    def prove_many(self, keys: Iterable[bytes]) -> tuple[bytes, dict[bytes, MapProof]]:
+        """The current root and a proof for each key, read in one snapshot."""
+        ...
+
+
 class ConsentIndex(Protocol):
     """Look-ups over the consent entries, all limited to entries below a tree size (a checkpoint's view)."""
 
@@ -137,6 +169,14 @@ class ConsentIndex(Protocol):
 
     def access_events(self, patient: bytes, after: int, limit: int, below: int) -> list[int]:
         """Indices of access events about a patient, index > after, in index order."""
+        ...
+
+    def latest_state_commit(self) -> StateCommitRow | None:
+        """The StateCommit with the largest index, if any."""
+        ...
+
+    def leaf_hashes(self, indices: Collection[int]) -> dict[int, bytes]:
+        """The RFC 6962 leaf hash of each entry."""
         ...
 
     def envelope_logged(self, sha256: bytes) -> bool:

@@ -13,7 +13,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consent_ledger.app import instruments
 from consent_ledger.app.errors import CorruptStorage, Unavailable
@@ -31,7 +31,19 @@ log = logging.getLogger(__name__)
 
 # Extra rows (index tables) to write with a batch, computed from the entries and their parsed envelopes.
 ExtraRows = Mapping[str, Sequence[Mapping[str, object]]]
-RowsForBatch = Callable[[Sequence[NewEntry], Sequence[ParsedEnvelope]], ExtraRows]
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """What the application adds to a batch: an entry that closes it (the StateCommit) and extra rows."""
+
+    closing: ParsedEnvelope | None = None
+    extra: ExtraRows = field(default_factory=dict)
+
+
+# Called in the integration thread before each batch's transaction with the batch's entries and envelopes, the
+# batch time, the index a closing entry would get, and whether the batch is an idle heartbeat (no entries).
+PrepareBatch = Callable[[Sequence[NewEntry], Sequence[ParsedEnvelope], int, int, bool], PreparedBatch]
 # Called in the integration thread after each commit, with the new entries, their extra rows and the checkpoint.
 OnIntegrated = Callable[[Sequence[NewEntry], ExtraRows, StoredCheckpoint], None]
 
@@ -62,15 +74,17 @@ class Sequencer:
         *,
         max_batch: int = 4096,
         clock_ms: Callable[[], int] = _now_ms,
-        rows_for_batch: RowsForBatch | None = None,
+        prepare_batch: PrepareBatch | None = None,
         on_integrated: OnIntegrated | None = None,
+        heartbeat_s: float | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
         self._reader = reader
         self._max_batch = max_batch
         self._clock_ms = clock_ms
-        self._rows_for_batch = rows_for_batch
+        self._prepare_batch = prepare_batch
+        self._heartbeat_s = heartbeat_s
         self._on_integrated = on_integrated
         self._queue: asyncio.Queue[tuple[ParsedEnvelope, asyncio.Future[Appended]]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -98,7 +112,7 @@ class Sequencer:
         if latest is None:
             self._size, self._edge = 0, {}
             self._reader.set_edge({})
-            self._publish([], [])
+            self._publish([], {})
             return
         edge_ids = tiles.edge_tiles(latest.size)
         edge = self._store.read_tiles(edge_ids)
@@ -144,7 +158,18 @@ class Sequencer:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            try:
+                first = await asyncio.wait_for(self._queue.get(), self._heartbeat_s)
+            except TimeoutError:
+                # Idle: let the application close an empty batch (a heartbeat StateCommit keeps evidence fresh).
+                try:
+                    await asyncio.shield(loop.run_in_executor(self._executor, self._heartbeat))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("heartbeat batch failed")
+                continue
+            batch = [first]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             envelopes = [env for env, _ in batch]
@@ -166,7 +191,12 @@ class Sequencer:
                 if not fut.done():
                     fut.set_result(result)
 
-    def integrate_batch(self, envelopes: Sequence[ParsedEnvelope], *, prove: bool = True) -> list[Appended]:
+    def _heartbeat(self) -> None:
+        self.integrate_batch([], heartbeat=True)
+
+    def integrate_batch(
+        self, envelopes: Sequence[ParsedEnvelope], *, prove: bool = True, heartbeat: bool = False
+    ) -> list[Appended]:
         """Integrate verified envelopes as one batch, synchronously. The worker calls this for each group
         commit; bulk loaders (benchmarks) may call it directly while no worker runs. With ``prove`` False the
         answers carry no inclusion proofs."""
@@ -186,9 +216,19 @@ class Sequencer:
                 leaf = encode_leaf(now, env.payload_type, env.sha256)
                 new_entries.append(NewEntry(index, leaf, hash_leaf(leaf), env.raw, env.sha256, env.payload_type, now))
                 new_envs.append(env)
+            extra: ExtraRows = {}
+            if self._prepare_batch is not None and (new_entries or heartbeat):
+                prepared = self._prepare_batch(new_entries, new_envs, now, self._size + len(new_entries), heartbeat)
+                extra = prepared.extra
+                if prepared.closing is not None:
+                    env = prepared.closing
+                    leaf = encode_leaf(now, env.payload_type, env.sha256)
+                    index = self._size + len(new_entries)
+                    new_entries.append(NewEntry(index, leaf, hash_leaf(leaf), env.raw, env.sha256, env.payload_type, now))
+                    new_envs.append(env)
             if new_entries:
                 try:
-                    self._publish(new_entries, new_envs, now=now)
+                    self._publish(new_entries, extra, now=now)
                 except ConcurrentIntegration:
                     log.error("another writer integrated into this log; reloading its state")
                     self.open()
@@ -225,13 +265,7 @@ class Sequencer:
             out.append((i, entries[0].leaf))
         return out
 
-    def _publish(
-        self,
-        new_entries: Sequence[NewEntry],
-        new_envs: Sequence[ParsedEnvelope],
-        *,
-        now: int | None = None,
-    ) -> None:
+    def _publish(self, new_entries: Sequence[NewEntry], extra: ExtraRows, *, now: int | None = None) -> None:
         """Write a batch and its checkpoint in one transaction, then move the in-memory state forward."""
         now = self._clock_ms() if now is None else now
         changed = tiles.append_leaves(self._size, self._edge, [e.leaf_hash for e in new_entries])
@@ -240,7 +274,6 @@ class Sequencer:
         with instruments.tracer.start_as_current_span("ledger.sign_checkpoint"):
             note = sign_checkpoint(Checkpoint(self._signer.name, new_size, root), self._signer)
         cp = StoredCheckpoint(new_size, root, note, now)
-        extra = self._rows_for_batch(new_entries, new_envs) if self._rows_for_batch and new_entries else {}
         with instruments.tracer.start_as_current_span("ledger.commit"):
             self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra))
         merged = {**self._edge, **changed}

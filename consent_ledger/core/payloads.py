@@ -286,7 +286,6 @@ class StateCommitPayload:
 
     map_root: bytes
     batch_time_ms: int
-    map_size: int
     issued_at_ms: int
     nonce: bytes
 
@@ -531,8 +530,6 @@ def _validate_state_commit(p: StateCommitPayload) -> None:
     if not isinstance(p.map_root, bytes) or len(p.map_root) != 32:
         raise InvalidInput("map root: must be 32 bytes")
     _check_time(p.batch_time_ms, "batch time")
-    if not isinstance(p.map_size, int) or isinstance(p.map_size, bool) or not 0 <= p.map_size < 2**63:
-        raise InvalidInput("map size: must be a count")
     _check_time(p.issued_at_ms, "issued at")
     _check_nonce(p.nonce)
 
@@ -696,15 +693,13 @@ def _erasure_from_pb(m: pb.Erasure) -> ErasurePayload:
 
 def _state_commit_to_pb(p: StateCommitPayload) -> pb.StateCommit:
     return pb.StateCommit(
-        map_root=p.map_root, batch_time_ms=p.batch_time_ms, map_size=p.map_size, issued_at_ms=p.issued_at_ms,
-        nonce=p.nonce,
+        map_root=p.map_root, batch_time_ms=p.batch_time_ms, issued_at_ms=p.issued_at_ms, nonce=p.nonce
     )
 
 
 def _state_commit_from_pb(m: pb.StateCommit) -> StateCommitPayload:
     return StateCommitPayload(
-        map_root=m.map_root, batch_time_ms=m.batch_time_ms, map_size=m.map_size, issued_at_ms=m.issued_at_ms,
-        nonce=m.nonce,
+        map_root=m.map_root, batch_time_ms=m.batch_time_ms, issued_at_ms=m.issued_at_ms, nonce=m.nonce
     )
 
 
@@ -954,11 +949,11 @@ def build_erasure(
 
 
 def build_state_commit(
-    *, map_root: bytes, batch_time_ms: int, map_size: int, issued_at_ms: int | None = None, nonce: bytes | None = None
+    *, map_root: bytes, batch_time_ms: int, issued_at_ms: int | None = None, nonce: bytes | None = None
 ) -> bytes:
     """StateCommit payload bytes (written by the sequencer, signed by the ledger's key)."""
     return encode_payload(
         StateCommitPayload(
-            map_root=map_root, batch_time_ms=batch_time_ms, map_size=map_size, **_fresh(issued_at_ms, nonce)
+            map_root=map_root, batch_time_ms=batch_time_ms, **_fresh(issued_at_ms, nonce)
         )
     )

@@ -64,6 +64,16 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
             evidence=[evidence_pb(p) for p in answer.evidence],
             checkpoint=checkpoint_pb(answer.checkpoint),
             receipt=answer.receipt,
+            state_commit_index=answer.state_commit_index,
+            selector_proofs=[
+                access_pb2.SelectorProof(
+                    selector=sel,
+                    siblings=proof.siblings,
+                    leaf_key=proof.leaf[0] if proof.leaf else b"",
+                    leaf_value_hash=proof.leaf[1] if proof.leaf else b"",
+                )
+                for sel, proof in answer.selector_proofs.items()
+            ],
         )
         if request.record_access_event:
             done = await self._ledger.sequencer.append(self._consents.access_event_envelope(answer))

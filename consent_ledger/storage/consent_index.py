@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from consent_ledger.app.ports import ConsentRow, PartyRow, StoredEntry
+from consent_ledger.app.ports import ConsentRow, PartyRow, StateCommitRow, StoredEntry
 from consent_ledger.storage import schema
 from consent_ledger.storage.sql import SqlLogStore
 
@@ -78,6 +78,21 @@ class SqlConsentIndex:
         )
         with self._store.connect() as conn:
             return [r.idx for r in conn.execute(q)]
+
+    def latest_state_commit(self) -> StateCommitRow | None:
+        sc = schema.state_commits
+        with self._store.connect() as conn:
+            r = conn.execute(select(sc).order_by(sc.c.idx.desc()).limit(1)).first()
+        return StateCommitRow(r.idx, bytes(r.map_root), r.batch_time_ms) if r else None
+
+    def leaf_hashes(self, indices: Collection[int]) -> dict[int, bytes]:
+        leaves = schema.leaves
+        out: dict[int, bytes] = {}
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(set(indices))):
+                q = select(leaves.c.idx, leaves.c.leaf_hash).where(leaves.c.idx.in_(list(chunk)))
+                out.update((i, bytes(h)) for i, h in conn.execute(q))
+        return out
 
     def envelope_logged(self, sha256: bytes) -> bool:
         return bool(self._store.find_envelopes([sha256]))

@@ -194,3 +194,16 @@ map_nodes = Table(
 )
 
 __all__ += ["MAP_PATH", "map_nodes"]
+
+# --- state commits (migration 0004) -------------------------------------------------------------------------
+# Where the StateCommit entries are, so start-up finds the latest one with one indexed read.
+state_commits = Table(
+    "state_commits",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("map_root", HASH, nullable=False),
+    Column("batch_time_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("idx"),
+    **_MYSQL,
+)
+__all__ += ["state_commits"]

@@ -144,18 +144,34 @@ class EvidenceEntry(_message.Message):
     inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, entry: _Optional[_Union[_log_pb2.Entry, _Mapping]] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class SelectorProof(_message.Message):
+    __slots__ = ("selector", "siblings", "leaf_key", "leaf_value_hash")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    LEAF_KEY_FIELD_NUMBER: _ClassVar[int]
+    LEAF_VALUE_HASH_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    siblings: _containers.RepeatedScalarFieldContainer[bytes]
+    leaf_key: bytes
+    leaf_value_hash: bytes
+    def __init__(self, selector: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ...) -> None: ...
+
 class CheckAccessResponse(_message.Message):
-    __slots__ = ("decision", "evidence", "checkpoint", "receipt", "access_event_recorded", "access_event_index")
+    __slots__ = ("decision", "evidence", "checkpoint", "receipt", "access_event_recorded", "access_event_index", "state_commit_index", "selector_proofs")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     ACCESS_EVENT_RECORDED_FIELD_NUMBER: _ClassVar[int]
     ACCESS_EVENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATE_COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_PROOFS_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     evidence: _containers.RepeatedCompositeFieldContainer[EvidenceEntry]
     checkpoint: _log_pb2.Checkpoint
     receipt: bytes
     access_event_recorded: bool
     access_event_index: int
-    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[EvidenceEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., receipt: _Optional[bytes] = ..., access_event_recorded: _Optional[bool] = ..., access_event_index: _Optional[int] = ...) -> None: ...
+    state_commit_index: int
+    selector_proofs: _containers.RepeatedCompositeFieldContainer[SelectorProof]
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[EvidenceEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., receipt: _Optional[bytes] = ..., access_event_recorded: _Optional[bool] = ..., access_event_index: _Optional[int] = ..., state_commit_index: _Optional[int] = ..., selector_proofs: _Optional[_Iterable[_Union[SelectorProof, _Mapping]]] = ...) -> None: ...

@@ -176,15 +176,13 @@ class Erasure(_message.Message):
     def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class StateCommit(_message.Message):
-    __slots__ = ("map_root", "batch_time_ms", "map_size", "issued_at_ms", "nonce")
+    __slots__ = ("map_root", "batch_time_ms", "issued_at_ms", "nonce")
     MAP_ROOT_FIELD_NUMBER: _ClassVar[int]
     BATCH_TIME_MS_FIELD_NUMBER: _ClassVar[int]
-    MAP_SIZE_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     map_root: bytes
     batch_time_ms: int
-    map_size: int
     issued_at_ms: int
     nonce: bytes
-    def __init__(self, map_root: _Optional[bytes] = ..., batch_time_ms: _Optional[int] = ..., map_size: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, map_root: _Optional[bytes] = ..., batch_time_ms: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
