@@ -1,0 +1,167 @@
+"""Audit a ledger from the outside: replay the log from the start (or a saved point), verify every entry's
+inclusion, body and signatures and every checkpoint seen, recompute the consent-state map and compare its root
+with every StateCommit. Stops at the first mismatch and reports it with the evidence. Resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from consent_ledger.core import payloads, smt
+from consent_ledger.core.envelope import ParsedEnvelope
+from consent_ledger.core.errors import InvalidInput, VerificationError
+from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.core.state_rules import InForceSets
+from consent_ledger_client.client import LedgerClient
+from consent_ledger_client.verify import VerifiedEntry
+
+FORMAT = "consent-ledger-audit/v1"
+PAGE = 256
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Finding:
+    """The first thing that did not hold, and where."""
+
+    index: int
+    problem: str
+    evidence: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AuditReport:
+    start: int
+    end: int
+    entries: int = 0
+    state_commits: int = 0
+    signatures: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    checkpoint_size: int = 0
+    finding: Finding | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.finding is None
+
+
+class Auditor:
+    """Replays one log through a verifying client. ``operator_keys`` (besides the log key) may register parties.
+
+    With ``resume_file``, progress is saved after each page at the last verified StateCommit (the map and the
+    in-force sets are complete there), and a new Auditor on the same file resumes from that point.
+    """
+
+    def __init__(self, client: LedgerClient, *, operator_keys: tuple[bytes, ...] = (), resume_file: Path | None = None) -> None:
+        self._client = client
+        self._operators = frozenset({client.log_public_key, *operator_keys})
+        self._resume_file = resume_file
+        self._sets = InForceSets()
+        self._map = smt.MemoryMapNodes()
+        self._next = 0
+        self._party_keys: dict[str, frozenset[bytes]] = {}
+        self._saved: dict[str, object] | None = None
+        if resume_file is not None and resume_file.exists():
+            self._load(resume_file)
+
+    def _load(self, path: Path) -> None:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT or data.get("verifier_key_hash") != self._client.log_public_key.hex():
+            raise InvalidInput(f"{path} is not an audit state of this log")
+        self._next = int(data["next_index"])
+        self._party_keys = {p: frozenset(bytes.fromhex(k) for k in ks) for p, ks in data["party_keys"].items()}
+        self._sets = InForceSets.from_json(data["in_force"])
+        root, changed, _ = smt.apply_batch(self._map, {k: smt.value_hash(v.items()) for k, v in self._sets.sets.items()})
+        self._map.apply(changed, ())
+        if root.hex() != data["map_root"]:
+            raise InvalidInput(f"{path} is corrupt: its in-force sets do not give its map root")
+
+    def _snapshot(self, next_index: int) -> None:
+        """Remember the state right after a verified StateCommit: the point a later run resumes from."""
+        self._saved = {
+            "format": FORMAT,
+            "verifier_key_hash": self._client.log_public_key.hex(),
+            "next_index": next_index,
+            "map_root": self._map.root().hex(),
+            "in_force": self._sets.to_json(),
+            "party_keys": {p: sorted(k.hex() for k in ks) for p, ks in self._party_keys.items()},
+        }
+
+    def _save(self) -> None:
+        if self._resume_file is None or self._saved is None:
+            return
+        data = self._saved
+        tmp = self._resume_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._resume_file)
+
+    def run(self, *, end: int | None = None, progress: Progress | None = None) -> AuditReport:
+        """Audit entries from the saved point (or 0) to ``end`` (default: the latest checkpoint's size)."""
+        size = self._client.checkpoint().checkpoint.size
+        end = size if end is None else min(end, size)
+        report = AuditReport(start=self._next, end=end, checkpoint_size=size)
+        try:
+            while self._next < end:
+                page = self._client.get_entries(self._next, min(end, self._next + PAGE))
+                for entry in page:
+                    finding = self._audit_entry(entry, report)
+                    if finding is not None:
+                        report.finding = finding
+                        return report
+                    self._next = entry.index + 1
+                self._save()
+                if progress:
+                    progress(self._next, end)
+        except VerificationError as e:
+            report.finding = Finding(self._next, f"verification failed: {e}")
+        return report
+
+    def _audit_entry(self, entry: VerifiedEntry, report: AuditReport) -> Finding | None:
+        report.entries += 1
+        kind = entry.leaf.payload_type
+        report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
+        env = entry.envelope
+        if env is None:
+            return None  # an erased body: its commitment is still proven, there is nothing more to check
+        report.signatures += len(env.signers)  # verify_entry checked every one of them
+        try:
+            p = payloads.parse_payload(env.payload_type, env.payload)
+        except InvalidInput as e:
+            return Finding(entry.index, f"the entry's payload is malformed: {e}")
+        problem = self._signer_problem(env, p)
+        if problem:
+            return Finding(entry.index, problem)
+        if isinstance(p, payloads.StateCommitPayload):
+            report.state_commits += 1
+            updates = self._sets.take_updates()
+            root, changed, deleted = smt.apply_batch(self._map, updates)
+            self._map.apply(changed, deleted)
+            if root != p.map_root:
+                return Finding(
+                    entry.index,
+                    "the StateCommit's map root differs from the root recomputed from the log",
+                    {"claimed_root": p.map_root.hex(), "recomputed_root": root.hex(), "leaf": entry.leaf_bytes.hex()},
+                )
+            self._snapshot(entry.index + 1)
+            return None
+        if isinstance(p, payloads.PartyRegistrationPayload):
+            self._party_keys[p.party_id] = frozenset(p.public_keys)
+        self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), payloads.consent_id(env.payload), p)
+        return None
+
+    def _signer_problem(self, env: ParsedEnvelope, p: payloads.Payload) -> str | None:
+        signers = set(env.signers)
+        if isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in signers:
+            return "a consent entry not signed by its patient"
+        if isinstance(p, payloads.PartyRegistrationPayload | payloads.StateCommitPayload) and not self._operators & signers:
+            return f"a {type(p).__name__} not signed by the operator"
+        if isinstance(p, payloads.AccessEventPayload):
+            allowed = self._operators | self._party_keys.get(p.party_id, frozenset())
+            if not allowed & signers:
+                return f"an access event not signed by {p.party_id} or the operator"
+        return None
