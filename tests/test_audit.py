@@ -51,12 +51,13 @@ def test_honest_log_passes_and_resumes(database_url, tmp_path):
 
 def test_corrupted_map_node_is_found(database_url):
     with running_server(database_url, state=StatePolicy(max_age_ms=0)) as server:
-        c = _client(server)
-        _populate(c)
-        store = server.service.ledger.store
-        with store.begin() as conn:
+        _populate(_client(server))
+        with server.service.ledger.store.begin() as conn:
             conn.execute(update(schema.map_nodes).where(schema.map_nodes.c.path == b"\x80").values(left_hash=b"\x07" * 32))
-        # Any batch now closes with a StateCommit whose root comes from the corrupted node.
+    # The server keeps committed map nodes in memory; after a restart it reads the corrupted node, and the next
+    # batch closes with a StateCommit whose root comes from it.
+    with running_server(database_url, state=StatePolicy(max_age_ms=0)) as server:
+        c = _client(server)
         c.register_party(log_signer().private_key, party_id="late", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="L")
         report = Auditor(c.ledger).run()
     assert not report.ok

@@ -10,8 +10,10 @@ with an empty set is absent. One function computes the set, for the sequencer an
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consent_ledger.app.errors import Unavailable
@@ -40,23 +42,72 @@ class StatePolicy:
 
 
 def in_force(
-    index: ConsentIndex, key: Key, below: int, batch_rows: Sequence[Mapping[str, object]] = ()
-) -> dict[str, int]:
-    """The in-force grants of ``key`` among entries with index < below, plus this batch's rows: consent id ->
-    index of the grant (the first, should the same consent be logged twice)."""
-    patient, selector = key
-    grants: dict[str, int] = {}
-    for r in index.for_selectors(patient, [selector], below):
-        if r.kind == GRANT:
-            grants.setdefault(r.consent_id, r.index)
+    index: ConsentIndex,
+    patient: bytes,
+    selectors: Collection[str],
+    below: int,
+    batch_rows: Sequence[Mapping[str, object]] = (),
+) -> dict[str, dict[str, int]]:
+    """For each selector, the patient's in-force grants among entries with index < below plus this batch's
+    rows: consent id -> index of the grant (the first, should the same consent be logged twice). Two reads."""
+    grants: dict[str, dict[str, int]] = {sel: {} for sel in selectors}
+    for r in index.for_selectors(patient, selectors, below):
+        if r.kind == GRANT and r.grantee in grants:
+            grants[r.grantee].setdefault(r.consent_id, r.index)
     for row in batch_rows:
-        if row["kind"] == GRANT and row["patient"] == patient and row["grantee"] == selector:
-            grants.setdefault(str(row["consent_id"]), int(row["idx"]))  # type: ignore[call-overload]
-    if not grants:
-        return {}
-    ended = {r.target for r in index.targeting(grants, below)}
-    ended.update(str(row["target"]) for row in batch_rows if row["target"] in grants)
-    return {cid: i for cid, i in grants.items() if cid not in ended}
+        if row["kind"] == GRANT and row["patient"] == patient and row["grantee"] in grants:
+            grants[str(row["grantee"])].setdefault(str(row["consent_id"]), int(row["idx"]))  # type: ignore[call-overload]
+    ids = {cid for g in grants.values() for cid in g}
+    if not ids:
+        return grants
+    ended = {r.target for r in index.targeting(ids, below)}
+    ended.update(str(row["target"]) for row in batch_rows if row["target"] in ids)
+    return {sel: {cid: i for cid, i in g.items() if cid not in ended} for sel, g in grants.items()}
+
+
+_ABSENT = None
+
+
+class NodeCache:
+    """The committed map nodes by position, in memory: storage is read only on a miss (absent positions are
+    remembered too), and each committed batch's change is written through. Bounded; thread-safe."""
+
+    def __init__(self, store: ConsentMap, capacity: int = 500_000) -> None:
+        self._store = store
+        self._capacity = capacity
+        self._nodes: OrderedDict[bytes, smt.MapNode | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, paths: Collection[bytes]) -> dict[bytes, smt.MapNode]:
+        out: dict[bytes, smt.MapNode] = {}
+        missing = []
+        with self._lock:
+            for p in paths:
+                if p in self._nodes:
+                    node = self._nodes[p]
+                    if node is not None:
+                        out[p] = node
+                else:
+                    missing.append(p)
+        if missing:
+            found = self._store.read(missing)
+            with self._lock:
+                for p in missing:
+                    self._nodes[p] = found.get(p)
+                self._trim()
+            out.update(found)
+        return out
+
+    def apply(self, changed: Mapping[bytes, smt.MapNode], deleted: Collection[bytes]) -> None:
+        with self._lock:
+            for p in deleted:
+                self._nodes[p] = _ABSENT
+            self._nodes.update(changed)
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._nodes) > self._capacity:
+            self._nodes.popitem(last=False)
 
 
 class ConsentState:
@@ -65,13 +116,13 @@ class ConsentState:
     def __init__(self, index: ConsentIndex, cmap: ConsentMap, signer: Signer, policy: StatePolicy) -> None:
         self._index = index
         self._map = cmap
+        self._nodes = NodeCache(cmap)
         self._signer = signer
         self.policy = policy
         self.latest: StateCommitRow | None = index.latest_state_commit()
-
-    @property
-    def map(self) -> ConsentMap:
-        return self._map
+        # The map change of the batch being integrated, by the index of its StateCommit; written through to
+        # the cache once that batch committed.
+        self._pending: tuple[int, Mapping[bytes, smt.MapNode], Collection[bytes]] | None = None
 
     def touched_keys(self, rows: Sequence[Mapping[str, object]]) -> set[Key]:
         """The map keys a batch's consent rows change: each grant's, each revoked or superseded grant's."""
@@ -104,31 +155,42 @@ class ConsentState:
         change = None
         if keys:
             new_hashes = {e.index: e.leaf_hash for e in entries}
-            sets = {k: in_force(self._index, k, closing_index, consent_rows) for k in keys}
+            by_patient: dict[bytes, set[str]] = {}
+            for patient, sel in keys:
+                by_patient.setdefault(patient, set()).add(sel)
+            sets = {
+                (patient, sel): live
+                for patient, sels in by_patient.items()
+                for sel, live in in_force(self._index, patient, sels, closing_index, consent_rows).items()
+            }
             old = {i for s in sets.values() for i in s.values() if i not in new_hashes}
             hashes = {**self._index.leaf_hashes(old), **new_hashes} if old else new_hashes
             updates = {
                 smt.map_key(p, sel): smt.value_hash((i, hashes[i]) for i in s.values()) if s else None
                 for (p, sel), s in sets.items()
             }
-            change = self._map.update(updates)
+            change = smt.apply_batch(self._nodes, updates)
         due = self.latest is None or batch_time_ms - self.latest.batch_time_ms >= self.policy.max_age_ms
         if change is None and not heartbeat and not (entries and due):
             return PreparedBatch()
-        if change is None:
-            change = self._map.update({})
-        payload = payloads.build_state_commit(map_root=change.root, batch_time_ms=batch_time_ms)
+        root, changed, deleted = change if change is not None else smt.apply_batch(self._nodes, {})
+        self._pending = (closing_index, changed, deleted)
+        payload = payloads.build_state_commit(map_root=root, batch_time_ms=batch_time_ms)
         closing = parse_envelope(sign_envelope(payloads.STATE_COMMIT, payload, [self._signer.private_key]))
         extra = {
-            **change.extra,
-            "state_commits": [{"idx": closing_index, "map_root": change.root, "batch_time_ms": batch_time_ms}],
+            **self._map.rows(changed, deleted),
+            "state_commits": [{"idx": closing_index, "map_root": root, "batch_time_ms": batch_time_ms}],
         }
         return PreparedBatch(closing, extra)
 
     def committed(self, extra: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
         """Move to the batch's StateCommit once the batch committed."""
         for row in extra.get("state_commits", ()):
-            self.latest = StateCommitRow(int(row["idx"]), bytes(row["map_root"]), int(row["batch_time_ms"]))  # type: ignore[call-overload, arg-type]
+            sc = StateCommitRow(int(row["idx"]), bytes(row["map_root"]), int(row["batch_time_ms"]))  # type: ignore[call-overload, arg-type]
+            if self._pending is not None and self._pending[0] == sc.index:
+                self._nodes.apply(self._pending[1], self._pending[2])
+            self._pending = None
+            self.latest = sc
 
     def proofs(self, keys: Iterable[bytes], attempts: int = 5) -> tuple[StateCommitRow, dict[bytes, smt.MapProof]]:
         """Map proofs for ``keys`` against the latest StateCommit's root (retrying while a batch moves it)."""
@@ -137,7 +199,10 @@ class ConsentState:
             sc = self.latest
             if sc is None:
                 raise Unavailable("the ledger has no consent state commit yet")
-            root, proofs = self._map.prove_many(keys)
+            try:
+                root, proofs = smt.prove_many(self._nodes, keys)
+            except smt.InconsistentMapNodes:  # a batch was written through between two rounds of the walk
+                continue
             if root == sc.map_root:
                 return sc, proofs
             time.sleep(0.01)  # a batch changed the map and its StateCommit is about to be published

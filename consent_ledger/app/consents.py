@@ -126,6 +126,9 @@ class ConsentLedger:
         self._latest: Callable[[], StoredCheckpoint] | None = None
         self._append: Callable[[ParsedEnvelope], object] | None = None
         self.broker: Broker | None = None
+        # The registration in force for each party id, as of the latest batch (dropped when a party re-registers).
+        self._parties: dict[str, PartyRow] = {}
+        self._party_horizon = 0
 
     def attach(
         self,
@@ -234,6 +237,9 @@ class ConsentLedger:
         """Publish the batch's StateCommit; push new entries to watchers: by patient, and revocations by the
         grantee selector they end."""
         self.state.committed(extra)
+        for row in extra.get("parties", ()):
+            self._parties.pop(str(row["party_id"]), None)
+        self._party_horizon = cp.size
         if self.broker is None:
             return
         by_index = {e.index: e for e in entries}
@@ -257,7 +263,12 @@ class ConsentLedger:
         return self._reader, self._latest()
 
     def party(self, party_id: str, below: int) -> PartyRow:
+        cached = self._parties.get(party_id)
+        if cached is not None and cached.index < below:
+            return cached
         party = self._index.party(party_id, below)
+        if party is not None and below >= self._party_horizon:
+            self._parties[party_id] = party
         if party is None:
             raise PermissionDenied(f"organisation {party_id} is not registered with this ledger")
         return party
@@ -309,7 +320,7 @@ class ConsentLedger:
             break_glass_reason=break_glass_reason,
         )
         check_request(request)
-        live = {sel: in_force(self._index, (patient, sel), sc.index) for sel in selectors}
+        live = in_force(self._index, patient, selectors, sc.index)
         grant_indices = {i for s in live.values() for i in s.values()}
         stored = self._index.read_indices(grant_indices | {party.index, sc.index})
         entries = [ledger_entry(s) for s in stored if s.index in grant_indices]

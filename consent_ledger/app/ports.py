@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consent_ledger.core.smt import MapProof
+from consent_ledger.core.smt import MapNode
 from consent_ledger.core.tiles import TileId
 
 
@@ -122,25 +122,15 @@ class StateCommitRow:
     batch_time_ms: int
 
 
-class MapChange(Protocol):
-    """A computed (not yet written) batch of map updates."""
-
-    @property
-    def root(self) -> bytes: ...
-
-    @property
-    def extra(self) -> Mapping[str, Sequence[Mapping[str, object]]]: ...
-
-
 class ConsentMap(Protocol):
-    """The stored consent-state map (DESIGN section 5)."""
+    """The stored consent-state map (DESIGN section 5): node reads, and how to write a change with a batch."""
 
-    def update(self, updates: Mapping[bytes, bytes | None]) -> MapChange:
-        """The root and rows after setting each key's value hash (None removes it); writes nothing."""
+    def read(self, paths: Collection[bytes]) -> Mapping[bytes, MapNode]:
+        """The committed nodes at ``paths``; empty positions are absent from the result."""
         ...
 
-    def prove_many(self, keys: Iterable[bytes]) -> tuple[bytes, dict[bytes, MapProof]]:
-        """The current root and a proof for each key, read in one snapshot."""
+    def rows(self, changed: Mapping[bytes, MapNode], deleted: Collection[bytes]) -> Mapping[str, Sequence[Mapping[str, object]]]:
+        """IntegrationBatch.extra rows that write a change computed by core.smt.apply_batch."""
         ...
 
 

@@ -20,13 +20,15 @@ from consent_ledger.core.rfc6962 import HASH_SIZE, hash_children
 
 
 def expand_tile(data: bytes) -> tuple[bytes, ...]:
-    """Every level of a full tile's subtree: level k holds 256 >> k concatenated hashes."""
+    """Every complete level of a tile's subtree: level k holds the hashes of its complete 2**k-leaf subtrees
+    (256 >> k of them for a full tile; a partial tile's odd hash at the end of a level has no parent yet)."""
     levels = [data]
     row = data
-    while len(row) > HASH_SIZE:
+    while len(row) >= 2 * HASH_SIZE:
+        pairs = len(row) // (2 * HASH_SIZE)
         row = b"".join(
             hash_children(row[i : i + HASH_SIZE], row[i + HASH_SIZE : i + 2 * HASH_SIZE])
-            for i in range(0, len(row), 2 * HASH_SIZE)
+            for i in range(0, pairs * 2 * HASH_SIZE, 2 * HASH_SIZE)
         )
         levels.append(row)
     return tuple(levels)
@@ -57,9 +59,11 @@ class TileCache:
         return levels
 
 
-def _node_from_levels(levels: Sequence[bytes], loc: tiles.NodeLocation) -> bytes:
+def _node_from_levels(levels: Sequence[bytes], loc: tiles.NodeLocation) -> bytes | None:
     sub = loc.count.bit_length() - 1
     i = (loc.start >> sub) * HASH_SIZE
+    if sub >= len(levels) or len(levels[sub]) < i + HASH_SIZE:
+        return None
     return levels[sub][i : i + HASH_SIZE]
 
 
@@ -70,40 +74,47 @@ class TreeReader:
         self._store = store
         self._cache = TileCache(cache_tiles)
         self._edge: Mapping[tiles.TileId, bytes] = {}
+        # The right edge's partial tiles, expanded on first use (replaced with the edge, never mutated).
+        self._edge_levels: dict[tiles.TileId, tuple[bytes, ...]] = {}
 
     def set_edge(self, edge: Mapping[tiles.TileId, bytes]) -> None:
         """Replace the in-memory right edge (the partial tiles of the current tree)."""
-        self._edge = dict(edge)
+        self._edge, self._edge_levels = dict(edge), {}
 
     def remember_full(self, tile: tiles.TileId, data: bytes) -> None:
         """Cache a full tile that was just written."""
         if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
             self._cache.put(tile, data)
 
-    def _cached(self, loc: tiles.NodeLocation, edge: Mapping[tiles.TileId, bytes]) -> bytes | None:
+    def _cached(
+        self, loc: tiles.NodeLocation, edge: Mapping[tiles.TileId, bytes], edge_levels: dict[tiles.TileId, tuple[bytes, ...]]
+    ) -> bytes | None:
         levels = self._cache.get(loc.tile)
         if levels is not None:
             return _node_from_levels(levels, loc)
-        data = edge.get(loc.tile)
-        if data is not None and len(data) >= (loc.start + loc.count) * HASH_SIZE:
-            return tiles.hash_from_tile(data, loc)
-        return None
+        levels = edge_levels.get(loc.tile)
+        if levels is None:
+            data = edge.get(loc.tile)
+            if data is None:
+                return None
+            levels = edge_levels[loc.tile] = expand_tile(data)
+        return _node_from_levels(levels, loc)
 
     def read_cached(self, nodes: Sequence[Node]) -> list[bytes] | None:
         """The node hashes if every one is in memory, else None (then call read_nodes off the event loop)."""
-        edge = self._edge
+        edge, edge_levels = self._edge, self._edge_levels
         out = []
         for node in nodes:
-            h = self._cached(tiles.locate_node(*node), edge)
+            h = self._cached(tiles.locate_node(*node), edge, edge_levels)
             if h is None:
                 return None
             out.append(h)
         return out
 
     def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
-        edge = self._edge
+        edge, edge_levels = self._edge, self._edge_levels
         locs = [tiles.locate_node(*n) for n in nodes]
-        out: list[bytes | None] = [self._cached(loc, edge) for loc in locs]
+        out: list[bytes | None] = [self._cached(loc, edge, edge_levels) for loc in locs]
         missing = {loc.tile for loc, h in zip(locs, out) if h is None}
         if missing:
             rows = self._store.read_tiles(missing)
@@ -115,6 +126,8 @@ class TreeReader:
                     raise CorruptStorage(f"tile {loc.tile} is missing from storage")
                 if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
                     out[i] = _node_from_levels(self._cache.put(loc.tile, data), loc)
+                    if out[i] is None:
+                        raise CorruptStorage(f"tile {loc.tile} is full but has no node {loc}")
                 else:
                     try:
                         out[i] = tiles.hash_from_tile(data, loc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from consent_ledger.app.ports import ConsentRow, PartyRow, StateCommitRow, StoredEntry
 from consent_ledger.storage import schema
@@ -18,6 +18,31 @@ _IN_CHUNK = 500
 def _chunks(items: Sequence[Any], n: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+# Built once: constructing a statement costs more than running it on a warm SQLite connection.
+_FOR_SELECTORS = (
+    select(_c)
+    .where(
+        _c.c.patient == bindparam("patient"),
+        _c.c.grantee.in_(bindparam("selectors", expanding=True)),
+        _c.c.idx < bindparam("below"),
+    )
+    .order_by(_c.c.idx)
+)
+_TARGETING = select(_c).where(_c.c.target.in_(bindparam("ids", expanding=True)), _c.c.idx < bindparam("below"))
+_PARTY = (
+    select(schema.parties)
+    .where(schema.parties.c.party_id == bindparam("party_id"), schema.parties.c.idx < bindparam("below"))
+    .order_by(schema.parties.c.idx.desc())
+    .limit(1)
+)
+_ENTRIES = (
+    select(schema.leaves.c.idx, schema.leaves.c.leaf, schema.bodies.c.envelope)
+    .select_from(schema.leaves.outerjoin(schema.bodies, schema.bodies.c.idx == schema.leaves.c.idx))
+    .where(schema.leaves.c.idx.in_(bindparam("indices", expanding=True)))
+    .order_by(schema.leaves.c.idx)
+)
 
 
 def _row(r: Any) -> ConsentRow:
@@ -35,20 +60,15 @@ class SqlConsentIndex:
         return _row(r) if r else None
 
     def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
-        q = (
-            select(_c)
-            .where(_c.c.patient == patient, _c.c.grantee.in_(list(selectors)), _c.c.idx < below)
-            .order_by(_c.c.idx)
-        )
+        params = {"patient": patient, "selectors": list(selectors), "below": below}
         with self._store.connect() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return [_row(r) for r in conn.execute(_FOR_SELECTORS, params)]
 
     def targeting(self, consent_ids: Collection[str], below: int) -> list[ConsentRow]:
         out: list[ConsentRow] = []
         with self._store.connect() as conn:
             for chunk in _chunks(sorted(consent_ids)):
-                q = select(_c).where(_c.c.target.in_(list(chunk)), _c.c.idx < below)
-                out.extend(_row(r) for r in conn.execute(q))
+                out.extend(_row(r) for r in conn.execute(_TARGETING, {"ids": list(chunk), "below": below}))
         return sorted(out, key=lambda r: r.index)
 
     def for_patient(self, patient: bytes, after: int, limit: int, below: int) -> list[ConsentRow]:
@@ -62,10 +82,8 @@ class SqlConsentIndex:
             return [_row(r) for r in conn.execute(q)]
 
     def party(self, party_id: str, below: int) -> PartyRow | None:
-        p = schema.parties
-        q = select(p).where(p.c.party_id == party_id, p.c.idx < below).order_by(p.c.idx.desc()).limit(1)
         with self._store.connect() as conn:
-            r = conn.execute(q).first()
+            r = conn.execute(_PARTY, {"party_id": party_id, "below": below}).first()
         return PartyRow(r.idx, r.party_id, tuple(x for x in r.roles.split(",") if x)) if r else None
 
     def access_events(self, patient: bytes, after: int, limit: int, below: int) -> list[int]:
@@ -98,17 +116,9 @@ class SqlConsentIndex:
         return bool(self._store.find_envelopes([sha256]))
 
     def read_indices(self, indices: Collection[int]) -> list[StoredEntry]:
-        leaves, bodies = schema.leaves, schema.bodies
         out: list[StoredEntry] = []
         with self._store.connect() as conn:
             for chunk in _chunks(sorted(set(indices))):
-                q = (
-                    select(leaves.c.idx, leaves.c.leaf, bodies.c.envelope)
-                    .select_from(leaves.outerjoin(bodies, bodies.c.idx == leaves.c.idx))
-                    .where(leaves.c.idx.in_(list(chunk)))
-                    .order_by(leaves.c.idx)
-                )
-                out.extend(
-                    StoredEntry(i, bytes(leaf), None if env is None else bytes(env)) for i, leaf, env in conn.execute(q)
-                )
+                rows = conn.execute(_ENTRIES, {"indices": list(chunk)})
+                out.extend(StoredEntry(i, bytes(leaf), None if env is None else bytes(env)) for i, leaf, env in rows)
         return out

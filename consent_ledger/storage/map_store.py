@@ -154,6 +154,10 @@ class SqlMapStore:
         with self.snapshot() as reader:
             return prove_many(reader, keys, window=self._window)
 
+    def rows(self, changed: Mapping[bytes, MapNode], deleted: Collection[bytes]) -> dict[str, list[dict[str, bytes | None]]]:
+        """The IntegrationBatch.extra rows that write a change computed by core.smt.apply_batch."""
+        return MapUpdate(EMPTY_HASH, map_rows(changed, deleted)).extra
+
     def update(self, updates: Mapping[bytes, bytes | None]) -> MapUpdate:
         """Compute a batch (key -> new value hash, None to remove) against the stored map; writes nothing.
 
