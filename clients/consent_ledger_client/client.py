@@ -139,12 +139,14 @@ class LedgerClient:
         Raises VerificationError for a bad signature or malformed checkpoint, InconsistentCheckpoints for a
         split view (the error carries both signed notes and the proof).
         """
+        with self._lock:
+            last = self._last
+        if last is not None and bytes(note) == last[1]:
+            return last[0]  # the very note already verified and remembered
         try:
             cp = open_checkpoint(note, self._verifier)
         except InvalidInput as e:
             raise VerificationError(f"malformed checkpoint: {e}") from e
-        with self._lock:
-            last = self._last
         if last is None:
             self._remember(cp, note)
             return cp
