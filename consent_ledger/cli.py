@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from consent_ledger_client import ConsentClient, LedgerClient
+from consent_ledger_client import (
+    ConsentClient,
+    IncompleteEvidence,
+    LedgerClient,
+    StaleEvidence,
+)
 from consent_ledger_client.bundle import (
     export_consent_bundle,
     export_decision_receipt,
@@ -55,6 +60,7 @@ from consent_ledger.presentation import (
     access_event_json,
     access_event_line,
     checkpoint_json,
+    closing_commit_line,
     consent_view_json,
     consent_view_line,
     consistency_phrase,
@@ -70,6 +76,8 @@ from consent_ledger.presentation import (
     plural,
     short_id,
     short_key,
+    state_commit_json,
+    state_commit_of,
     verification_json,
     verified_decision_json,
 )
@@ -105,6 +113,7 @@ ENV_PATIENT_KEY_FILE = "CONSENT_LEDGER_PATIENT_KEY_FILE"
 ENV_PARTY = "CONSENT_LEDGER_PARTY"
 
 MS_PER_DAY = 86_400_000
+DEFAULT_MAX_STATE_AGE_S = 120.0
 
 
 class CliError(ConsentLedgerError):
@@ -395,18 +404,19 @@ def submit_and_report(
     with connect(args) as client:
         previous = client.last_checkpoint
         receipt = client.submit(envelope)
+        closing = None if receipt.duplicate else _closing_commit(client, receipt.entry)
     entry = receipt.entry
     cid = payloads.consent_id(payload)
     dup = " (already in the log: identical entry submitted before)" if receipt.duplicate else ""
-    human = "\n".join(
-        [
-            f"{kind_name(payload_type)} appended{dup}",
-            f"  index            {entry.index}",
-            f"  consent id       {cid}",
-            f"  checkpoint size  {entry.checkpoint.size}",
-            entry_verification(entry, previous),
-        ]
-    )
+    lines = [
+        f"{kind_name(payload_type)} appended{dup}",
+        f"  index            {entry.index}",
+        f"  consent id       {cid}",
+        f"  checkpoint size  {entry.checkpoint.size}",
+        entry_verification(entry, previous),
+    ]
+    if closing is not None:
+        lines.append(closing_commit_line(*closing))
     data = {
         "index": entry.index,
         "consent_id": cid,
@@ -415,10 +425,23 @@ def submit_and_report(
         "checkpoint": checkpoint_json(entry.checkpoint),
         "checkpoint_note": receipt.note.decode("utf-8"),
         "verified": verification_json(entry, previous),
+        "state_commit": state_commit_json(*closing) if closing is not None else None,
         **extra,
     }
-    emit(args, human, data)
+    emit(args, "\n".join(lines), data)
     return EXIT_OK
+
+
+def _closing_commit(
+    client: LedgerClient, entry: VerifiedEntry
+) -> tuple[VerifiedEntry, payloads.StateCommitPayload] | None:
+    """The StateCommit right after a consent change, which closes its batch (when the checkpoint covers it and
+    nothing else was batched in between): fetched and verified like any entry."""
+    if entry.index + 1 >= entry.checkpoint.size:
+        return None
+    after = client.get_entry(entry.index + 1)
+    commit = state_commit_of(after, client.log_public_key)
+    return (after, commit) if commit is not None else None
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
@@ -467,7 +490,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     with connect(args) as client:
         previous = client.last_checkpoint
         entry = client.get_entry(args.index)
-    emit(args, "\n".join([*describe_entry(entry), entry_verification(entry, previous)]), entry_json(entry, previous))
+        log_key = client.log_public_key
+    human = [*describe_entry(entry, log_key=log_key), entry_verification(entry, previous, log_key=log_key)]
+    emit(args, "\n".join(human), entry_json(entry, previous))
     return EXIT_OK
 
 
@@ -478,8 +503,9 @@ def cmd_entries(args: argparse.Namespace) -> int:
         previous = client.last_checkpoint
         entries = client.get_entries(args.start, args.end)
         cp = entries[0].checkpoint if entries else client.checkpoint().checkpoint
+        log_key = client.log_public_key
     if entries:
-        lines = [entry_summary(e) for e in entries]
+        lines = [entry_summary(e, log_key=log_key) for e in entries]
         last = entries[-1].index
         more = f" (the log holds {cp.size}; asked up to {args.end})" if last + 1 < args.end else ""
         lines.append(
@@ -740,9 +766,12 @@ def cmd_check_access(args: argparse.Namespace) -> int:
     if args.break_glass and not (args.reason or "").strip():
         raise CliError("--break-glass needs --reason TEXT: why this is an emergency (it is recorded and reviewed)")
     time_ms = parse_when(args.at, "--at") if args.at else 0
+    if not args.max_state_age > 0:
+        raise CliError("--max-state-age must be a positive number of seconds")
+    max_age_ms = round(args.max_state_age * 1000)
     with connect(args, party=party) as client:
         previous = client.last_checkpoint
-        vd = ConsentClient(client).check_access(
+        vd = ConsentClient(client, max_state_age_ms=max_age_ms).check_access(
             patient,
             action=args.action,
             purpose=args.purpose,
@@ -752,14 +781,18 @@ def cmd_check_access(args: argparse.Namespace) -> int:
             break_glass_reason=args.reason or "",
             record=args.record,
         )
-    lines = [*decision_lines(vd.decision, now_ms=_now_ms()), decision_verification(vd, previous)]
+    now = _now_ms()
+    lines = [
+        *decision_lines(vd.decision, now_ms=now),
+        decision_verification(vd, previous, now_ms=now, max_state_age_ms=max_age_ms),
+    ]
     if vd.access_event_index is not None:
         lines.append(f"recorded as access event #{vd.access_event_index} (signed by the ledger)")
     if args.receipt_out:
         _write_output(args.receipt_out, json.dumps(export_decision_receipt(vd.receipt), indent=2) + "\n")
         if args.receipt_out != "-":
             lines.append(f"signed receipt saved to {args.receipt_out} (check it offline with verify-receipt)")
-    data_out = verified_decision_json(vd, previous)
+    data_out = verified_decision_json(vd, previous, max_state_age_ms=max_age_ms)
     data_out["receipt_out"] = args.receipt_out
     emit(args, "\n".join(lines), data_out)
     return EXIT_OK
@@ -849,7 +882,7 @@ def _pushed_line(v: VerifiedEntry, log_key: bytes) -> str:
     if isinstance(payload, payloads.AccessEventPayload):
         text = f"access event {access_event_line(v, payload, log_key)}"
     else:
-        text = entry_summary(v)
+        text = entry_summary(v, log_key=log_key)
     return f"{text}  [verified: inclusion in checkpoint of size {v.checkpoint.size}]"
 
 
@@ -1096,6 +1129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why the glass is broken (required with --break-glass; recorded and reviewed)")
     p.add_argument("--record", action="store_true", help="record an access event for this decision in the same call")
     p.add_argument("--at", metavar="WHEN", help="decide as of this time (default: now)")
+    p.add_argument("--max-state-age", type=float, default=DEFAULT_MAX_STATE_AGE_S, metavar="SECONDS",
+                   help="refuse the answer (exit 3) if the signed consent state it rests on is older than this "
+                        "(default: %(default)g; a ledger commits its state every 30 s by default, even when idle)")
     p.add_argument("--receipt-out", metavar="FILE", help="save the signed decision receipt as JSON ('-': stdout)")
     add_client_options(p)
     p.set_defaults(func=cmd_check_access)
@@ -1208,6 +1244,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             f"verification failed: the checkpoint is not signed by the pinned log key ({e}); "
             "check --log-key/--log-key-file",
+            EXIT_VERIFICATION,
+        )
+    except StaleEvidence as e:
+        return _fail(
+            f"verification failed: {e}\n  (a ledger commits its consent state every 30 s by default, even when idle: "
+            "older state means the server is behind or holding changes back; --max-state-age SECONDS accepts older)",
+            EXIT_VERIFICATION,
+        )
+    except IncompleteEvidence as e:
+        return _fail(
+            f"verification failed: {e}\n  (the server left out or added consents compared with the consent state "
+            "it signed: do not act on this decision)",
             EXIT_VERIFICATION,
         )
     except VerificationError as e:

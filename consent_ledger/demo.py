@@ -24,7 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consent_ledger_client import ConsentClient, LedgerClient, SubmitReceipt, VerifiedDecision, VerifiedEntry
+from consent_ledger_client import (
+    ConsentClient,
+    LedgerClient,
+    SubmitReceipt,
+    VerifiedDecision,
+    VerifiedEntry,
+)
 from consent_ledger_client.bundle import (
     export_consent_bundle,
     export_decision_receipt,
@@ -33,6 +39,7 @@ from consent_ledger_client.bundle import (
 )
 
 from consent_ledger import presentation as show
+from consent_ledger.core import payloads
 from consent_ledger.core.note import Signer
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.keys import read_key, verifier_key_of, write_new_key
@@ -123,6 +130,17 @@ def _grant(ctx: DemoContext, name: str, grantee: Party, purposes: list[str], dat
         f"valid until {show.format_time(now + days * MS_PER_DAY)[:10]}"
     )
     ctx.say(show.entry_verification(receipt.entry, previous))
+    _say_closing_commit(ctx, receipt.entry)
+
+
+def _say_closing_commit(ctx: DemoContext, entry: VerifiedEntry) -> None:
+    """Show the StateCommit that closed the batch of a consent change (the entry right after it), verified."""
+    if entry.index + 1 >= entry.checkpoint.size:
+        return
+    after = ctx.log.get_entry(entry.index + 1)
+    commit = show.state_commit_of(after, ctx.log.log_public_key)
+    if commit is not None:
+        ctx.say(show.closing_commit_line(after, commit))
 
 
 def _check(
@@ -139,7 +157,7 @@ def _check(
         record=record,
     )
     ctx.say("\n".join(show.decision_lines(vd.decision)))
-    ctx.say(show.decision_verification(vd, with_previous=False))
+    ctx.say(show.decision_verification(vd, with_previous=False, now_ms=_now_ms()))
     return vd
 
 
@@ -167,6 +185,12 @@ def register_parties(ctx: DemoContext) -> None:
         f"verified: each registration is included in the log (checkpoint of size {cp.size} signed by {cp.origin}), "
         "its body matches its leaf, and its signature by the operator's key (the log key) verifies"
     )
+    commits = [e.index for e in ctx.log.get_entries(0, cp.size) if show.state_commit_of(e, ctx.log.log_public_key)]
+    if commits:
+        ctx.say(
+            f"entry #{commits[0]} is the ledger's own StateCommit: the signed root of its consent-state map, written "
+            "after the log's first batch and after every batch that changes consents"
+        )
     path = ctx.workdir / "checkpoint-first.note"
     path.write_bytes(last.note)
     ctx.files["first-checkpoint"] = path
@@ -182,9 +206,16 @@ def insurer_refused(ctx: DemoContext) -> None:
     """Acme Insurance asks for HPAYMT (payment) access to the laboratory results: refused."""
     vd = _check(ctx, INSURER, "HPAYMT", [LAB])
     assert vd.decision.decision == "DENY"
-    if not vd.decision.consent_ids and len(vd.evidence) == 1:
-        ctx.say("the refusal cites no consent and its only evidence is the insurer's own registration:")
-        ctx.say("nothing in it reveals that Alice has consented to General Hospital")
+    state = show.consent_state(vd)
+    complete = state is not None and not any(state.in_force.values())
+    cites_none = not vd.decision.consent_ids and all(
+        v.leaf.payload_type in (payloads.PARTY_REGISTRATION, payloads.STATE_COMMIT) for v in vd.evidence
+    )
+    if complete and cites_none:
+        ctx.say(
+            "so the refusal is provably complete, and it cites no consent: its only entries are the insurer's "
+            "registration and the StateCommit"
+        )
 
 
 def grant_insurer(ctx: DemoContext) -> None:
@@ -229,6 +260,7 @@ def revoke_insurer(ctx: DemoContext) -> None:
     ctx.indices["revocation"] = receipt.index
     ctx.say(f"Alice's revocation of consent {show.short_id(ctx.consent_ids['insurer'])} appended as entry #{receipt.index}")
     ctx.say(show.entry_verification(receipt.entry, previous))
+    _say_closing_commit(ctx, receipt.entry)
     watcher.join(WATCH_SECONDS)
     if pushed:
         v, at = pushed[0]
@@ -239,7 +271,14 @@ def revoke_insurer(ctx: DemoContext) -> None:
     else:
         ctx.say(f"the insurer's watch received nothing ({errors[0] if errors else 'timed out'})")
     ctx.say("the insurer asks again:")
-    _check(ctx, INSURER, "HPAYMT", [LAB])
+    vd = _check(ctx, INSURER, "HPAYMT", [LAB])
+    state = show.consent_state(vd)
+    selector = f"org:{INSURER.party_id}"
+    if state is not None and ctx.consent_ids["insurer"] not in state.in_force.get(selector, ()):
+        ctx.say(
+            f"the revoked consent left the in-force set: the map proof for {selector} against StateCommit "
+            f"#{state.entry.index} shows it is gone"
+        )
 
 
 def break_glass(ctx: DemoContext) -> None:

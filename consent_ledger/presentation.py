@@ -16,7 +16,7 @@ from consent_ledger_client import ConsentView, VerifiedDecision, VerifiedEntry
 
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint
-from consent_ledger.core.decision import Decision
+from consent_ledger.core.decision import Decision, grantee_selectors
 from consent_ledger.core.envelope import keyid_for
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.rfc6962 import hash_leaf
@@ -56,19 +56,56 @@ def consistency_phrase(previous: Checkpoint | None, current: Checkpoint) -> str:
     return f"consistent with previous checkpoint size {previous.size}"
 
 
-def entry_verification(entry: VerifiedEntry, previous: Checkpoint | None = None, *, with_previous: bool = True) -> str:
-    """The sentence saying exactly what the client library checked for ``entry``."""
+def signers_text(signers: Sequence[bytes], log_key: bytes | None = None) -> str:
+    """The signing keys, short; the log's own key named as such when ``log_key`` is given."""
+    return ", ".join(f"the log key ({short_key(k)})" if k == log_key else short_key(k) for k in signers)
+
+
+def entry_verification(
+    entry: VerifiedEntry,
+    previous: Checkpoint | None = None,
+    *,
+    with_previous: bool = True,
+    log_key: bytes | None = None,
+) -> str:
+    """The sentence saying exactly what the client library checked for ``entry``. ``log_key``: the pinned log's
+    public key, to name it when it signed the entry (StateCommits, party registrations)."""
     cp = entry.checkpoint
     parts = [f"inclusion of leaf {entry.index} in checkpoint of size {cp.size} signed by {cp.origin}"]
     if entry.envelope is None:
         parts.append("body erased: only the leaf commitment remains (nothing to hash)")
     else:
         parts.append("body hash matches leaf commitment")
-        signers = ", ".join(short_key(k) for k in entry.envelope.signers)
-        parts.append(f"envelope signature by {signers} verifies")
+        parts.append(f"envelope signature by {signers_text(entry.envelope.signers, log_key)} verifies")
     if with_previous:
         parts.append(consistency_phrase(previous, cp))
     return "verified: " + "; ".join(parts)
+
+
+def state_commit_of(entry: VerifiedEntry, log_key: bytes) -> payloads.StateCommitPayload | None:
+    """The entry's StateCommit payload, if it is one signed by the log key; else None."""
+    payload = decode_payload(entry)
+    if isinstance(payload, payloads.StateCommitPayload) and entry.envelope and log_key in entry.envelope.signers:
+        return payload
+    return None
+
+
+def closing_commit_line(entry: VerifiedEntry, commit: payloads.StateCommitPayload) -> str:
+    """One line for the StateCommit that closed the batch of a consent change."""
+    return (
+        f"the ledger closed the batch with StateCommit #{entry.index}: consent-state map root "
+        f"{commit.map_root.hex()[:16]}... as of {format_time(commit.batch_time_ms)}, signed by the log key"
+    )
+
+
+def state_commit_json(entry: VerifiedEntry, commit: payloads.StateCommitPayload) -> dict[str, Any]:
+    return {
+        "index": entry.index,
+        "map_root": commit.map_root.hex(),
+        "batch_time_ms": commit.batch_time_ms,
+        "batch_time": iso_time(commit.batch_time_ms),
+        "signed_by_log_key": True,
+    }
 
 
 def verification_json(entry: VerifiedEntry, previous: Checkpoint | None) -> dict[str, Any]:
@@ -91,6 +128,7 @@ _KIND_NAMES = {
     payloads.PARTY_REGISTRATION: "party registration",
     payloads.DELEGATION: "delegation",
     payloads.ERASURE: "erasure",
+    payloads.STATE_COMMIT: "state commit",
 }
 
 
@@ -189,15 +227,24 @@ def entry_json(entry: VerifiedEntry, previous: Checkpoint | None) -> dict[str, A
     }
 
 
-def describe_entry(entry: VerifiedEntry, *, indent: str = "  ") -> list[str]:
-    """Readable lines for an entry: what it is, when it was integrated, and its decoded payload."""
+def describe_entry(entry: VerifiedEntry, *, indent: str = "  ", log_key: bytes | None = None) -> list[str]:
+    """Readable lines for an entry: what it is, when it was integrated, and its decoded payload. ``log_key``: the
+    pinned log's public key, to say when the log itself signed the entry."""
     out = [f"entry {entry.index}: {kind_name(entry.leaf.payload_type)}"]
     rows: list[tuple[str, str]] = [("integrated", format_time(entry.leaf.integrated_time_ms))]
+    payload = decode_payload(entry)
     if entry.envelope is None:
         rows.append(("body", "erased (the leaf still commits to it)"))
+    elif isinstance(payload, payloads.StateCommitPayload):
+        rows += [
+            ("signed by", signers_text(entry.envelope.signers, log_key)),
+            ("map root", payload.map_root.hex()),
+            ("batch time", format_time(payload.batch_time_ms)),
+            ("what", ("the consent-state map's root after this batch: access checks prove against it which "
+                      "consents are in force, as of the batch time")),
+        ]
     else:
         rows.append(("consent id", payloads.consent_id(entry.envelope.payload)))
-        payload = decode_payload(entry)
         if payload is None:
             rows.append(("payload", f"{len(entry.envelope.payload)} bytes of {entry.leaf.payload_type}"))
         else:
@@ -207,12 +254,16 @@ def describe_entry(entry: VerifiedEntry, *, indent: str = "  ") -> list[str]:
     return out
 
 
-def entry_summary(entry: VerifiedEntry) -> str:
-    """One line for an entry in a listing."""
+def entry_summary(entry: VerifiedEntry, *, log_key: bytes | None = None) -> str:
+    """One line for an entry in a listing. ``log_key``: the pinned log's public key, to say when the log itself
+    signed the entry."""
     head = f"#{entry.index:<5} {format_time(entry.leaf.integrated_time_ms)}  {kind_name(entry.leaf.payload_type)}"
     payload = decode_payload(entry)
     if entry.envelope is None:
         return f"{head}  (body erased)"
+    if isinstance(payload, payloads.StateCommitPayload):
+        by = "  signed by the log key" if log_key is not None and log_key in entry.envelope.signers else ""
+        return f"{head}  map root {payload.map_root.hex()[:16]}...  as of {format_time(payload.batch_time_ms)}{by}"
     cid = payloads.consent_id(entry.envelope.payload)[:16]
     if isinstance(payload, payloads.ConsentGrantPayload):
         what = (
@@ -358,8 +409,79 @@ def plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def decision_verification(vd: VerifiedDecision, previous: Checkpoint | None = None, *, with_previous: bool = True) -> str:
-    """The sentence saying what the client library checked for a decision."""
+@dataclasses.dataclass(frozen=True)
+class ConsentState:
+    """What a verified decision's completeness rests on (DESIGN section 5): the signed StateCommit, the grantee
+    selectors that could name the requester (one map proof each, checked by the client), and the in-force
+    consents per selector that the evidence holds (the client checked they are exactly the committed set)."""
+
+    entry: VerifiedEntry
+    commit: payloads.StateCommitPayload
+    selectors: tuple[str, ...]
+    in_force: dict[str, tuple[str, ...]]  # selector -> consent ids, in log order
+
+
+def consent_state(vd: VerifiedDecision) -> ConsentState | None:
+    """The consent state a verified decision rests on, read back from its evidence; None when the evidence does
+    not name a single StateCommit (then the CLI cannot say which one the client checked against)."""
+    commits = []
+    r = vd.decision.request
+    selectors = grantee_selectors(r.requester_id, r.requester_roles)
+    in_force: dict[str, list[str]] = {sel: [] for sel in selectors}
+    for v in sorted(vd.evidence, key=lambda e: e.index):
+        p = decode_payload(v)
+        if isinstance(p, payloads.StateCommitPayload):
+            commits.append((v, p))
+        elif isinstance(p, payloads.ConsentGrantPayload) and p.grantee in in_force and v.envelope is not None:
+            in_force[p.grantee].append(payloads.consent_id(v.envelope.payload))
+    if len(commits) != 1:
+        return None
+    (entry, commit), = commits
+    return ConsentState(entry, commit, selectors, {k: tuple(v) for k, v in in_force.items()})
+
+
+def _in_force_phrase(state: ConsentState) -> str:
+    held = [(sel, ids) for sel, ids in state.in_force.items() if ids]
+    if not held:
+        return "no consent is in force for any of them, so none can have been left out"
+    some = ", ".join(f"{plural(len(ids), 'consent', 'consents')} for {sel}" for sel, ids in held)
+    rest = [sel for sel, ids in state.in_force.items() if not ids]
+    none = f"; none for {', '.join(rest)}" if rest else ""
+    return f"the evidence is exactly the in-force set for each ({some}{none}), so nothing was left out"
+
+
+def state_verification(vd: VerifiedDecision, *, now_ms: int | None = None, max_state_age_ms: int | None = None) -> str:
+    """The sentence saying what the client checked about the decision's completeness and freshness."""
+    state = consent_state(vd)
+    r = vd.decision.request
+    selectors = ", ".join(grantee_selectors(r.requester_id, r.requester_roles))
+    if state is None:
+        return (
+            f"verified: map proofs for {selectors} against the ledger's signed consent state; the evidence is exactly "
+            "the in-force set for each, so nothing was left out"
+        )
+    c = state.commit
+    age = ""
+    if now_ms is not None:
+        age = f", {max(0, now_ms - c.batch_time_ms) / 1000:.0f} s old"
+        if max_state_age_ms is not None:
+            age += f", at most {max_state_age_ms / 1000:g} s accepted"
+    return (
+        f"verified: consent state as of {format_time(c.batch_time_ms)} (StateCommit #{state.entry.index}, signed by "
+        f"the log key{age}): map proofs for {selectors} hold; {_in_force_phrase(state)}"
+    )
+
+
+def decision_verification(
+    vd: VerifiedDecision,
+    previous: Checkpoint | None = None,
+    *,
+    with_previous: bool = True,
+    now_ms: int | None = None,
+    max_state_age_ms: int | None = None,
+) -> str:
+    """Two lines saying what the client library checked for a decision: the evidence and the decision, then the
+    consent state the evidence was proven complete against."""
     cp = vd.checkpoint
     parts = [
         f"{plural(len(vd.evidence), 'evidence entry', 'evidence entries')} proven in checkpoint of size "
@@ -371,10 +493,30 @@ def decision_verification(vd: VerifiedDecision, previous: Checkpoint | None = No
         parts.append(f"access event #{vd.access_event_index} records this decision")
     if with_previous:
         parts.append(consistency_phrase(previous, cp))
-    return "verified: " + "; ".join(parts)
+    state = state_verification(vd, now_ms=now_ms, max_state_age_ms=max_state_age_ms)
+    return "verified: " + "; ".join(parts) + "\n" + state
 
 
-def verified_decision_json(vd: VerifiedDecision, previous: Checkpoint | None) -> dict[str, Any]:
+def verified_decision_json(
+    vd: VerifiedDecision, previous: Checkpoint | None, *, max_state_age_ms: int | None = None
+) -> dict[str, Any]:
+    state = consent_state(vd)
+    r = vd.decision.request
+    state_json: dict[str, Any] = {
+        "selectors": list(grantee_selectors(r.requester_id, r.requester_roles)),
+        "map_proofs_verified": True,
+        "evidence_is_exactly_the_in_force_set": True,
+        "max_state_age_ms": max_state_age_ms,
+    }
+    if state is not None:
+        state_json.update(
+            state_commit_index=state.entry.index,
+            map_root=state.commit.map_root.hex(),
+            batch_time_ms=state.commit.batch_time_ms,
+            batch_time=iso_time(state.commit.batch_time_ms),
+            signed_by_log_key=True,
+            in_force={sel: list(ids) for sel, ids in state.in_force.items()},
+        )
     return {
         **decision_json(vd.decision),
         "checkpoint": checkpoint_json(vd.checkpoint),
@@ -387,6 +529,7 @@ def verified_decision_json(vd: VerifiedDecision, previous: Checkpoint | None) ->
             "signed_by": vd.checkpoint.origin,
             "decision_recomputed_equal": True,
             "receipt_signature": True,
+            "consent_state": state_json,
             "previous_checkpoint_size": previous.size if previous else None,
             "consistent_with_previous": True if previous else None,
         },

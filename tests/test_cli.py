@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -26,8 +27,9 @@ from consent_ledger.cli import (
 )
 from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
-from consent_ledger.core.envelope import sign_envelope
+from consent_ledger.core.envelope import keyid_for, sign_envelope
 from consent_ledger.core.note import Signer, format_signer_key, format_verifier_key
+from consent_ledger.presentation import format_time
 
 from .entries_support import grant_envelope
 from .server_support import log_signer, log_verifier_key, running_server
@@ -119,6 +121,26 @@ def test_keygen_patient(patient_key: Path, capsys: pytest.CaptureFixture[str]) -
 # -- the client commands --------------------------------------------------------------------------------------
 
 
+LOG_KEY_ID = keyid_for(log_signer().public_key)
+
+
+def assert_closed_by_state_commit(submitted: dict, conn: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    """A consent change's batch ends with a StateCommit signed by the log key, right after it, inside the
+    checkpoint the submission reported; the command said so. Returns the StateCommit entry (JSON)."""
+    index, size = submitted["index"], submitted["checkpoint"]["size"]
+    assert size == index + 2, "a lone consent change is followed by exactly its StateCommit"
+    commit = run_json(capsys, "get", str(index + 1), *conn)
+    assert commit["kind"] == "state commit" and commit["payload_type"] == payloads.STATE_COMMIT
+    assert commit["signers"] == [LOG_KEY_ID]
+    assert len(commit["payload"]["map_root"]) == 64
+    assert commit["payload"]["batch_time_ms"] == commit["integrated_time_ms"]
+    reported = dict(submitted["state_commit"])
+    assert reported.pop("batch_time").startswith(commit["integrated_time"][:19])
+    assert reported == {"index": index + 1, "map_root": commit["payload"]["map_root"],
+                        "batch_time_ms": commit["payload"]["batch_time_ms"], "signed_by_log_key": True}
+    return commit
+
+
 def test_grant_get_revoke_checkpoint_consistency(
     conn: list[str], patient_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -126,19 +148,23 @@ def test_grant_get_revoke_checkpoint_consistency(
     first = run_json(capsys, "grant", "--key", str(patient_key), *GRANT, "--legal-basis", "PIPL-29", *conn)
     assert first["index"] == 0 and not first["duplicate"]
     assert len(first["consent_id"]) == 64
-    assert first["checkpoint"]["size"] == 1 and first["checkpoint"]["origin"] == "ledger.test/log"
-    assert first["verified"]["inclusion"] == {"leaf_index": 0, "tree_size": 1, "signed_by": "ledger.test/log"}
+    size1 = first["checkpoint"]["size"]
+    assert first["checkpoint"]["origin"] == "ledger.test/log"
+    assert first["verified"]["inclusion"] == {"leaf_index": 0, "tree_size": size1, "signed_by": "ledger.test/log"}
     assert first["verified"]["body_hash_matches_leaf"] is True
     assert first["verified"]["previous_checkpoint_size"] is None
 
     saved = tmp_path / "first.note"
     cp = run_json(capsys, "checkpoint", "--save", str(saved), *conn)
-    assert cp["checkpoint"]["size"] == 1 and cp["previous_size"] == 1
+    assert cp["checkpoint"]["size"] == size1 and cp["previous_size"] == size1
     assert saved.read_text() == cp["note"]
+    root1 = assert_closed_by_state_commit(first, conn, capsys)["payload"]["map_root"]
 
     second = run_json(capsys, "grant", "--key", str(patient_key), "--grantee", "role:insurer", "--action", "access,use",
                       "--purpose", "HPAYMT", "--data-class", "coverage-and-billing", "--deny", *conn)
-    assert second["index"] == 1 and second["verified"]["previous_checkpoint_size"] == 1
+    assert second["index"] == size1 and second["verified"]["previous_checkpoint_size"] == size1
+    root2 = assert_closed_by_state_commit(second, conn, capsys)["payload"]["map_root"]
+    assert root2 != root1  # the new grant is in force: the consent state changed
 
     got = run_json(capsys, "get", "0", *conn)
     assert got["consent_id"] == first["consent_id"]
@@ -147,42 +173,64 @@ def test_grant_get_revoke_checkpoint_consistency(
     assert got["payload"]["purposes"] == ["TREAT"]
     assert got["payload"]["data_classes"] == ["laboratory-results", "imaging"]
     assert got["payload"]["legal_basis"] == {"code": "PIPL-29", "text": ""}
-    assert got["verified"]["inclusion"]["tree_size"] == 2
+    assert got["verified"]["inclusion"]["tree_size"] == second["checkpoint"]["size"]
     assert got["payload"]["validity"]["end_ms"] - got["payload"]["validity"]["start_ms"] == 30 * 86_400_000
 
     revoked = run_json(capsys, "revoke", "--key", str(patient_key), "--consent-id", first["consent_id"],
                        "--reason", "moved", *conn)
-    assert revoked["index"] == 2 and revoked["revoked_consent_id"] == first["consent_id"]
+    assert revoked["index"] == second["checkpoint"]["size"] and revoked["revoked_consent_id"] == first["consent_id"]
     assert revoked["payload_type"] == payloads.CONSENT_REVOCATION
+    root3 = assert_closed_by_state_commit(revoked, conn, capsys)["payload"]["map_root"]
+    assert root3 not in (root1, root2)  # the revoked grant left the in-force set
 
+    # The log: each consent change, then the StateCommit that closed its batch; nothing else.
     listed = run_json(capsys, "entries", "0", "10", *conn)
-    assert [e["index"] for e in listed["entries"]] == [0, 1, 2]
-    assert listed["entries"][1]["payload"]["decision"] == "DENY"
-    assert listed["entries"][2]["payload"]["consent_id"] == first["consent_id"]
+    assert [(e["index"], e["kind"]) for e in listed["entries"]] == [
+        (0, "consent grant"), (1, "state commit"), (2, "consent grant"), (3, "state commit"),
+        (4, "consent revocation"), (5, "state commit")]  # fmt: skip
+    assert listed["entries"][2]["payload"]["decision"] == "DENY"
+    assert listed["entries"][4]["payload"]["consent_id"] == first["consent_id"]
+    assert [e["payload"]["map_root"] for e in listed["entries"][1::2]] == [root1, root2, root3]
 
     state = run_json(capsys, "consistency", *conn)
     assert state == {"compared": True, "consistent": True, "old": state["latest"], "latest": state["latest"]}
     old = run_json(capsys, "consistency", "--old-note", str(saved), *conn)
-    assert old["consistent"] is True and old["old"]["size"] == 1 and old["latest"]["size"] == 3
+    assert old["consistent"] is True and old["old"]["size"] == size1
+    assert old["latest"]["size"] == revoked["checkpoint"]["size"] == 6
 
     note = run_json(capsys, "verify-note", str(saved), "--log-key-file", conn[conn.index("--log-key-file") + 1])
-    assert note["checkpoint"]["size"] == 1 and note["signature_verified"] is True
+    assert note["checkpoint"]["size"] == size1 and note["signature_verified"] is True
 
 
 def test_human_output_says_what_was_verified(conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["grant", "--key", str(patient_key), *GRANT, *conn]) == 0
     out = capsys.readouterr().out
-    assert "index            0" in out and "checkpoint size  1" in out
-    assert "verified: inclusion of leaf 0 in checkpoint of size 1 signed by ledger.test/log" in out
+    assert "index            0" in out and "checkpoint size  2" in out
+    assert "verified: inclusion of leaf 0 in checkpoint of size 2 signed by ledger.test/log" in out
     assert "body hash matches leaf commitment" in out
+    assert "the ledger closed the batch with StateCommit #1: consent-state map root " in out
     assert main(["grant", "--key", str(patient_key), *GRANT, *conn]) == 0
-    assert "consistent with previous checkpoint size 1" in capsys.readouterr().out
-    assert main(["get", "1", *conn]) == 0
     out = capsys.readouterr().out
+    assert "index            2" in out and "consistent with previous checkpoint size 2" in out
+    assert main(["get", "2", *conn]) == 0
+    out = capsys.readouterr().out
+    assert "entry 2: consent grant" in out
     assert "purposes" in out and "TREAT (treatment)" in out and "org:hospital-1" in out
+    # A StateCommit reads as what it is: the map root, its time, signed by the log key.
+    root = run_json(capsys, "get", "3", *conn)["payload"]["map_root"]
+    assert main(["get", "3", *conn]) == 0
+    out = capsys.readouterr().out
+    assert "entry 3: state commit" in out and f"map root    {root}" in out and "batch time  " in out
+    assert f"signed by   the log key (ed25519:{log_signer().public_key.hex()[:16]}...)" in out
+    assert "envelope signature by the log key (ed25519:" in out
+    assert main(["entries", "0", "4", *conn]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "consent grant  PERMIT org:hospital-1" in lines[0]
+    assert "state commit  map root " in lines[1] and lines[1].endswith("signed by the log key")
+    assert f"map root {root[:16]}...  as of " in lines[3]
     assert main(["checkpoint", *conn]) == 0
-    assert "size       2" in capsys.readouterr().out
+    assert "size       4" in capsys.readouterr().out
 
 
 def test_consistency_with_no_saved_state(conn: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -303,15 +351,17 @@ def test_split_view_is_reported_with_evidence(log_key_file: Path, tmp_path: Path
     """Two servers with the same log key but different histories: the second checkpoint cannot extend the first."""
     state = tmp_path / "state.json"
     trust = ["--insecure", "--log-key-file", str(log_key_file), "--state", str(state)]
+    sizes = []
     for db, count in (("a.db", 2), ("b.db", 3)):
         with running_server(f"sqlite:///{tmp_path / db}") as s:
             with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), insecure=True) as c:
                 for _ in range(count):
                     c.submit(grant_envelope())
+                sizes.append(c.checkpoint().checkpoint.size)
             code = main(["checkpoint", "--server", s.target, *trust])
     err = capsys.readouterr().err
-    assert code == EXIT_VERIFICATION
-    assert "split view" in err and "--- smaller checkpoint ---" in err and "ledger.test/log\n2\n" in err
+    assert code == EXIT_VERIFICATION and sizes[0] < sizes[1]
+    assert "split view" in err and "--- smaller checkpoint ---" in err and f"ledger.test/log\n{sizes[0]}\n" in err
 
 
 # -- as a program, and the demo -------------------------------------------------------------------------------
@@ -367,13 +417,18 @@ def test_keygen_org_is_named_after_its_file(tmp_path: Path, capsys: pytest.Captu
     assert (tmp_path / "insurer-1.key.pub").read_text().startswith("insurer-1+")
 
 
-def test_register_party(parties: dict[str, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_register_party(
+    parties: dict[str, dict], conn: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ed = parties["ed-1"]
-    assert [p["index"] for p in parties.values()] == [0, 1, 2]
+    # The log's first batch is closed by a StateCommit (#1); registrations change no consent, so none follows them.
+    assert [p["index"] for p in parties.values()] == [0, 2, 3]
+    kinds = [e["kind"] for e in run_json(capsys, "entries", "0", "10", *conn)["entries"]]
+    assert kinds == ["party registration", "state commit", "party registration", "party registration"]
     assert ed["roles"] == ["hospital"] and ed["display_name"] == "City ED"
     pub = (tmp_path / "ed-1.key.pub").read_text().strip()
     assert ed["public_keys"] == [parse_pub(pub).hex()]
-    assert ed["verified"]["inclusion"]["tree_size"] == 3
+    assert ed["verified"]["inclusion"]["tree_size"] == 4
 
 
 def parse_pub(text: str) -> bytes:
@@ -391,14 +446,16 @@ def test_register_party_human_output_and_refusals(
     assert main([base[0], "--operator-key", str(operator_key), *base[1:]]) == 0
     out = capsys.readouterr().out
     assert "party registration appended" in out and "lab-1 (City Lab)" in out
-    assert "verified: inclusion of leaf 0 in checkpoint of size 1" in out
+    # The log's first batch: the registration and the StateCommit that closes it.
+    assert "verified: inclusion of leaf 0 in checkpoint of size 2" in out
+    size = run_json(capsys, "checkpoint", *conn)["checkpoint"]["size"]
     # Signed by a key that is not the operator's: the ledger refuses, and says why.
     code, err = run_fail(capsys, base[0], "--operator-key", str(patient_key), *base[1:])
     assert code == EXIT_ERROR and "PERMISSION_DENIED: only the ledger operator may register a party" in err
     code, err = run_fail(capsys, base[0], "--operator-key", str(operator_key), *base[1:3], "--role", "boss",
                          *base[5:])
     assert code == EXIT_ERROR and "unknown role 'boss'" in err
-    assert run_json(capsys, "checkpoint", *conn)["checkpoint"]["size"] == 1
+    assert run_json(capsys, "checkpoint", *conn)["checkpoint"]["size"] == size  # refusals append nothing
 
 
 def test_check_access_consents_who_asked(
@@ -412,7 +469,15 @@ def test_check_access_consents_who_asked(
     refused = run_json(capsys, *ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results")
     assert refused["decision"] == "DENY" and refused["consent_ids"] == []
     assert refused["outcomes"][0]["reasons"][0]["code"] == "NO_MATCHING_CONSENT"
-    assert refused["verified"]["evidence"] == [1]  # only the insurer's registration
+    # Only the insurer's registration and the StateCommit: proven absent for each selector, no consent shown.
+    state = refused["verified"]["consent_state"]
+    assert sorted(refused["verified"]["evidence"]) == sorted([parties["insurer-1"]["index"], state["state_commit_index"]])
+    assert run_json(capsys, "get", str(state["state_commit_index"]), *conn)["kind"] == "state commit"
+    assert state["selectors"] == ["org:insurer-1", "role:insurer", "any"]
+    assert state["in_force"] == {"org:insurer-1": [], "role:insurer": [], "any": []}
+    assert state["map_proofs_verified"] and state["evidence_is_exactly_the_in_force_set"]
+    assert state["signed_by_log_key"] and state["max_state_age_ms"] == 120_000
+    assert len(state["map_root"]) == 64 and state["batch_time_ms"] <= refused["request"]["time_ms"]
 
     grant = run_json(capsys, "grant", "--key", str(patient_key), "--grantee", "org:insurer-1", "--action", "access",
                      "--purpose", "HPAYMT", "--data-class", "laboratory-results", *conn)
@@ -424,6 +489,10 @@ def test_check_access_consents_who_asked(
         ("laboratory-results", [], "PERMIT"), ("clinical-notes", ["MH"], "DENY")]
     assert mixed["consent_ids"] == [grant["consent_id"]]
     assert mixed["access_event_index"] is not None
+    in_force = mixed["verified"]["consent_state"]
+    assert in_force["state_commit_index"] == grant["state_commit"]["index"] == grant["index"] + 1
+    assert in_force["map_root"] == grant["state_commit"]["map_root"]
+    assert in_force["in_force"] == {"org:insurer-1": [grant["consent_id"]], "role:insurer": [], "any": []}
     assert mixed["verified"]["decision_recomputed_equal"] is True
     assert mixed["valid_until_ms"] > mixed["request"]["time_ms"]
 
@@ -434,8 +503,12 @@ def test_check_access_consents_who_asked(
     assert "decision: PARTIAL  (insurer-1 asks to access data of patient" in out
     assert "laboratory-results   PERMIT  CONSENT_PERMIT" in out
     assert "clinical-notes [MH]  DENY" in out
-    assert "verified: 2 evidence entries proven in checkpoint of size" in out
+    assert "verified: 3 evidence entries proven in checkpoint of size" in out
     assert "decision re-computed from the evidence: PARTIAL, equal to the server's" in out
+    assert f"verified: consent state as of {format_time(in_force['batch_time_ms'])} (StateCommit " in out
+    assert ", signed by the log key, " in out and " s old, at most 120 s accepted): " in out
+    assert "map proofs for org:insurer-1, role:insurer, any hold; the evidence is exactly the in-force set for each " \
+           "(1 consent for org:insurer-1; none for role:insurer, any), so nothing was left out" in out
     assert "receipt signature by the log key verifies" in out and "valid until" in out
 
     # The receipt verifies offline (no --server at all) and carries the decision.
@@ -451,9 +524,15 @@ def test_check_access_consents_who_asked(
     assert glass["break_glass_until_ms"] > glass["request"]["time_ms"]
     assert glass["access_event_index"] is not None
 
-    run_json(capsys, "revoke", "--key", str(patient_key), "--consent-id", grant["consent_id"], *conn)
+    revoked = run_json(capsys, "revoke", "--key", str(patient_key), "--consent-id", grant["consent_id"], *conn)
     after = run_json(capsys, *ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results")
     assert after["decision"] == "DENY"
+    # The revoked grant left the in-force set: proven against the StateCommit that closed the revocation's batch.
+    gone = after["verified"]["consent_state"]
+    assert gone["state_commit_index"] == revoked["state_commit"]["index"] == revoked["index"] + 1
+    assert gone["in_force"] == {"org:insurer-1": [], "role:insurer": [], "any": []}
+    assert main([*ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results"]) == EXIT_OK
+    assert "no consent is in force for any of them, so none can have been left out" in capsys.readouterr().out
 
     listing = run_json(capsys, "consents", "--patient", patient_hex, *conn)
     assert [(c["consent_id"], c["state"]) for c in listing["consents"]] == [(grant["consent_id"], "revoked")]
@@ -491,6 +570,23 @@ def test_check_access_errors(
     assert code == EXIT_ERROR and "--patient: 'abc' is neither 64 hex digits" in err
     code, err = run_fail(capsys, "consents", *conn)
     assert code == EXIT_ERROR and "which patient?" in err
+
+
+def test_max_state_age(
+    parties: dict[str, dict], conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    ask = ["check-access", "--as", "insurer-1", "--patient-key-file", f"{patient_key}.pub", "--action", "access",
+           "--purpose", "HPAYMT", "--data", "imaging", *conn]
+    fresh = run_json(capsys, *ask, "--max-state-age", "60")
+    assert fresh["verified"]["consent_state"]["max_state_age_ms"] == 60_000
+    # Nothing is written while we wait (no --record): the consent state ages past what we accept.
+    time.sleep(0.2)
+    code, err = run_fail(capsys, *ask, "--max-state-age", "0.1")
+    assert code == EXIT_VERIFICATION
+    assert "verification failed: the consent state is" in err and "--max-state-age SECONDS accepts older" in err
+    code, err = run_fail(capsys, *ask, "--max-state-age", "0")
+    assert code == EXIT_ERROR and "--max-state-age must be a positive number of seconds" in err
 
 
 def test_tampered_receipt_fails_verification(
@@ -545,11 +641,14 @@ def test_export_and_verify_bundle(
                          format_verifier_key(other.name, other.public_key))
     assert code == EXIT_VERIFICATION
 
-    # Only consents make consent bundles.
-    main(["register-party", "--operator-key", str(operator_key), "--party-id", "lab-1", "--role", "hospital",
-          "--party-key-file", f"{patient_key}.pub", "--display-name", "Lab", *conn])
-    code, err = run_fail(capsys, "export-consent", "2", "--out", str(tmp_path / "x.json"), *conn)
-    assert code == EXIT_ERROR and "entry 2 is a party registration" in err
+    # Only consents make consent bundles: not a registration, not a StateCommit.
+    lab = run_json(capsys, "register-party", "--operator-key", str(operator_key), "--party-id", "lab-1", "--role",
+                   "hospital", "--party-key-file", f"{patient_key}.pub", "--display-name", "Lab", *conn)
+    code, err = run_fail(capsys, "export-consent", str(lab["index"]), "--out", str(tmp_path / "x.json"), *conn)
+    assert code == EXIT_ERROR and f"entry {lab['index']} is a party registration" in err
+    code, err = run_fail(capsys, "export-consent", str(grant["state_commit"]["index"]), "--out",
+                         str(tmp_path / "x.json"), *conn)
+    assert code == EXIT_ERROR and "is a state commit: only consent grants and revocations" in err
 
 
 def _wait_for_watch(server, key: tuple[str, object]) -> None:
@@ -610,21 +709,35 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--no-serve", "--port", "0"]) == 0
     out = capsys.readouterr().out
+    # The numbers the story prints depend on where the ledger put its StateCommits: read them from the story.
+    first_size = int(re.search(r"kept this signed checkpoint \(size (\d+)\)", out).group(1))
+    hospital = int(re.search(r"signed with Alice's key, appended as entry #(\d+), valid until", out).group(1))
+    revocation = int(re.search(r"Alice's revocation of consent \S+ appended as entry #(\d+)", out).group(1))
+    assert hospital == first_size  # nothing between the registrations' checkpoint and the first grant
     for expected in (
         "[1/9] The operator registers a hospital, an insurer and an emergency department",
         "insurer-1   Acme Insurance",
+        "entry #1 is the ledger's own StateCommit: the signed root of its consent-state map",
         "[2/9] Alice grants General Hospital TREAT access",
-        "verified: inclusion of leaf 3 in checkpoint of size 4 signed by demo.consent-ledger.local/log",
-        # refused, without revealing the hospital's consent
+        f"verified: inclusion of leaf {hospital} in checkpoint of size {hospital + 2} signed by demo.consent-ledger",
+        f"the ledger closed the batch with StateCommit #{hospital + 1}: consent-state map root ",
+        # refused, provably complete, citing nothing of the hospital's
         "decision: DENY  (insurer-1 asks to access data of patient",
-        "nothing in it reveals that Alice has consented to General Hospital",
+        "verified: consent state as of ",
+        f"(StateCommit #{hospital + 1}, signed by the log key, ",
+        "map proofs for org:insurer-1, role:insurer, any hold; no consent is in force for any of them",
+        "so the refusal is provably complete, and it cites no consent: its only entries are the insurer's "
+        "registration and the StateCommit",
         # per-category outcome
         "decision: PARTIAL",
         "laboratory-results   PERMIT  CONSENT_PERMIT",
         "clinical-notes [MH]  DENY",
         "decision re-computed from the evidence: PARTIAL, equal to the server's",
-        # revocation pushed to the insurer, next check refused
-        "the insurer's watch received the revocation (entry #7)",
+        "the evidence is exactly the in-force set for each (1 consent for org:insurer-1; none for role:insurer, any)",
+        # revocation pushed to the insurer, next check refused, the grant out of the in-force set
+        f"the insurer's watch received the revocation (entry #{revocation})",
+        f"the ledger closed the batch with StateCommit #{revocation + 1}",
+        f"the map proof for org:insurer-1 against StateCommit #{revocation + 1} shows it is gone",
         # break-glass
         "BREAK_GLASS: emergency access (break-glass)",
         "obligation: notify-patient",
@@ -634,7 +747,7 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
         "ed-1  access for ETREAT on laboratory-results, clinical-notes [MH]: PERMIT  BREAK-GLASS",
         "revoked    PERMIT org:insurer-1",
         # log level
-        "the consistency proof from the first checkpoint (size 3) to size",
+        f"the consistency proof from the first checkpoint (size {first_size}) to size",
         "consent record matches the signed consent",
         "carries the log's signature on the PARTIAL decision for insurer-1",
         "The story is over",
