@@ -74,6 +74,10 @@ class VerifiedDecision:
     checkpoint_note: bytes
     receipt: bytes
     access_event_index: int | None
+    # The StateCommit the evidence was proven complete against: its index, map root and batch time.
+    state_commit_index: int = 0
+    state_map_root: bytes = b""
+    state_time_ms: int = 0
 
     @property
     def permitted(self) -> bool:
@@ -330,14 +334,24 @@ class ConsentClient:
         evidence = [_verify_evidence(e, cp) for e in resp.evidence]
         entries = [_as_ledger_entry(v) for v in evidence]
         self._check_registration(evidence, entries, r.requester_id, r.requester_roles)
-        grants = self._check_complete(resp, evidence, entries, r)
+        grants, sc = self._check_complete(resp, evidence, entries, r)
         recomputed = decide(grants, r, decision.policy)
         if encode_decision(recomputed) != encode_decision(decision):
             raise DecisionMismatch(decision, recomputed)
         event = None
         if resp.access_event_recorded:
             event = self._verify_recorded_event(resp.access_event_index, resp.receipt, decision)
-        return VerifiedDecision(decision, tuple(evidence), cp, bytes(resp.checkpoint.note), bytes(resp.receipt), event)
+        return VerifiedDecision(
+            decision,
+            tuple(evidence),
+            cp,
+            bytes(resp.checkpoint.note),
+            bytes(resp.receipt),
+            event,
+            sc.index,
+            sc.payload.map_root,  # type: ignore[union-attr]
+            sc.payload.batch_time_ms,  # type: ignore[union-attr]
+        )
 
     def _check_complete(
         self,
@@ -345,9 +359,9 @@ class ConsentClient:
         evidence: Sequence[VerifiedEntry],
         entries: Sequence[LedgerEntry],
         r: AccessRequest,
-    ) -> list[LedgerEntry]:
+    ) -> tuple[list[LedgerEntry], LedgerEntry]:
         """Check the evidence is exactly the in-force set, per selector, that the signed consent state commits to
-        (DESIGN section 5), and fresh enough. Returns the in-force grants."""
+        (DESIGN section 5), and fresh enough. Returns the in-force grants and the StateCommit entry."""
         by_index = {v.index: (v, e) for v, e in zip(evidence, entries)}
         sc_entry = by_index.get(resp.state_commit_index)
         if sc_entry is None or not isinstance(sc_entry[1].payload, payloads.StateCommitPayload):
@@ -358,7 +372,9 @@ class ConsentClient:
             raise VerificationError("the state commit is not signed by the log's key")
         age = self._clock_ms() - sc.payload.batch_time_ms
         if age > self._max_state_age_ms:
-            raise StaleEvidence(f"the consent state is {age / 1000:.0f} s old (at most {self._max_state_age_ms / 1000:.0f} s accepted)")
+            raise StaleEvidence(
+                f"the consent state is {age / 1000:g} s old (at most {self._max_state_age_ms / 1000:g} s accepted)"
+            )
         if r.time_ms < sc.payload.batch_time_ms:
             raise VerificationError("the decision's time is before the consent state it rests on")
         selectors = grantee_selectors(r.requester_id, r.requester_roles)
@@ -372,7 +388,10 @@ class ConsentClient:
                 if p.patient != r.patient or p.grantee not in grants or e.index >= sc.index:
                     raise IncompleteEvidence(f"entry {e.index} is not an in-force grant for the requester")
                 grants[p.grantee].append(e)
-            elif not isinstance(p, payloads.PartyRegistrationPayload | payloads.StateCommitPayload):
+            elif isinstance(p, payloads.StateCommitPayload):
+                if e.index != sc.index:
+                    raise IncompleteEvidence(f"entry {e.index} is a second state commit in the evidence")
+            elif not isinstance(p, payloads.PartyRegistrationPayload):
                 raise IncompleteEvidence(f"entry {e.index} ({type(p).__name__}) does not belong in the evidence")
         leaf_hashes = {v.index: hash_leaf(v.leaf_bytes) for v in evidence}
         for sel in selectors:
@@ -389,7 +408,7 @@ class ConsentClient:
                 raise IncompleteEvidence(
                     f"the evidence for {sel} is not the in-force set the consent state commits to"
                 )
-        return [e for sel in selectors for e in grants[sel]]
+        return [e for sel in selectors for e in grants[sel]], sc
 
     def _check_registration(
         self, evidence: Sequence[VerifiedEntry], entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]
