@@ -41,6 +41,7 @@ from pathlib import Path
 
 import grpc
 
+from consent_ledger.core import payloads
 from consent_ledger.core.checkpoint import open_checkpoint
 from consent_ledger.core.errors import ConsentLedgerError
 from consent_ledger.core.note import parse_verifier_key
@@ -478,6 +479,12 @@ class CrashHarness:
                 sha = entry.leaf.envelope_sha256
                 if entry.envelope is None:
                     rec.problem(f"entry {entry.index} has no body (erased?)")
+                elif entry.leaf.payload_type == payloads.STATE_COMMIT:
+                    # The sequencer's own entry closing a batch: it must be signed by the log's key.
+                    if client.log_public_key not in entry.envelope.signers:
+                        rec.problem(f"entry {entry.index} is a StateCommit not signed by the log's key")
+                    report.entries_verified += 1
+                    continue
                 elif sha not in rec.sent:
                     rec.problem(f"entry {entry.index} holds an envelope no client sent")
                 elif sha in found:
