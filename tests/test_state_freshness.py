@@ -29,12 +29,12 @@ def test_idle_heartbeat_writes_state_commits(tmp_path):
 
 
 def test_old_state_is_refreshed_by_any_batch(tmp_path):
-    with running_server(f"sqlite:///{tmp_path / 'l.db'}", state=StatePolicy(max_age_ms=50, heartbeat_s=3600)) as server:
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}", state=StatePolicy(max_age_ms=3000, heartbeat_s=3600)) as server:
         c = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
         key = log_signer().private_key
         c.register_party(key, party_id="a", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="A")
         c.register_party(key, party_id="b", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="B")
-        time.sleep(0.1)
+        time.sleep(3.1)
         c.register_party(key, party_id="c", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="C")
         kinds = _kinds(c.ledger)
     reg, sc = payloads.PARTY_REGISTRATION, payloads.STATE_COMMIT
