@@ -19,6 +19,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ from consent_ledger_client import (
     LedgerClient,
     StaleEvidence,
 )
+from consent_ledger_client.audit import Auditor
 from consent_ledger_client.bundle import (
     export_consent_bundle,
     export_decision_receipt,
@@ -521,6 +523,65 @@ def cmd_entries(args: argparse.Namespace) -> int:
         "checkpoint": checkpoint_json(cp),
         "entries": [entry_json(e, previous) for e in entries],
     }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
+def _progress_printer(stream: Any) -> Callable[[int, int], None]:
+    """A one-line progress bar on a terminal, a line per 10% otherwise."""
+    started = time.monotonic()
+    last_decile = [-1]
+
+    def show(done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        rate = done / max(time.monotonic() - started, 1e-6)
+        if stream.isatty():
+            bar = "#" * int(frac * 30)
+            stream.write(f"\r  [{bar:<30}] {done:,}/{total:,} entries  {rate:,.0f}/s")
+            if done >= total:
+                stream.write("\n")
+        elif int(frac * 10) > last_decile[0]:
+            last_decile[0] = int(frac * 10)
+            stream.write(f"  audited {done:,}/{total:,} entries ({frac:.0%}, {rate:,.0f}/s)\n")
+        stream.flush()
+
+    return show
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    resume = Path(args.resume_file) if args.resume_file else None
+    with connect(args) as client:
+        auditor = Auditor(client, resume_file=resume)
+        progress = None if args.json else _progress_printer(sys.stderr)
+        report = auditor.run(end=args.end, progress=progress)
+    kinds = ", ".join(f"{n:,} {kind_name(k)}" for k, n in sorted(report.by_kind.items()))
+    lines = [
+        f"audited entries {report.start:,}..{report.end - 1:,} of a log of {report.checkpoint_size:,}"
+        + (f" (resumed from {resume})" if resume and report.start else ""),
+        f"  {report.entries:,} entries: {kinds or 'none'}",
+        f"  every entry's inclusion, body and {report.signatures:,} signatures verified; every checkpoint seen was "
+        "signed by the log and consistent with the one before",
+        f"  {report.state_commits:,} StateCommits: map root recomputed from the log and compared",
+    ]
+    data: dict[str, Any] = {
+        "start": report.start,
+        "end": report.end,
+        "checkpoint_size": report.checkpoint_size,
+        "entries": report.entries,
+        "by_kind": report.by_kind,
+        "signatures": report.signatures,
+        "state_commits": report.state_commits,
+        "ok": report.ok,
+        "finding": None,
+    }
+    if report.finding is not None:
+        f = report.finding
+        data["finding"] = {"index": f.index, "problem": f.problem, "evidence": f.evidence}
+        lines.append(f"AUDIT FAILED at entry {f.index}: {f.problem}")
+        lines.extend(f"  {k}: {v}" for k, v in f.evidence.items())
+        emit(args, "\n".join(lines), data)
+        return EXIT_VERIFICATION
+    lines.append("audit passed")
     emit(args, "\n".join(lines), data)
     return EXIT_OK
 
@@ -1185,6 +1246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("end", type=_index, metavar="END")
     add_client_options(p)
     p.set_defaults(func=cmd_entries)
+
+    p = sub.add_parser(
+        "audit",
+        help="replay the log: verify every entry and signature, recompute every StateCommit's map root",
+    )
+    p.add_argument("--resume-file", metavar="FILE", help="save progress here and resume from it on the next run")
+    p.add_argument("--end", type=_index, default=None, help="stop before this index (default: the latest checkpoint)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("checkpoint", help="show the latest checkpoint, verified and consistent with the last one seen")
     p.add_argument("--save", metavar="FILE", help="write the signed checkpoint note to FILE")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from consent_ledger_client import LedgerClient
+from sqlalchemy import update
 
 from consent_ledger.cli import (
     EXIT_ERROR,
@@ -30,6 +31,7 @@ from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import keyid_for, sign_envelope
 from consent_ledger.core.note import Signer, format_signer_key, format_verifier_key
 from consent_ledger.presentation import format_time
+from consent_ledger.storage import schema
 
 from .entries_support import grant_envelope
 from .server_support import log_signer, log_verifier_key, running_server
@@ -788,3 +790,30 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
     # A second run starts afresh (new keys, new database) and works again.
     assert main(["demo", "--no-serve", "--port", "0"]) == 0
     assert "[9/9]" in capsys.readouterr().out
+
+
+# -- audit --------------------------------------------------------------------------------------------------
+
+
+def test_audit_passes_resumes_and_fails_on_corruption(
+    server, conn: list[str], patient_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        run_json(capsys, "grant", "--key", str(patient_key), *GRANT, *conn)
+    resume = tmp_path / "audit.json"
+    first = run_json(capsys, "audit", "--resume-file", str(resume), "--end", "3", *conn)
+    assert first["ok"] and first["end"] == 3
+    rest = run_json(capsys, "audit", "--resume-file", str(resume), *conn)
+    assert rest["ok"] and rest["start"] > 0 and rest["end"] == rest["checkpoint_size"]
+    assert main(["audit", *conn]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert "audit passed" in out and "StateCommits: map root recomputed" in out and "entries" in err
+
+    # Corrupt the last StateCommit's stored body: the audit stops there with exit 3.
+    sc = server.service.consents.state.latest.index
+    with server.service.ledger.store.begin() as c:
+        body = c.execute(schema.bodies.select().where(schema.bodies.c.idx == sc)).one().envelope
+        c.execute(update(schema.bodies).where(schema.bodies.c.idx == sc).values(envelope=body[:-1] + bytes([body[-1] ^ 1])))
+    code = main(["audit", *conn])
+    out, _ = capsys.readouterr()
+    assert code == EXIT_VERIFICATION and "AUDIT FAILED" in out
