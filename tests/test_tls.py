@@ -1,0 +1,85 @@
+"""TLS and mutual TLS: the organisation is identified by its client certificate; plaintext is refused."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.payloads import DataItem
+from consent_ledger.server.app import TlsFiles, is_loopback
+from consent_ledger.service import ServiceConfig
+from consent_ledger_client import ConsentClient, LedgerClient
+
+from .server_support import ServerThread, log_signer, log_verifier_key
+from .tls_support import ThrowawayCA
+
+PATIENT = Ed25519PrivateKey.from_seed(b"\x81" * 32)
+
+
+@pytest.fixture(scope="module")
+def mtls(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    ca = ThrowawayCA(d)
+    server_pem = ca.issue("localhost", server=True)
+    config = ServiceConfig(
+        database_url=f"sqlite:///{d / 'l.db'}",
+        listen="127.0.0.1:0",
+        tls=TlsFiles(server_pem.cert, server_pem.key, ca.ca_file),
+    )
+    server = ServerThread(config, log_signer())
+    server.start()
+    try:
+        yield server, ca
+    finally:
+        server.stop()
+
+
+def _client(server, ca, cn: str | None) -> LedgerClient:
+    cert = None
+    if cn is not None:
+        pem = ca.issue(cn, server=False)
+        cert = (pem.key.read_bytes(), pem.cert.read_bytes())
+    return LedgerClient.connect(
+        f"localhost:{server.service.port}",
+        verifier_key=log_verifier_key(),
+        root_certificates=ca.ca_file.read_bytes(),
+        client_cert=cert,
+    )
+
+
+def test_mtls_identifies_the_organisation_by_its_certificate(mtls):
+    server, ca = mtls
+    op = ConsentClient(_client(server, ca, "operator-console"))
+    op.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
+    op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
+    insurer = ConsentClient(_client(server, ca, "insurer-1"))
+    d = insurer.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=[DataItem("imaging")])
+    assert d.permitted and d.decision.request.requester_id == "insurer-1"
+    # The development header is ignored under TLS: a certificate for another party cannot claim to be the insurer.
+    other = ConsentClient(LedgerClient(channel=_client(server, ca, "nobody").channel, verifier_key=log_verifier_key(), party_id="insurer-1"))
+    with pytest.raises(grpc.RpcError) as err:
+        other.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=[DataItem("imaging")])
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "nobody" in (err.value.details() or "")
+
+
+def test_clients_without_a_certificate_or_tls_are_refused(mtls):
+    server, ca = mtls
+    with pytest.raises(grpc.RpcError) as err:
+        _client(server, ca, None).checkpoint()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    plain = LedgerClient.connect(f"127.0.0.1:{server.service.port}", verifier_key=log_verifier_key(), insecure=True, timeout=3)
+    with pytest.raises(grpc.RpcError):
+        plain.checkpoint()
+
+
+def test_plaintext_only_on_loopback():
+    assert is_loopback("127.0.0.1:50051") and is_loopback("[::1]:1") and is_loopback("localhost:1")
+    assert not is_loopback("0.0.0.0:50051") and not is_loopback("10.1.2.3:1")
+    server = ServerThread(ServiceConfig(database_url="sqlite://", listen="0.0.0.0:0", insecure=True), log_signer())
+    with pytest.raises(ValueError, match="only allowed on loopback"):
+        server.start()
+    server = ServerThread(ServiceConfig(database_url="sqlite://", listen="127.0.0.1:0"), log_signer())
+    with pytest.raises(ValueError, match="refusing to serve without TLS"):
+        server.start()
