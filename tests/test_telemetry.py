@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from consent_ledger_client import LedgerClient
 
 from .entries_support import grant_envelope
-from .server_support import running_server, log_verifier_key
+from .otel_support import installed
+from .server_support import log_verifier_key, running_server
 
-_spans = InMemorySpanExporter()
-_metrics = InMemoryMetricReader()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def sdk():
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(_spans))
-    trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[_metrics]))
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        pytest.skip("another test installed a global tracer provider first")
-    yield
+_spans, _metrics = installed()
 
 
 def _metric_points() -> dict[str, list]:
@@ -40,8 +21,24 @@ def _metric_points() -> dict[str, list]:
     return out
 
 
+def _counts() -> tuple[float, float, float, dict[tuple[str, str], float]]:
+    """Cumulative metrics so far (other tests in the session add to them too)."""
+    points = _metric_points()
+    by_method = {
+        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.value
+        for p in points.get("ledger.rpc.requests", [])
+    }
+    return (
+        sum(p.value for p in points.get("ledger.appends", [])),
+        sum(p.count for p in points.get("ledger.batch.size", [])),
+        sum(p.count for p in points.get("ledger.integration.duration", [])),
+        by_method,
+    )
+
+
 def test_rpc_and_batch_spans_and_metrics(tmp_path):
     _spans.clear()
+    appends0, batches0, durations0, methods0 = _counts()
     with running_server(f"sqlite:///{tmp_path / 'log.db'}") as server:
         with LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True) as c:
             c.submit(grant_envelope())
@@ -56,14 +53,10 @@ def test_rpc_and_batch_spans_and_metrics(tmp_path):
     batch = next(s for s in _spans.get_finished_spans() if s.name == "ledger.integrate_batch" and s.attributes.get("ledger.batch.appended"))
     assert batch.attributes["ledger.tree.size"] >= 1
 
-    points = _metric_points()
+    appends, batches, durations, methods = _counts()
     # Two grants, each batch closed by a StateCommit.
-    assert sum(p.value for p in points["ledger.appends"]) == 4
-    assert sum(p.count for p in points["ledger.batch.size"]) >= 2
-    assert sum(p.count for p in points["ledger.integration.duration"]) >= 2
-    assert max(p.value for p in points["ledger.tree.size"]) == 4
-    by_method = {
-        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.value for p in points["ledger.rpc.requests"]
-    }
-    assert by_method[("Submit", "OK")] == 2
-    assert by_method[("GetEntry", "OK")] == 1
+    assert appends - appends0 == 4
+    assert batches - batches0 >= 2 and durations - durations0 >= 2
+    assert 4 in {p.value for p in _metric_points()["ledger.tree.size"]}
+    assert methods[("Submit", "OK")] - methods0.get(("Submit", "OK"), 0) == 2
+    assert methods[("GetEntry", "OK")] - methods0.get(("GetEntry", "OK"), 0) == 1
