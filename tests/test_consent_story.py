@@ -8,8 +8,11 @@ import time
 import grpc
 import pytest
 
+from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.payloads import DataItem, Period
+from consent_ledger.v1 import payloads_pb2 as pb
 from consent_ledger_client import ConsentClient, LedgerClient
 
 from .server_support import log_signer, log_verifier_key, running_server
@@ -111,8 +114,29 @@ def test_validation_errors_append_nothing(ledger):
     gid, _ = c.grant(PATIENT, grantee="any", actions=["access"], purposes=["TREAT"], data_classes=["imaging"])
     before = c.ledger.checkpoint().note
     cases.append((lambda: c.revoke(other, gid), grpc.StatusCode.PERMISSION_DENIED))
+    cases.append((lambda: c.grant(PATIENT, grantee="any", actions=["access"], purposes=["TREAT"], data_classes=["imaging"], supersedes=gid), None))
+    # Payloads the builders would refuse, signed and sent anyway: the server refuses them the same way.
+    base = dict(patient=PATIENT.public_key, grantee="org:h", decision=pb.CONSENT_DECISION_PERMIT, actions=["access"],
+                purposes=["TREAT"], data_classes=["imaging"], issued_at_ms=1, nonce=b"\x00" * 16)  # fmt: skip
+    bad_grants = {
+        "validity ends before it starts": {**base, "validity": pb.Period(start_ms=2000, end_ms=1000)},
+        "unknown purpose": {**base, "purposes": ["NOTAPURPOSE"]},
+        "empty grantee": {**base, "grantee": ""},
+        "unknown data class": {**base, "data_classes": ["x-rays-of-the-soul"]},
+        "oversized list": {**base, "purposes": ["TREAT"] * 40},
+        "retired label": {**base, "sensitivity_labels": ["SICKLE"]},
+    }
+    for name, fields in bad_grants.items():
+        payload = pb.ConsentGrant(**fields).SerializeToString(deterministic=True)
+        env = sign_envelope(payloads.CONSENT_GRANT, payload, [PATIENT])
+        cases.append((lambda env=env: c.ledger.submit(env), grpc.StatusCode.INVALID_ARGUMENT))
     for call, code in cases:
+        if code is None:
+            call()  # a valid superseding grant: it moves the log on, so take the new checkpoint as the baseline
+            before = c.ledger.checkpoint().note
+            continue
         with pytest.raises(grpc.RpcError) as err:
             call()
         assert err.value.code() == code, err.value.details()
+        assert err.value.details()
     assert c.ledger.checkpoint().note == before
