@@ -28,6 +28,7 @@ from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.core.receipt import (
+    access_event_for,
     decision_from_pb,
     encode_decision,
     open_receipt,
@@ -447,19 +448,6 @@ class ConsentClient:
     ) -> SubmitReceipt:
         """Record, signed by the organisation's key, that it accessed data relying on a verified decision."""
         d = decision.decision
-        r = d.request
-        payload = payloads.build_access_event(
-            patient=r.patient,
-            party_id=r.requester_id,
-            action=r.action,
-            purpose=r.purpose,
-            data=d.permitted_data or r.data,
-            decision=d.decision,
-            consent_ids=d.consent_ids,
-            break_glass=r.break_glass,
-            break_glass_reason=r.break_glass_reason,
-            accessed_at_ms=accessed_at_ms,
-            receipt_sha256=receipt_sha256(decision.receipt),
-        )
+        payload = access_event_for(d, decision.receipt, data=d.permitted_data or d.request.data, accessed_at_ms=accessed_at_ms)
         return self.ledger.submit(sign_envelope(payloads.ACCESS_EVENT, payload, [org_key]))
 

@@ -32,7 +32,7 @@ from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, sign_en
 from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.merkle import prove_inclusion
 from consent_ledger.core.note import Signer
-from consent_ledger.core.receipt import receipt_body, receipt_sha256, sign_receipt
+from consent_ledger.core.receipt import access_event_for, receipt_body, sign_receipt
 
 log = logging.getLogger(__name__)
 
@@ -332,21 +332,7 @@ class ConsentLedger:
 
     def access_event_envelope(self, answer: AccessAnswer) -> ParsedEnvelope:
         """The AccessEvent the ledger records for a decision it made (signed by the ledger's key)."""
-        d = answer.decision
-        r = d.request
-        payload = payloads.build_access_event(
-            patient=r.patient,
-            party_id=r.requester_id,
-            action=r.action,
-            purpose=r.purpose,
-            data=r.data,
-            decision=d.decision,
-            consent_ids=d.consent_ids,
-            break_glass=r.break_glass,
-            break_glass_reason=r.break_glass_reason,
-            accessed_at_ms=r.time_ms,
-            receipt_sha256=receipt_sha256(answer.receipt),
-        )
+        payload = access_event_for(answer.decision, answer.receipt, accessed_at_ms=answer.decision.request.time_ms)
         raw = sign_envelope(payloads.ACCESS_EVENT, payload, [self._signer.private_key])
         return parse_envelope(raw)
 

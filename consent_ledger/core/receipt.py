@@ -34,6 +34,8 @@ from consent_ledger.core.decision import (
 from consent_ledger.core.envelope import keyid_for
 from consent_ledger.core.errors import ConsentLedgerError, InvalidInput, VerificationError
 from consent_ledger.core.payloads import (
+    DataItem,
+    build_access_event,
     DENY,
     PARTIAL,
     PERMIT,
@@ -46,6 +48,7 @@ from consent_ledger.v1 import access_pb2 as apb
 from consent_ledger.v1 import payloads_pb2 as pb
 
 __all__ = [
+    "access_event_for",
     "MAX_RECEIPT_SIZE",
     "RECEIPT_CONTEXT",
     "Receipt",
@@ -279,3 +282,28 @@ def open_receipt(receipt: bytes, public_key: bytes) -> Receipt:
 def verify_receipt(receipt: bytes, public_key: bytes) -> None:
     """Raise VerificationError unless receipt is a well-formed receipt signed by public_key."""
     open_receipt(receipt, public_key)
+
+
+def access_event_for(
+    decision: Decision,
+    receipt: bytes,
+    *,
+    data: tuple[DataItem, ...] | None = None,
+    accessed_at_ms: int | None = None,
+) -> bytes:
+    """AccessEvent payload bytes recording a decision and the receipt it was given with. ``data`` defaults to
+    the data asked for; ``accessed_at_ms`` to now."""
+    r = decision.request
+    return build_access_event(
+        patient=r.patient,
+        party_id=r.requester_id,
+        action=r.action,
+        purpose=r.purpose,
+        data=r.data if data is None else data,
+        decision=decision.decision,
+        consent_ids=decision.consent_ids,
+        break_glass=r.break_glass,
+        break_glass_reason=r.break_glass_reason,
+        accessed_at_ms=accessed_at_ms,
+        receipt_sha256=receipt_sha256(receipt),
+    )
