@@ -65,6 +65,9 @@ def test_the_story(ledger):
     assert mixed.decision.decision == "PARTIAL"
     assert [o.decision for o in mixed.decision.outcomes] == ["PERMIT", "DENY"]
     assert mixed.access_event_index is not None
+    # The insurer also records, with its own key, that it read the permitted lab results.
+    recorded = insurer.record_access(INSURER, mixed)
+    assert recorded.entry.envelope is not None and recorded.entry.envelope.signers == (INSURER.public_key,)
 
     # The insurer watches revocations that concern it; the revocation must arrive promptly.
     seen: list[int] = []
@@ -92,7 +95,11 @@ def test_the_story(ledger):
     assert {o.code for o in glass.decision.obligations} >= {"record-access-event", "notify-patient", "review-queue"}
 
     events, _ = patient.access_events(p)
-    assert [(e.party_id, e.decision) for _, e in events] == [("insurer-1", "PARTIAL"), ("ed-1", "PERMIT")]
+    assert [(e.party_id, e.decision, [d.data_class for d in e.data]) for _, e in events] == [
+        ("insurer-1", "PARTIAL", ["laboratory-results", "clinical-notes"]),  # recorded by the ledger with the check
+        ("insurer-1", "PARTIAL", ["laboratory-results"]),  # recorded by the insurer: only what it accessed
+        ("ed-1", "PERMIT", ["clinical-notes"]),
+    ]
     listing = patient.list_consents(p)
     assert {c.consent_id: c.state for c in listing.consents} == {treat_id: "active", pay_id: "revoked"}
 
