@@ -1,0 +1,142 @@
+"""Hostile input over gRPC: generated requests never get INTERNAL or UNKNOWN, and never change the log.
+
+The default suite runs a few hundred inputs; CONSENT_LEDGER_FUZZ_EXAMPLES=100000 makes it a long fuzz run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consent_ledger.core import payloads
+from consent_ledger.core.envelope import sign_envelope
+from consent_ledger.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    consent_pb2,
+    consent_pb2_grpc,
+    envelope_pb2,
+    log_pb2,
+    log_pb2_grpc,
+    payloads_pb2,
+)
+from consent_ledger_client import ConsentClient, LedgerClient
+
+from .entries_support import PATIENT, grant_envelope
+from .server_support import log_signer, log_verifier_key, running_server
+
+EXAMPLES = int(os.environ.get("CONSENT_LEDGER_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    with running_server(f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'l.db'}") as server:
+        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
+        c.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
+        c.ledger.submit(grant_envelope(grantee="org:insurer-1"))
+        with grpc.insecure_channel(server.target) as ch:
+            yield log_pb2_grpc.LogServiceStub(ch), access_pb2_grpc.AccessServiceStub(ch), consent_pb2_grpc.ConsentServiceStub(ch)
+
+
+def _checkpoint(log) -> bytes:
+    return log.GetCheckpoint(log_pb2.GetCheckpointRequest(), timeout=10).checkpoint.note
+
+
+def _call(method, request, **kw) -> None:  # type: ignore[no-untyped-def]
+    try:
+        method(request, timeout=10, **kw)
+    except grpc.RpcError as e:
+        assert e.code() not in BAD, (e.code(), e.details())
+        assert e.details(), "an error without a message"
+
+
+_good = grant_envelope()
+
+
+def _mutated_envelopes() -> st.SearchStrategy[bytes]:
+    raw = st.binary(max_size=600)
+    flips = st.tuples(st.integers(0, len(_good) - 1), st.integers(1, 255)).map(
+        lambda p: _good[: p[0]] + bytes([_good[p[0]] ^ p[1]]) + _good[p[0] + 1 :]
+    )
+    truncated = st.integers(0, len(_good) - 1).map(lambda n: _good[:n])
+    fields = st.builds(
+        lambda t, pl, sig, kid: envelope_pb2.Envelope(
+            payload_type=t, payload=pl, signatures=[envelope_pb2.Signature(sig=sig, keyid=kid)]
+        ).SerializeToString(),
+        st.sampled_from([payloads.CONSENT_GRANT, payloads.STATE_COMMIT, payloads.PARTY_REGISTRATION, "x", ""]),
+        st.binary(max_size=200),
+        st.binary(min_size=0, max_size=70),
+        st.sampled_from(["ed25519:" + PATIENT.public_key.hex(), "ed25519:00", ""]),
+    )
+    signed_junk = st.builds(
+        lambda t, pl: sign_envelope(t, pl, [PATIENT]),
+        st.sampled_from(list(payloads.PAYLOAD_TYPES)),
+        st.binary(min_size=1, max_size=300),
+    )
+    return st.one_of(raw, flips, truncated, fields, signed_junk)
+
+
+@FUZZ
+@given(env=_mutated_envelopes())
+def test_submit_fuzz(target, env):
+    log, _, _ = target
+    before = _checkpoint(log)
+    _call(log.Submit, log_pb2.SubmitRequest(envelope=env))
+    after = _checkpoint(log)
+    if after != before:  # only a valid, new entry may change the log: check that is what happened
+        resp = log.GetEntry(log_pb2.GetEntryRequest(index=0), timeout=10)
+        assert resp.checkpoint.note == after
+
+
+@FUZZ
+@given(
+    index=st.integers(0, 2**64 - 1),
+    size=st.integers(0, 2**64 - 1),
+    start=st.integers(0, 2**64 - 1),
+    end=st.integers(0, 2**64 - 1),
+    leaf_hash=st.binary(max_size=40),
+)
+def test_read_rpcs_fuzz(target, index, size, start, end, leaf_hash):
+    log, _, _ = target
+    before = _checkpoint(log)
+    _call(log.GetEntry, log_pb2.GetEntryRequest(index=index))
+    _call(log.GetEntries, log_pb2.GetEntriesRequest(start=start, end=end))
+    _call(log.GetInclusionProof, log_pb2.GetInclusionProofRequest(index=index, tree_size=size))
+    _call(log.GetInclusionProof, log_pb2.GetInclusionProofRequest(leaf_hash=leaf_hash, tree_size=size))
+    _call(log.GetConsistencyProof, log_pb2.GetConsistencyProofRequest(first=start, second=end))
+    assert _checkpoint(log) == before
+
+
+@FUZZ
+@given(
+    patient=st.one_of(st.just(PATIENT.public_key), st.binary(max_size=40)),
+    action=st.sampled_from(["access", "use", "", "x" * 300]),
+    purpose=st.sampled_from(["HPAYMT", "TREAT", "ETREAT", "", "nope"]),
+    classes=st.lists(st.sampled_from(["imaging", "*", "", "clinical-notes", "zz"]), max_size=40),
+    labels=st.lists(st.sampled_from(["MH", "SICKLE", "", "SPI"]), max_size=3),
+    period=st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)),
+    time_ms=st.integers(-(2**63), 2**63 - 1),
+    bg=st.booleans(),
+    reason=st.text(max_size=50),
+    token=st.text(max_size=25),
+    size=st.integers(0, 2**32 - 1),
+)
+def test_access_and_views_fuzz(target, patient, action, purpose, classes, labels, period, time_ms, bg, reason, token, size):
+    log, access, consent = target
+    before = _checkpoint(log)
+    req = access_pb2.CheckAccessRequest(
+        patient=patient, action=action, purpose=purpose,
+        data=[payloads.data_item_to_pb(payloads.DataItem(c, tuple(labels))) for c in classes],
+        data_period=payloads_pb2.Period(start_ms=period[0], end_ms=period[1]),
+        time_ms=time_ms, break_glass=bg, break_glass_reason=reason,
+    )  # fmt: skip
+    _call(access.CheckAccess, req, metadata=(("x-consent-ledger-party", "insurer-1"),))
+    _call(consent.ListConsents, consent_pb2.ListConsentsRequest(patient=patient, page_size=size, page_token=token, time_ms=time_ms))
+    _call(consent.ListAccessEvents, consent_pb2.ListAccessEventsRequest(patient=patient, page_size=size, page_token=token))
+    assert _checkpoint(log) == before
