@@ -5,17 +5,23 @@ Not a test (DESIGN section 10, issue 2 item 11). It runs `consent-ledger serve` 
 fresh SQLite file and drives it from this process with grpc.aio callers (both on the same machine):
 
 (a) transport ceiling: gRPC health Check, a trivial unary RPC, from 64 concurrent callers;
-(b) appends: Submit of pre-signed envelopes (client signing is not measured) from 1, 16 and 64 concurrent
-    submitters: entries/s and acknowledgement latency p50/p99;
+(b) appends: Submit of pre-signed envelopes (client signing is not measured; consent grants from --patients
+    patient keys at random) from 1, 16 and 64 concurrent submitters: entries/s and acknowledgement latency
+    p50/p99;
 (c) proofs at a large tree: a log of --leaves synthetic leaves (default 1,000,000) is written straight through
     the storage layer (IntegrationBatches of leaves, tiles and a signed checkpoint, no RPCs), the server is
     started on it, and GetInclusionProof for random indices is measured from 64 callers, first with cold
     caches and then warm, next to the trivial RPC on that same server.
 
+Each figure is measured in --rounds windows alternating with windows of the trivial RPC on the same server,
+and its ratio is taken against the trivial RPC measured in those windows: other work on the machine then
+weighs on a figure and its baseline alike. The run also prints the load average and how fast the disk does a
+4 KiB append + fdatasync, since both move the figures.
+
 Targets (issue 2): appends at 64 submitters >= 0.5x the trivial-RPC rate with p99 < 250 ms; proofs at 1M
 leaves >= 0.5x the trivial-RPC rate.
 
-    .venv/bin/python scripts/bench_log.py                 # the full run (about 3 minutes)
+    .venv/bin/python scripts/bench_log.py                 # the full run (about 5 minutes)
     .venv/bin/python scripts/bench_log.py --quick         # a smoke run with small sizes
     .venv/bin/python scripts/bench_log.py --json          # one JSON document instead of the table
     .venv/bin/python scripts/bench_log.py --profile DIR   # also py-spy the server during (b) and (c)
@@ -41,21 +47,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from consent_ledger.app.ports import IntegrationBatch, NewEntry, StoredCheckpoint  # noqa: E402
-from consent_ledger.core import payloads, tiles  # noqa: E402
-from consent_ledger.core.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
-from consent_ledger.core.leaf import encode_leaf  # noqa: E402
-from consent_ledger.core.merkle import Node, tree_root  # noqa: E402
-from consent_ledger.core.note import Signer  # noqa: E402
-from consent_ledger.core.rfc6962 import hash_leaf  # noqa: E402
-from consent_ledger.keys import read_key, write_new_key  # noqa: E402
-from consent_ledger.storage import open_store  # noqa: E402
-from consent_ledger.v1 import log_pb2, log_pb2_grpc  # noqa: E402
-from tests.crash_support import ServerProcess  # noqa: E402
-from tests.entries_support import grant_envelope  # noqa: E402
+from consent_ledger.app.ports import IntegrationBatch, NewEntry, StoredCheckpoint
+from consent_ledger.core import payloads, tiles
+from consent_ledger.core.checkpoint import Checkpoint, sign_checkpoint
+from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.leaf import encode_leaf
+from consent_ledger.core.merkle import Node, tree_root
+from consent_ledger.core.note import Signer
+from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.keys import read_key, write_new_key
+from consent_ledger.storage import open_store
+from consent_ledger.v1 import log_pb2, log_pb2_grpc
+from tests.crash_support import ServerProcess
+from tests.entries_support import grant_envelope
 
 LOG_NAME = "bench.test/log"
 
@@ -70,8 +77,7 @@ class Result:
     calls: int
     seconds: float
     errors: int
-    p50_ms: float
-    p99_ms: float
+    latencies: list[float] = field(repr=False)  # seconds, sorted
     baseline: str | None = None
     baseline_rate: float | None = None
     target: str | None = None
@@ -83,11 +89,36 @@ class Result:
         return self.calls / self.seconds if self.seconds else 0.0
 
     @property
+    def p50_ms(self) -> float:
+        return _percentile(self.latencies, 0.50) * 1000
+
+    @property
+    def p99_ms(self) -> float:
+        return _percentile(self.latencies, 0.99) * 1000
+
+    @staticmethod
+    def merge(parts: list[Result]) -> Result:
+        """One result from several windows of the same measurement."""
+        first = parts[0]
+        return Result(
+            first.name, first.concurrency, sum(p.calls for p in parts), sum(p.seconds for p in parts),
+            sum(p.errors for p in parts), sorted(x for p in parts for x in p.latencies),
+            note="; ".join(sorted({p.note for p in parts if p.note})),
+        )  # fmt: skip
+
+    @property
     def ratio(self) -> float | None:
         return self.rate / self.baseline_rate if self.baseline_rate else None
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "rate": round(self.rate, 1), "ratio": None if self.ratio is None else round(self.ratio, 3)}
+        d = {k: v for k, v in asdict(self).items() if k != "latencies"}
+        return {
+            **d,
+            "rate": round(self.rate, 1),
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
+        }
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -139,10 +170,28 @@ async def closed_loop(
     seconds = max(0.0, end - window_start)
     latencies.sort()
     note = "ran out of pre-signed envelopes: window shortened" if exhausted_at and end < window_end else ""
-    return Result(
-        name, concurrency, len(latencies), seconds, errors,
-        _percentile(latencies, 0.50) * 1000, _percentile(latencies, 0.99) * 1000, note=note,
-    )  # fmt: skip
+    return Result(name, concurrency, len(latencies), seconds, errors, latencies, note=note)
+
+
+async def paired(
+    item: tuple[str, Callable[[], Awaitable[object] | None], int],
+    baseline: tuple[str, Callable[[], Awaitable[object] | None], int],
+    settings: Settings,
+) -> tuple[Result, Result]:
+    """Measure ``item`` and ``baseline`` in alternating windows (``settings.rounds`` of each, the measured time
+    split between them), so that load from outside the benchmark skews both alike. Returns (item, baseline)."""
+    item_parts: list[Result] = []
+    base_parts: list[Result] = []
+    per = settings.duration / settings.rounds
+    for r in range(settings.rounds):
+        warmup = settings.warmup if r == 0 else min(settings.warmup, 0.25)
+        base_parts.append(await closed_loop(baseline[0], baseline[1], baseline[2], per, warmup))
+        item_parts.append(await closed_loop(item[0], item[1], item[2], per, warmup))
+        if item_parts[-1].note:  # ran out of input
+            break
+    it, base = Result.merge(item_parts), Result.merge(base_parts)
+    it.baseline, it.baseline_rate = base.name, base.rate
+    return it, base
 
 
 # -- building a large log through the storage layer ----------------------------------------------------------
@@ -201,7 +250,8 @@ def build_log(database_url: str, signer: Signer, leaves: int, batch: int, progre
 
 @dataclass
 class Profiler:
-    """py-spy on the server process for one phase (optional)."""
+    """py-spy on the server process for one phase (optional): samples of the thread holding the GIL, which is
+    where a CPython server spends its one core of Python."""
 
     directory: Path | None
     files: list[str] = field(default_factory=list)
@@ -217,9 +267,25 @@ class Profiler:
         self.files.append(str(out))
         return subprocess.Popen(
             [exe, "record", "--pid", str(server.proc.pid), "--duration", str(max(1, int(seconds))),
-             "--rate", "250", "--format", "raw", "--threads", "--output", str(out)],
+             "--rate", "250", "--format", "raw", "--threads", "--gil", "--output", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+
+
+def fsync_rate(directory: Path, n: int = 300) -> float:
+    """Appends of 4 KiB followed by fdatasync, per second: how fast this disk commits right now."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        block = b"\0" * 4096
+        t0 = time.perf_counter()
+        for _ in range(n):
+            os.write(fd, block)
+            os.fdatasync(fd)
+        return n / (time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
 def start_server(workdir: Path, key_file: Path, url: str) -> ServerProcess:
@@ -235,15 +301,40 @@ def start_server(workdir: Path, key_file: Path, url: str) -> ServerProcess:
 class Settings:
     duration: float
     warmup: float
+    rounds: int
     leaves: int
     build_batch: int
     concurrency: int
     submitter_counts: tuple[int, ...]
     channels: int
+    patients: int
 
 
-def _envelopes(count: int) -> Iterator[bytes]:
-    return iter([grant_envelope() for _ in range(count)])
+def _envelopes(count: int, patients: list[Ed25519PrivateKey], rng: random.Random) -> Iterator[bytes]:
+    return iter([grant_envelope(rng.choice(patients)) for _ in range(count)])
+
+
+class Callers:
+    """Stubs over ``channels`` connections to one server, used round robin."""
+
+    def __init__(self, target: str, channels: int) -> None:
+        self.channels = [grpc.aio.insecure_channel(target) for _ in range(channels)]
+        self.health = [health_pb2_grpc.HealthStub(c) for c in self.channels]
+        self.logs = [log_pb2_grpc.LogServiceStub(c) for c in self.channels]
+        self._next = 0
+        self._check = health_pb2.HealthCheckRequest()
+
+    def log(self) -> log_pb2_grpc.LogServiceStub:
+        self._next += 1
+        return self.logs[self._next % len(self.logs)]
+
+    def trivial(self) -> Awaitable[object]:
+        self._next += 1
+        return self.health[self._next % len(self.health)].Check(self._check)
+
+    async def close(self) -> None:
+        for c in self.channels:
+            await c.close()
 
 
 async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callable[[str], None]) -> dict[str, object]:
@@ -251,55 +342,57 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
     write_new_key(key_file, LOG_NAME)
     signer = read_key(key_file)
     results: list[Result] = []
-    info: dict[str, object] = {}
+    info: dict[str, object] = {"fsync_per_s_before": round(fsync_rate(workdir))}
+    n_calls = settings.concurrency
+    rng = random.Random(0)
+    patients = [Ed25519PrivateKey.from_seed(rng.randbytes(32)) for _ in range(settings.patients)]
+    trivial_name = "trivial RPC (health Check)"
 
-    def channels(target: str) -> list[grpc.aio.Channel]:
-        return [grpc.aio.insecure_channel(target) for _ in range(settings.channels)]
-
-    # (a) and (b): a fresh log.
+    # (a) and (b): a fresh log; the trivial RPC is measured in windows alternating with each Submit run.
     server = start_server(workdir, key_file, f"sqlite:///{workdir / 'appends.db'}")
     try:
-        chans = channels(server.target)
-        health = [health_pb2_grpc.HealthStub(c) for c in chans]
-        logs = [log_pb2_grpc.LogServiceStub(c) for c in chans]
-        check = health_pb2.HealthCheckRequest()
-        rr = iter(range(1 << 62))
-
-        def trivial() -> Awaitable[object]:
-            return health[next(rr) % len(health)].Check(check)
-
-        say(f"(a) trivial RPC (health Check), {settings.concurrency} callers, {settings.duration} s")
-        ceiling = await closed_loop("trivial RPC (health Check)", trivial, settings.concurrency, settings.duration, settings.warmup)
-        results.append(ceiling)
+        callers = Callers(server.target, settings.channels)
+        say(f"(a) trivial RPC (health Check), {n_calls} callers")
+        ceiling = await closed_loop(trivial_name, callers.trivial, n_calls, settings.duration / 2, settings.warmup)
         say(f"    {ceiling.rate:,.0f}/s")
-
+        baselines: list[Result] = [ceiling]
+        submit_results: list[Result] = []
         for n in settings.submitter_counts:
             # Enough pre-signed envelopes for the run at the transport ceiling, which appends cannot beat by much.
-            budget = int(max(500, ceiling.rate * 1.3) * (settings.duration + settings.warmup))
+            budget = int(max(500, ceiling.rate * 1.3) * (settings.duration + settings.warmup * 2))
+            if profiler.directory and n == max(settings.submitter_counts):
+                budget *= 2
             say(f"(b) signing {budget:,} envelopes for {n} submitter(s)")
-            envs = _envelopes(budget)
+            envs = _envelopes(budget, patients, rng)
 
-            def submit() -> Awaitable[object] | None:
+            def submit(envs: Iterator[bytes] = envs) -> Awaitable[object] | None:
                 env = next(envs, None)
                 if env is None:
                     return None
-                return logs[next(rr) % len(logs)].Submit(log_pb2.SubmitRequest(envelope=env))
+                return callers.log().Submit(log_pb2.SubmitRequest(envelope=env))
 
-            say(f"(b) Submit, {n} submitter(s), {settings.duration} s")
-            prof = profiler.start(server, f"submit-{n}", settings.duration) if n == max(settings.submitter_counts) else None
-            r = await closed_loop("Submit (signed entries)", submit, n, settings.duration, settings.warmup)
-            if prof:
-                prof.wait()
-            r.baseline, r.baseline_rate = ceiling.name, ceiling.rate
-            if n == 64 or n == max(settings.submitter_counts):
+            say(f"(b) Submit, {n} submitter(s), alternating with the trivial RPC, {settings.rounds} rounds")
+            r, base = await paired(
+                ("Submit (signed entries)", submit, n), (trivial_name, callers.trivial, n_calls), settings
+            )
+            baselines.append(base)
+            if n == max(settings.submitter_counts):
                 r.target = ">= 0.5x trivial, p99 < 250 ms"
                 r.met = r.ratio is not None and r.ratio >= 0.5 and r.p99_ms < 250
-            results.append(r)
-            say(f"    {r.rate:,.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms")
-        size = (await logs[0].GetCheckpoint(log_pb2.GetCheckpointRequest())).checkpoint.note.split(b"\n")[1]
-        info["append_log_size"] = int(size)
-        for c in chans:
-            await c.close()
+                prof = profiler.start(server, f"submit-{n}", settings.duration)
+                if prof:
+                    say(f"(b) profiling Submit, {n} submitters (py-spy on the server), {settings.duration} s")
+                    await closed_loop("profiled", submit, n, settings.duration, 0)
+                    prof.wait()
+            submit_results.append(r)
+            say(f"    {r.rate:,.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms; trivial RPC meanwhile {base.rate:,.0f}/s")
+        info["fsync_per_s_after_appends"] = round(fsync_rate(workdir))
+        note = (await callers.log().GetCheckpoint(log_pb2.GetCheckpointRequest())).checkpoint.note
+        info["append_log_size"] = int(note.split(b"\n")[1])
+        results.append(Result.merge(baselines))
+        results[-1].note = "all windows of (a) and (b)"
+        results += submit_results
+        await callers.close()
     finally:
         server.stop()
 
@@ -314,39 +407,49 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
     server = start_server(workdir, key_file, url)
     info["large_start_seconds"] = round(time.perf_counter() - t0, 2)
     try:
-        chans = channels(server.target)
-        health = [health_pb2_grpc.HealthStub(c) for c in chans]
-        logs = [log_pb2_grpc.LogServiceStub(c) for c in chans]
+        callers = Callers(server.target, settings.channels)
         rng = random.Random(1)
         leaves = settings.leaves
 
-        def trivial_large() -> Awaitable[object]:
-            return health[next(rr) % len(health)].Check(check)
-
         def prove() -> Awaitable[object]:
             req = log_pb2.GetInclusionProofRequest(index=rng.randrange(leaves), tree_size=0)
-            return logs[next(rr) % len(logs)].GetInclusionProof(req)
+            return callers.log().GetInclusionProof(req)
 
-        # Warm the tile cache with the very first proofs: this window is measured and reported as "cold".
-        say(f"(c) GetInclusionProof at {leaves:,} leaves, {settings.concurrency} callers, cold caches")
-        cold = await closed_loop(f"GetInclusionProof at {leaves:,} (cold cache)", prove, settings.concurrency, settings.duration, 0)
+        # The very first proofs fill the tile cache: this window is reported as "cold".
+        say(f"(c) GetInclusionProof at {leaves:,} leaves, {n_calls} callers, cold caches, {settings.duration / 2:g} s")
+        cold = await closed_loop(f"GetInclusionProof at {leaves:,} (cold cache)", prove, n_calls, settings.duration / 2, 0)
         say(f"    {cold.rate:,.0f}/s")
-        say(f"(c) trivial RPC on the same server, {settings.duration} s")
-        base = await closed_loop(f"trivial RPC at {leaves:,} leaves", trivial_large, settings.concurrency, settings.duration, settings.warmup)
-        say(f"    {base.rate:,.0f}/s")
-        say(f"(c) GetInclusionProof at {leaves:,} leaves, {settings.concurrency} callers, warm")
-        prof = profiler.start(server, "proofs-warm", settings.duration)
-        warm = await closed_loop(f"GetInclusionProof at {leaves:,} (warm)", prove, settings.concurrency, settings.duration, settings.warmup)
-        if prof:
-            prof.wait()
-        say(f"    {warm.rate:,.0f}/s")
-        for r in (cold, warm):
-            r.baseline, r.baseline_rate = base.name, base.rate
+        # Then touch every tile once (one proof per 256 leaves), so the warm windows measure a steady state:
+        # the server's tile cache (4096 tiles) holds a 1M-leaf tree whole.
+        sweep = iter(range(0, leaves, tiles.TILE_WIDTH))
+
+        def prove_each_tile() -> Awaitable[object] | None:
+            i = next(sweep, None)
+            if i is None:
+                return None
+            return callers.log().GetInclusionProof(log_pb2.GetInclusionProofRequest(index=i))
+
+        t0 = time.perf_counter()
+        await closed_loop("sweep", prove_each_tile, n_calls, 3600, 0)
+        info["tile_sweep_seconds"] = round(time.perf_counter() - t0, 1)
+        say(f"    touched every tile in {info['tile_sweep_seconds']} s")
+        say(f"(c) GetInclusionProof at {leaves:,} leaves, warm, alternating with the trivial RPC, {settings.rounds} rounds")
+        warm, base = await paired(
+            (f"GetInclusionProof at {leaves:,} (warm)", prove, n_calls),
+            (f"trivial RPC at {leaves:,} leaves", callers.trivial, n_calls),
+            settings,
+        )
+        say(f"    {warm.rate:,.0f}/s; trivial RPC meanwhile {base.rate:,.0f}/s")
+        cold.baseline, cold.baseline_rate = base.name, base.rate
         warm.target = ">= 0.5x trivial"
         warm.met = warm.ratio is not None and warm.ratio >= 0.5
         results += [base, cold, warm]
-        for c in chans:
-            await c.close()
+        prof = profiler.start(server, "proofs-warm", settings.duration)
+        if prof:
+            say(f"(c) profiling GetInclusionProof (py-spy on the server), {settings.duration} s")
+            await closed_loop("profiled", prove, n_calls, settings.duration, 0)
+            prof.wait()
+        await callers.close()
     finally:
         server.stop()
     return {"results": results, "info": info}
@@ -403,10 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 s windows, 20,000 leaves")
     p.add_argument("--leaves", type=int, help="leaves of the large log (default: 1,000,000; --quick: 20,000)")
-    p.add_argument("--duration", type=float, help="seconds per measured window (default: 10; --quick: 2)")
+    p.add_argument("--duration", type=float, help="seconds measured per figure, split into --rounds windows (default: 10; --quick: 2)")
     p.add_argument("--warmup", type=float, help="seconds before each window (default: 2; --quick: 0.5)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="alternating windows of a figure and its trivial-RPC baseline (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=64, help="callers for (a) and (c) (default: %(default)s)")
     p.add_argument("--submitters", default="1,16,64", help="submitter counts for (b) (default: %(default)s)")
+    p.add_argument("--patients", type=int, default=10_000,
+                   help="the grants of (b) come from this many patient keys, at random (default: %(default)s)")
     p.add_argument("--channels", type=int, default=1, help="client channels (connections) to spread calls over")
     p.add_argument("--build-batch", type=int, default=50_000, help="leaves per IntegrationBatch when building (c)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
@@ -417,11 +524,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         duration=args.duration or (2.0 if args.quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
+        rounds=args.rounds,
         leaves=args.leaves or (20_000 if args.quick else 1_000_000),
         build_batch=args.build_batch,
         concurrency=args.concurrency,
         submitter_counts=tuple(int(n) for n in args.submitters.split(",")),
         channels=args.channels,
+        patients=args.patients,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-log-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -430,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     profiler = Profiler(args.profile)
+    load_before = os.getloadavg()
     started = time.perf_counter()
     try:
         out = asyncio.run(run(settings, workdir, profiler, say))
@@ -445,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": [r.as_dict() for r in results],
         "profiles": profiler.files,
         "seconds": round(time.perf_counter() - started),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "note": "client and server share the machine",
     }
     if args.json:
@@ -454,10 +565,17 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"machine: {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, grpcio {m['grpcio']}; "
               "client and server share the machine")  # fmt: skip
-        print(f"settings: {settings.duration:g} s windows after {settings.warmup:g} s warm-up, "
-              f"{settings.leaves:,} leaves for (c), {settings.channels} client channel(s)")  # fmt: skip
+        la = doc["load_average"]
+        print(f"load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in la['before'])}, "  # type: ignore[index]
+              f"after: {'/'.join(f'{x:.1f}' for x in la['after'])} (other work on the machine skews the figures)")  # type: ignore[index]
+        print(f"disk: 4 KiB append + fdatasync {out['info']['fsync_per_s_before']:,}/s before (b), "  # type: ignore[index]
+              f"{out['info']['fsync_per_s_after_appends']:,}/s after")  # type: ignore[index]
+        print(f"settings: {settings.duration:g} s per figure in {settings.rounds} windows after {settings.warmup:g} s "
+              f"warm-up; grants from {settings.patients:,} patients; {settings.leaves:,} leaves for (c); "
+              f"{settings.channels} client channel(s)")  # fmt: skip
         print(f"(c) built in {out['info']['build_seconds']} s, server started on it in "  # type: ignore[index]
-              f"{out['info']['large_start_seconds']} s")  # type: ignore[index]
+              f"{out['info']['large_start_seconds']} s; one proof per tile to warm its cache took "  # type: ignore[index]
+              f"{out['info']['tile_sweep_seconds']} s")  # type: ignore[index]
         print()
         print(table(results))
         if profiler.files:

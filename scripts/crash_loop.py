@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import MetaData, inspect  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.pool import NullPool
 
-from consent_ledger.storage import make_engine  # noqa: E402
-from tests.crash_support import CrashCheckFailed, CrashHarness  # noqa: E402
+from consent_ledger.storage import make_engine
+from tests.crash_support import CrashCheckFailed, CrashHarness
 
 
 def prepare_database(url: str, reset: bool) -> None:

@@ -4,10 +4,11 @@ Used by tests/test_crash.py (a few cycles) and scripts/crash_loop.py (many). Not
 
 What one cycle does (DESIGN section 2, issue 2 item 4):
 
-1. ``submitters`` threads, each with its own verifying client (LedgerClient), submit fresh signed envelopes
-   while a reader thread fetches checkpoints and acknowledged entries. A client interceptor records every
-   Submit the server answered (index, leaf bytes, envelope) *before* the client verifies it, and every signed
-   checkpoint note any answer carried, so an acknowledgement that arrives just before the kill still counts.
+1. ``submitters`` threads, each with its own verifying client (LedgerClient), submit fresh signed consent
+   grants (from a pool of ``patients`` keys) while a reader thread fetches checkpoints and acknowledged
+   entries. A client interceptor records every Submit the server answered (index, leaf bytes, envelope)
+   *before* the client verifies it, and every signed checkpoint note any answer carried, so an
+   acknowledgement that arrives just before the kill still counts.
 2. After a random delay under load the server gets SIGKILL; then it is restarted on the same database.
 3. Checks against the restarted server, through the verifying client:
    - no published checkpoint is larger than the restarted tree (nothing published was rolled back);
@@ -38,11 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import grpc
 
 from consent_ledger.core import payloads
 from consent_ledger.core.checkpoint import open_checkpoint
+from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.errors import ConsentLedgerError
 from consent_ledger.core.note import parse_verifier_key
 from consent_ledger_client import LedgerClient, VerifiedEntry
@@ -322,6 +325,7 @@ class CrashHarness:
     old_sample: int = 100  # acknowledged entries of earlier cycles re-read after each restart
     resubmit_sample: int = 200  # acknowledged entries of this cycle resubmitted after each restart
     timeout: float = 15.0  # per RPC
+    patients: int = 256  # grants come from this many patient keys, so the per-patient consent state stays small
     server: ServerProcess = field(init=False)
     record: Record = field(init=False)
     verifier_key: str = field(init=False)
@@ -336,11 +340,12 @@ class CrashHarness:
         if self.seed is None:
             self.seed = int.from_bytes(os.urandom(4), "big")
         self.rng = random.Random(self.seed)
+        self._patient_keys = [Ed25519PrivateKey.from_seed(self.rng.randbytes(32)) for _ in range(self.patients)]
         key_file, self.verifier_key = make_log_key(self.workdir)
         self.record = Record(self.verifier_key)
         self.server = ServerProcess(self.workdir, key_file, self.database_url, max_batch=self.max_batch)
 
-    def __enter__(self) -> CrashHarness:
+    def __enter__(self) -> Self:
         self.server.start()
         with self._client() as client:
             first = client.checkpoint()
@@ -380,9 +385,10 @@ class CrashHarness:
         acked_this_cycle = threading.Semaphore(0)
 
         def submitter() -> None:
+            rng = random.Random()
             with self._client() as client:
                 while not stop.is_set():
-                    env = grant_envelope()
+                    env = grant_envelope(rng.choice(self._patient_keys))
                     sha = self.record.send(env)
                     try:
                         receipt = client.submit(env)
