@@ -110,6 +110,44 @@ class NodeCache:
             self._nodes.popitem(last=False)
 
 
+Members = dict[str, tuple[int, bytes]]  # consent id -> (leaf index, leaf hash) of the in-force grants of a key
+
+
+class InForceCache:
+    """The committed in-force sets of recently touched keys, with their leaf hashes. Only the sequencer's thread
+    uses it: a miss is read from the index, and each committed batch's new sets are written through, so a batch
+    reads nothing for a key it has seen before (a patient with a long history costs no more than a new one)."""
+
+    def __init__(self, index: ConsentIndex, capacity: int = 200_000) -> None:
+        self._index = index
+        self._capacity = capacity
+        self._sets: OrderedDict[Key, Members] = OrderedDict()
+
+    def get(self, keys: Collection[Key]) -> dict[Key, Members]:
+        out = {k: self._sets[k] for k in keys if k in self._sets}
+        missing: dict[bytes, set[str]] = {}
+        for patient, sel in keys:
+            if (patient, sel) not in out:
+                missing.setdefault(patient, set()).add(sel)
+        if missing:
+            loaded: dict[Key, dict[str, int]] = {}
+            for patient, sels in missing.items():
+                for sel, live in in_force(self._index, patient, sels, _EVERYTHING).items():
+                    loaded[(patient, sel)] = live
+            hashes = self._index.leaf_hashes({i for live in loaded.values() for i in live.values()})
+            for k, live in loaded.items():
+                out[k] = {cid: (i, hashes[i]) for cid, i in live.items()}
+            self.put(out)
+        return out
+
+    def put(self, sets: Mapping[Key, Members]) -> None:
+        for k, members in sets.items():
+            self._sets[k] = dict(members)
+            self._sets.move_to_end(k)
+        while len(self._sets) > self._capacity:
+            self._sets.popitem(last=False)
+
+
 class ConsentState:
     """Keeps the consent map in step with the log, and hands out the latest StateCommit."""
 
@@ -117,12 +155,13 @@ class ConsentState:
         self._index = index
         self._map = cmap
         self._nodes = NodeCache(cmap)
+        self._sets = InForceCache(index)
         self._signer = signer
         self.policy = policy
         self.latest: StateCommitRow | None = index.latest_state_commit()
         # The map change of the batch being integrated, by the index of its StateCommit; written through to
         # the cache once that batch committed.
-        self._pending: tuple[int, Mapping[bytes, smt.MapNode], Collection[bytes]] | None = None
+        self._pending: tuple[int, Mapping[bytes, smt.MapNode], Collection[bytes], Mapping[Key, Members]] | None = None
 
     def touched_keys(self, rows: Sequence[Mapping[str, object]]) -> set[Key]:
         """The map keys a batch's consent rows change: each grant's, each revoked or superseded grant's."""
@@ -153,28 +192,29 @@ class ConsentState:
         """Update the map for a batch and decide whether a StateCommit closes it."""
         keys = self.touched_keys(consent_rows)
         change = None
+        sets: dict[Key, Members] = {}
         if keys:
-            new_hashes = {e.index: e.leaf_hash for e in entries}
-            by_patient: dict[bytes, set[str]] = {}
-            for patient, sel in keys:
-                by_patient.setdefault(patient, set()).add(sel)
-            sets = {
-                (patient, sel): live
-                for patient, sels in by_patient.items()
-                for sel, live in in_force(self._index, patient, sels, closing_index, consent_rows).items()
-            }
-            old = {i for s in sets.values() for i in s.values() if i not in new_hashes}
-            hashes = {**self._index.leaf_hashes(old), **new_hashes} if old else new_hashes
+            sets = {k: dict(v) for k, v in self._sets.get(keys).items()}
+            leaf_hash = {e.index: e.leaf_hash for e in entries}
+            # The batch's own rows, in order: grants join their key's set; revocations and supersessions end one.
+            for row in consent_rows:
+                key = (bytes(row["patient"]), str(row["grantee"]))  # type: ignore[arg-type]
+                if row["kind"] == GRANT and key in sets:
+                    idx = int(row["idx"])  # type: ignore[call-overload]
+                    sets[key].setdefault(str(row["consent_id"]), (idx, leaf_hash[idx]))
+                target = row["target"]
+                if target:
+                    for members in sets.values():
+                        members.pop(str(target), None)
             updates = {
-                smt.map_key(p, sel): smt.value_hash((i, hashes[i]) for i in s.values()) if s else None
-                for (p, sel), s in sets.items()
+                smt.map_key(p, sel): smt.value_hash(m.values()) if m else None for (p, sel), m in sets.items()
             }
             change = smt.apply_batch(self._nodes, updates)
         due = self.latest is None or batch_time_ms - self.latest.batch_time_ms >= self.policy.max_age_ms
         if change is None and not heartbeat and not (entries and due):
             return PreparedBatch()
         root, changed, deleted = change if change is not None else smt.apply_batch(self._nodes, {})
-        self._pending = (closing_index, changed, deleted)
+        self._pending = (closing_index, changed, deleted, sets)
         payload = payloads.build_state_commit(map_root=root, batch_time_ms=batch_time_ms)
         closing = parse_envelope(sign_envelope(payloads.STATE_COMMIT, payload, [self._signer.private_key]))
         extra = {
@@ -189,6 +229,7 @@ class ConsentState:
             sc = StateCommitRow(int(row["idx"]), bytes(row["map_root"]), int(row["batch_time_ms"]))  # type: ignore[call-overload, arg-type]
             if self._pending is not None and self._pending[0] == sc.index:
                 self._nodes.apply(self._pending[1], self._pending[2])
+                self._sets.put(self._pending[3])
             self._pending = None
             self.latest = sc
 

@@ -145,12 +145,12 @@ class ConsentLedger:
         """Check a verified envelope against the log's state. Raises InvalidInput, NotFound, PermissionDenied
         or AlreadyExists; nothing is appended unless this passes."""
         p = check_payload(env)
-        if self._index.envelope_logged(env.sha256):
-            return p  # resubmission of an entry already in the log: the sequencer answers with its index
         if isinstance(p, payloads.ConsentGrantPayload):
             cid = payloads.consent_id(env.payload)
             if self._index.consent(cid) is not None:
-                raise AlreadyExists(f"consent {cid} is already in the log")
+                if self._index.envelope_logged(env.sha256):
+                    return p  # the same envelope again: the sequencer answers with its first index
+                raise AlreadyExists(f"consent {cid} is already in the log (in another envelope)")
             if p.supersedes:
                 self._own_grant(p.supersedes, p.patient, "supersede")
         elif isinstance(p, payloads.ConsentRevocationPayload):
