@@ -419,6 +419,9 @@ def try_it_commands(ctx: DemoContext) -> list[str]:
         f"{cl} checkpoint",
         f"{cl} consistency --old-note {f('checkpoint-first.note')}",
         f"{cl} entries 0 30",
+        "",
+        "# as an auditor: replay the whole log, re-verify every signature, recompute every StateCommit",
+        f"{cl} audit",
     ]
 
 
