@@ -84,6 +84,8 @@ from consent_ledger.presentation import (
     verified_decision_json,
 )
 from consent_ledger.server.app import TlsFiles
+from consent_ledger.app.consent_state import StatePolicy
+from consent_ledger.core.decision import IMPLICIT_DENY, IMPLICIT_POLICIES, Policy
 from consent_ledger.service import (
     DEFAULT_DATABASE_URL,
     DEFAULT_LISTEN,
@@ -124,6 +126,14 @@ class CliError(ConsentLedgerError):
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
+
+
+def _float_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    try:
+        return float(text) if text else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, not {text!r}") from None
 
 
 def _env_flag(name: str) -> bool:
@@ -180,6 +190,13 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         tls=tls_from_args(args),
         insecure=args.insecure,
         max_batch=args.max_batch,
+        policy=Policy(
+            implicit=args.implicit_policy,
+            decision_ttl_ms=int(args.decision_ttl * 1000),
+            break_glass_enabled=not args.no_break_glass,
+            break_glass_window_ms=int(args.break_glass_window * 1000),
+        ),
+        state=StatePolicy(max_age_ms=int(args.state_max_age * 1000), heartbeat_s=args.state_heartbeat),
     )
     service = await start_service(config, signer)
     host = args.listen.rsplit(":", 1)[0]
@@ -230,6 +247,18 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--telemetry", choices=EXPORTERS, default=_env("CONSENT_LEDGER_TELEMETRY", "none"),
                    help="OpenTelemetry exporter (default: $CONSENT_LEDGER_TELEMETRY or %(default)s)")
     p.add_argument("--max-batch", type=int, default=4096, help="most submissions per group commit")
+    p.add_argument("--implicit-policy", choices=IMPLICIT_POLICIES,
+                   default=_env("CONSENT_LEDGER_IMPLICIT_POLICY", IMPLICIT_DENY),
+                   help="what decides when no consent matches (default: %(default)s)")
+    p.add_argument("--decision-ttl", type=float, default=300.0, metavar="SECONDS",
+                   help="how long a decision may be relied on (default: %(default)g)")
+    p.add_argument("--break-glass-window", type=float, default=4 * 3600.0, metavar="SECONDS",
+                   help="how long a break-glass permit lasts (default: %(default)g)")
+    p.add_argument("--no-break-glass", action="store_true", help="refuse break-glass requests")
+    p.add_argument("--state-heartbeat", type=float, default=_float_env("CONSENT_LEDGER_STATE_HEARTBEAT", 30.0),
+                   metavar="SECONDS", help="write a StateCommit after this long without batches (default: %(default)g)")
+    p.add_argument("--state-max-age", type=float, default=5.0, metavar="SECONDS",
+                   help="close any batch with a StateCommit once the last one is this old (default: %(default)g)")
     p.add_argument("--port-file", help="write the bound port to this file (useful with port 0)")
 
 

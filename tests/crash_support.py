@@ -92,12 +92,14 @@ class ServerProcess:
         *,
         max_batch: int | None = None,
         env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.key_file = key_file
         self.database_url = database_url
         self.max_batch = max_batch
         self.env = env
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.starts = 0
@@ -126,6 +128,7 @@ class ServerProcess:
             "--insecure",
             "--port-file", str(port_file),
         ]  # fmt: skip
+        cmd += list(self.extra_args)
         if self.max_batch is not None:
             cmd += ["--max-batch", str(self.max_batch)]
         with open(self.log_path, "wb") as out:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from consent_ledger_client import LedgerClient
 from sqlalchemy import update
 
 from consent_ledger.cli import (
@@ -31,9 +30,13 @@ from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import keyid_for, sign_envelope
 from consent_ledger.core.note import Signer, format_signer_key, format_verifier_key
 from consent_ledger.presentation import format_time
+from consent_ledger.core.payloads import DataItem
+from consent_ledger.keys import read_key
 from consent_ledger.storage import schema
+from consent_ledger_client import ConsentClient, LedgerClient
 
 from .entries_support import grant_envelope
+from .crash_support import ServerProcess, make_log_key
 from .server_support import log_signer, log_verifier_key, running_server
 
 
@@ -817,3 +820,29 @@ def test_audit_passes_resumes_and_fails_on_corruption(
     code = main(["audit", *conn])
     out, _ = capsys.readouterr()
     assert code == EXIT_VERIFICATION and "AUDIT FAILED" in out
+
+
+def test_serve_policy_and_state_options(tmp_path: Path) -> None:
+    """`serve` flags reach the service: the implicit policy decides, and idle heartbeats write StateCommits."""
+    key_file, verifier_key = make_log_key(tmp_path)
+    server = ServerProcess(
+        tmp_path, key_file, f"sqlite:///{tmp_path / 'l.db'}",
+        extra_args=("--implicit-policy", "basic-normal", "--state-heartbeat", "0.3"),
+    )  # fmt: skip
+    server.start()
+    try:
+        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=verifier_key, insecure=True))
+        patient = Ed25519PrivateKey.from_seed(b"\x91" * 32)
+        c.register_party(read_key(key_file).private_key, party_id="hospital-1", roles=["hospital"],
+                         public_keys=[patient.public_key], display_name="H")  # fmt: skip
+        h = ConsentClient(LedgerClient.connect(server.target, verifier_key=verifier_key, insecure=True, party_id="hospital-1"))
+        d = h.check_access(patient.public_key, action="access", purpose="TREAT", data=[DataItem("imaging")])
+        assert d.permitted and d.decision.outcomes[0].reasons[0].code == "IMPLICIT_PERMIT"
+        assert d.decision.policy.implicit == "basic-normal"
+        before = c.ledger.checkpoint().checkpoint.size
+        time.sleep(1.2)
+        after = c.ledger.checkpoint().checkpoint.size
+        kinds = {e.leaf.payload_type for e in c.ledger.get_entries(before, after)}
+        assert after > before and kinds == {payloads.STATE_COMMIT}
+    finally:
+        server.stop()
