@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf import descriptor_pool, message_factory
@@ -31,6 +32,15 @@ class TamperProxy:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=lambda: self.loop.run_until_complete(self._serve()), daemon=True)
+
+    @contextlib.contextmanager
+    def tampering(self, method: str, mutation: Callable[[Message], None]) -> Iterator[None]:
+        """Apply ``mutation`` to every response of ``method`` (e.g. "CheckAccess") inside the block."""
+        self.mutate = lambda m, resp: mutation(resp) if m == method else None
+        try:
+            yield
+        finally:
+            self.mutate = lambda m, resp: None
 
     @property
     def target(self) -> str:

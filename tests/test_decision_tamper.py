@@ -128,12 +128,8 @@ def _ask(c: ConsentClient, what: str):
 def test_tampered_decisions_are_caught(setup, name, what, mutation, error):
     server, proxy = setup
     c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
-    proxy.mutate = lambda method, resp: mutation(resp) if method == "CheckAccess" else None
-    try:
-        with pytest.raises(error):
-            _ask(c, what)
-    finally:
-        proxy.mutate = lambda method, resp: None
+    with proxy.tampering("CheckAccess", mutation), pytest.raises(error):
+        _ask(c, what)
 
 
 def test_an_omitted_in_force_deny_is_caught(setup):
@@ -141,31 +137,22 @@ def test_an_omitted_in_force_deny_is_caught(setup):
     c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
     assert _ask(c, "meds").decision.decision == "DENY"
 
-    def drop_deny(method, resp):
-        if method == "CheckAccess":
-            keep = [e for e in resp.evidence if not _is_deny(e)]
-            assert len(keep) < len(resp.evidence)
-            del resp.evidence[:]
-            resp.evidence.extend(keep)
+    def drop_deny(resp):
+        keep = [e for e in resp.evidence if not _is_deny(e)]
+        assert len(keep) < len(resp.evidence)
+        del resp.evidence[:]
+        resp.evidence.extend(keep)
 
-    proxy.mutate = drop_deny
-    try:
-        with pytest.raises(IncompleteEvidence):
-            _ask(c, "meds")
-    finally:
-        proxy.mutate = lambda method, resp: None
+    with proxy.tampering("CheckAccess", drop_deny), pytest.raises(IncompleteEvidence):
+        _ask(c, "meds")
 
 
 def test_a_receipt_from_another_decision_is_caught(setup):
     server, proxy = setup
     c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
     old = _ask(c, "imaging").receipt
-    proxy.mutate = lambda method, resp: setattr(resp, "receipt", old) if method == "CheckAccess" else None
-    try:
-        with pytest.raises(VerificationError):
-            _ask(c, "lab")
-    finally:
-        proxy.mutate = lambda method, resp: None
+    with proxy.tampering("CheckAccess", lambda resp: setattr(resp, "receipt", old)), pytest.raises(VerificationError):
+        _ask(c, "lab")
 
 
 @pytest.mark.parametrize("what,expected", [("lab", "PERMIT"), ("imaging", "DENY"), ("meds", "DENY")])
@@ -181,19 +168,14 @@ def test_a_revoked_grant_added_to_the_evidence_is_caught(setup):
     entry, _ = server.revoked_grant
     assert entry.leaf.payload_type == payloads.CONSENT_GRANT
 
-    def add(method, resp):
-        if method == "CheckAccess":
-            resp.evidence.add(
-                entry=log_pb2.Entry(index=entry.index, leaf=entry.leaf_bytes, envelope=entry.envelope.raw),
-                inclusion_proof=list(entry.proof),
-            )
+    def add(resp):
+        resp.evidence.add(
+            entry=log_pb2.Entry(index=entry.index, leaf=entry.leaf_bytes, envelope=entry.envelope.raw),
+            inclusion_proof=list(entry.proof),
+        )
 
-    proxy.mutate = add
-    try:
-        with pytest.raises(IncompleteEvidence):
-            _ask(c, "imaging")
-    finally:
-        proxy.mutate = lambda method, resp: None
+    with proxy.tampering("CheckAccess", add), pytest.raises(IncompleteEvidence):
+        _ask(c, "imaging")
 
 
 def test_a_lying_server_that_signs_a_wrong_decision_is_caught(setup):
@@ -201,19 +183,14 @@ def test_a_lying_server_that_signs_a_wrong_decision_is_caught(setup):
     server, proxy = setup
     key = log_signer().private_key
 
-    def lie(method, resp):
-        if method == "CheckAccess":
-            _flip_decision(resp)
-            d = decision_from_pb(resp.decision)
-            resp.receipt = sign_receipt(receipt_body(d, resp.checkpoint.note), key)
+    def lie(resp):
+        _flip_decision(resp)
+        d = decision_from_pb(resp.decision)
+        resp.receipt = sign_receipt(receipt_body(d, resp.checkpoint.note), key)
 
     c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
-    proxy.mutate = lie
-    try:
-        with pytest.raises(DecisionMismatch):
-            _ask(c, "lab")
-    finally:
-        proxy.mutate = lambda method, resp: None
+    with proxy.tampering("CheckAccess", lie), pytest.raises(DecisionMismatch):
+        _ask(c, "lab")
 
 
 def test_stale_consent_state_is_refused(setup):
