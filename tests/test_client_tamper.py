@@ -146,13 +146,10 @@ def test_client_catches_tampering(tamper_setup, tmp_path, name, method, mutation
             receipt = honest.submit(grant_envelope())
     with LedgerClient.connect(server.target, verifier_key=key, insecure=True) as other:
         other.submit(grant_envelope())
-    proxy.mutate = lambda m, resp: mutation(resp) if m == method else None
-    try:
-        with LedgerClient.connect(f"127.0.0.1:{proxy.port}", verifier_key=key, state_path=state, insecure=True) as c:
+    with proxy.tampering(method, mutation):
+        with LedgerClient.connect(proxy.target, verifier_key=key, state_path=state, insecure=True) as c:
             with pytest.raises(VerificationError):
                 _operation(c, method, _leaf_hash(receipt))
-    finally:
-        proxy.mutate = lambda m, resp: None
 
 
 def _leaf_hash(receipt) -> bytes:
