@@ -84,6 +84,7 @@ from consent_ledger.presentation import (
     verified_decision_json,
 )
 from consent_ledger.server.app import TlsFiles
+from consent_ledger.server.limits import RateLimit
 from consent_ledger.app.consent_state import StatePolicy
 from consent_ledger.core.decision import IMPLICIT_DENY, IMPLICIT_POLICIES, Policy
 from consent_ledger.service import (
@@ -197,6 +198,7 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
             break_glass_window_ms=int(args.break_glass_window * 1000),
         ),
         state=StatePolicy(max_age_ms=int(args.state_max_age * 1000), heartbeat_s=args.state_heartbeat),
+        rate_limit=RateLimit(per_second=args.rate_limit, burst=2 * args.rate_limit),
     )
     service = await start_service(config, signer)
     host = args.listen.rsplit(":", 1)[0]
@@ -247,6 +249,9 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--telemetry", choices=EXPORTERS, default=_env("CONSENT_LEDGER_TELEMETRY", "none"),
                    help="OpenTelemetry exporter (default: $CONSENT_LEDGER_TELEMETRY or %(default)s)")
     p.add_argument("--max-batch", type=int, default=4096, help="most submissions per group commit")
+    p.add_argument("--rate-limit", type=float, default=10_000.0, metavar="PER_SECOND",
+                   help="calls per second per caller before RESOURCE_EXHAUSTED, bursts of twice that; 0: off "
+                   "(default: %(default)g)")
     p.add_argument("--implicit-policy", choices=IMPLICIT_POLICIES,
                    default=_env("CONSENT_LEDGER_IMPLICIT_POLICY", IMPLICIT_DENY),
                    help="what decides when no consent matches (default: %(default)s)")

@@ -17,6 +17,7 @@ from consent_ledger.app.ledger import Ledger
 from consent_ledger.core.decision import Policy
 from consent_ledger.core.note import Signer
 from consent_ledger.server.app import TlsFiles, create_server
+from consent_ledger.server.limits import RateLimit
 from consent_ledger.storage import open_store
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
@@ -36,6 +37,7 @@ class ServiceConfig:
     max_batch: int = 4096
     policy: Policy = field(default_factory=Policy)
     state: StatePolicy = field(default_factory=StatePolicy)
+    rate_limit: RateLimit = field(default_factory=RateLimit)
     operator_keys: tuple[bytes, ...] = ()
 
 
@@ -83,7 +85,7 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)
         ledger.open()
         server, port, health = await create_server(
-            ledger, consents, config.listen, tls=config.tls, insecure=config.insecure
+            ledger, consents, config.listen, tls=config.tls, insecure=config.insecure, rate_limit=config.rate_limit
         )
     except BaseException:
         store.close()

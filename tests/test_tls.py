@@ -83,3 +83,4 @@ def test_plaintext_only_on_loopback():
     server = ServerThread(ServiceConfig(database_url="sqlite://", listen="127.0.0.1:0"), log_signer())
     with pytest.raises(ValueError, match="refusing to serve without TLS"):
         server.start()
+

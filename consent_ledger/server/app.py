@@ -17,6 +17,7 @@ from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.server.consent_servicers import AccessServicer, ConsentServicer
 from consent_ledger.server.identity import CallerIdentity
+from consent_ledger.server.limits import RateLimit, RateLimitInterceptor
 from consent_ledger.server.log_servicer import LogServicer
 from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc, log_pb2, log_pb2_grpc
 
@@ -61,6 +62,7 @@ async def create_server(
     *,
     tls: TlsFiles | None = None,
     insecure: bool = False,
+    rate_limit: RateLimit = RateLimit(),
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """A started-ready (not yet started) server bound to ``address``; returns (server, port, health).
 
@@ -73,7 +75,7 @@ async def create_server(
             raise ValueError(f"plaintext is only allowed on loopback, not on {address}")
         log.warning("serving WITHOUT TLS on %s (development only)", address)
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor()],
+        interceptors=[aio_server_interceptor(), RateLimitInterceptor(rate_limit)],
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
