@@ -140,3 +140,15 @@ def test_access_and_views_fuzz(target, patient, action, purpose, classes, labels
     _call(consent.ListConsents, consent_pb2.ListConsentsRequest(patient=patient, page_size=size, page_token=token, time_ms=time_ms))
     _call(consent.ListAccessEvents, consent_pb2.ListAccessEventsRequest(patient=patient, page_size=size, page_token=token))
     assert _checkpoint(log) == before
+
+
+@pytest.mark.parametrize("token", ["¹", "٣", "-1", "1" * 20, "abc", " 1"])
+def test_malformed_page_tokens_are_invalid_argument(target, token):
+    """Found by the fuzz run: a Unicode digit in a page token once reached int() and came back INTERNAL."""
+    log, _, consent = target
+    with pytest.raises(grpc.RpcError) as err:
+        consent.ListConsents(consent_pb2.ListConsentsRequest(patient=PATIENT.public_key, page_token=token), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        consent.ListAccessEvents(consent_pb2.ListAccessEventsRequest(patient=PATIENT.public_key, page_token=token), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

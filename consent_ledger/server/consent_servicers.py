@@ -30,7 +30,8 @@ def evidence_pb(p: Proven) -> access_pb2.EvidenceEntry:
 def _page_after(token: str) -> int:
     if not token:
         return -1
-    if not token.isdigit() or len(token) > 19:
+    # isdigit() alone also takes "¹" and other Unicode digits that int() refuses.
+    if not (token.isascii() and token.isdigit()) or len(token) > 19:
         raise InvalidInput("page token is malformed")
     return int(token)
 
