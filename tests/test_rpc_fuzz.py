@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consent_ledger.app.consent_state import StatePolicy
 from consent_ledger.core import payloads
 from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.v1 import (
@@ -29,14 +30,16 @@ from consent_ledger_client import ConsentClient, LedgerClient
 from .entries_support import PATIENT, grant_envelope
 from .server_support import log_signer, log_verifier_key, running_server
 
-EXAMPLES = int(os.environ.get("CONSENT_LEDGER_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("CONSENT_LEDGER_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    with running_server(f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'l.db'}") as server:
+    # No idle heartbeat: every change of the checkpoint during the run must come from a request.
+    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'l.db'}"
+    with running_server(url, state=StatePolicy(heartbeat_s=24 * 3600)) as server:
         c = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
         c.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
         c.ledger.submit(grant_envelope(grantee="org:insurer-1"))
