@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consent_ledger.app.errors import Unavailable
+from consent_ledger.app.lru import Lru
 from consent_ledger.app.ports import ConsentIndex, ConsentMap, NewEntry, StateCommitRow
 from consent_ledger.app.sequencer import PreparedBatch
 from consent_ledger.core import payloads, smt
@@ -156,6 +157,7 @@ class ConsentState:
         self._map = cmap
         self._nodes = NodeCache(cmap)
         self._sets = InForceCache(index)
+        self._proofs: Lru[tuple[bytes, bytes], smt.MapProof] = Lru(100_000)
         self._signer = signer
         self.policy = policy
         self.latest: StateCommitRow | None = index.latest_state_commit()
@@ -240,11 +242,18 @@ class ConsentState:
             sc = self.latest
             if sc is None:
                 raise Unavailable("the ledger has no consent state commit yet")
+            # A proof depends only on the key and the root: cache it by both.
+            proofs = {k: p for k in keys if (p := self._proofs.get((k, sc.map_root))) is not None}
+            missing = [k for k in keys if k not in proofs]
+            if not missing:
+                return sc, proofs
             try:
-                root, proofs = smt.prove_many(self._nodes, keys)
+                root, fresh = smt.prove_many(self._nodes, missing)
             except smt.InconsistentMapNodes:  # a batch was written through between two rounds of the walk
                 continue
             if root == sc.map_root:
-                return sc, proofs
+                for k, p in fresh.items():
+                    self._proofs.put((k, root), p)
+                return sc, {**proofs, **fresh}
             time.sleep(0.01)  # a batch changed the map and its StateCommit is about to be published
         raise Unavailable("the consent state is being updated; try again")

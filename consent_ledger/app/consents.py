@@ -11,8 +11,17 @@ from dataclasses import dataclass
 
 from consent_ledger.app.broker import Broker
 from consent_ledger.app.errors import AlreadyExists, CorruptStorage, NotFound, PermissionDenied
+from consent_ledger.app.lru import Lru
 from consent_ledger.app.payload_check import check_payload
-from consent_ledger.app.ports import ConsentIndex, ConsentRow, NewEntry, PartyRow, StoredCheckpoint, StoredEntry
+from consent_ledger.app.ports import (
+    ConsentIndex,
+    ConsentRow,
+    NewEntry,
+    PartyRow,
+    StateCommitRow,
+    StoredCheckpoint,
+    StoredEntry,
+)
 from consent_ledger.app.consent_state import GRANT, REVOCATION, ConsentState, in_force
 from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
@@ -126,6 +135,9 @@ class ConsentLedger:
         self._latest: Callable[[], StoredCheckpoint] | None = None
         self._append: Callable[[ParsedEnvelope], object] | None = None
         self.broker: Broker | None = None
+        # Hot paths of the access check: in-force sets by (patient, selector, map root), entries by index.
+        self._live_cache: Lru[tuple[bytes, str, bytes], dict[str, int]] = Lru(100_000)
+        self._entry_cache: Lru[int, tuple[StoredEntry, LedgerEntry | None]] = Lru(50_000)
         # The registration in force for each party id, as of the latest batch (dropped when a party re-registers).
         self._parties: dict[str, PartyRow] = {}
         self._party_horizon = 0
@@ -320,15 +332,44 @@ class ConsentLedger:
             break_glass_reason=break_glass_reason,
         )
         check_request(request)
-        live = in_force(self._index, patient, selectors, sc.index)
+        live = self._in_force_at(patient, selectors, sc)
         grant_indices = {i for s in live.values() for i in s.values()}
-        stored = self._index.read_indices(grant_indices | {party.index, sc.index})
-        entries = [ledger_entry(s) for s in stored if s.index in grant_indices]
+        stored, entries = self._entries_at(grant_indices | {party.index, sc.index}, grant_indices)
         decision = decide(entries, request, self.policy)
         receipt = sign_receipt(receipt_body(decision, cp.note), self._signer.private_key)
         return AccessAnswer(
             decision, self._prove(stored, cp.size), cp, receipt, sc.index, {sel: proofs[k] for sel, k in keys.items()}
         )
+
+    def _in_force_at(self, patient: bytes, selectors: Sequence[str], sc: StateCommitRow) -> dict[str, dict[str, int]]:
+        """The in-force sets as of ``sc``. Cached by map root: equal roots commit to equal sets for every key."""
+        out: dict[str, dict[str, int]] = {}
+        missing = []
+        for sel in selectors:
+            hit = self._live_cache.get((patient, sel, sc.map_root))
+            if hit is None:
+                missing.append(sel)
+            else:
+                out[sel] = hit
+        if missing:
+            for sel, live in in_force(self._index, patient, missing, sc.index).items():
+                self._live_cache.put((patient, sel, sc.map_root), live)
+                out[sel] = live
+        return out
+
+    def _entries_at(self, indices: set[int], parsed: set[int]) -> tuple[list[StoredEntry], list[LedgerEntry]]:
+        """Stored entries (immutable once logged) from a cache or storage, and the ``parsed`` ones as the decision
+        reads them. Body erasure, when it is implemented, must drop the erased index from this cache."""
+        cached = {i: self._entry_cache.get(i) for i in indices}
+        missing = [i for i, hit in cached.items() if hit is None]
+        for stored in self._index.read_indices(missing) if missing else ():
+            cached[stored.index] = self._entry_cache.put(stored.index, (stored, None))
+        for i in parsed:
+            hit = cached[i]
+            if hit is not None and hit[1] is None:
+                cached[i] = self._entry_cache.put(i, (hit[0], ledger_entry(hit[0])))
+        ordered = [cached[i] for i in sorted(indices) if cached[i] is not None]
+        return [s for s, _ in ordered], [e for s, e in ordered if s.index in parsed and e is not None]
 
     def access_event_envelope(self, answer: AccessAnswer) -> ParsedEnvelope:
         """The AccessEvent the ledger records for a decision it made (signed by the ledger's key)."""
