@@ -7,11 +7,10 @@ no request reads a tile that is still growing from the database unless another p
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from consent_ledger.app.errors import CorruptStorage
+from consent_ledger.app.lru import Lru
 from consent_ledger.app.ports import LogStore
 from consent_ledger.core import tiles
 from consent_ledger.core.errors import InvalidInput
@@ -35,28 +34,16 @@ def expand_tile(data: bytes) -> tuple[bytes, ...]:
 
 
 class TileCache:
-    """A bounded LRU of expanded full tiles. Thread-safe."""
+    """A bounded LRU of expanded full tiles (full tiles never change). Thread-safe."""
 
     def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._tiles: OrderedDict[tiles.TileId, tuple[bytes, ...]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._tiles: Lru[tiles.TileId, tuple[bytes, ...]] = Lru(capacity)
 
     def get(self, tile: tiles.TileId) -> tuple[bytes, ...] | None:
-        with self._lock:
-            levels = self._tiles.get(tile)
-            if levels is not None:
-                self._tiles.move_to_end(tile)
-            return levels
+        return self._tiles.get(tile)
 
     def put(self, tile: tiles.TileId, data: bytes) -> tuple[bytes, ...]:
-        levels = expand_tile(data)
-        with self._lock:
-            self._tiles[tile] = levels
-            self._tiles.move_to_end(tile)
-            while len(self._tiles) > self._capacity:
-                self._tiles.popitem(last=False)
-        return levels
+        return self._tiles.put(tile, expand_tile(data))
 
 
 def _node_from_levels(levels: Sequence[bytes], loc: tiles.NodeLocation) -> bytes | None:
