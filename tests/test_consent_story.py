@@ -68,6 +68,11 @@ def test_the_story(ledger):
     # The insurer also records, with its own key, that it read the permitted lab results.
     recorded = insurer.record_access(INSURER, mixed)
     assert recorded.entry.envelope is not None and recorded.entry.envelope.signers == (INSURER.public_key,)
+    # Nobody else may record an access in the insurer's name.
+    with pytest.raises(grpc.RpcError) as err:
+        insurer.record_access(HOSPITAL, mixed)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "not signed by a key of organisation insurer-1" in (err.value.details() or "")
 
     # The insurer watches revocations that concern it; the revocation must arrive promptly.
     seen: list[int] = []

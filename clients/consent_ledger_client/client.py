@@ -159,7 +159,7 @@ class LedgerClient:
             (last_cp, last_note, cp, note) if cp.size > last_cp.size else (cp, note, last_cp, last_note)
         )
         req = log_pb2.GetConsistencyProofRequest(first=small.size, second=large.size)
-        proof = list(self._call(self._log.GetConsistencyProof, req).hashes)
+        proof = list(self.call(self._log.GetConsistencyProof, req).hashes)
         try:
             verify_consistency(small.size, large.size, small.root_hash, large.root_hash, proof)
         except VerificationError:
@@ -178,14 +178,14 @@ class LedgerClient:
 
     def checkpoint(self) -> VerifiedCheckpoint:
         """The log's latest checkpoint, verified."""
-        note = self._call(self._log.GetCheckpoint, log_pb2.GetCheckpointRequest()).checkpoint.note
+        note = self.call(self._log.GetCheckpoint, log_pb2.GetCheckpointRequest()).checkpoint.note
         return VerifiedCheckpoint(self.accept_checkpoint(note), note)
 
     # -- entries --------------------------------------------------------------------------------------------
 
     def submit(self, envelope: bytes) -> SubmitReceipt:
         """Append a signed envelope; verify that the leaf committing to it is in the returned checkpoint."""
-        resp = self._call(self._log.Submit, log_pb2.SubmitRequest(envelope=envelope))
+        resp = self.call(self._log.Submit, log_pb2.SubmitRequest(envelope=envelope))
         cp = self.accept_checkpoint(resp.checkpoint.note)
         entry = verify_entry(resp.index, resp.leaf, envelope, resp.inclusion_proof, cp)
         if entry.leaf.envelope_sha256 != hashlib.sha256(envelope).digest():
@@ -198,7 +198,7 @@ class LedgerClient:
 
     def get_entry_with_note(self, index: int) -> tuple[VerifiedEntry, bytes]:
         """Entry ``index`` verified, and the exact signed checkpoint note it is proven in (for bundles)."""
-        resp = self._call(self._log.GetEntry, log_pb2.GetEntryRequest(index=index))
+        resp = self.call(self._log.GetEntry, log_pb2.GetEntryRequest(index=index))
         if resp.entry.index != index:
             raise VerificationError(f"asked for entry {index}, got entry {resp.entry.index}")
         cp = self.accept_checkpoint(resp.checkpoint.note)
@@ -207,7 +207,7 @@ class LedgerClient:
 
     def get_entries(self, start: int, end: int) -> list[VerifiedEntry]:
         """Entries start <= index < end (the server may return fewer, never other ones), each proven."""
-        resp = self._call(self._log.GetEntries, log_pb2.GetEntriesRequest(start=start, end=end))
+        resp = self.call(self._log.GetEntries, log_pb2.GetEntriesRequest(start=start, end=end))
         cp = self.accept_checkpoint(resp.checkpoint.note)
         if len(resp.proofs) != len(resp.entries):
             raise VerificationError("the server returned a different number of proofs and entries")
@@ -227,7 +227,7 @@ class LedgerClient:
         """
         cp = self.checkpoint().checkpoint
         req = log_pb2.GetInclusionProofRequest(leaf_hash=leaf_hash, tree_size=cp.size)
-        resp = self._call(self._log.GetInclusionProof, req)
+        resp = self.call(self._log.GetInclusionProof, req)
         if resp.tree_size != cp.size:
             raise VerificationError(f"asked for a proof at size {cp.size}, got one at size {resp.tree_size}")
         verify_inclusion(resp.index, cp.size, leaf_hash, list(resp.hashes), cp.root_hash)
@@ -241,7 +241,6 @@ class LedgerClient:
         """Invoke a server-streaming stub method with this client's identity metadata."""
         return method(request, timeout=timeout, metadata=self._metadata)
 
-    _call = call
 
 
 def body_of(entry: log_pb2.Entry) -> bytes | None:

@@ -27,7 +27,7 @@ from consent_ledger.core.note import Signer
 log = logging.getLogger(__name__)
 
 GRANT, REVOCATION = "grant", "revocation"
-_EVERYTHING = 2**63 - 1
+EVERYTHING = 2**63 - 1  # "below" that admits every index
 
 Key = tuple[bytes, str]  # (patient public key, grantee selector)
 
@@ -121,11 +121,10 @@ class InForceCache:
 
     def __init__(self, index: ConsentIndex, capacity: int = 200_000) -> None:
         self._index = index
-        self._capacity = capacity
-        self._sets: OrderedDict[Key, Members] = OrderedDict()
+        self._sets: Lru[Key, Members] = Lru(capacity)
 
     def get(self, keys: Collection[Key]) -> dict[Key, Members]:
-        out = {k: self._sets[k] for k in keys if k in self._sets}
+        out = {k: hit for k in keys if (hit := self._sets.get(k)) is not None}
         missing: dict[bytes, set[str]] = {}
         for patient, sel in keys:
             if (patient, sel) not in out:
@@ -133,7 +132,7 @@ class InForceCache:
         if missing:
             loaded: dict[Key, dict[str, int]] = {}
             for patient, sels in missing.items():
-                for sel, live in in_force(self._index, patient, sels, _EVERYTHING).items():
+                for sel, live in in_force(self._index, patient, sels, EVERYTHING).items():
                     loaded[(patient, sel)] = live
             hashes = self._index.leaf_hashes({i for live in loaded.values() for i in live.values()})
             for k, live in loaded.items():
@@ -143,10 +142,7 @@ class InForceCache:
 
     def put(self, sets: Mapping[Key, Members]) -> None:
         for k, members in sets.items():
-            self._sets[k] = dict(members)
-            self._sets.move_to_end(k)
-        while len(self._sets) > self._capacity:
-            self._sets.popitem(last=False)
+            self._sets.put(k, dict(members))
 
 
 class ConsentState:

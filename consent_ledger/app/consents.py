@@ -22,7 +22,7 @@ from consent_ledger.app.ports import (
     StoredCheckpoint,
     StoredEntry,
 )
-from consent_ledger.app.consent_state import GRANT, REVOCATION, ConsentState, in_force
+from consent_ledger.app.consent_state import EVERYTHING, GRANT, REVOCATION, ConsentState, in_force
 from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core import payloads, smt
@@ -189,18 +189,11 @@ class ConsentLedger:
     def _check_event_signer(self, env: ParsedEnvelope, p: payloads.AccessEventPayload) -> None:
         if self._operator_keys.intersection(env.signers):
             return
-        party = self._index.party(p.party_id, 2**63 - 1)
-        if party is None:
-            raise PermissionDenied(f"organisation {p.party_id} is not registered")
-        keys = self._party_keys(party)
-        if not keys.intersection(env.signers):
+        party = self.party(p.party_id, EVERYTHING)
+        _, (registration,) = self._entries_at({party.index}, {party.index})
+        assert isinstance(registration.payload, payloads.PartyRegistrationPayload)
+        if not set(registration.payload.public_keys).intersection(env.signers):
             raise PermissionDenied(f"the access event is not signed by a key of organisation {p.party_id}")
-
-    def _party_keys(self, party: PartyRow) -> frozenset[bytes]:
-        stored = self._index.read_indices([party.index])
-        entry = ledger_entry(stored[0])
-        assert isinstance(entry.payload, payloads.PartyRegistrationPayload)
-        return frozenset(entry.payload.public_keys)
 
     # -- index rows, written in the batch's transaction --------------------------------------------------
 
