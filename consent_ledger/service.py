@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.broker import Broker
 from consent_ledger.app.consent_state import ConsentState, StatePolicy
 from consent_ledger.app.consents import ConsentLedger
@@ -39,6 +40,9 @@ class ServiceConfig:
     state: StatePolicy = field(default_factory=StatePolicy)
     rate_limit: RateLimit = field(default_factory=RateLimit)
     operator_keys: tuple[bytes, ...] = ()
+    # Configured identities (TLS client certificate common names; the party header on a development server).
+    operators: tuple[str, ...] = ()
+    auditors: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,8 +88,19 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
         broker = Broker(asyncio.get_running_loop())
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)
         ledger.open()
+        authorizer = Authorizer(
+            consents,
+            operators=frozenset(config.operators),
+            auditors=frozenset(config.auditors),
+        )
         server, port, health = await create_server(
-            ledger, consents, config.listen, tls=config.tls, insecure=config.insecure, rate_limit=config.rate_limit
+            ledger,
+            consents,
+            config.listen,
+            tls=config.tls,
+            insecure=config.insecure,
+            rate_limit=config.rate_limit,
+            authorizer=authorizer,
         )
     except BaseException:
         store.close()

@@ -1,17 +1,41 @@
-"""A real ledger server on port 0, run in its own thread and event loop so tests can use the sync client."""
+"""A real ledger server on port 0, run in its own thread and event loop so tests can use the sync client.
+
+Transport: plaintext on loopback with the development party header (the default), or mutual TLS when
+CONSENT_LEDGER_TEST_TRANSPORT=mtls: every server then gets a certificate from a throwaway CA, and every client
+a certificate whose common name is the identity it speaks for (`connect(server, party=...)`), so the same
+tests run with the identities the certificates prove. `scripts/test` runs the suite both ways.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
 
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.note import Signer, format_verifier_key
+from consent_ledger.server.app import TlsFiles
 from consent_ledger.service import RunningService, ServiceConfig, start_service
+from consent_ledger_client import ConsentClient, LedgerClient
+
+from .tls_support import ThrowawayCA
+
+TRANSPORT_ENV = "CONSENT_LEDGER_TEST_TRANSPORT"
+MTLS = os.environ.get(TRANSPORT_ENV, "").strip().lower() == "mtls"
+# The certificate a client without an organisation identity presents under mTLS (a patient app, a witness).
+APP_CN = "patient-app"
 
 LOG_NAME = "ledger.test/log"
+# The identities every test server is configured with (development header names; certificate CNs under mTLS).
+OPERATOR = "operator"
+AUDITOR = "auditor"
 LOG_SEED = bytes(range(32))
 
 
@@ -70,10 +94,69 @@ class ServerThread:
             self._thread.join(30)
 
 
+@functools.cache
+def test_ca() -> ThrowawayCA:
+    """One throwaway CA for the test session, with the server's certificate."""
+    ca = ThrowawayCA(Path(tempfile.mkdtemp(prefix="consent-ledger-tls-")))
+    ca.issue("localhost", server=True)
+    return ca
+
+
+@functools.cache
+def client_credentials(cn: str) -> grpc.ChannelCredentials:
+    ca = test_ca()
+    pem = ca.issue(cn, server=False)
+    return grpc.ssl_channel_credentials(ca.ca_file.read_bytes(), pem.key.read_bytes(), pem.cert.read_bytes())
+
+
+def transport_config() -> dict[str, object]:
+    """The ServiceConfig fields for the suite's transport."""
+    if not MTLS:
+        return {"insecure": True}
+    ca = test_ca()
+    return {"tls": TlsFiles(ca.dir / "localhost.pem", ca.dir / "localhost.key", ca.ca_file), "insecure": False}
+
+
+def open_channel(target: str, party: str | None = None) -> grpc.Channel:
+    """A channel to a test server in the suite's transport, speaking for ``party`` (under mTLS: its certificate)."""
+    if not MTLS:
+        return grpc.insecure_channel(target)
+    host, port = target.rsplit(":", 1)
+    return grpc.secure_channel(
+        f"localhost:{port}" if host in ("127.0.0.1", "localhost") else target, client_credentials(party or APP_CN)
+    )
+
+
+def ledger_client(
+    server: ServerThread | str, *, party: str | None = None, patient: Ed25519PrivateKey | None = None, **kw: object
+) -> LedgerClient:
+    """A verifying LedgerClient for a test server: an organisation, operator or auditor by ``party``, a patient
+    (or delegate) by ``patient``, anonymous with neither (a certificate without a known name under mTLS)."""
+    target = server if isinstance(server, str) else server.target
+    return LedgerClient(
+        channel=open_channel(target, party),
+        verifier_key=str(kw.pop("verifier_key", log_verifier_key())),
+        party_id=party,
+        patient_key=patient,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def connect(
+    server: ServerThread | str, *, party: str | None = None, patient: Ed25519PrivateKey | None = None, **kw: object
+) -> ConsentClient:
+    """A ConsentClient for a test server (see ledger_client)."""
+    return ConsentClient(ledger_client(server, party=party, patient=patient, **kw))
+
+
 @contextmanager
 def running_server(database_url: str, **config: object) -> Iterator[ServerThread]:
     server = ServerThread(
-        ServiceConfig(database_url=database_url, listen="127.0.0.1:0", insecure=True, **config),  # type: ignore[arg-type]
+        ServiceConfig(  # type: ignore[arg-type]
+            database_url=database_url,
+            listen="127.0.0.1:0",
+            **{"operators": (OPERATOR,), "auditors": (AUDITOR,), **transport_config(), **config},
+        ),
         log_signer(),
     )
     server.start()

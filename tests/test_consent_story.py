@@ -13,9 +13,9 @@ from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.v1 import payloads_pb2 as pb
-from consent_ledger_client import ConsentClient, LedgerClient
+from consent_ledger_client import ConsentClient
 
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import OPERATOR, connect, log_signer, running_server
 
 PATIENT = Ed25519PrivateKey.from_seed(b"\x31" * 32)
 HOSPITAL = Ed25519PrivateKey.from_seed(b"\x32" * 32)
@@ -32,18 +32,16 @@ def ledger(database_url):
         yield server
 
 
-def client(server, party: str | None = None) -> ConsentClient:
-    return ConsentClient(
-        LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id=party)
-    )
+def client(server, party: str | None = None, patient: Ed25519PrivateKey | None = None) -> ConsentClient:
+    return connect(server, party=party, patient=patient)
 
 
 def test_the_story(ledger):
-    operator = client(ledger)
+    operator = client(ledger, OPERATOR)
     operator.register_party(log_signer().private_key, party_id="hospital-1", roles=["hospital"], public_keys=[HOSPITAL.public_key], display_name="General Hospital")
     operator.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[INSURER.public_key], display_name="Acme Insurance")
     operator.register_party(log_signer().private_key, party_id="ed-1", roles=["hospital"], public_keys=[ED.public_key], display_name="City ED")
-    patient = client(ledger)
+    patient = client(ledger, patient=PATIENT)
     hospital, insurer, ed = client(ledger, "hospital-1"), client(ledger, "insurer-1"), client(ledger, "ed-1")
     now = int(time.time() * 1000)
     p = PATIENT.public_key
@@ -116,7 +114,7 @@ def test_unregistered_organisation_is_refused(ledger):
 
 
 def test_validation_errors_append_nothing(ledger):
-    c = client(ledger)
+    c = client(ledger, OPERATOR)
     other = Ed25519PrivateKey.from_seed(b"\x35" * 32)
     before = c.ledger.checkpoint().note
     cases = [

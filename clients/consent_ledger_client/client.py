@@ -8,14 +8,17 @@ both signed checkpoints and the proof.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
+from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.errors import (
     InconsistentCheckpoints,
     InvalidInput,
@@ -23,6 +26,8 @@ from consent_ledger.core.errors import (
 )
 from consent_ledger.core.merkle import verify_consistency, verify_inclusion
 from consent_ledger.core.note import Verifier, parse_verifier_key
+from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
+from consent_ledger.core.request_auth import sign_request
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client.state import TrustState, load_state, save_state
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
@@ -49,8 +54,47 @@ class SubmitReceipt:
         return self.entry.index
 
 
+PARTY_HEADER = "x-consent-ledger-party"
+
+
+class _CallDetails(
+    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class RequestSigner(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Signs every call with a patient's (or delegate's) key: method, request hash, timestamp, fresh nonce
+    (core/request_auth.py). This is how a patient authenticates to the ledger."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    def _signed(self, details: grpc.ClientCallDetails, request: object) -> grpc.ClientCallDetails:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+        sig = sign_request(self._key, method, body, timestamp_ms=time.time_ns() // 1_000_000)
+        metadata = [*(details.metadata or ()), (SIGNATURE_HEADER, sig.header_value())]
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials,
+            getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._signed(client_call_details, request), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._signed(client_call_details, request), request)
+
+
 class LedgerClient:
-    """A verifying client for one log. Thread-safe."""
+    """A verifying client for one log. Thread-safe.
+
+    Identity: an organisation, the operator or an auditor is identified by its TLS client certificate (on a
+    development server without TLS, by ``party_id``, sent in a header); a patient or a patient's delegate by
+    ``patient_key``, which signs every request.
+    """
 
     def __init__(
         self,
@@ -60,10 +104,14 @@ class LedgerClient:
         state_path: Path | None = None,
         timeout: float = 30.0,
         party_id: str | None = None,
+        patient_key: Ed25519PrivateKey | None = None,
     ) -> None:
         # Without TLS (development) an organisation names itself in this header; with mTLS its certificate does.
-        self._metadata = (("x-consent-ledger-party", party_id),) if party_id else None
+        self._metadata = ((PARTY_HEADER, party_id),) if party_id else None
         self.party_id = party_id
+        self.patient_key = patient_key
+        if patient_key is not None:
+            channel = grpc.intercept_channel(channel, RequestSigner(patient_key))
         self._verifier: Verifier = parse_verifier_key(verifier_key)
         self._verifier_key = verifier_key
         self._channel = channel
@@ -92,6 +140,7 @@ class LedgerClient:
         insecure: bool = False,
         timeout: float = 30.0,
         party_id: str | None = None,
+        patient_key: Ed25519PrivateKey | None = None,
     ) -> LedgerClient:
         """Open a channel to ``target``: TLS (mTLS with ``client_cert`` = (key, cert)), or plaintext if insecure."""
         if insecure:
@@ -101,7 +150,12 @@ class LedgerClient:
             creds = grpc.ssl_channel_credentials(root_certificates, key, cert)
             channel = grpc.secure_channel(target, creds)
         return cls(
-            channel=channel, verifier_key=verifier_key, state_path=state_path, timeout=timeout, party_id=party_id
+            channel=channel,
+            verifier_key=verifier_key,
+            state_path=state_path,
+            timeout=timeout,
+            party_id=party_id,
+            patient_key=patient_key,
         )
 
     def close(self) -> None:

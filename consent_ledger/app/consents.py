@@ -28,6 +28,7 @@ from consent_ledger.app.tree import TreeReader
 from consent_ledger.core import payloads, smt
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
+    STATE_ACTIVE,
     AccessRequest,
     Decision,
     LedgerEntry,
@@ -277,6 +278,51 @@ class ConsentLedger:
         if party is None:
             raise PermissionDenied(f"organisation {party_id} is not registered with this ledger")
         return party
+
+    def registered(self, party_id: str) -> PartyRow:
+        """The organisation's registration as of the latest checkpoint. Raises PermissionDenied if there is none."""
+        _, cp = self._ready()
+        return self.party(party_id, cp.size)
+
+    # -- facts the authorization rules read (app/authorization.py) -----------------------------------------
+
+    def entry_payload(self, index: int) -> payloads.Payload | None:
+        """The parsed payload of entry ``index``; None when there is no such entry yet or its body was erased."""
+        _, cp = self._ready()
+        if not 0 <= index < cp.size:
+            return None
+        stored, _ = self._entries_at({index}, set())
+        if not stored or stored[0].envelope is None:
+            return None
+        _, (entry,) = self._entries_at({index}, {index})
+        return entry.payload
+
+    def concerns(self, p: payloads.Payload, party_id: str, roles: Sequence[str]) -> bool:
+        """Whether a grant or revocation concerns an organisation: it names it by id, by a role it holds, or "any"."""
+        selectors = grantee_selectors(party_id, roles)
+        if isinstance(p, payloads.ConsentGrantPayload):
+            return p.grantee in selectors
+        if isinstance(p, payloads.ConsentRevocationPayload):
+            row = self._index.consent(p.consent_id)
+            return row is not None and row.grantee in selectors
+        return False
+
+    def permit_in_force(self, patient: bytes, party_id: str, roles: Sequence[str], t_ms: int) -> bool:
+        """Whether an in-force PERMIT of the patient names this organisation (by id, role or "any") at t, as of the
+        latest StateCommit: while one does, the organisation may read the patient's entries that concern it."""
+        sc = self.state.latest
+        if sc is None:
+            return False
+        live = self._in_force_at(patient, grantee_selectors(party_id, roles), sc)
+        indices = {i for s in live.values() for i in s.values()}
+        _, entries = self._entries_at(indices, indices)
+        states = consent_states(entries, t_ms)
+        return any(
+            isinstance(e.payload, payloads.ConsentGrantPayload)
+            and e.payload.decision == payloads.PERMIT
+            and states.get(e.consent_id) == STATE_ACTIVE
+            for e in entries
+        )
 
     def _prove(self, entries: Iterable[StoredEntry], size: int) -> list[Proven]:
         reader, _ = self._ready()

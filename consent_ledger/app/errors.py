@@ -27,3 +27,7 @@ class CorruptStorage(ConsentLedgerError):
 
 class AlreadyExists(ConsentLedgerError):
     """The thing already exists and deduplication cannot apply (the same consent in another envelope)."""
+
+
+class Unauthenticated(ConsentLedgerError):
+    """The caller's credentials are missing where required, malformed, stale, replayed or do not verify."""

@@ -13,10 +13,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from consent_ledger.app.authentication import Authenticator
+from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.server.consent_servicers import AccessServicer, ConsentServicer
-from consent_ledger.server.identity import CallerIdentity
+from consent_ledger.server.auth import AuthInterceptor
 from consent_ledger.server.limits import RateLimit, RateLimitInterceptor
 from consent_ledger.server.log_servicer import LogServicer
 from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc, log_pb2, log_pb2_grpc
@@ -63,10 +65,12 @@ async def create_server(
     tls: TlsFiles | None = None,
     insecure: bool = False,
     rate_limit: RateLimit = RateLimit(),
+    authorizer: Authorizer | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """A started-ready (not yet started) server bound to ``address``; returns (server, port, health).
 
-    Plaintext needs ``insecure=True`` and a loopback address; anything else needs ``tls``.
+    Plaintext needs ``insecure=True`` and a loopback address; anything else needs ``tls``. ``authorizer`` holds
+    the configured operator and auditor identities (default: none configured).
     """
     if tls is None:
         if not insecure:
@@ -74,19 +78,20 @@ async def create_server(
         if not is_loopback(address):
             raise ValueError(f"plaintext is only allowed on loopback, not on {address}")
         log.warning("serving WITHOUT TLS on %s (development only)", address)
+    authorizer = authorizer or Authorizer(consents)
+    # Without TLS there are no client certificates: the development-only party header stands in (loopback).
+    auth = AuthInterceptor(Authenticator(authorizer), authorizer, trust_party_header=tls is None)
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), RateLimitInterceptor(rate_limit)],
+        interceptors=[aio_server_interceptor(), RateLimitInterceptor(rate_limit), auth],
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )
-    # Without TLS there are no client certificates: the development-only party header stands in (loopback).
-    identity = CallerIdentity(trust_party_header=tls is None)
     log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(ledger), server)
-    access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(ledger, consents, identity), server)
-    consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(consents, identity), server)
+    access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(ledger, consents), server)
+    consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(consents), server)
     names = [
         log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
         access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,

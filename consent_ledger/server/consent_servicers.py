@@ -15,7 +15,7 @@ from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.payloads import Period, data_item_from_pb
 from consent_ledger.core.receipt import decision_to_pb
 from consent_ledger.server.errors import streaming, unary
-from consent_ledger.server.identity import CallerIdentity
+from consent_ledger.server.auth import caller_of
 from consent_ledger.server.log_servicer import checkpoint_pb, entry_pb
 from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc
 
@@ -37,16 +37,15 @@ def _page_after(token: str) -> int:
 
 
 class AccessServicer(access_pb2_grpc.AccessServiceServicer):
-    def __init__(self, ledger: Ledger, consents: ConsentLedger, identity: CallerIdentity) -> None:
+    def __init__(self, ledger: Ledger, consents: ConsentLedger) -> None:
         self._ledger = ledger
         self._consents = consents
-        self._identity = identity
 
     @unary("CheckAccess")
     async def CheckAccess(
         self, request: access_pb2.CheckAccessRequest, context: grpc.aio.ServicerContext
     ) -> access_pb2.CheckAccessResponse:
-        requester = self._identity.party_id(context)
+        requester = caller_of(context).name
         period = Period(start_ms=request.data_period.start_ms, end_ms=request.data_period.end_ms)
         answer = await asyncio.to_thread(
             self._consents.check_access,
@@ -84,9 +83,8 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
 
 
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
-    def __init__(self, consents: ConsentLedger, identity: CallerIdentity) -> None:
+    def __init__(self, consents: ConsentLedger) -> None:
         self._consents = consents
-        self._identity = identity
 
     @unary("ListConsents")
     async def ListConsents(
@@ -166,7 +164,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     async def WatchRevocations(
         self, request: consent_pb2.WatchRevocationsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[consent_pb2.WatchResponse]:
-        party = self._identity.party_id(context)
+        party = caller_of(context).name
         keys = await asyncio.to_thread(self._consents.revocation_keys, party)
         async for item in self._watch(list(keys)):
             yield item

@@ -21,6 +21,7 @@ from consent_ledger.app.errors import (
     NotFound,
     OutOfRange,
     PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from consent_ledger.core.errors import InvalidInput, VerificationError
@@ -35,6 +36,7 @@ STATUS_FOR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
 
 
@@ -59,7 +61,7 @@ async def _fail(context: grpc.aio.ServicerContext, method: str, exc: BaseExcepti
     context.set_details(message)
 
 
-def _record(method: str, code: grpc.StatusCode, started: float) -> None:
+def record_rpc(method: str, code: grpc.StatusCode, started: float) -> None:
     attrs = {"rpc.method": method, "rpc.grpc.status_code": code.name}
     instruments.rpc_requests.add(1, attrs)
     instruments.rpc_duration.record((time.perf_counter() - started) * 1000, {"rpc.method": method})
@@ -76,9 +78,9 @@ def unary(method: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., 
                 response = await fn(self, request, context)
             except Exception as exc:  # noqa: BLE001 - every error gets a status code
                 await _fail(context, method, exc)
-                _record(method, context.code() or grpc.StatusCode.INTERNAL, started)
+                record_rpc(method, context.code() or grpc.StatusCode.INTERNAL, started)
                 return None
-            _record(method, grpc.StatusCode.OK, started)
+            record_rpc(method, grpc.StatusCode.OK, started)
             return response
 
         return handler
@@ -98,9 +100,9 @@ def streaming(method: str) -> Callable[[Callable[..., AsyncIterator[R]]], Callab
                     yield item
             except Exception as exc:  # noqa: BLE001
                 await _fail(context, method, exc)
-                _record(method, context.code() or grpc.StatusCode.INTERNAL, started)
+                record_rpc(method, context.code() or grpc.StatusCode.INTERNAL, started)
                 return
-            _record(method, grpc.StatusCode.OK, started)
+            record_rpc(method, grpc.StatusCode.OK, started)
 
         return handler
 

@@ -1,0 +1,115 @@
+"""Authentication and authorization of every call, in one interceptor.
+
+The transport proves a name: the TLS client certificate's common name. A development server without TLS
+(``--insecure``, loopback only) takes the name from the ``x-consent-ledger-party`` header instead; that header is
+ignored whenever TLS is on. A patient signs the request (``x-consent-ledger-request-signature``, see
+core/request_auth.py). The interceptor resolves the caller (app/authentication.py), applies the one table of
+rules (app/authorization.py) and hands the caller to the handler through `caller_of(context)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from consent_ledger.app.authentication import Authenticator
+from consent_ledger.app.authorization import PUBLIC_PREFIXES, RULES, Authorizer, Caller, Rule
+from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
+from consent_ledger.server.errors import record_rpc, status_for
+
+PARTY_HEADER = "x-consent-ledger-party"
+
+# The caller of each call in progress, by its servicer context (set and cleared by AuthInterceptor).
+_CALLERS: dict[int, Caller] = {}
+
+
+def caller_of(context: grpc.aio.ServicerContext) -> Caller:
+    """The authenticated caller of the call being handled."""
+    try:
+        return _CALLERS[id(context)]
+    except KeyError:
+        raise RuntimeError("no authenticated caller: is this method missing from the authorization table?") from None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator, authorizer: Authorizer, *, trust_party_header: bool) -> None:
+        self._authn = authenticator
+        self._authz = authorizer
+        self._trust_header = trust_party_header
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.startswith(PUBLIC_PREFIXES) or RULES.get(method) is Rule.PUBLIC:
+            return handler
+        return self._guarded(handler, method)
+
+    def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Caller:
+        """Authenticate and authorize one call (runs in a worker thread: it may read storage)."""
+        name, signature = self._credentials(context)
+        caller = self._authn.caller(
+            name=name, signature=signature, method=method, request=request.SerializeToString(deterministic=True)
+        )
+        self._authz.check(caller, method, request)
+        return caller
+
+    def _credentials(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str | None]:
+        names = context.auth_context().get("x509_common_name") or []
+        name = names[0].decode("utf-8", "replace") if names else None
+        signature = None
+        for key, value in context.invocation_metadata() or ():
+            if key == SIGNATURE_HEADER and isinstance(value, str):
+                signature = value
+            elif key == PARTY_HEADER and self._trust_header and name is None and isinstance(value, str) and value:
+                name = value
+        return name, signature
+
+    async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        started = time.perf_counter()
+        try:
+            caller = await asyncio.to_thread(self._admit, method, request, context)
+        except Exception as exc:  # noqa: BLE001 - every refusal gets its status code
+            code, message = status_for(exc)
+            record_rpc(method.rsplit("/", 1)[-1], code, started)
+            await context.abort(code, message)
+            raise  # abort() raises; this is never reached
+        _CALLERS[id(context)] = caller
+
+    def _guarded(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._enter(method, request, context)
+                try:
+                    return await inner_uu(request, context)
+                finally:
+                    _CALLERS.pop(id(context), None)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._enter(method, request, context)
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                finally:
+                    _CALLERS.pop(id(context), None)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        # No client- or bidirectional-streaming methods exist; refuse rather than let one through unchecked.
+        raise RuntimeError(f"{method}: the authorization interceptor does not handle this kind of method")
