@@ -116,6 +116,7 @@ ENV_CLIENT_KEY = "CONSENT_LEDGER_CLIENT_KEY"
 ENV_TLS_SERVER_NAME = "CONSENT_LEDGER_TLS_SERVER_NAME"
 ENV_PATIENT_KEY_FILE = "CONSENT_LEDGER_PATIENT_KEY_FILE"
 ENV_PARTY = "CONSENT_LEDGER_PARTY"
+ENV_SIGN_WITH = "CONSENT_LEDGER_SIGN_WITH"
 
 MS_PER_DAY = 86_400_000
 DEFAULT_MAX_STATE_AGE_S = 120.0
@@ -199,6 +200,8 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         ),
         state=StatePolicy(max_age_ms=int(args.state_max_age * 1000), heartbeat_s=args.state_heartbeat),
         rate_limit=RateLimit(per_second=args.rate_limit, burst=2 * args.rate_limit),
+        operators=tuple(_split(args.operator)),
+        auditors=tuple(_split(args.auditor)),
     )
     service = await start_service(config, signer)
     host = args.listen.rsplit(":", 1)[0]
@@ -264,6 +267,13 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help="write a StateCommit after this long without batches (default: %(default)g)")
     p.add_argument("--state-max-age", type=float, default=5.0, metavar="SECONDS",
                    help="close any batch with a StateCommit once the last one is this old (default: %(default)g)")
+    p.add_argument("--operator", action="append", metavar="NAME", default=_split([_env("CONSENT_LEDGER_OPERATORS", "")]),
+                   help="a client certificate common name (the --as name on an --insecure server) that acts as the "
+                        "operator: registers parties, erases bodies, reviews break-glass access; repeatable "
+                        "(default: $CONSENT_LEDGER_OPERATORS, comma-separated)")
+    p.add_argument("--auditor", action="append", metavar="NAME", default=_split([_env("CONSENT_LEDGER_AUDITORS", "")]),
+                   help="a client certificate common name (or --as name) that reads everything, read-only; "
+                        "repeatable (default: $CONSENT_LEDGER_AUDITORS, comma-separated)")
     p.add_argument("--port-file", help="write the bound port to this file (useful with port 0)")
 
 
@@ -328,16 +338,41 @@ def state_path_from_args(args: argparse.Namespace, verifier_key: str) -> Path:
     return Path(args.state).expanduser() if args.state else default_state_path(verifier_key)
 
 
+def request_signer_from_args(args: argparse.Namespace, fallback: Signer | None = None) -> Signer | None:
+    """The key that signs each request: --sign-with, else the patient key the command already holds (if any)."""
+    path = getattr(args, "sign_with", None)
+    if not path:
+        return fallback
+    try:
+        return read_key(Path(path).expanduser())
+    except OSError as e:
+        raise CliError(f"cannot read --sign-with key file {path}: {e.strerror or e}") from None
+    except InvalidInput as e:
+        raise CliError(f"--sign-with {path}: {e}") from None
+
+
 @contextmanager
-def connect(args: argparse.Namespace, *, stateless: bool = False, party: str | None = None) -> Iterator[LedgerClient]:
+def connect(
+    args: argparse.Namespace, *, stateless: bool = False, party: str | None = None, signer: Signer | None = None
+) -> Iterator[LedgerClient]:
     """A verifying client for --server, pinned to the log key, remembering checkpoints in the state file.
-    ``party``: the organisation this client speaks for (sent in a header, honoured by development servers)."""
+
+    Identity: ``party`` (default --as) names the organisation, operator or auditor on a development server (with
+    mTLS the client certificate does); requests are signed with --sign-with, else ``signer``, when either is given
+    (a patient or delegate proving who is asking)."""
     verifier_key = log_key_from_args(args)
     state = None if stateless else state_path_from_args(args, verifier_key)
+    party = party or getattr(args, "as_party", None) or None
+    request_signer = request_signer_from_args(args, signer)
     channel = make_channel(args)
     try:
         client = LedgerClient(
-            channel=channel, verifier_key=verifier_key, state_path=state, timeout=args.timeout, party_id=party
+            channel=channel,
+            verifier_key=verifier_key,
+            state_path=state,
+            timeout=args.timeout,
+            party_id=party,
+            patient_key=request_signer.private_key if request_signer and not party else None,
         )
     except BaseException:
         channel.close()
@@ -360,6 +395,14 @@ def add_connection_options(p: argparse.ArgumentParser, *, call_timeout: bool = T
                    help=f"client private key for mutual TLS (PEM; default: ${ENV_CLIENT_KEY})")
     g.add_argument("--tls-server-name", default=_env(ENV_TLS_SERVER_NAME),
                    help="expect this name in the server certificate instead of the --server host")
+    g.add_argument("--as", dest="as_party", metavar="NAME", default=_env(ENV_PARTY),
+                   help=f"who is asking, on a development server (--insecure): an organisation's party id, or the "
+                        f"server's configured operator or auditor name; with mutual TLS the client certificate "
+                        f"says it instead (default: ${ENV_PARTY})")
+    g.add_argument("--sign-with", metavar="KEY_FILE", default=_env(ENV_SIGN_WITH),
+                   help=f"sign each request with this patient's (or delegate's) private key file: how a patient "
+                        f"proves who is asking (default: ${ENV_SIGN_WITH}; commands that take a patient's private "
+                        f"key file use it)")
     if call_timeout:
         g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default: %(default)s)")
     else:
@@ -437,7 +480,7 @@ def submit_and_report(
     args: argparse.Namespace, payload_type: str, payload: bytes, signer: Signer, extra: dict[str, Any]
 ) -> int:
     envelope = sign_envelope(payload_type, payload, [signer.private_key])
-    with connect(args) as client:
+    with connect(args, signer=signer) as client:
         previous = client.last_checkpoint
         receipt = client.submit(envelope)
         closing = None if receipt.duplicate else _closing_commit(client, receipt.entry)
@@ -741,6 +784,19 @@ def public_key_from_text(text: str, what: str) -> bytes:
         raise CliError(f"{what}: {text!r:.80} is neither 64 hex digits nor a public key (name+hash+key)") from None
 
 
+def patient_signer_from_args(args: argparse.Namespace) -> Signer | None:
+    """The patient's private key, when --patient-key-file (or its environment default) names a private key file:
+    the patient's own commands then sign their requests with it."""
+    path = None if args.patient else (args.patient_key_file or _env(ENV_PATIENT_KEY_FILE))
+    if not path:
+        return None
+    try:
+        head = Path(path).expanduser().read_text(errors="replace")[:12]
+    except OSError:
+        return None  # patient_from_args reports the unreadable file
+    return read_key(Path(path).expanduser()) if head.startswith("PRIVATE+KEY+") else None
+
+
 def patient_from_args(args: argparse.Namespace) -> bytes:
     """The patient's public key: --patient HEX, --patient-key-file FILE, or $CONSENT_LEDGER_PATIENT_KEY_FILE."""
     if args.patient and args.patient_key_file:
@@ -783,12 +839,6 @@ def add_patient_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patient", metavar="KEY", help="the patient's public key: 64 hex digits or name+hash+key")
     g.add_argument("--patient-key-file", metavar="FILE",
                    help=f"the patient's key file, public (alice.key.pub) or private (default: ${ENV_PATIENT_KEY_FILE})")
-
-
-def add_party_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--as", dest="as_party", metavar="PARTY_ID", default=_env(ENV_PARTY),
-                   help=f"the organisation asking (development server, --insecure); with mutual TLS the client "
-                        f"certificate names it (default: ${ENV_PARTY})")
 
 
 # -- register-party -----------------------------------------------------------------------------------------
@@ -904,7 +954,7 @@ def cmd_consents(args: argparse.Namespace) -> int:
     patient = patient_from_args(args)
     time_ms = parse_when(args.at, "--at") if args.at else 0
     views, revocations = [], []
-    with connect(args) as client:
+    with connect(args, signer=patient_signer_from_args(args)) as client:
         previous = client.last_checkpoint
         consents = ConsentClient(client)
         token = ""
@@ -940,7 +990,7 @@ def cmd_consents(args: argparse.Namespace) -> int:
 def cmd_who_asked(args: argparse.Namespace) -> int:
     patient = patient_from_args(args)
     events = []
-    with connect(args) as client:
+    with connect(args, signer=patient_signer_from_args(args)) as client:
         previous = client.last_checkpoint
         consents = ConsentClient(client)
         log_key = client.log_public_key
@@ -992,7 +1042,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     patient = None if args.revocations else patient_from_args(args)
     seen = 0
     ended = "the server ended the watch; run it again to go on"
-    with connect(args, party=party) as client:
+    signer = None if args.revocations else patient_signer_from_args(args)
+    with connect(args, party=party, signer=signer) as client:
         consents = ConsentClient(client)
         log_key = client.log_public_key
         if patient is None:
@@ -1213,7 +1264,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_register_party)
 
     p = sub.add_parser("check-access", help="as an organisation, ask whether it may use a patient's data; verify the answer")
-    add_party_option(p)
     add_patient_options(p)
     p.add_argument("--action", required=True, metavar="ACTION", help=f"one of {', '.join(vocab.ACTIONS)}")
     p.add_argument("--purpose", required=True, metavar="CODE", help="HL7 PurposeOfUse code, e.g. TREAT, HPAYMT, ETREAT")
@@ -1245,7 +1295,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="print entries as they are integrated: about a patient, or revocations for an organisation")
     add_patient_options(p)
     p.add_argument("--revocations", action="store_true", help="watch revocations of consents granted to --as PARTY")
-    add_party_option(p)
     p.add_argument("--count", type=int, metavar="N", help="stop after N entries")
     p.add_argument("--timeout", dest="watch_timeout", type=float, metavar="SECONDS",
                    help="stop after this many seconds (default: watch until Ctrl-C)")

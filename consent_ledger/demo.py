@@ -40,6 +40,7 @@ from consent_ledger_client.bundle import (
 
 from consent_ledger import presentation as show
 from consent_ledger.core import payloads
+from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.note import Signer
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.keys import read_key, verifier_key_of, write_new_key
@@ -79,7 +80,8 @@ class DemoContext:
     state_file: Path
     operator_key: Signer
     patient: Signer
-    patient_client: ConsentClient  # Alice's app (and the operator's console: one client, one state file)
+    patient_client: ConsentClient  # Alice's app: signs each request with her key
+    operator_client: ConsentClient  # the operator's console (it shares Alice's state file: one view of the log)
     orgs: dict[str, ConsentClient]  # party id -> that organisation's client
     watching: Callable[[str], bool] = lambda selector: True
     write: Callable[[str], None] = print
@@ -98,6 +100,10 @@ class DemoContext:
 
 
 Step = Callable[[DemoContext], None]
+
+# The demo server's configured identities (on its plaintext loopback port, the --as name says who is asking).
+OPERATOR = "operator"
+AUDITOR = "auditor"
 
 
 def _now_ms() -> int:
@@ -169,7 +175,7 @@ def register_parties(ctx: DemoContext) -> None:
     width = max(len(p.display_name) for p in PARTIES)
     for party in PARTIES:
         org_key = read_key(ctx.workdir / f"{party.party_id}.key")
-        receipt = ctx.patient_client.register_party(
+        receipt = ctx.operator_client.register_party(
             ctx.operator_key.private_key,
             party_id=party.party_id,
             roles=[party.role],
@@ -185,7 +191,8 @@ def register_parties(ctx: DemoContext) -> None:
         f"verified: each registration is included in the log (checkpoint of size {cp.size} signed by {cp.origin}), "
         "its body matches its leaf, and its signature by the operator's key (the log key) verifies"
     )
-    commits = [e.index for e in ctx.log.get_entries(0, cp.size) if show.state_commit_of(e, ctx.log.log_public_key)]
+    operator = ctx.operator_client.ledger
+    commits = [e.index for e in operator.get_entries(0, cp.size) if show.state_commit_of(e, operator.log_public_key)]
     if commits:
         ctx.say(
             f"entry #{commits[0]} is the ledger's own StateCommit: the signed root of its consent-state map, written "
@@ -393,6 +400,8 @@ def try_it_commands(ctx: DemoContext) -> list[str]:
         return q(_show_path(d / name))
 
     alice = f"--patient-key-file {f('alice.key.pub')}"
+    # Alice's own commands sign each request with her private key: that is how the ledger knows it is her.
+    as_alice = f"--patient-key-file {f('alice.key')}"
     hospital_id = ctx.consent_ids.get("hospital", "CONSENT_ID")
     return [
         "# as General Hospital: ask, keep the signed receipt, check it offline",
@@ -402,26 +411,25 @@ def try_it_commands(ctx: DemoContext) -> list[str]:
         "# as the emergency department: break the glass and record the access",
         f"{cl} check-access --as ed-1 {alice} --action access --purpose ETREAT --data clinical-notes:MH "
         "--break-glass --reason 'unconscious on arrival' --record",
-        "# as Alice: her consents, who asked about her",
-        f"{cl} consents {alice}",
-        f"{cl} who-asked {alice}",
+        "# as Alice (each request signed with her key): her consents, who asked about her",
+        f"{cl} consents {as_alice}",
+        f"{cl} who-asked {as_alice}",
         "# as General Hospital: watch for revocations (leave it running; revoke from a second shell)",
         f"{cl} watch --revocations --as hospital-1 --count 1",
         f"{cl} revoke --key {f('alice.key')} --consent-id {hospital_id} --reason 'moved away'",
-        "# as anyone: export a consent with its proof, and verify it with only the log key",
-        f"{cl} export-consent {ctx.indices.get('hospital', 0)} --out {f('consent.json')}",
+        "# as Alice: export her consent with its proof; anyone verifies it with only the log key",
+        f"{cl} export-consent {ctx.indices.get('hospital', 0)} --sign-with {f('alice.key')} --out {f('consent.json')}",
         f"{cl} verify-bundle {f('consent.json')}",
         "# as the operator: register another organisation",
         f"{cl} keygen org --out {f('lab-1.key')}",
-        f"{cl} register-party --operator-key {f('log.key')} --party-id lab-1 --role hospital "
+        f"{cl} register-party --as {OPERATOR} --operator-key {f('log.key')} --party-id lab-1 --role hospital "
         f"--party-key-file {f('lab-1.key.pub')} --display-name 'City Lab'",
         "# as a witness: the log only grows",
         f"{cl} checkpoint",
         f"{cl} consistency --old-note {f('checkpoint-first.note')}",
-        f"{cl} entries 0 30",
-        "",
-        "# as an auditor: replay the whole log, re-verify every signature, recompute every StateCommit",
-        f"{cl} audit",
+        f"# as the auditor '{AUDITOR}': read every entry; replay the log, re-verify everything, recompute each StateCommit",
+        f"{cl} entries 0 30 --as {AUDITOR}",
+        f"{cl} audit --as {AUDITOR}",
     ]
 
 
@@ -492,7 +500,11 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
     logging.getLogger("consent_ledger.server.app").setLevel(logging.ERROR)
     signer = read_key(log_key_file)
     config = ServiceConfig(
-        database_url=f"sqlite:///{db.resolve()}", listen=f"127.0.0.1:{choose_port(port)}", insecure=True
+        database_url=f"sqlite:///{db.resolve()}",
+        listen=f"127.0.0.1:{choose_port(port)}",
+        insecure=True,
+        operators=(OPERATOR,),
+        auditors=(AUDITOR,),
     )
     service: RunningService = await start_service(config, signer)
     target = f"127.0.0.1:{service.port}"
@@ -511,8 +523,12 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
     write("  every answer below is verified by the client library against the log's public key before it is shown")
     clients: list[LedgerClient] = []
 
-    def connect(party: str | None = None, state_path: Path | None = None) -> ConsentClient:
-        c = LedgerClient.connect(target, verifier_key=vkey, state_path=state_path, insecure=True, party_id=party)
+    def connect(
+        party: str | None = None, state_path: Path | None = None, patient_key: Ed25519PrivateKey | None = None
+    ) -> ConsentClient:
+        c = LedgerClient.connect(
+            target, verifier_key=vkey, state_path=state_path, insecure=True, party_id=party, patient_key=patient_key
+        )
         clients.append(c)
         return ConsentClient(c)
 
@@ -524,7 +540,8 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
             state_file=state,
             operator_key=signer,
             patient=patient,
-            patient_client=connect(state_path=state),
+            patient_client=connect(state_path=state, patient_key=patient.private_key),
+            operator_client=connect(OPERATOR, state_path=state),
             orgs={p.party_id: connect(p.party_id) for p in PARTIES},
             watching=_watcher_probe(service),
             write=write,

@@ -37,7 +37,7 @@ from consent_ledger_client import ConsentClient, LedgerClient
 
 from .entries_support import grant_envelope
 from .crash_support import ServerProcess, make_log_key
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import AUDITOR, OPERATOR, log_signer, log_verifier_key, running_server
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +93,10 @@ def run_fail(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, err
 
 
+# Who is asking, on the test server (its configured auditor and operator names).
+AS_AUDITOR = ["--as", AUDITOR]
+AS_OPERATOR = ["--as", OPERATOR]
+
 GRANT = [
     "--grantee", "org:hospital-1",
     "--action", "access",
@@ -134,7 +138,7 @@ def assert_closed_by_state_commit(submitted: dict, conn: list[str], capsys: pyte
     checkpoint the submission reported; the command said so. Returns the StateCommit entry (JSON)."""
     index, size = submitted["index"], submitted["checkpoint"]["size"]
     assert size == index + 2, "a lone consent change is followed by exactly its StateCommit"
-    commit = run_json(capsys, "get", str(index + 1), *conn)
+    commit = run_json(capsys, "get", str(index + 1), *conn, *AS_AUDITOR)
     assert commit["kind"] == "state commit" and commit["payload_type"] == payloads.STATE_COMMIT
     assert commit["signers"] == [LOG_KEY_ID]
     assert len(commit["payload"]["map_root"]) == 64
@@ -171,7 +175,7 @@ def test_grant_get_revoke_checkpoint_consistency(
     root2 = assert_closed_by_state_commit(second, conn, capsys)["payload"]["map_root"]
     assert root2 != root1  # the new grant is in force: the consent state changed
 
-    got = run_json(capsys, "get", "0", *conn)
+    got = run_json(capsys, "get", "0", *conn, *AS_AUDITOR)
     assert got["consent_id"] == first["consent_id"]
     assert got["kind"] == "consent grant"
     assert got["payload"]["grantee"] == "org:hospital-1"
@@ -189,7 +193,7 @@ def test_grant_get_revoke_checkpoint_consistency(
     assert root3 not in (root1, root2)  # the revoked grant left the in-force set
 
     # The log: each consent change, then the StateCommit that closed its batch; nothing else.
-    listed = run_json(capsys, "entries", "0", "10", *conn)
+    listed = run_json(capsys, "entries", "0", "10", *conn, *AS_AUDITOR)
     assert [(e["index"], e["kind"]) for e in listed["entries"]] == [
         (0, "consent grant"), (1, "state commit"), (2, "consent grant"), (3, "state commit"),
         (4, "consent revocation"), (5, "state commit")]  # fmt: skip
@@ -218,18 +222,18 @@ def test_human_output_says_what_was_verified(conn: list[str], patient_key: Path,
     assert main(["grant", "--key", str(patient_key), *GRANT, *conn]) == 0
     out = capsys.readouterr().out
     assert "index            2" in out and "consistent with previous checkpoint size 2" in out
-    assert main(["get", "2", *conn]) == 0
+    assert main(["get", "2", *conn, *AS_AUDITOR]) == 0
     out = capsys.readouterr().out
     assert "entry 2: consent grant" in out
     assert "purposes" in out and "TREAT (treatment)" in out and "org:hospital-1" in out
     # A StateCommit reads as what it is: the map root, its time, signed by the log key.
-    root = run_json(capsys, "get", "3", *conn)["payload"]["map_root"]
-    assert main(["get", "3", *conn]) == 0
+    root = run_json(capsys, "get", "3", *conn, *AS_AUDITOR)["payload"]["map_root"]
+    assert main(["get", "3", *conn, *AS_AUDITOR]) == 0
     out = capsys.readouterr().out
     assert "entry 3: state commit" in out and f"map root    {root}" in out and "batch time  " in out
     assert f"signed by   the log key (ed25519:{log_signer().public_key.hex()[:16]}...)" in out
     assert "envelope signature by the log key (ed25519:" in out
-    assert main(["entries", "0", "4", *conn]) == 0
+    assert main(["entries", "0", "4", *conn, *AS_AUDITOR]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "consent grant  PERMIT org:hospital-1" in lines[0]
     assert "state commit  map root " in lines[1] and lines[1].endswith("signed by the log key")
@@ -333,7 +337,7 @@ def test_malformed_log_key_and_no_log_key(server, capsys: pytest.CaptureFixture[
 
 
 def test_grpc_errors_show_code_and_details(conn: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_fail(capsys, "get", "5", *conn)
+    code, err = run_fail(capsys, "get", "5", *conn, *AS_AUDITOR)
     assert code == EXIT_ERROR and "NOT_FOUND: " in err
 
 
@@ -359,7 +363,7 @@ def test_split_view_is_reported_with_evidence(log_key_file: Path, tmp_path: Path
     sizes = []
     for db, count in (("a.db", 2), ("b.db", 3)):
         with running_server(f"sqlite:///{tmp_path / db}") as s:
-            with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), insecure=True) as c:
+            with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), insecure=True, party_id=OPERATOR) as c:
                 for _ in range(count):
                     c.submit(grant_envelope())
                 sizes.append(c.checkpoint().checkpoint.size)
@@ -373,13 +377,13 @@ def test_split_view_is_reported_with_evidence(log_key_file: Path, tmp_path: Path
 
 
 def test_runs_as_a_subprocess(conn: list[str], patient_key: Path, server) -> None:
-    with LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True) as c:
+    with LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id=OPERATOR) as c:
         key = Ed25519PrivateKey.from_seed(b"\x22" * 32)
         payload = payloads.build_grant(patient=key.public_key, grantee="any", actions=["access"], purposes=["TREAT"],
                                        data_classes=["*"])
         c.submit(sign_envelope(payloads.CONSENT_GRANT, payload, [key]))
     proc = subprocess.run(
-        [sys.executable, "-m", "consent_ledger.cli", "get", "0", *conn, "--json"],
+        [sys.executable, "-m", "consent_ledger.cli", "get", "0", *conn, *AS_AUDITOR, "--json"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -412,7 +416,7 @@ def parties(conn: list[str], operator_key: Path, tmp_path: Path, capsys: pytest.
         # The private key file works too: only its public key is used.
         key_arg = str(key) if party == "ed-1" else f"{key}.pub"
         out[party] = run_json(capsys, "register-party", "--operator-key", str(operator_key), "--party-id", party,
-                              "--role", role, "--party-key-file", key_arg, "--display-name", name, *conn)
+                              "--role", role, "--party-key-file", key_arg, "--display-name", name, *conn, *AS_OPERATOR)
     return out
 
 
@@ -428,7 +432,7 @@ def test_register_party(
     ed = parties["ed-1"]
     # The log's first batch is closed by a StateCommit (#1); registrations change no consent, so none follows them.
     assert [p["index"] for p in parties.values()] == [0, 2, 3]
-    kinds = [e["kind"] for e in run_json(capsys, "entries", "0", "10", *conn)["entries"]]
+    kinds = [e["kind"] for e in run_json(capsys, "entries", "0", "10", *conn, *AS_AUDITOR)["entries"]]
     assert kinds == ["party registration", "state commit", "party registration", "party registration"]
     assert ed["roles"] == ["hospital"] and ed["display_name"] == "City ED"
     pub = (tmp_path / "ed-1.key.pub").read_text().strip()
@@ -447,7 +451,7 @@ def test_register_party_human_output_and_refusals(
 ) -> None:
     capsys.readouterr()
     base = ["register-party", "--party-id", "lab-1", "--role", "hospital", "--party-key-file", f"{patient_key}.pub",
-            "--display-name", "City Lab", *conn]
+            "--display-name", "City Lab", *conn, *AS_OPERATOR]
     assert main([base[0], "--operator-key", str(operator_key), *base[1:]]) == 0
     out = capsys.readouterr().out
     assert "party registration appended" in out and "lab-1 (City Lab)" in out
@@ -477,7 +481,7 @@ def test_check_access_consents_who_asked(
     # Only the insurer's registration and the StateCommit: proven absent for each selector, no consent shown.
     state = refused["verified"]["consent_state"]
     assert sorted(refused["verified"]["evidence"]) == sorted([parties["insurer-1"]["index"], state["state_commit_index"]])
-    assert run_json(capsys, "get", str(state["state_commit_index"]), *conn)["kind"] == "state commit"
+    assert run_json(capsys, "get", str(state["state_commit_index"]), *conn, *AS_AUDITOR)["kind"] == "state commit"
     assert state["selectors"] == ["org:insurer-1", "role:insurer", "any"]
     assert state["in_force"] == {"org:insurer-1": [], "role:insurer": [], "any": []}
     assert state["map_proofs_verified"] and state["evidence_is_exactly_the_in_force_set"]
@@ -539,18 +543,21 @@ def test_check_access_consents_who_asked(
     assert main([*ask, "--as", "insurer-1", "--purpose", "HPAYMT", "--data", "laboratory-results"]) == EXIT_OK
     assert "no consent is in force for any of them, so none can have been left out" in capsys.readouterr().out
 
-    listing = run_json(capsys, "consents", "--patient", patient_hex, *conn)
+    listing = run_json(capsys, "consents", "--patient", patient_hex, *conn, *AS_AUDITOR)
     assert [(c["consent_id"], c["state"]) for c in listing["consents"]] == [(grant["consent_id"], "revoked")]
     assert len(listing["revocations"]) == 1
     assert main(["consents", "--patient-key-file", str(patient_key), *conn]) == EXIT_OK
     out = capsys.readouterr().out
     assert "1 grant, 1 revocation" in out and "revoked" in out and "every state re-computed" in out
 
-    events = run_json(capsys, "who-asked", "--patient-key-file", pub, *conn)
+    # Without her private key (or an auditor's identity) nobody may list them.
+    code, err = run_fail(capsys, "who-asked", "--patient-key-file", pub, *conn)
+    assert code == EXIT_ERROR and "PERMISSION_DENIED: anonymous may not call ListAccessEvents" in err
+    events = run_json(capsys, "who-asked", "--patient-key-file", str(patient_key), *conn)
     assert [(e["event"]["party_id"], e["event"]["decision"]) for e in events["events"]] == [
         ("insurer-1", "PARTIAL"), ("ed-1", "PERMIT")]
     assert all(e["recorded_by_ledger"] for e in events["events"])
-    assert main(["who-asked", "--patient", patient_hex, *conn]) == EXIT_OK
+    assert main(["who-asked", "--patient", patient_hex, *conn, *AS_AUDITOR]) == EXIT_OK
     out = capsys.readouterr().out
     assert "2 access events" in out and "BREAK-GLASS ('unconscious on arrival')" in out
 
@@ -565,7 +572,7 @@ def test_check_access_errors(
     code, err = run_fail(capsys, *ask, "--as", "insurer-1", "--purpose", "TREAT", "--data", "clinical-notes:ZZ")
     assert code == EXIT_ERROR and "unknown sensitivity label 'ZZ'" in err
     code, err = run_fail(capsys, *ask, "--as", "nobody", "--purpose", "TREAT", "--data", "imaging")
-    assert code == EXIT_ERROR and "PERMISSION_DENIED: organisation nobody is not registered" in err
+    assert code == EXIT_ERROR and "PERMISSION_DENIED: unregistered organisation nobody may not call CheckAccess" in err
     code, err = run_fail(capsys, *ask, "--purpose", "TREAT", "--data", "imaging")
     assert code == EXIT_ERROR and "pass --as PARTY_ID" in err
     code, err = run_fail(capsys, *ask, "--as", "ed-1", "--purpose", "ETREAT", "--data", "imaging", "--break-glass")
@@ -617,7 +624,7 @@ def test_export_and_verify_bundle(
     grant = run_json(capsys, "grant", "--key", str(patient_key), *GRANT, *conn)
     run_json(capsys, "grant", "--key", str(patient_key), *GRANT, *conn)  # a tree of 2: proofs are not empty
     bundle = tmp_path / "bundle.json"
-    exported = run_json(capsys, "export-consent", "0", "--out", str(bundle), *conn)
+    exported = run_json(capsys, "export-consent", "0", "--out", str(bundle), *conn, *AS_AUDITOR)
     assert exported["consent_record"]["record_id"] == grant["consent_id"]
     data = json.loads(bundle.read_text())
     assert data["format"] == "consent-ledger-consent-bundle/v1"
@@ -648,11 +655,11 @@ def test_export_and_verify_bundle(
 
     # Only consents make consent bundles: not a registration, not a StateCommit.
     lab = run_json(capsys, "register-party", "--operator-key", str(operator_key), "--party-id", "lab-1", "--role",
-                   "hospital", "--party-key-file", f"{patient_key}.pub", "--display-name", "Lab", *conn)
-    code, err = run_fail(capsys, "export-consent", str(lab["index"]), "--out", str(tmp_path / "x.json"), *conn)
+                   "hospital", "--party-key-file", f"{patient_key}.pub", "--display-name", "Lab", *conn, *AS_OPERATOR)
+    code, err = run_fail(capsys, "export-consent", str(lab["index"]), "--out", str(tmp_path / "x.json"), *conn, *AS_AUDITOR)
     assert code == EXIT_ERROR and f"entry {lab['index']} is a party registration" in err
     code, err = run_fail(capsys, "export-consent", str(grant["state_commit"]["index"]), "--out",
-                         str(tmp_path / "x.json"), *conn)
+                         str(tmp_path / "x.json"), *conn, *AS_AUDITOR)
     assert code == EXIT_ERROR and "is a state commit: only consent grants and revocations" in err
 
 
@@ -685,7 +692,7 @@ def test_watch_revocations_and_patient(
 
     patient = parse_pub(Path(f"{patient_key}.pub").read_text().strip())
     watcher = threading.Thread(target=lambda: codes.append(main(
-        ["watch", "--patient-key-file", f"{patient_key}.pub", "--count", "1", "--json", *conn])))
+        ["watch", "--patient-key-file", str(patient_key), "--count", "1", "--json", *conn])))
     watcher.start()
     _wait_for_watch(server, ("patient", patient))
     assert main(["grant", "--key", str(patient_key), *GRANT, *conn]) == EXIT_OK  # in words: not mixed with the JSON
@@ -699,7 +706,7 @@ def test_watch_stops_at_timeout_and_refuses_the_unregistered(
     parties: dict[str, dict], conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capsys.readouterr()
-    assert main(["watch", "--patient-key-file", f"{patient_key}.pub", "--timeout", "0.5", *conn]) == EXIT_OK
+    assert main(["watch", "--patient-key-file", str(patient_key), "--timeout", "0.5", *conn]) == EXIT_OK
     assert "stopped: --timeout 0.5 s reached; 0 entries received" in capsys.readouterr().out
     code, err = run_fail(capsys, "watch", "--revocations", "--as", "nobody", "--timeout", "5", *conn)
     assert code == EXIT_ERROR and "PERMISSION_DENIED" in err
@@ -804,11 +811,11 @@ def test_audit_passes_resumes_and_fails_on_corruption(
     for _ in range(3):
         run_json(capsys, "grant", "--key", str(patient_key), *GRANT, *conn)
     resume = tmp_path / "audit.json"
-    first = run_json(capsys, "audit", "--resume-file", str(resume), "--end", "3", *conn)
+    first = run_json(capsys, "audit", "--resume-file", str(resume), "--end", "3", *conn, *AS_AUDITOR)
     assert first["ok"] and first["end"] == 3
-    rest = run_json(capsys, "audit", "--resume-file", str(resume), *conn)
+    rest = run_json(capsys, "audit", "--resume-file", str(resume), *conn, *AS_AUDITOR)
     assert rest["ok"] and rest["start"] > 0 and rest["end"] == rest["checkpoint_size"]
-    assert main(["audit", *conn]) == EXIT_OK
+    assert main(["audit", *conn, *AS_AUDITOR]) == EXIT_OK
     out, err = capsys.readouterr()
     assert "audit passed" in out and "StateCommits: map root recomputed" in out and "entries" in err
 
@@ -817,7 +824,7 @@ def test_audit_passes_resumes_and_fails_on_corruption(
     with server.service.ledger.store.begin() as c:
         body = c.execute(schema.bodies.select().where(schema.bodies.c.idx == sc)).one().envelope
         c.execute(update(schema.bodies).where(schema.bodies.c.idx == sc).values(envelope=body[:-1] + bytes([body[-1] ^ 1])))
-    code = main(["audit", *conn])
+    code = main(["audit", *conn, *AS_AUDITOR])
     out, _ = capsys.readouterr()
     assert code == EXIT_VERIFICATION and "AUDIT FAILED" in out
 
@@ -827,11 +834,11 @@ def test_serve_policy_and_state_options(tmp_path: Path) -> None:
     key_file, verifier_key = make_log_key(tmp_path)
     server = ServerProcess(
         tmp_path, key_file, f"sqlite:///{tmp_path / 'l.db'}",
-        extra_args=("--implicit-policy", "basic-normal", "--state-heartbeat", "0.3"),
+        extra_args=("--implicit-policy", "basic-normal", "--state-heartbeat", "0.3", "--operator", OPERATOR),
     )  # fmt: skip
     server.start()
     try:
-        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=verifier_key, insecure=True))
+        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=verifier_key, insecure=True, party_id=OPERATOR))
         patient = Ed25519PrivateKey.from_seed(b"\x91" * 32)
         c.register_party(read_key(key_file).private_key, party_id="hospital-1", roles=["hospital"],
                          public_keys=[patient.public_key], display_name="H")  # fmt: skip

@@ -149,7 +149,13 @@ class Authorizer:
         if rule is None:
             raise PermissionDenied(f"{method} is not in the authorization table")
         if not self.allowed(rule, caller, request):
-            raise PermissionDenied(f"{caller.describe()} may not call {method.rsplit('/', 1)[-1]} ({rule.value})")
+            message = f"{caller.describe()} may not call {method.rsplit('/', 1)[-1]} ({rule.value})"
+            if caller.kind is Kind.ANONYMOUS:
+                message += (
+                    ": the call carried no identity (a client certificate, or the party header on a development "
+                    "server, or a request signed with the patient's key)"
+                )
+            raise PermissionDenied(message)
 
     def allowed(self, rule: Rule, caller: Caller, request: object) -> bool:
         kind = caller.kind
