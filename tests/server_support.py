@@ -95,7 +95,7 @@ class ServerThread:
 
 
 @functools.cache
-def test_ca() -> ThrowawayCA:
+def session_ca() -> ThrowawayCA:
     """One throwaway CA for the test session, with the server's certificate."""
     ca = ThrowawayCA(Path(tempfile.mkdtemp(prefix="consent-ledger-tls-")))
     ca.issue("localhost", server=True)
@@ -104,7 +104,7 @@ def test_ca() -> ThrowawayCA:
 
 @functools.cache
 def client_credentials(cn: str) -> grpc.ChannelCredentials:
-    ca = test_ca()
+    ca = session_ca()
     pem = ca.issue(cn, server=False)
     return grpc.ssl_channel_credentials(ca.ca_file.read_bytes(), pem.key.read_bytes(), pem.cert.read_bytes())
 
@@ -113,7 +113,7 @@ def transport_config() -> dict[str, object]:
     """The ServiceConfig fields for the suite's transport."""
     if not MTLS:
         return {"insecure": True}
-    ca = test_ca()
+    ca = session_ca()
     return {"tls": TlsFiles(ca.dir / "localhost.pem", ca.dir / "localhost.key", ca.ca_file), "insecure": False}
 
 
