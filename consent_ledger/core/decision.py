@@ -427,13 +427,18 @@ def delegation_support(entries: Iterable[LedgerEntry], of: Iterable[LedgerEntry]
 
 
 def _collect(
-    entries: Iterable[LedgerEntry], patient: bytes, t: int, ignored: set[str] | None = None
+    entries: Iterable[LedgerEntry],
+    patient: bytes,
+    t: int,
+    ignored: set[str] | None = None,
+    book: delegation.DelegationBook | None = None,
 ) -> tuple[dict[str, _Grant], set[str], set[str]]:
     """The patient's grants integrated at or before t (by consent id, earliest integration),
     and the ids revoked and superseded at or before t. Grants and revocations not signed as
-    core.delegation requires are left out (the grants' ids go into ``ignored``)."""
+    core.delegation requires are left out (the grants' ids go into ``ignored``). ``book``: the
+    delegations to judge signers by (default: those among ``entries``)."""
     entries = list(entries)
-    book = delegation_book(entries)
+    book = delegation_book(entries) if book is None else book
     grants: dict[str, _Grant] = {}
     revoked: set[str] = set()
     superseded: set[str] = set()
@@ -708,13 +713,15 @@ def consent_states(entries: Iterable[LedgerEntry], t_ms: int) -> dict[str, str]:
     """The state at t_ms of every grant integrated at or before t_ms, by consent id:
     revoked, superseded, expired, pending (validity not started) or active (in force).
     Revoked wins over superseded, which wins over expired and pending."""
+    entries = list(entries)
+    book = delegation_book(entries)
     by_patient: dict[bytes, list[LedgerEntry]] = {}
     for e in entries:
         if isinstance(e.payload, (ConsentGrantPayload, ConsentRevocationPayload)):
             by_patient.setdefault(e.payload.patient, []).append(e)
     out: dict[str, str] = {}
     for patient, es in by_patient.items():
-        grants, revoked, superseded = _collect(es, patient, t_ms)
+        grants, revoked, superseded = _collect(es, patient, t_ms, book=book)
         for cid, g in grants.items():
             v = g.grant.validity
             if cid in revoked:
