@@ -8,7 +8,13 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from consent_ledger.core import delegation as DG
-from consent_ledger.core.decision import SIGNER_NOT_AUTHORISED, AccessRequest, LedgerEntry, decide, evidence_for
+from consent_ledger.core.decision import (
+    SIGNER_NOT_AUTHORISED,
+    AccessRequest,
+    LedgerEntry,
+    decide,
+    evidence_for,
+)
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.payloads import (
     DENY,

@@ -13,9 +13,18 @@ from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import parse_envelope, sign_envelope
 from consent_ledger.core.payloads import DataItem, Period
-from consent_ledger.presentation import consent_view_line, delegation_view_line, describe_entry
+from consent_ledger.presentation import (
+    consent_view_line,
+    delegation_view_line,
+    describe_entry,
+)
 from consent_ledger.v1 import payloads_pb2 as pb
-from consent_ledger_client import ConsentClient, DecisionMismatch, IncompleteEvidence, LedgerClient
+from consent_ledger_client import (
+    ConsentClient,
+    DecisionMismatch,
+    IncompleteEvidence,
+    LedgerClient,
+)
 from consent_ledger_client.audit import Auditor
 
 from .server_support import log_signer, log_verifier_key, running_server
@@ -160,6 +169,8 @@ def test_an_organisation_attests_a_guardian_for_a_patient_without_a_key(ledger):
         HOSPITAL, patient=child, delegate=GUARDIAN.public_key, relationship="guardian", scope=["*"],
         majority_date_ms=majority, evidence_reference="birth register 2026/123", attested_by="hospital-1",
     )  # fmt: skip
+    (dv,) = c.list_consents(child).delegations  # verified on its own: signed by a key of hospital-1
+    assert dv.state == "active" and dv.delegation.attested_by == "hospital-1"
     cid, _ = c.grant(GUARDIAN, for_patient=child, **GRANT)
     d = client(ledger, "insurer-1").check_access(child, action="access", purpose="HPAYMT", data=[LAB])
     assert d.permitted and d.decision.consent_ids == (cid,)
@@ -168,6 +179,8 @@ def test_an_organisation_attests_a_guardian_for_a_patient_without_a_key(ledger):
     assert "attested by hospital-1" in delegation_view_line(listing.delegations[0])
     # The attesting organisation may end what it attested; then the guardian signs nothing more.
     c.revoke(HOSPITAL, did, "court order ended", for_patient=child)
+    listing = c.list_consents(child)
+    assert listing.delegations[0].state == "revoked" and listing.consents[0].state == "active"
     refused(lambda: c.grant(GUARDIAN, for_patient=child, **{**GRANT, "grantee": "any"}), grpc.StatusCode.PERMISSION_DENIED, "revoked")
     assert Auditor(c.ledger).run().ok
 

@@ -328,6 +328,10 @@ class ConsentLedger:
             p = e.payload
             if not isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) or p.patient in e.signers:
                 continue
+            if isinstance(p, payloads.ConsentRevocationPayload):
+                target = self._index.consent(p.consent_id)
+                if target is not None and target.kind == DELEGATION:
+                    continue  # an attesting organisation ended a delegation: no delegate involved
             _, d = self._delegate_refusal(p.patient, e.signers, e.integrated_time_ms, delegation.required_scope(p), e.index)
             if d is None:
                 log.error("entry %d is signed by a delegate that no delegation authorises", e.index)
@@ -543,14 +547,26 @@ class ConsentLedger:
         entries = [ledger_entry(s) for s in (*stored, *related)]
         # Who signed: the delegations (and registrations, revocations) behind delegate-signed entries, and the
         # delegations that revocations on the page end (to check who may revoke them).
+        # Attested delegations come with the registration their signature and their revocations were checked by.
         support = self._support(entries, revocations=True)
+        by_index = {e.index: e for e in entries}
+        for e in entries:
+            if isinstance(e.payload, payloads.DelegationPayload) and e.payload.attested_by:
+                support.add(self.party(e.payload.attested_by, e.index).index)
         for r in rows:
             target = self._index.consent(r.target) if r.kind == REVOCATION and r.target else None
             if target is not None and target.kind == DELEGATION:
                 support.add(target.index)
-                d = ledger_entry(self._index.read_indices([target.index])[0]).payload
-                if isinstance(d, payloads.DelegationPayload) and d.attested_by:
-                    support.add(self.party(d.attested_by, target.index).index)
+                de = by_index.get(target.index) or ledger_entry(self._index.read_indices([target.index])[0])
+                if isinstance(de.payload, payloads.DelegationPayload) and de.payload.attested_by:
+                    support.add(self.party(de.payload.attested_by, target.index).index)
+                    support.add(self.party(de.payload.attested_by, r.index).index)
+        for e in entries:  # revocations of attested delegations on the page or among those ending them
+            p = e.payload
+            if isinstance(p, payloads.ConsentRevocationPayload) and p.patient not in e.signers:
+                de = next((x for x in entries if x.consent_id == p.consent_id), None)
+                if de is not None and isinstance(de.payload, payloads.DelegationPayload) and de.payload.attested_by:
+                    support.add(self.party(de.payload.attested_by, e.index).index)
         support -= on_page | {r.index for r in ending}
         if support:
             more_related = self._index.read_indices(support)
