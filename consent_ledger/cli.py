@@ -65,6 +65,8 @@ from consent_ledger.presentation import (
     closing_commit_line,
     consent_view_json,
     consent_view_line,
+    delegation_view_json,
+    delegation_view_line,
     consistency_phrase,
     decision_json,
     decision_lines,
@@ -477,7 +479,12 @@ def validity_from_args(args: argparse.Namespace, now_ms: int) -> payloads.Period
 
 
 def submit_and_report(
-    args: argparse.Namespace, payload_type: str, payload: bytes, signer: Signer, extra: dict[str, Any]
+    args: argparse.Namespace,
+    payload_type: str,
+    payload: bytes,
+    signer: Signer,
+    extra: dict[str, Any],
+    notes: Sequence[str] = (),
 ) -> int:
     envelope = sign_envelope(payload_type, payload, [signer.private_key])
     with connect(args, signer=signer) as client:
@@ -492,6 +499,7 @@ def submit_and_report(
         f"  index            {entry.index}",
         f"  consent id       {cid}",
         f"  checkpoint size  {entry.checkpoint.size}",
+        *notes,
         entry_verification(entry, previous),
     ]
     if closing is not None:
@@ -523,14 +531,27 @@ def _closing_commit(
     return (after, commit) if commit is not None else None
 
 
+def for_patient_from_args(args: argparse.Namespace, signer: Signer) -> tuple[bytes, list[str], dict[str, Any]]:
+    """The patient an entry is for: --for-patient (the signer is a delegate) or the signer itself; with the lines
+    and JSON fields that say who signed."""
+    if not args.for_patient:
+        return signer.public_key, [], {}
+    patient = public_key_from_text(args.for_patient, "--for-patient")
+    if patient == signer.public_key:
+        return patient, [], {}
+    line = f"  signed by        delegate {short_key(signer.public_key)} for patient {short_key(patient)}"
+    return patient, [line], {"patient": patient.hex(), "signed_by_delegate": signer.public_key.hex()}
+
+
 def cmd_grant(args: argparse.Namespace) -> int:
     signer = read_patient_key(args)
+    patient, notes, extra = for_patient_from_args(args, signer)
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     legal_basis = None
     if args.legal_basis or args.legal_basis_text:
         legal_basis = payloads.LegalBasis(code=args.legal_basis or "", text=args.legal_basis_text or "")
     payload = payloads.build_grant(
-        patient=signer.public_key,
+        patient=patient,
         grantee=args.grantee,
         decision=payloads.DENY if args.deny else payloads.PERMIT,
         actions=_split(args.action),
@@ -542,14 +563,50 @@ def cmd_grant(args: argparse.Namespace) -> int:
         legal_basis=legal_basis,
         issued_at_ms=now_ms,
     )
-    return submit_and_report(args, payloads.CONSENT_GRANT, payload, signer, {"grantee": args.grantee})
+    return submit_and_report(
+        args, payloads.CONSENT_GRANT, payload, signer, {"grantee": args.grantee, **extra}, notes
+    )
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     signer = read_patient_key(args)
-    payload = payloads.build_revocation(patient=signer.public_key, consent_id=args.consent_id, reason=args.reason)
-    extra = {"revoked_consent_id": args.consent_id}
-    return submit_and_report(args, payloads.CONSENT_REVOCATION, payload, signer, extra)
+    patient, notes, extra = for_patient_from_args(args, signer)
+    payload = payloads.build_revocation(patient=patient, consent_id=args.consent_id, reason=args.reason)
+    extra = {"revoked_consent_id": args.consent_id, **extra}
+    return submit_and_report(args, payloads.CONSENT_REVOCATION, payload, signer, extra, notes)
+
+
+def cmd_delegate(args: argparse.Namespace) -> int:
+    signer = read_patient_key(args)
+    if args.attested_by and not args.for_patient:
+        raise CliError("an organisation attests a guardian for a patient: give --for-patient KEY with --attested-by")
+    if args.for_patient and not args.attested_by:
+        raise CliError("only the patient signs its own delegations; an organisation attesting a guardian gives --attested-by")
+    patient = public_key_from_text(args.for_patient, "--for-patient") if args.for_patient else signer.public_key
+    delegate = (
+        public_key_from_file(args.delegate_key_file, "delegate key file")
+        if args.delegate_key_file
+        else public_key_from_text(args.delegate or "", "--delegate")
+    )
+    now_ms = _now_ms()
+    payload = payloads.build_delegation(
+        patient=patient,
+        delegate=delegate,
+        relationship=args.relationship,
+        scope=_split(args.scope),
+        validity=validity_from_args(args, now_ms),
+        majority_date_ms=parse_when(args.majority_date, "--majority-date") if args.majority_date else 0,
+        evidence_reference=args.evidence or "",
+        attested_by=args.attested_by or "",
+        issued_at_ms=now_ms,
+    )
+    who = f"attested by {args.attested_by}" if args.attested_by else "signed by the patient"
+    notes = [
+        f"  delegate         {short_key(delegate)} ({args.relationship}, may {','.join(_split(args.scope))})",
+        f"  patient          {short_key(patient)} ({who})",
+    ]
+    extra = {"patient": patient.hex(), "delegate": delegate.hex(), "delegation_id": payloads.consent_id(payload)}
+    return submit_and_report(args, payloads.DELEGATION, payload, signer, extra, notes)
 
 
 # -- reading ------------------------------------------------------------------------------------------------
@@ -953,7 +1010,7 @@ def _now_ms() -> int:
 def cmd_consents(args: argparse.Namespace) -> int:
     patient = patient_from_args(args)
     time_ms = parse_when(args.at, "--at") if args.at else 0
-    views, revocations = [], []
+    views, revocations, delegations = [], [], []
     with connect(args, signer=patient_signer_from_args(args)) as client:
         previous = client.last_checkpoint
         consents = ConsentClient(client)
@@ -962,6 +1019,7 @@ def cmd_consents(args: argparse.Namespace) -> int:
             page = consents.list_consents(patient, page_token=token, time_ms=time_ms)
             views.extend(page.consents)
             revocations.extend(page.revocations)
+            delegations.extend(page.delegations)
             cp = page.checkpoint
             token = page.next_page_token
             if not token:
@@ -972,14 +1030,18 @@ def cmd_consents(args: argparse.Namespace) -> int:
         f"{plural(len(revocations), 'revocation', 'revocations')} (states as of {format_time(now)})"
     )
     lines = [head, *(f"  {consent_view_line(v)}" for v in views)]
+    if delegations:
+        lines.append(f"delegations: {len(delegations)}")
+        lines.extend(f"  {delegation_view_line(d)}" for d in delegations)
     lines.append(
         f"verified: every entry proven in checkpoint of size {cp.size} signed by {cp.origin} (inclusion, body hash, "
-        f"the patient's signature); every state re-computed from the entries and equal to the server's; "
-        f"{consistency_phrase(previous, cp)}"
+        f"the patient's signature or a delegate's under a delegation in force); every state re-computed from the "
+        f"entries and equal to the server's; {consistency_phrase(previous, cp)}"
     )
     data = {
         "patient": patient.hex(),
         "consents": [consent_view_json(v) for v in views],
+        "delegations": [delegation_view_json(d) for d in delegations],
         "revocations": [entry_json(r, previous) for r in revocations],
         "checkpoint": checkpoint_json(cp),
     }
@@ -1240,6 +1302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--legal-basis", metavar="CODE", help="legal basis code, e.g. PIPL-29 or GDPR-9.2.a")
     p.add_argument("--legal-basis-text", metavar="TEXT", help="legal basis in words")
     p.add_argument("--supersedes", metavar="CONSENT_ID", help="consent id of an earlier grant this one replaces")
+    p.add_argument("--for-patient", metavar="KEY",
+                   help="sign as a delegate (--key is the delegate's key) for this patient: 64 hex digits or name+hash+key")
     add_client_options(p)
     p.set_defaults(func=cmd_grant)
 
@@ -1247,8 +1311,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default=_env(ENV_PATIENT_KEY_FILE), help=f"the patient's key file (default: ${ENV_PATIENT_KEY_FILE})")
     p.add_argument("--consent-id", required=True, help="the consent id (64 hex digits) printed by grant")
     p.add_argument("--reason", default="", help="why (free text)")
+    p.add_argument("--for-patient", metavar="KEY",
+                   help="sign as a delegate, or as the organisation that attested a delegation, for this patient")
     add_client_options(p)
     p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("delegate", help="let a guardian or proxy key sign grants and/or revocations for a patient")
+    p.add_argument("--key", default=_env(ENV_PATIENT_KEY_FILE),
+                   help=f"the signing key file: the patient's, or the attesting organisation's (default: ${ENV_PATIENT_KEY_FILE})")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--delegate", metavar="KEY", help="the delegate's public key: 64 hex digits or name+hash+key")
+    g.add_argument("--delegate-key-file", metavar="FILE", help="the delegate's key file (e.g. guardian.key.pub)")
+    p.add_argument("--relationship", choices=["guardian", "proxy"], required=True)
+    p.add_argument("--scope", action="append", required=True, metavar="SCOPE",
+                   help="what the delegate may sign: grant, revoke or * (repeatable or comma-separated)")
+    p.add_argument("--valid-days", type=float, help="valid from now for this many days")
+    p.add_argument("--valid-from", metavar="WHEN", help="start of validity: YYYY-MM-DD or ISO 8601 time (UTC unless given)")
+    p.add_argument("--valid-until", metavar="WHEN", help="end of validity (exclusive)")
+    p.add_argument("--majority-date", metavar="WHEN", help="for a minor: the delegation ends when the patient comes of age")
+    p.add_argument("--evidence", metavar="REF", help="where the authority is documented (required with --attested-by)")
+    p.add_argument("--attested-by", metavar="PARTY_ID",
+                   help="an organisation attests a guardian for a patient without a key: --key is the organisation's")
+    p.add_argument("--for-patient", metavar="KEY", help="the patient (with --attested-by): 64 hex digits or name+hash+key")
+    add_client_options(p)
+    p.set_defaults(func=cmd_delegate)
 
     p = sub.add_parser("register-party", help="register an organisation (signed with the operator's key, i.e. the log key)")
     p.add_argument("--operator-key", required=True, metavar="FILE",

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from consent_ledger_client import ConsentView, VerifiedDecision, VerifiedEntry
+from consent_ledger_client import ConsentView, DelegationView, SignedBy, VerifiedDecision, VerifiedEntry
 
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint
@@ -245,6 +245,10 @@ def describe_entry(entry: VerifiedEntry, *, indent: str = "  ", log_key: bytes |
         ]
     else:
         rows.append(("consent id", payloads.consent_id(entry.envelope.payload)))
+        delegate = delegate_signers(entry)
+        if delegate:
+            rows.append(("signed by", f"delegate {signers_text(delegate)} (not the patient's key; the ledger accepts "
+                                      "it only while a delegation of the patient lets that key sign)"))
         if payload is None:
             rows.append(("payload", f"{len(entry.envelope.payload)} bytes of {entry.leaf.payload_type}"))
         else:
@@ -252,6 +256,23 @@ def describe_entry(entry: VerifiedEntry, *, indent: str = "  ", log_key: bytes |
     width = max(len(label) for label, _ in rows)
     out.extend(f"{indent}{label.ljust(width)}  {value}" for label, value in rows)
     return out
+
+
+def delegate_signers(entry: VerifiedEntry) -> tuple[bytes, ...]:
+    """The signers of a patient's grant or revocation other than the patient, when the patient did not sign."""
+    payload = decode_payload(entry)
+    if (
+        entry.envelope is None
+        or not isinstance(payload, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload)
+        or payload.patient in entry.envelope.signers
+    ):
+        return ()
+    return entry.envelope.signers
+
+
+def signed_by_text(by: SignedBy) -> str:
+    """signed by delegate ed25519:... (guardian, delegation 1a2b...)."""
+    return f"signed by delegate {short_key(by.delegate)} ({by.relationship}, delegation {short_id(by.delegation_id)})"
 
 
 def entry_summary(entry: VerifiedEntry, *, log_key: bytes | None = None) -> str:
@@ -272,9 +293,15 @@ def entry_summary(entry: VerifiedEntry, *, log_key: bytes | None = None) -> str:
         )
         if payload.sensitivity_labels:
             what += f" [{','.join(payload.sensitivity_labels)}]"
-        return f"{head}  {what}  id {cid}..."
+        return f"{head}  {what}  id {cid}...{_by_delegate(entry)}"
     if isinstance(payload, payloads.ConsentRevocationPayload):
-        return f"{head}  revokes {payload.consent_id[:16]}...  id {cid}..."
+        return f"{head}  revokes {payload.consent_id[:16]}...  id {cid}...{_by_delegate(entry)}"
+    if isinstance(payload, payloads.DelegationPayload):
+        by = f", attested by {payload.attested_by}" if payload.attested_by else ""
+        return (
+            f"{head}  {payload.relationship} {short_key(payload.delegate)} may {','.join(payload.scope)}{by}  "
+            f"id {cid}..."
+        )
     if isinstance(payload, payloads.PartyRegistrationPayload):
         return f"{head}  {payload.party_id} ({payload.display_name}), roles {','.join(payload.roles)}  id {cid}..."
     if isinstance(payload, payloads.AccessEventPayload):
@@ -536,8 +563,14 @@ def verified_decision_json(
     }
 
 
+def _by_delegate(entry: VerifiedEntry) -> str:
+    signers = delegate_signers(entry)
+    return f"  signed by delegate {signers_text(signers)}" if signers else ""
+
+
 def consent_view_line(view: ConsentView) -> str:
-    """One line for a consent in the patient's listing: state, what, validity, id."""
+    """One line for a consent in the patient's listing: state, what, validity, id, and who signed when it was a
+    delegate."""
     g = view.grant
     text = f"#{view.entry.index:<4} {view.state.ljust(10)} {grant_text(g)}"
     v = g.validity
@@ -545,7 +578,21 @@ def consent_view_line(view: ConsentView) -> str:
         text += f"  until {format_time(v.end_ms)[:10]}"
     if view.ended_by_index is not None:
         text += f"  ({view.state} by #{view.ended_by_index})"
-    return f"{text}  id {short_id(view.consent_id)}"
+    text += f"  id {short_id(view.consent_id)}"
+    if view.signed_by is not None:
+        text += f"  {signed_by_text(view.signed_by)}"
+    return text
+
+
+def signed_by_json(by: SignedBy | None) -> dict[str, Any] | None:
+    if by is None:
+        return None
+    return {
+        "delegate": keyid_for(by.delegate),
+        "relationship": by.relationship,
+        "delegation_id": by.delegation_id,
+        "delegation_index": by.delegation_index,
+    }
 
 
 def consent_view_json(view: ConsentView) -> dict[str, Any]:
@@ -556,6 +603,33 @@ def consent_view_json(view: ConsentView) -> dict[str, Any]:
         "ended_by_index": view.ended_by_index,
         "integrated_time": iso_time(view.entry.leaf.integrated_time_ms),
         "grant": _jsonable(view.grant),
+        "signed_by_delegate": signed_by_json(view.signed_by),
+    }
+
+
+def delegation_view_line(view: DelegationView) -> str:
+    """One line for a delegation in the patient's listing: state, who, scope, until when, on whose word, id."""
+    d = view.delegation
+    text = f"#{view.entry.index:<4} {view.state.ljust(10)} {d.relationship} {short_key(d.delegate)} may {','.join(d.scope)}"
+    ends = [x for x in (d.validity.end_ms, d.majority_date_ms) if x]
+    if ends:
+        text += f"  until {format_time(min(ends))[:10]}" + ("  (majority date)" if min(ends) == d.majority_date_ms else "")
+    if d.attested_by:
+        text += f"  attested by {d.attested_by} ({d.evidence_reference})"
+    if view.revoked_by_index is not None:
+        text += f"  (revoked by #{view.revoked_by_index})"
+    return f"{text}  id {short_id(view.delegation_id)}"
+
+
+def delegation_view_json(view: DelegationView) -> dict[str, Any]:
+    return {
+        "index": view.entry.index,
+        "delegation_id": view.delegation_id,
+        "state": view.state,
+        "revoked_by_index": view.revoked_by_index,
+        "integrated_time": iso_time(view.entry.leaf.integrated_time_ms),
+        "signers": [keyid_for(k) for k in view.entry.envelope.signers] if view.entry.envelope else [],
+        "delegation": _jsonable(view.delegation),
     }
 
 

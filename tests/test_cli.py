@@ -853,3 +853,44 @@ def test_serve_policy_and_state_options(tmp_path: Path) -> None:
         assert after > before and kinds == {payloads.STATE_COMMIT}
     finally:
         server.stop()
+
+
+# -- delegation -----------------------------------------------------------------------------------------------
+
+
+def test_delegate_then_grant_and_revoke_for_the_patient(
+    conn: list[str], patient_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    guardian = tmp_path / "guardian.key"
+    assert main(["keygen", "patient", "--out", str(guardian)]) == 0
+    capsys.readouterr()
+    patient_hex = read_key(patient_key).public_key.hex()
+    guardian_pub = read_key(guardian).public_key
+
+    code = main(["delegate", "--key", str(patient_key), "--delegate-key-file", f"{guardian}.pub",
+                 "--relationship", "guardian", "--scope", "grant,revoke", "--majority-date", "2090-01-01", *conn])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK, err
+    assert "delegation appended" in out and "guardian, may grant,revoke" in out
+
+    granted = run_json(capsys, "grant", "--key", str(guardian), "--for-patient", patient_hex, *GRANT, *conn)
+    assert granted["signed_by_delegate"] == guardian_pub.hex() and granted["patient"] == patient_hex
+    code = main(["revoke", "--key", str(guardian), "--for-patient", patient_hex, "--consent-id", granted["consent_id"], *conn])
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK, err
+    assert f"signed by        delegate ed25519:{guardian_pub.hex()[:16]}..." in out
+
+    assert main(["consents", "--patient", patient_hex, *conn]) == EXIT_OK
+    out, _ = capsys.readouterr()
+    assert f"signed by delegate ed25519:{guardian_pub.hex()[:16]}... (guardian, delegation " in out
+    assert "delegations: 1" in out and "active" in out and "(majority date)" in out
+
+    got = run_json(capsys, "get", str(granted["index"]), *conn)
+    assert got["signers"] == [keyid_for(guardian_pub)]
+
+    # Without a delegation, another key is refused with the reason.
+    stranger = tmp_path / "stranger.key"
+    assert main(["keygen", "patient", "--out", str(stranger)]) == 0
+    capsys.readouterr()
+    code, err = run_fail(capsys, "grant", "--key", str(stranger), "--for-patient", patient_hex, *GRANT, *conn)
+    assert "PERMISSION_DENIED" in err and "holds no delegation" in err

@@ -87,14 +87,18 @@ def make_grant(*, index: int, at: int, supersedes: str | None = None, **kw: Any)
         nonce=next(_nonces).to_bytes(16, "big"),
         **kw,
     )
-    return LedgerEntry(index=index, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p)
+    return LedgerEntry(
+        index=index, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p, signers=(p.patient,)
+    )
 
 
 def make_revocation(*, index: int, at: int, target: LedgerEntry, patient: bytes = PATIENT) -> LedgerEntry:
     p = ConsentRevocationPayload(
         patient=patient, consent_id=target.consent_id, issued_at_ms=T - DAY, nonce=next(_nonces).to_bytes(16, "big")
     )
-    return LedgerEntry(index=index, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p)
+    return LedgerEntry(
+        index=index, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p, signers=(p.patient,)
+    )
 
 
 # Strategies are built once: building them inside a draw costs more than the decisions.

@@ -30,7 +30,7 @@ def _decision(**req_changes: object) -> tuple[list[LedgerEntry], AccessRequest, 
         patient=PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"],
         data_classes=["laboratory-results"], validity=Period(0, T + 60_000), issued_at_ms=T - 10, nonce=bytes(16),
     )
-    entries = [LedgerEntry.from_payload(index=0, integrated_time_ms=T - 5, payload_type=CONSENT_GRANT, payload=g)]
+    entries = [LedgerEntry.from_payload(index=0, integrated_time_ms=T - 5, payload_type=CONSENT_GRANT, payload=g, signers=[PATIENT])]
     base = dict(
         patient=PATIENT, requester_id="insurer-1", requester_roles=("insurer",), action="access",
         purpose="CLMATTCH", data=(DataItem("laboratory-results"), DataItem("clinical-notes", ("MH",))),

@@ -64,7 +64,9 @@ def grant(
         issued_at_ms=at - 1,
         nonce=n.to_bytes(16, "big"),
     )
-    return LedgerEntry(index=n, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p)
+    return LedgerEntry(
+        index=n, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p, signers=(patient,)
+    )
 
 
 def deny(**kw: Any) -> LedgerEntry:
@@ -76,7 +78,9 @@ def revoke(target: LedgerEntry, *, at: int = T - MIN, patient: bytes = PATIENT) 
     p = ConsentRevocationPayload(
         patient=patient, consent_id=target.consent_id, reason="", issued_at_ms=at - 1, nonce=n.to_bytes(16, "big")
     )
-    return LedgerEntry(index=n, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p)
+    return LedgerEntry(
+        index=n, integrated_time_ms=at, consent_id=consent_id(encode_payload(p)), payload=p, signers=(patient,)
+    )
 
 
 def item(spec: str) -> DataItem:
@@ -167,7 +171,9 @@ def test_in_force_is_evaluated_at_the_request_time() -> None:
 
 def test_same_payload_integrated_twice_counts_from_the_first() -> None:
     g = grant(at=T - DAY)
-    again = LedgerEntry(index=g.index + 1000, integrated_time_ms=T + H, consent_id=g.consent_id, payload=g.payload)
+    again = LedgerEntry(
+        index=g.index + 1000, integrated_time_ms=T + H, consent_id=g.consent_id, payload=g.payload, signers=g.signers
+    )
     assert decide([again, g], req()).decision == PERMIT
     assert decide([g, again], req()).decision == PERMIT
     assert decide([again, g, revoke(g)], req()).decision == DENY

@@ -28,7 +28,9 @@ from consent_ledger_client.consent import (  # noqa: E402
     ConsentListing,
     ConsentView,
     DecisionMismatch,
+    DelegationView,
     IncompleteEvidence,
+    SignedBy,
     StaleEvidence,
     VerifiedDecision,
 )
@@ -38,7 +40,9 @@ __all__ += [
     "ConsentListing",
     "ConsentView",
     "DecisionMismatch",
+    "DelegationView",
     "IncompleteEvidence",
+    "SignedBy",
     "StaleEvidence",
     "VerifiedDecision",
 ]

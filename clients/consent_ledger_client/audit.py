@@ -1,6 +1,8 @@
 """Audit a ledger from the outside: replay the log from the start (or a saved point), verify every entry's
-inclusion, body and signatures and every checkpoint seen, recompute the consent-state map and compare its root
-with every StateCommit. Stops at the first mismatch and reports it with the evidence. Resumable.
+inclusion, body and signatures and every checkpoint seen, check every entry is signed by whom it must be (a
+patient's grants and revocations by the patient or a delegate then in force, core.delegation), recompute the
+consent-state map and compare its root with every StateCommit. Stops at the first mismatch and reports it with
+the evidence. Resumable.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consent_ledger.core import payloads, smt
+from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.rfc6962 import hash_leaf
@@ -65,6 +67,8 @@ class Auditor:
         self._map = smt.MemoryMapNodes()
         self._next = 0
         self._party_keys: dict[str, frozenset[bytes]] = {}
+        self._book = delegation.DelegationBook()
+        self._delegation_payloads: dict[str, bytes] = {}
         self._saved: dict[str, object] | None = None
         if resume_file is not None and resume_file.exists():
             self._load(resume_file)
@@ -76,6 +80,12 @@ class Auditor:
         self._next = int(data["next_index"])
         self._party_keys = {p: frozenset(bytes.fromhex(k) for k in ks) for p, ks in data["party_keys"].items()}
         self._sets = InForceSets.from_json(data["in_force"])
+        for did, d in data.get("delegations", {}).items():
+            raw = bytes.fromhex(d["payload"])
+            p = payloads.parse_payload(payloads.DELEGATION, raw)
+            assert isinstance(p, payloads.DelegationPayload)
+            self._book.add(delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"]))
+            self._delegation_payloads[did] = raw
         root, changed, _ = smt.apply_batch(self._map, {k: smt.value_hash(v.items()) for k, v in self._sets.sets.items()})
         self._map.apply(changed, ())
         if root.hex() != data["map_root"]:
@@ -90,6 +100,11 @@ class Auditor:
             "map_root": self._map.root().hex(),
             "in_force": self._sets.to_json(),
             "party_keys": {p: sorted(k.hex() for k in ks) for p, ks in self._party_keys.items()},
+            "delegations": {
+                did: {"index": d.index, "integrated_ms": d.integrated_ms, "revoked_ms": d.revoked_ms,
+                      "payload": self._delegation_payloads[did].hex()}
+                for did, d in self._book.by_id.items()
+            },
         }
 
     def _save(self) -> None:
@@ -133,9 +148,15 @@ class Auditor:
             p = payloads.parse_payload(env.payload_type, env.payload)
         except InvalidInput as e:
             return Finding(entry.index, f"the entry's payload is malformed: {e}")
-        problem = self._signer_problem(env, p)
+        problem = self._signer_problem(env, p, entry.leaf.integrated_time_ms)
         if problem:
             return Finding(entry.index, problem)
+        cid = payloads.consent_id(env.payload)
+        if isinstance(p, payloads.DelegationPayload):
+            self._book.add(delegation.Delegate(cid, entry.index, entry.leaf.integrated_time_ms, p))
+            self._delegation_payloads.setdefault(cid, env.payload)
+        elif isinstance(p, payloads.ConsentRevocationPayload) and p.consent_id in self._book.by_id:
+            self._book.revoke(p.consent_id, entry.leaf.integrated_time_ms)
         if isinstance(p, payloads.StateCommitPayload):
             report.state_commits += 1
             updates = self._sets.take_updates()
@@ -154,10 +175,18 @@ class Auditor:
         self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), payloads.consent_id(env.payload), p)
         return None
 
-    def _signer_problem(self, env: ParsedEnvelope, p: payloads.Payload) -> str | None:
+    def _signer_problem(self, env: ParsedEnvelope, p: payloads.Payload, integrated_ms: int) -> str | None:
         signers = set(env.signers)
-        if isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in signers:
-            return "a consent entry not signed by its patient"
+        if isinstance(p, payloads.ConsentRevocationPayload) and p.consent_id in self._book.by_id:
+            d = self._book.by_id[p.consent_id].payload
+            if d.patient != p.patient or not delegation.may_revoke(d, signers, self._party_keys.get(d.attested_by, frozenset())):
+                return "a delegation revoked by someone other than its patient or attesting organisation"
+        elif isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in signers:
+            if self._book.authorising(p.patient, signers, integrated_ms, delegation.required_scope(p)) is None:
+                return "a consent entry signed by neither its patient nor a delegate in force"
+        if isinstance(p, payloads.DelegationPayload):
+            if not delegation.signed_validly(p, signers, self._party_keys.get(p.attested_by, frozenset())):
+                return "a delegation not signed by its patient or by the organisation attesting it"
         if isinstance(p, payloads.PartyRegistrationPayload | payloads.StateCommitPayload) and not self._operators & signers:
             return f"a {type(p).__name__} not signed by the operator"
         if isinstance(p, payloads.AccessEventPayload):

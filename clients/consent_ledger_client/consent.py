@@ -1,6 +1,7 @@
 """Consent calls for each audience, every answer verified.
 
-- Patients: grant, revoke, list their consents, see who asked, watch.
+- Patients: grant, revoke, delegate, list their consents and delegations, see who asked, watch.
+- Delegates (guardians, proxies): grant and revoke for a patient with their own key.
 - Hospitals and insurers: check access (the decision is re-computed from the evidence, and the signed receipt
   checked), record an access, watch revocations that concern them.
 - Anyone: verify a receipt or a receipt bundle offline.
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from consent_ledger.core import payloads, smt
+from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.checkpoint import Checkpoint
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.decision import (
@@ -22,6 +23,7 @@ from consent_ledger.core.decision import (
     Policy,
     consent_states,
     decide,
+    delegation_book,
     grantee_selectors,
 )
 from consent_ledger.core.envelope import sign_envelope
@@ -86,14 +88,38 @@ class VerifiedDecision:
 
 
 @dataclass(frozen=True)
+class SignedBy:
+    """Who signed a patient's entry, when it was not the patient: the delegate's key and the delegation (in the
+    log, verified) that let it sign."""
+
+    delegate: bytes
+    delegation_id: str
+    relationship: str
+    delegation_index: int
+
+
+@dataclass(frozen=True)
 class ConsentView:
-    """A grant and its verified current state."""
+    """A grant and its verified current state; ``signed_by`` is set when a delegate signed it."""
 
     consent_id: str
     entry: VerifiedEntry
     grant: payloads.ConsentGrantPayload
     state: str
     ended_by_index: int | None
+    signed_by: SignedBy | None = None
+
+
+@dataclass(frozen=True)
+class DelegationView:
+    """A delegation of the patient and its state at the listing's time: "active", "pending" (validity not
+    started), "expired" (validity ended), "majority" (the patient reached the majority date) or "revoked"."""
+
+    delegation_id: str
+    entry: VerifiedEntry
+    delegation: payloads.DelegationPayload
+    state: str
+    revoked_by_index: int | None
 
 
 @dataclass(frozen=True)
@@ -102,25 +128,55 @@ class ConsentListing:
     revocations: tuple[VerifiedEntry, ...]
     checkpoint: Checkpoint
     next_page_token: str
+    delegations: tuple[DelegationView, ...] = ()
+    # Revocations on the page that a delegate signed, by index.
+    revocation_signers: dict[int, SignedBy] | None = None
 
 
 def _as_ledger_entry(v: VerifiedEntry) -> LedgerEntry:
     if v.envelope is None:
         raise VerificationError(f"entry {v.index} is evidence but its body was withheld or erased")
     try:
-        entry = LedgerEntry.from_payload(
+        return LedgerEntry.from_payload(
             index=v.index,
             integrated_time_ms=v.leaf.integrated_time_ms,
             payload_type=v.envelope.payload_type,
             payload=v.envelope.payload,
+            signers=v.envelope.signers,
         )
     except InvalidInput as e:
         raise VerificationError(f"entry {v.index} does not hold a valid payload: {e}") from e
-    p = entry.payload
-    # The same rule the server applies before appending: a patient signs their own consents.
-    if isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in v.envelope.signers:
-        raise VerificationError(f"entry {v.index} is a consent not signed by its patient")
-    return entry
+
+
+def signed_by(e: LedgerEntry, book: delegation.DelegationBook) -> SignedBy | None:
+    """For a patient's grant or revocation: None when the patient signed it; else the delegation among the
+    verified entries that let a signer sign it. Raises VerificationError when none did (the same rule the
+    server applies before appending, core.delegation)."""
+    p = e.payload
+    if not isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) or p.patient in e.signers:
+        return None
+    d = book.authorising(p.patient, e.signers, e.integrated_time_ms, delegation.required_scope(p))
+    if d is None:
+        raise VerificationError(
+            f"entry {e.index} is signed by {', '.join(k.hex()[:16] for k in e.signers)}, neither the patient nor a "
+            "delegate in force by the delegations the server gave"
+        )
+    signer = next(k for k in e.signers if k == d.payload.delegate)
+    return SignedBy(signer, d.delegation_id, d.payload.relationship, d.index)
+
+
+def delegation_state(d: delegation.Delegate, t_ms: int) -> str:
+    """The patient's view of a delegation at t_ms (see DelegationView)."""
+    if d.revoked_ms is not None and d.revoked_ms <= t_ms:
+        return "revoked"
+    p = d.payload
+    if p.majority_date_ms and t_ms >= p.majority_date_ms:
+        return "majority"
+    if p.validity.end_ms and t_ms >= p.validity.end_ms:
+        return "expired"
+    if (p.validity.start_ms and t_ms < p.validity.start_ms) or d.integrated_ms > t_ms:
+        return "pending"
+    return "active"
 
 
 def _verify_evidence(e: access_pb2.EvidenceEntry, cp: Checkpoint) -> VerifiedEntry:
@@ -187,10 +243,13 @@ class ConsentClient:
         data_period: Period | None = None,
         supersedes: str | None = None,
         legal_basis: payloads.LegalBasis | None = None,
+        for_patient: bytes | None = None,
     ) -> tuple[str, SubmitReceipt]:
-        """Sign and submit a grant (or a DENY); returns (consent id, verified receipt)."""
+        """Sign and submit a grant (or a DENY); returns (consent id, verified receipt). With ``for_patient``,
+        ``patient_key`` is a delegate's key signing for that patient (the ledger refuses it unless a delegation
+        of the patient in force lets the key grant)."""
         payload = payloads.build_grant(
-            patient=patient_key.public_key,
+            patient=for_patient or patient_key.public_key,
             grantee=grantee,
             decision=payloads.DENY if deny else payloads.PERMIT,
             actions=actions,
@@ -205,12 +264,48 @@ class ConsentClient:
         receipt = self.ledger.submit(sign_envelope(payloads.CONSENT_GRANT, payload, [patient_key]))
         return payloads.consent_id(payload), receipt
 
-    def revoke(self, patient_key: Ed25519PrivateKey, consent_id: str, reason: str = "") -> SubmitReceipt:
-        payload = payloads.build_revocation(patient=patient_key.public_key, consent_id=consent_id, reason=reason)
+    def revoke(
+        self, patient_key: Ed25519PrivateKey, consent_id: str, reason: str = "", *, for_patient: bytes | None = None
+    ) -> SubmitReceipt:
+        """Revoke a consent, or a delegation (by its id). With ``for_patient``, ``patient_key`` is a delegate's key
+        (or, for an attested delegation, the attesting organisation's key)."""
+        payload = payloads.build_revocation(
+            patient=for_patient or patient_key.public_key, consent_id=consent_id, reason=reason
+        )
         return self.ledger.submit(sign_envelope(payloads.CONSENT_REVOCATION, payload, [patient_key]))
 
+    def delegate(
+        self,
+        signer_key: Ed25519PrivateKey,
+        *,
+        delegate: bytes,
+        relationship: str,
+        scope: Sequence[str],
+        patient: bytes | None = None,
+        validity: Period | None = None,
+        majority_date_ms: int = 0,
+        evidence_reference: str = "",
+        attested_by: str = "",
+    ) -> tuple[str, SubmitReceipt]:
+        """Authorise ``delegate`` to sign for a patient; returns (delegation id, verified receipt). Signed by the
+        patient (``patient`` defaults to the signer's key); or, with ``attested_by``, by a key of that registered
+        organisation attesting a guardian for ``patient``."""
+        payload = payloads.build_delegation(
+            patient=patient or signer_key.public_key,
+            delegate=delegate,
+            relationship=relationship,
+            scope=scope,
+            validity=validity,
+            majority_date_ms=majority_date_ms,
+            evidence_reference=evidence_reference,
+            attested_by=attested_by,
+        )
+        receipt = self.ledger.submit(sign_envelope(payloads.DELEGATION, payload, [signer_key]))
+        return payloads.consent_id(payload), receipt
+
     def list_consents(self, patient: bytes, *, page_size: int = 0, page_token: str = "", time_ms: int = 0) -> ConsentListing:
-        """A patient's consents with their states, every entry proven and every state re-computed."""
+        """A patient's consents and delegations with their states, every entry proven, every state re-computed,
+        and every entry a delegate signed checked against the delegation the server gave with it."""
         req = consent_pb2.ListConsentsRequest(patient=patient, page_size=page_size, page_token=page_token, time_ms=time_ms)
         resp = self.ledger.call(self._consent.ListConsents, req)
         cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
@@ -221,18 +316,49 @@ class ConsentClient:
             if getattr(e.payload, "patient", patient) != patient:
                 raise VerificationError(f"entry {e.index} belongs to another patient")
         states = consent_states(entries.values(), resp.time_ms)
+        book = delegation_book(entries.values())
+        revoked_by = {
+            e.payload.consent_id: e.index
+            for e in sorted(entries.values(), key=lambda e: -e.index)
+            if isinstance(e.payload, payloads.ConsentRevocationPayload)
+        }
         claimed = {s.consent_id: s for s in resp.states}
-        views, revocations = [], []
+        views, revocations, delegations = [], [], []
+        revocation_signers: dict[int, SignedBy] = {}
         for v in page:
             e = entries[v.index]
             if isinstance(e.payload, payloads.ConsentGrantPayload):
                 s = claimed.get(e.consent_id)
                 if s is None or s.state != states.get(e.consent_id):
                     raise VerificationError(f"the server's state for consent {e.consent_id} does not follow from the entries")
-                views.append(ConsentView(e.consent_id, v, e.payload, s.state, s.ended_by_index if s.ended else None))
-            else:
+                views.append(
+                    ConsentView(
+                        e.consent_id, v, e.payload, s.state, s.ended_by_index if s.ended else None, signed_by(e, book)
+                    )
+                )
+            elif isinstance(e.payload, payloads.DelegationPayload):
+                d = book.by_id.get(e.consent_id)
+                if d is None:
+                    raise VerificationError(f"entry {e.index} is a delegation not signed by whom it must be")
+                state = delegation_state(d, resp.time_ms)
+                delegations.append(
+                    DelegationView(e.consent_id, v, e.payload, state, revoked_by.get(e.consent_id) if state == "revoked" else None)
+                )
+            elif isinstance(e.payload, payloads.ConsentRevocationPayload):
+                if e.payload.consent_id in book.by_id:
+                    d = book.by_id[e.payload.consent_id]
+                    if d.revoked_ms is None:
+                        raise VerificationError(f"entry {e.index} revokes a delegation but may not")
+                else:
+                    by = signed_by(e, book)
+                    if by is not None:
+                        revocation_signers[e.index] = by
                 revocations.append(v)
-        return ConsentListing(tuple(views), tuple(revocations), cp, resp.next_page_token)
+            else:
+                raise VerificationError(f"entry {e.index} does not belong in a patient's consent listing")
+        return ConsentListing(
+            tuple(views), tuple(revocations), cp, resp.next_page_token, tuple(delegations), revocation_signers
+        )
 
     def access_events(self, patient: bytes, *, page_size: int = 0, page_token: str = "") -> tuple[list[tuple[VerifiedEntry, payloads.AccessEventPayload]], str]:
         """Who asked about a patient: verified AccessEvent entries, and the next page token."""
@@ -383,6 +509,7 @@ class ConsentClient:
         if set(proofs) != set(selectors) or len(proofs) != len(resp.selector_proofs):
             raise IncompleteEvidence(f"expected one map proof for each of {list(selectors)}")
         grants: dict[str, list[LedgerEntry]] = {sel: [] for sel in selectors}
+        support: list[LedgerEntry] = []
         for v, e in zip(evidence, entries):
             p = e.payload
             if isinstance(p, payloads.ConsentGrantPayload):
@@ -392,8 +519,28 @@ class ConsentClient:
             elif isinstance(p, payloads.StateCommitPayload):
                 if e.index != sc.index:
                     raise IncompleteEvidence(f"entry {e.index} is a second state commit in the evidence")
-            elif not isinstance(p, payloads.PartyRegistrationPayload):
+            elif isinstance(p, payloads.DelegationPayload):
+                if p.patient != r.patient or e.index >= sc.index:
+                    raise IncompleteEvidence(f"entry {e.index} is not a delegation of this patient")
+                support.append(e)
+            elif isinstance(p, payloads.PartyRegistrationPayload):
+                assert v.envelope is not None
+                if not self._operators.intersection(v.envelope.signers):
+                    raise VerificationError(f"the registration at {e.index} is not signed by an operator key")
+                support.append(e)
+            else:
                 raise IncompleteEvidence(f"entry {e.index} ({type(p).__name__}) does not belong in the evidence")
+        # A grant a delegate signed is in force only with the delegation that let it sign (core.delegation); the
+        # server puts that delegation in the evidence, and without it the evidence is incomplete.
+        book = delegation_book(support)
+        for e in (e for mine in grants.values() for e in mine):
+            try:
+                signed_by(e, book)
+            except VerificationError:
+                raise IncompleteEvidence(
+                    f"grant {e.index} is signed by a delegate, and the evidence holds no delegation in force that "
+                    "let it sign"
+                ) from None
         leaf_hashes = {v.index: hash_leaf(v.leaf_bytes) for v in evidence}
         for sel in selectors:
             sp = proofs[sel]
@@ -409,7 +556,7 @@ class ConsentClient:
                 raise IncompleteEvidence(
                     f"the evidence for {sel} is not the in-force set the consent state commits to"
                 )
-        return [e for sel in selectors for e in grants[sel]], sc
+        return [*(e for sel in selectors for e in grants[sel]), *support], sc
 
     def _check_registration(
         self, evidence: Sequence[VerifiedEntry], entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]

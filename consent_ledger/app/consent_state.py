@@ -26,7 +26,7 @@ from consent_ledger.core.note import Signer
 
 log = logging.getLogger(__name__)
 
-GRANT, REVOCATION = "grant", "revocation"
+GRANT, REVOCATION, DELEGATION = "grant", "revocation", "delegation"
 EVERYTHING = 2**63 - 1  # "below" that admits every index
 
 Key = tuple[bytes, str]  # (patient public key, grantee selector)

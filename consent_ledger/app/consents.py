@@ -1,6 +1,18 @@
 """Consent rules that need the log's state, the access check with its evidence and receipt, and the
-patient's view (DESIGN sections 3 and 4). The rules themselves are the pure core's (core.decision); this
-module gathers the entries they run on, from the consent index, as of one published checkpoint."""
+patient's view (DESIGN sections 3 and 4). The rules themselves are the pure core's (core.decision,
+core.delegation); this module gathers the entries they run on, from the consent index, as of one published
+checkpoint.
+
+Who may sign (checked before anything is appended): a grant or revocation of a consent, its patient or a
+delegate in force now whose scope covers it (core.delegation.required_scope); a delegation, its patient, or a
+key of the registered organisation it names as attesting a guardian; the revocation of a delegation, its
+patient or (attested) the attesting organisation; a party registration, the operator; an access event, the
+organisation it names or the operator.
+
+What readers see: CheckAccess evidence holds, for each delegate-signed grant in force, the delegation that
+authorised it (and the attesting organisation's registration); ListConsents pages list the patient's
+delegations among the grants and revocations, and ``related`` carries the delegations, registrations and
+delegation revocations needed to check who signed each entry on the page."""
 
 from __future__ import annotations
 
@@ -22,10 +34,10 @@ from consent_ledger.app.ports import (
     StoredCheckpoint,
     StoredEntry,
 )
-from consent_ledger.app.consent_state import EVERYTHING, GRANT, REVOCATION, ConsentState, in_force
+from consent_ledger.app.consent_state import DELEGATION, EVERYTHING, GRANT, REVOCATION, ConsentState, in_force
 from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
-from consent_ledger.core import payloads, smt
+from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
     STATE_ACTIVE,
@@ -109,7 +121,12 @@ def ledger_entry(stored: StoredEntry) -> LedgerEntry:
         integrated_time_ms=leaf.integrated_time_ms,
         payload_type=env.payload_type,
         payload=env.payload,
+        signers=env.signers,
     )
+
+
+def _short(key: bytes) -> str:
+    return f"ed25519:{key.hex()[:16]}..."
 
 
 class ConsentLedger:
@@ -158,16 +175,25 @@ class ConsentLedger:
         """Check a verified envelope against the log's state. Raises InvalidInput, NotFound, PermissionDenied
         or AlreadyExists; nothing is appended unless this passes."""
         p = check_payload(env)
-        if isinstance(p, payloads.ConsentGrantPayload):
+        if isinstance(p, payloads.ConsentGrantPayload | payloads.DelegationPayload):
             cid = payloads.consent_id(env.payload)
             if self._index.consent(cid) is not None:
                 if self._index.envelope_logged(env.sha256):
                     return p  # the same envelope again: the sequencer answers with its first index
-                raise AlreadyExists(f"consent {cid} is already in the log (in another envelope)")
+                raise AlreadyExists(f"entry {cid} is already in the log (in another envelope)")
+        if isinstance(p, payloads.ConsentGrantPayload):
+            self._check_consent_signer(env, p)
             if p.supersedes:
                 self._own_grant(p.supersedes, p.patient, "supersede")
         elif isinstance(p, payloads.ConsentRevocationPayload):
-            self._own_grant(p.consent_id, p.patient, "revoke")
+            target = self._index.consent(p.consent_id)
+            if target is not None and target.kind == DELEGATION:
+                self._check_delegation_revocation(env, p, target)
+            else:
+                self._own_grant(p.consent_id, p.patient, "revoke")
+                self._check_consent_signer(env, p)
+        elif isinstance(p, payloads.DelegationPayload):
+            self._check_delegation_signer(env, p)
         elif isinstance(p, payloads.PartyRegistrationPayload):
             if not self._operator_keys.intersection(env.signers):
                 raise PermissionDenied("only the ledger operator may register a party")
@@ -190,11 +216,134 @@ class ConsentLedger:
     def _check_event_signer(self, env: ParsedEnvelope, p: payloads.AccessEventPayload) -> None:
         if self._operator_keys.intersection(env.signers):
             return
-        party = self.party(p.party_id, EVERYTHING)
+        if not self._party_keys(p.party_id, EVERYTHING).intersection(env.signers):
+            raise PermissionDenied(f"the access event is not signed by a key of organisation {p.party_id}")
+
+    def _party_keys(self, party_id: str, below: int) -> frozenset[bytes]:
+        """The keys of the party's latest registration below index ``below``; PermissionDenied if none."""
+        party = self.party(party_id, below)
         _, (registration,) = self._entries_at({party.index}, {party.index})
         assert isinstance(registration.payload, payloads.PartyRegistrationPayload)
-        if not set(registration.payload.public_keys).intersection(env.signers):
-            raise PermissionDenied(f"the access event is not signed by a key of organisation {p.party_id}")
+        return frozenset(registration.payload.public_keys)
+
+    # -- delegations ------------------------------------------------------------------------------------
+
+    def _delegates(self, patient: bytes, delegate: bytes, below: int) -> list[delegation.Delegate]:
+        """The delegations of ``patient`` naming ``delegate`` among entries below ``below``, each with the time of
+        its first revocation there. Two indexed reads (delegations by pair, revocations by target) and the
+        entries, which are cached. Only entries that passed ``check`` are in the log, so every one is authentic."""
+        rows = self._index.delegations(patient, delegate, below)
+        if not rows:
+            return []
+        indices = {r.index for r in rows}
+        _, entries = self._entries_at(indices, indices)
+        revoked: dict[str, int] = {}
+        for r in self._index.targeting({r.delegation_id for r in rows}, below):
+            if r.kind == REVOCATION and r.target is not None:
+                revoked[r.target] = min(revoked.get(r.target, r.integrated_ms), r.integrated_ms)
+        out = []
+        for e in entries:
+            assert isinstance(e.payload, payloads.DelegationPayload)
+            out.append(delegation.Delegate(e.consent_id, e.index, e.integrated_time_ms, e.payload, revoked.get(e.consent_id)))
+        return out
+
+    def delegate_in_force(self, patient: bytes, delegate: bytes, t_ms: int, scope: str | None = None) -> bool:
+        """Whether ``delegate`` holds a delegation of ``patient`` in force at ``t_ms`` (core.delegation.refusal:
+        integrated at or before t, inside its validity, before its majority date, not revoked at or before t)
+        whose scope covers ``scope`` ("grant", "revoke", "*" for both, None for any), as of the log now.
+
+        For the authorisation layer: a few indexed rows (delegations by (patient, delegate), revocations by the
+        delegation id) and the cached delegation entries; nothing scans. Raises InvalidInput for a malformed key
+        or an unknown scope."""
+        payloads.check_patient_key(patient)
+        payloads.check_patient_key(delegate, "delegate")
+        if scope not in (None, delegation.GRANT, delegation.REVOKE, delegation.WILDCARD):
+            raise InvalidInput(f"scope: unknown {scope!r:.40} (grant, revoke, * or none)")
+        return any(d.refusal(t_ms, (scope,)) is None for d in self._delegates(patient, delegate, EVERYTHING))
+
+    def _delegate_refusal(
+        self, patient: bytes, signers: Sequence[bytes], t_ms: int, actions: Sequence[str], below: int
+    ) -> tuple[str | None, delegation.Delegate | None]:
+        """(None, the authorising delegation) when a signer is a delegate of ``patient`` in force at ``t_ms`` for
+        ``actions``; else (why not, None)."""
+        why = []
+        for key in signers:
+            if key == patient:
+                continue
+            found = self._delegates(patient, key, below)
+            if not found:
+                why.append(f"key {_short(key)} holds no delegation from the patient")
+            for d in found:
+                reason = d.refusal(t_ms, actions)
+                if reason is None:
+                    return None, d
+                why.append(f"the delegation {d.delegation_id[:16]}... of key {_short(key)} does not allow it: {reason}")
+        return "; ".join(why) or "no key signed it", None
+
+    def _check_consent_signer(
+        self, env: ParsedEnvelope, p: payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload
+    ) -> None:
+        if p.patient in env.signers:
+            return
+        need = delegation.required_scope(p)
+        why, _ = self._delegate_refusal(p.patient, env.signers, self._clock_ms(), need, EVERYTHING)
+        if why is not None:
+            what = "grant" if isinstance(p, payloads.ConsentGrantPayload) else "revocation"
+            raise PermissionDenied(
+                f"a consent {what} must be signed by the patient's own key or by a delegate in force whose scope "
+                f"covers {' and '.join(need)}: {why}"
+            )
+
+    def _check_delegation_signer(self, env: ParsedEnvelope, p: payloads.DelegationPayload) -> None:
+        if not p.attested_by:
+            if p.patient not in env.signers:
+                raise PermissionDenied(
+                    "a delegation must be signed by the patient's own key (or name the organisation attesting a "
+                    "guardian in attested_by and be signed by it)"
+                )
+            return
+        keys = self._party_keys(p.attested_by, EVERYTHING)
+        if not delegation.signed_validly(p, env.signers, keys):
+            raise PermissionDenied(f"the delegation is attested by {p.attested_by} but not signed by a key of it")
+
+    def _check_delegation_revocation(
+        self, env: ParsedEnvelope, p: payloads.ConsentRevocationPayload, target: ConsentRow
+    ) -> None:
+        if target.patient != p.patient:
+            raise PermissionDenied(f"cannot revoke delegation {p.consent_id}: it is another patient's")
+        _, (entry,) = self._entries_at({target.index}, {target.index})
+        d = entry.payload
+        assert isinstance(d, payloads.DelegationPayload)
+        keys = self._party_keys(d.attested_by, EVERYTHING) if d.attested_by else frozenset()
+        if not delegation.may_revoke(d, env.signers, keys):
+            who = "its patient" + (f" or the attesting organisation {d.attested_by}" if d.attested_by else "")
+            raise PermissionDenied(f"cannot revoke delegation {p.consent_id}: only {who} may")
+
+    def _support(self, entries: Iterable[LedgerEntry], *, revocations: bool) -> set[int]:
+        """Indices of what authorised the delegate-signed grants and revocations among ``entries``: the delegation
+        in force when each was integrated, the attesting organisation's registration it was checked against, and
+        (with ``revocations``) the revocations of those delegations as of now."""
+        out: set[int] = set()
+        ids: set[str] = set()
+        for e in entries:
+            p = e.payload
+            if not isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) or p.patient in e.signers:
+                continue
+            if isinstance(p, payloads.ConsentRevocationPayload):
+                target = self._index.consent(p.consent_id)
+                if target is not None and target.kind == DELEGATION:
+                    continue  # an attesting organisation ended a delegation: no delegate involved
+            _, d = self._delegate_refusal(p.patient, e.signers, e.integrated_time_ms, delegation.required_scope(p), e.index)
+            if d is None:
+                log.error("entry %d is signed by a delegate that no delegation authorises", e.index)
+                continue
+            out.add(d.index)
+            ids.add(d.delegation_id)
+            if d.payload.attested_by:
+                out.add(self.party(d.payload.attested_by, d.index).index)
+        if revocations and ids:
+            out.update(r.index for r in self._index.targeting(ids, EVERYTHING) if r.kind == REVOCATION)
+        return out
 
     # -- index rows, written in the batch's transaction --------------------------------------------------
 
@@ -216,6 +365,7 @@ class ConsentLedger:
         parties: list[dict[str, object]] = []
         events: list[dict[str, object]] = []
         grantee_of: dict[str, str | None] = {}
+        delegations: list[dict[str, object]] = []
         for e, env in zip(entries, envs):
             p = payloads.parse_payload(env.payload_type, env.payload)
             cid = payloads.consent_id(env.payload)
@@ -229,12 +379,16 @@ class ConsentLedger:
                     row = self._index.consent(p.consent_id)
                     grantee = row.grantee if row else None
                 consents.append({**base, "patient": p.patient, "kind": REVOCATION, "grantee": grantee, "target": p.consent_id})
+            elif isinstance(p, payloads.DelegationPayload):
+                consents.append({**base, "patient": p.patient, "kind": DELEGATION, "grantee": None, "target": None})
+                delegations.append({**base, "patient": p.patient, "delegate": p.delegate, "delegation_id": cid})
+                del delegations[-1]["consent_id"]
             elif isinstance(p, payloads.PartyRegistrationPayload):
                 parties.append({"idx": e.index, "party_id": p.party_id, "roles": ",".join(sorted(p.roles))})
             elif isinstance(p, payloads.AccessEventPayload):
                 events.append({"idx": e.index, "patient": p.patient, "party_id": p.party_id})
         rows: dict[str, list[dict[str, object]]] = {}
-        for name, r in (("consents", consents), ("parties", parties), ("access_events", events)):
+        for name, r in (("consents", consents), ("parties", parties), ("access_events", events), ("delegations", delegations)):
             if r:
                 rows[name] = r
         return rows
@@ -373,7 +527,11 @@ class ConsentLedger:
         check_request(request)
         live = self._in_force_at(patient, selectors, sc)
         grant_indices = {i for s in live.values() for i in s.values()}
-        stored, entries = self._entries_at(grant_indices | {party.index, sc.index}, grant_indices)
+        _, grants = self._entries_at(grant_indices, grant_indices)
+        # Delegate-signed grants come with the delegation that authorised them (core.decision reads it).
+        support = self._support(grants, revocations=False)
+        parsed = grant_indices | support
+        stored, entries = self._entries_at(parsed | {party.index, sc.index}, parsed)
         decision = decide(entries, request, self.policy)
         receipt = sign_receipt(receipt_body(decision, cp.note), self._signer.private_key)
         return AccessAnswer(
@@ -426,12 +584,40 @@ class ConsentLedger:
         more = len(rows) > limit
         rows = rows[:limit]
         granted = {r.consent_id for r in rows if r.kind == GRANT}
+        ended = granted | {r.consent_id for r in rows if r.kind == DELEGATION}
         on_page = {r.index for r in rows}
-        ending = [r for r in self._index.targeting(granted, cp.size) if r.index not in on_page] if granted else []
+        ending = [r for r in self._index.targeting(ended, cp.size) if r.index not in on_page] if ended else []
         stored = self._index.read_indices(on_page)
         related = self._index.read_indices({r.index for r in ending})
         t = time_ms or self._clock_ms()
         entries = [ledger_entry(s) for s in (*stored, *related)]
+        # Who signed: the delegations (and registrations, revocations) behind delegate-signed entries, and the
+        # delegations that revocations on the page end (to check who may revoke them).
+        # Attested delegations come with the registration their signature and their revocations were checked by.
+        support = self._support(entries, revocations=True)
+        by_index = {e.index: e for e in entries}
+        for e in entries:
+            if isinstance(e.payload, payloads.DelegationPayload) and e.payload.attested_by:
+                support.add(self.party(e.payload.attested_by, e.index).index)
+        for r in rows:
+            target = self._index.consent(r.target) if r.kind == REVOCATION and r.target else None
+            if target is not None and target.kind == DELEGATION:
+                support.add(target.index)
+                de = by_index.get(target.index) or ledger_entry(self._index.read_indices([target.index])[0])
+                if isinstance(de.payload, payloads.DelegationPayload) and de.payload.attested_by:
+                    support.add(self.party(de.payload.attested_by, target.index).index)
+                    support.add(self.party(de.payload.attested_by, r.index).index)
+        for e in entries:  # revocations of attested delegations on the page or among those ending them
+            p = e.payload
+            if isinstance(p, payloads.ConsentRevocationPayload) and p.patient not in e.signers:
+                de = next((x for x in entries if x.consent_id == p.consent_id), None)
+                if de is not None and isinstance(de.payload, payloads.DelegationPayload) and de.payload.attested_by:
+                    support.add(self.party(de.payload.attested_by, e.index).index)
+        support -= on_page | {r.index for r in ending}
+        if support:
+            more_related = self._index.read_indices(support)
+            related = sorted([*related, *more_related], key=lambda s: s.index)
+            entries.extend(ledger_entry(s) for s in more_related)
         states = consent_states(entries, t)
         ended_by: dict[str, int] = {}
         for r in sorted([*rows, *ending], key=lambda r: r.index):

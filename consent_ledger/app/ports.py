@@ -114,6 +114,17 @@ class PartyRow:
 
 
 @dataclass(frozen=True)
+class DelegationRow:
+    """Where a Delegation entry is and whom it concerns (see storage.schema.delegations); the entry holds its terms."""
+
+    index: int
+    patient: bytes
+    delegate: bytes
+    delegation_id: str
+    integrated_ms: int
+
+
+@dataclass(frozen=True)
 class StateCommitRow:
     """Where a StateCommit entry is, the map root it commits to and its batch time."""
 
@@ -138,7 +149,7 @@ class ConsentIndex(Protocol):
     """Look-ups over the consent entries, all limited to entries below a tree size (a checkpoint's view)."""
 
     def consent(self, consent_id: str) -> ConsentRow | None:
-        """The first entry with this consent id (grant or revocation), if any."""
+        """The first entry with this consent id (grant, revocation or delegation), if any."""
         ...
 
     def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
@@ -150,7 +161,11 @@ class ConsentIndex(Protocol):
         ...
 
     def for_patient(self, patient: bytes, after: int, limit: int, below: int) -> list[ConsentRow]:
-        """A patient's grants and revocations with index > after, in index order."""
+        """A patient's grants, revocations and delegations with index > after, in index order."""
+        ...
+
+    def delegations(self, patient: bytes, delegate: bytes, below: int) -> list[DelegationRow]:
+        """The Delegation entries of ``patient`` naming ``delegate``, in index order."""
         ...
 
     def party(self, party_id: str, below: int) -> PartyRow | None:

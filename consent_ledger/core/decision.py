@@ -7,8 +7,14 @@ In force. A grant is in force at t (the request's time) if it was integrated at 
 t is inside its validity period [start, end), and no revocation of it and no grant superseding
 it (same patient) was integrated at or before t. Entries integrated after t do not exist for
 the decision. A superseding grant ends the old one when it is integrated, even if its own
-validity starts later. Entries of other patients, and kinds other than grants and revocations,
-are ignored.
+validity starts later. Entries of other patients are ignored; delegations and party
+registrations are read only to know who may sign.
+
+Signers (core.delegation). A grant or revocation counts only if its patient signed it, or one of
+its signers was then (at the entry's integration time) an in-force delegate of the patient whose
+scope covers it, by a Delegation entry among those given (an attested one with its attesting
+organisation's registration). Any other grant or revocation is ignored; when an ignored grant
+names the requester, the decision says so (reason SIGNER_NOT_AUTHORISED).
 
 Concern. Only grants whose grantee selector matches the requester are looked at: `org:<id>`,
 `role:<r>` for each role the requester is registered with, and `any`. Revocations and
@@ -64,20 +70,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from consent_ledger.core import vocab
+from consent_ledger.core import delegation, vocab
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.payloads import (
     CONSENT_GRANT,
     CONSENT_REVOCATION,
+    DELEGATION,
     DENY,
     MAX_LIST,
     MAX_TEXT,
     MAX_TIME_MS,
     PARTIAL,
+    PARTY_REGISTRATION,
     PERMIT,
     ConsentGrantPayload,
     ConsentRevocationPayload,
     DataItem,
+    DelegationPayload,
+    PartyRegistrationPayload,
     Payload,
     Period,
     check_data_items,
@@ -101,6 +111,7 @@ __all__ = [
     "IMPLICIT_POLICIES",
     "LABEL_NOT_NAMED",
     "NO_MATCHING_CONSENT",
+    "SIGNER_NOT_AUTHORISED",
     "OBLIGATION_NOTIFY_PATIENT",
     "OBLIGATION_RECORD_ACCESS_EVENT",
     "OBLIGATION_REVIEW_QUEUE",
@@ -119,6 +130,8 @@ __all__ = [
     "check_request",
     "consent_states",
     "decide",
+    "delegation_book",
+    "delegation_support",
     "evidence_for",
     "grantee_selectors",
 ]
@@ -139,6 +152,7 @@ BREAK_GLASS_REQUIRED = "BREAK_GLASS_REQUIRED"
 BREAK_GLASS = "BREAK_GLASS"
 BREAK_GLASS_DENIED_BY_CONSENT = "BREAK_GLASS_DENIED_BY_CONSENT"
 BREAK_GLASS_NOT_ALLOWED = "BREAK_GLASS_NOT_ALLOWED"
+SIGNER_NOT_AUTHORISED = "SIGNER_NOT_AUTHORISED"
 
 # Obligation codes.
 OBLIGATION_RECORD_ACCESS_EVENT = "record-access-event"
@@ -211,16 +225,24 @@ class AccessRequest:
 @dataclass(frozen=True, kw_only=True)
 class LedgerEntry:
     """A log entry as the decision sees it: its index, integration time, id (hex SHA-256 of
-    the payload bytes) and parsed payload."""
+    the payload bytes), parsed payload, and the public keys whose envelope signatures verified
+    (the caller verifies them; an entry without signers is signed by nobody)."""
 
     index: int
     integrated_time_ms: int
     consent_id: str
     payload: Payload
+    signers: tuple[bytes, ...] = ()
 
     @classmethod
     def from_payload(
-        cls, *, index: int, integrated_time_ms: int, payload_type: str, payload: bytes
+        cls,
+        *,
+        index: int,
+        integrated_time_ms: int,
+        payload_type: str,
+        payload: bytes,
+        signers: Iterable[bytes] = (),
     ) -> LedgerEntry:
         """Parse payload bytes (strictly) into an entry. Raises InvalidInput."""
         return cls(
@@ -228,6 +250,7 @@ class LedgerEntry:
             integrated_time_ms=integrated_time_ms,
             consent_id=consent_id(payload),
             payload=parse_payload(payload_type, payload),
+            signers=tuple(signers),
         )
 
 
@@ -334,11 +357,88 @@ class _Grant:
     grant: ConsentGrantPayload
 
 
+def _registrations(entries: Iterable[LedgerEntry]) -> dict[str, list[tuple[int, frozenset[bytes]]]]:
+    regs: dict[str, list[tuple[int, frozenset[bytes]]]] = {}
+    for e in entries:
+        if isinstance(e.payload, PartyRegistrationPayload):
+            regs.setdefault(e.payload.party_id, []).append((e.index, frozenset(e.payload.public_keys)))
+    return regs
+
+
+def _org_keys(regs: dict[str, list[tuple[int, frozenset[bytes]]]], party_id: str, below: int) -> frozenset[bytes]:
+    """The keys of the party's latest registration before index ``below``, among those given."""
+    found = [r for r in regs.get(party_id, ()) if r[0] < below]
+    return max(found, key=lambda r: r[0])[1] if found else frozenset()
+
+
+def delegation_book(entries: Iterable[LedgerEntry]) -> delegation.DelegationBook:
+    """The authentic delegations among ``entries`` (signed as core.delegation requires, attested ones by a key of
+    the attesting organisation's latest registration given before them) with their valid revocations."""
+    entries = sorted(entries, key=lambda e: e.index)
+    regs = _registrations(entries)
+    book = delegation.DelegationBook()
+    for e in entries:
+        p = e.payload
+        if isinstance(p, DelegationPayload):
+            if delegation.signed_validly(p, e.signers, _org_keys(regs, p.attested_by, e.index)):
+                book.add(delegation.Delegate(e.consent_id, e.index, e.integrated_time_ms, p))
+    for e in entries:
+        p = e.payload
+        if isinstance(p, ConsentRevocationPayload) and p.consent_id in book.by_id:
+            d = book.by_id[p.consent_id].payload
+            if d.patient == p.patient and delegation.may_revoke(d, e.signers, _org_keys(regs, d.attested_by, e.index)):
+                book.revoke(p.consent_id, e.integrated_time_ms)
+    return book
+
+
+def _authorised(e: LedgerEntry, patient: bytes, book: delegation.DelegationBook) -> bool:
+    """Signed by the patient, or by a delegate in force at the entry's integration time for what it does."""
+    if patient in e.signers:
+        return True
+    need = delegation.required_scope(e.payload)
+    return bool(need) and book.authorising(patient, e.signers, e.integrated_time_ms, need) is not None
+
+
+def delegation_support(entries: Iterable[LedgerEntry], of: Iterable[LedgerEntry]) -> tuple[LedgerEntry, ...]:
+    """The entries among ``entries`` that authorise the delegate-signed grants and revocations in ``of``: each
+    one's delegation, the attesting organisation's registration it was checked against, and its revocations."""
+    entries = list(entries)
+    by_index = {e.index: e for e in entries}
+    book = delegation_book(entries)
+    regs = _registrations(entries)
+    out: dict[int, LedgerEntry] = {}
+    for e in of:
+        p = e.payload
+        if not isinstance(p, (ConsentGrantPayload, ConsentRevocationPayload)) or p.patient in e.signers:
+            continue
+        d = book.authorising(p.patient, e.signers, e.integrated_time_ms, delegation.required_scope(p))
+        if d is None:
+            continue
+        out[d.index] = by_index[d.index]
+        if d.payload.attested_by:
+            below = [r for r in regs.get(d.payload.attested_by, ()) if r[0] < d.index]
+            if below:
+                i = max(below, key=lambda r: r[0])[0]
+                out[i] = by_index[i]
+        for r in entries:
+            if isinstance(r.payload, ConsentRevocationPayload) and r.payload.consent_id == d.delegation_id:
+                out[r.index] = r
+    return tuple(out[i] for i in sorted(out))
+
+
 def _collect(
-    entries: Iterable[LedgerEntry], patient: bytes, t: int
+    entries: Iterable[LedgerEntry],
+    patient: bytes,
+    t: int,
+    ignored: set[str] | None = None,
+    book: delegation.DelegationBook | None = None,
 ) -> tuple[dict[str, _Grant], set[str], set[str]]:
     """The patient's grants integrated at or before t (by consent id, earliest integration),
-    and the ids revoked and superseded at or before t."""
+    and the ids revoked and superseded at or before t. Grants and revocations not signed as
+    core.delegation requires are left out (the grants' ids go into ``ignored``). ``book``: the
+    delegations to judge signers by (default: those among ``entries``)."""
+    entries = list(entries)
+    book = delegation_book(entries) if book is None else book
     grants: dict[str, _Grant] = {}
     revoked: set[str] = set()
     superseded: set[str] = set()
@@ -346,6 +446,11 @@ def _collect(
         if e.integrated_time_ms > t:
             continue
         p = e.payload
+        if isinstance(p, (ConsentGrantPayload, ConsentRevocationPayload)) and p.patient == patient:
+            if not _authorised(e, patient, book):
+                if ignored is not None and isinstance(p, ConsentGrantPayload):
+                    ignored.add(e.consent_id)
+                continue
         if isinstance(p, ConsentGrantPayload) and p.patient == patient:
             old = grants.get(e.consent_id)
             if old is None or e.integrated_time_ms < old.integrated_time_ms:
@@ -396,11 +501,20 @@ def _unique(reasons: Iterable[Reason]) -> tuple[Reason, ...]:
     return tuple(dict.fromkeys(reasons))
 
 
-def _relevant(entries: Iterable[LedgerEntry], request: AccessRequest) -> tuple[list[_Grant], list[_Grant]]:
-    """The requester's grants in force at the request's time, and those not yet valid."""
+def _relevant(
+    entries: Iterable[LedgerEntry], request: AccessRequest
+) -> tuple[list[_Grant], list[_Grant], bool]:
+    """The requester's grants in force at the request's time, those not yet valid, and whether a grant
+    naming the requester was ignored for its signer."""
     t = request.time_ms
-    grants, revoked, superseded = _collect(entries, request.patient, t)
+    entries = list(entries)
+    ignored: set[str] = set()
+    grants, revoked, superseded = _collect(entries, request.patient, t, ignored)
     selectors = set(grantee_selectors(request.requester_id, request.requester_roles))
+    unauthorised = any(
+        e.consent_id in ignored and isinstance(e.payload, ConsentGrantPayload) and e.payload.grantee in selectors
+        for e in entries
+    )
     # From here on only the requester's own grants are looked at: nothing about anyone
     # else's consents can reach the output.
     live = [
@@ -409,7 +523,7 @@ def _relevant(entries: Iterable[LedgerEntry], request: AccessRequest) -> tuple[l
     ]
     in_force = [g for g in live if g.grant.validity.contains(t)]
     pending = [g for g in live if g.grant.validity.start_ms > t]
-    return in_force, pending
+    return in_force, pending, unauthorised
 
 
 # --- the decision -------------------------------------------------------------------------------
@@ -427,7 +541,7 @@ def decide(
         raise InvalidInput("policy: must be a Policy")
     check_request(request)
     t = request.time_ms
-    in_force, pending = _relevant(entries, request)
+    in_force, pending, unauthorised = _relevant(entries, request)
     permits = [g for g in in_force if g.grant.decision == PERMIT]
     denies = [g for g in in_force if g.grant.decision == DENY]
     pending_denies = [g for g in pending if g.grant.decision == DENY]
@@ -503,6 +617,14 @@ def decide(
     reasons = [r for o in outcomes for r in o.reasons]
     if bg_problems:
         reasons.append(Reason(BREAK_GLASS_NOT_ALLOWED, "break-glass not allowed: " + "; ".join(bg_problems)))
+    if unauthorised:
+        reasons.append(
+            Reason(
+                SIGNER_NOT_AUTHORISED,
+                "a consent naming the requester was ignored: neither the patient nor a delegate in force "
+                "for it signed it",
+            )
+        )
     used_bg = any(o.break_glass for o in outcomes)
     obligations: tuple[Obligation, ...] = ()
     if used_bg:
@@ -557,13 +679,20 @@ def _refusal(request: AccessRequest, item: DataItem, permits: Sequence[_Grant], 
 
 def evidence_for(entries: Iterable[LedgerEntry], request: AccessRequest) -> tuple[LedgerEntry, ...]:
     """The entries `decide` depends on for this request, sorted by index: the requester's grants
-    for the patient integrated at or before the request's time, and the revocations and
-    superseding grants that end them. decide(evidence_for(E, r), r, p) == decide(E, r, p)."""
+    for the patient integrated at or before the request's time, the revocations and superseding
+    grants that end them, and what authorises those signed by delegates (delegation_support).
+    decide(evidence_for(E, r), r, p) == decide(E, r, p)."""
     entries = list(entries)
     t = request.time_ms
-    grants, _, _ = _collect(entries, request.patient, t)
     selectors = set(grantee_selectors(request.requester_id, request.requester_roles))
-    mine = {cid for cid, g in grants.items() if g.grant.grantee in selectors}
+    mine = {
+        e.consent_id
+        for e in entries
+        if e.integrated_time_ms <= t
+        and isinstance(e.payload, ConsentGrantPayload)
+        and e.payload.patient == request.patient
+        and e.payload.grantee in selectors
+    }
     out: dict[int, LedgerEntry] = {}
     for e in entries:
         if e.integrated_time_ms > t:
@@ -575,6 +704,8 @@ def evidence_for(entries: Iterable[LedgerEntry], request: AccessRequest) -> tupl
         elif isinstance(p, ConsentRevocationPayload) and p.patient == request.patient:
             if p.consent_id in mine:
                 out[e.index] = e
+    for e in delegation_support(entries, list(out.values())):
+        out[e.index] = e
     return tuple(out[i] for i in sorted(out))
 
 
@@ -582,13 +713,15 @@ def consent_states(entries: Iterable[LedgerEntry], t_ms: int) -> dict[str, str]:
     """The state at t_ms of every grant integrated at or before t_ms, by consent id:
     revoked, superseded, expired, pending (validity not started) or active (in force).
     Revoked wins over superseded, which wins over expired and pending."""
+    entries = list(entries)
+    book = delegation_book(entries)
     by_patient: dict[bytes, list[LedgerEntry]] = {}
     for e in entries:
         if isinstance(e.payload, (ConsentGrantPayload, ConsentRevocationPayload)):
             by_patient.setdefault(e.payload.patient, []).append(e)
     out: dict[str, str] = {}
     for patient, es in by_patient.items():
-        grants, revoked, superseded = _collect(es, patient, t_ms)
+        grants, revoked, superseded = _collect(es, patient, t_ms, book=book)
         for cid, g in grants.items():
             v = g.grant.validity
             if cid in revoked:
@@ -605,4 +738,4 @@ def consent_states(entries: Iterable[LedgerEntry], t_ms: int) -> dict[str, str]:
 
 
 # Kinds the decision reads; anything else in `entries` is ignored.
-DECISION_KINDS = (CONSENT_GRANT, CONSENT_REVOCATION)
+DECISION_KINDS = (CONSENT_GRANT, CONSENT_REVOCATION, DELEGATION, PARTY_REGISTRATION)

@@ -251,7 +251,11 @@ class AccessEventPayload:
 
 @dataclass(frozen=True, kw_only=True)
 class DelegationPayload:
-    """A patient authorises a delegate key as guardian or proxy (minimal for now)."""
+    """A patient (or, with ``attested_by``, a registered organisation attesting a guardian) authorises a
+    delegate key as guardian or proxy to sign the patient's grants and/or revocations (``scope``: "grant",
+    "revoke" or "*"), within ``validity`` and before ``majority_date_ms`` (0: none). An attested delegation
+    is a guardian's with an evidence reference. The rules of signing and being in force are in
+    core.delegation."""
 
     PAYLOAD_TYPE: ClassVar[str] = DELEGATION
 
@@ -262,6 +266,7 @@ class DelegationPayload:
     validity: Period = Period()
     majority_date_ms: int = 0
     evidence_reference: str = ""
+    attested_by: str = ""
     issued_at_ms: int
     nonce: bytes
 
@@ -514,6 +519,14 @@ def _validate_delegation(p: DelegationPayload) -> None:
     _check_period(p.validity, "validity")
     _check_time(p.majority_date_ms, "majority date", allow_zero=True)
     _check_text(p.evidence_reference, "evidence reference")
+    if not isinstance(p.attested_by, str):
+        raise InvalidInput("attested by: must be text")
+    if p.attested_by:
+        vocab.check_party_id(p.attested_by, "attested by")
+        if p.relationship != "guardian":
+            raise InvalidInput("attested by: an organisation attests guardians only (relationship guardian)")
+        if not p.evidence_reference.strip():
+            raise InvalidInput("evidence reference: required when an organisation attests the guardian")
     _check_time(p.issued_at_ms, "issued at")
     _check_nonce(p.nonce)
 
@@ -671,7 +684,8 @@ def _delegation_to_pb(p: DelegationPayload) -> pb.Delegation:
     return pb.Delegation(
         patient=p.patient, delegate=p.delegate, relationship=p.relationship, scope=p.scope,
         validity=_period_to_pb(p.validity), majority_date_ms=p.majority_date_ms,
-        evidence_reference=p.evidence_reference, issued_at_ms=p.issued_at_ms, nonce=p.nonce,
+        evidence_reference=p.evidence_reference, attested_by=p.attested_by, issued_at_ms=p.issued_at_ms,
+        nonce=p.nonce,
     )
 
 
@@ -679,7 +693,8 @@ def _delegation_from_pb(m: pb.Delegation) -> DelegationPayload:
     return DelegationPayload(
         patient=m.patient, delegate=m.delegate, relationship=m.relationship, scope=tuple(m.scope),
         validity=_period_from_pb(m.validity), majority_date_ms=m.majority_date_ms,
-        evidence_reference=m.evidence_reference, issued_at_ms=m.issued_at_ms, nonce=m.nonce,
+        evidence_reference=m.evidence_reference, attested_by=m.attested_by, issued_at_ms=m.issued_at_ms,
+        nonce=m.nonce,
     )
 
 
@@ -923,10 +938,12 @@ def build_delegation(
     validity: Period | None = None,
     majority_date_ms: int = 0,
     evidence_reference: str = "",
+    attested_by: str = "",
     issued_at_ms: int | None = None,
     nonce: bytes | None = None,
 ) -> bytes:
-    """Delegation payload bytes."""
+    """Delegation payload bytes. ``attested_by``: the party id of the organisation that signs it instead of
+    the patient (a guardian for a patient who holds no key yet; needs ``evidence_reference``)."""
     return encode_payload(
         DelegationPayload(
             patient=patient,
@@ -936,6 +953,7 @@ def build_delegation(
             validity=validity or Period(),
             majority_date_ms=majority_date_ms,
             evidence_reference=evidence_reference,
+            attested_by=attested_by,
             **_fresh(issued_at_ms, nonce),
         )
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from consent_ledger.app.ports import ConsentRow, PartyRow, StateCommitRow, StoredEntry
+from consent_ledger.app.ports import ConsentRow, DelegationRow, PartyRow, StateCommitRow, StoredEntry
 from consent_ledger.storage import schema
 from consent_ledger.storage.sql import SqlLogStore
 
@@ -36,6 +36,12 @@ _PARTY = (
     .where(schema.parties.c.party_id == bindparam("party_id"), schema.parties.c.idx < bindparam("below"))
     .order_by(schema.parties.c.idx.desc())
     .limit(1)
+)
+_d = schema.delegations
+_DELEGATIONS = (
+    select(_d)
+    .where(_d.c.patient == bindparam("patient"), _d.c.delegate == bindparam("delegate"), _d.c.idx < bindparam("below"))
+    .order_by(_d.c.idx)
 )
 _ENTRIES = (
     select(schema.leaves.c.idx, schema.leaves.c.leaf, schema.bodies.c.envelope)
@@ -80,6 +86,14 @@ class SqlConsentIndex:
         )
         with self._store.connect() as conn:
             return [_row(r) for r in conn.execute(q)]
+
+    def delegations(self, patient: bytes, delegate: bytes, below: int) -> list[DelegationRow]:
+        params = {"patient": patient, "delegate": delegate, "below": below}
+        with self._store.connect() as conn:
+            return [
+                DelegationRow(r.idx, bytes(r.patient), bytes(r.delegate), r.delegation_id, r.integrated_ms)
+                for r in conn.execute(_DELEGATIONS, params)
+            ]
 
     def party(self, party_id: str, below: int) -> PartyRow | None:
         with self._store.connect() as conn:

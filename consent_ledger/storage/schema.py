@@ -207,3 +207,22 @@ state_commits = Table(
     **_MYSQL,
 )
 __all__ += ["state_commits"]
+
+# --- delegations (migration 0005) ---------------------------------------------------------------------------
+# Delegation entries by (patient, delegate), so "may this key sign for this patient?" reads a few rows. The
+# entry itself holds the terms (scope, validity, majority date, attesting organisation); its revocations are
+# consents rows whose target is delegation_id. Each delegation also has a consents row (kind "delegation"), so
+# it shows in the patient's listing and is found by id.
+delegations = Table(
+    "delegations",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("patient", HASH, nullable=False),
+    Column("delegate", HASH, nullable=False),
+    Column("delegation_id", String(64), nullable=False),
+    Column("integrated_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("idx"),
+    Index(None, "patient", "delegate"),
+    **_MYSQL,
+)
+__all__ += ["delegations"]

@@ -64,7 +64,7 @@ class ConsentServiceServicer:
     """
 
     def ListConsents(self, request, context):
-        """A patient's grants and revocations, with each grant's current state.
+        """A patient's grants, revocations and delegations, with each grant's current state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

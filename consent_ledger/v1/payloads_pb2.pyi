@@ -142,7 +142,7 @@ class AccessEvent(_message.Message):
     def __init__(self, patient: _Optional[bytes] = ..., party_id: _Optional[str] = ..., action: _Optional[str] = ..., purpose: _Optional[str] = ..., data: _Optional[_Iterable[_Union[DataItem, _Mapping]]] = ..., decision: _Optional[_Union[AccessDecision, str]] = ..., consent_ids: _Optional[_Iterable[str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ..., accessed_at_ms: _Optional[int] = ..., receipt_sha256: _Optional[bytes] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class Delegation(_message.Message):
-    __slots__ = ("patient", "delegate", "relationship", "scope", "validity", "majority_date_ms", "evidence_reference", "issued_at_ms", "nonce")
+    __slots__ = ("patient", "delegate", "relationship", "scope", "validity", "majority_date_ms", "evidence_reference", "issued_at_ms", "nonce", "attested_by")
     PATIENT_FIELD_NUMBER: _ClassVar[int]
     DELEGATE_FIELD_NUMBER: _ClassVar[int]
     RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +152,7 @@ class Delegation(_message.Message):
     EVIDENCE_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
+    ATTESTED_BY_FIELD_NUMBER: _ClassVar[int]
     patient: bytes
     delegate: bytes
     relationship: str
@@ -161,7 +162,8 @@ class Delegation(_message.Message):
     evidence_reference: str
     issued_at_ms: int
     nonce: bytes
-    def __init__(self, patient: _Optional[bytes] = ..., delegate: _Optional[bytes] = ..., relationship: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., validity: _Optional[_Union[Period, _Mapping]] = ..., majority_date_ms: _Optional[int] = ..., evidence_reference: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+    attested_by: str
+    def __init__(self, patient: _Optional[bytes] = ..., delegate: _Optional[bytes] = ..., relationship: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., validity: _Optional[_Union[Period, _Mapping]] = ..., majority_date_ms: _Optional[int] = ..., evidence_reference: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., attested_by: _Optional[str] = ...) -> None: ...
 
 class Erasure(_message.Message):
     __slots__ = ("index", "reason", "issued_at_ms", "nonce")
