@@ -264,3 +264,21 @@ def test_an_organisation_reads_a_grant_only_while_a_consent_lets_it(tmp_path) ->
         auditor = connect(server, party=AUDITOR)
         assert [e.index for e in auditor.ledger.get_entries(w.grant_index, revocation.index + 1)][-1] == revocation.index
         assert alice.ledger.get_entry(revocation.index).index == revocation.index
+
+
+def test_a_delegate_reads_and_watches_for_the_patient_only_while_in_force(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    guardian = Ed25519PrivateKey.from_seed(b"\xa7" * 32)
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}") as server:
+        w = World(server)
+        alice, by_guardian = connect(server, patient=ALICE), connect(server, patient=guardian)
+        with pytest.raises(grpc.RpcError) as err:
+            by_guardian.list_consents(ALICE.public_key)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        delegation_id, _ = alice.delegate(ALICE, delegate=guardian.public_key, relationship="guardian", scope=["grant"])
+        listing = by_guardian.list_consents(ALICE.public_key)
+        assert w.grant_id in {c.consent_id for c in listing.consents}
+        assert by_guardian.ledger.get_entry(w.grant_index).index == w.grant_index
+        alice.revoke(ALICE, delegation_id, "no longer needed")
+        with pytest.raises(grpc.RpcError) as err:
+            by_guardian.list_consents(ALICE.public_key)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

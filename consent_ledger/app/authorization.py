@@ -122,7 +122,7 @@ class Authorizer:
         self._consents = consents
         self._operators = operators
         self._auditors = auditors
-        self._delegate = delegate_in_force or (lambda patient, key, t: False)  # TODO(merge): consents.delegate_in_force
+        self._delegate = delegate_in_force or consents.delegate_in_force
         self._clock_ms = clock_ms
 
     # -- who is calling ---------------------------------------------------------------------------------
