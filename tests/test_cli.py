@@ -880,12 +880,12 @@ def test_delegate_then_grant_and_revoke_for_the_patient(
     assert code == EXIT_OK, err
     assert f"signed by        delegate ed25519:{guardian_pub.hex()[:16]}..." in out
 
-    assert main(["consents", "--patient", patient_hex, *conn]) == EXIT_OK
+    assert main(["consents", "--patient", patient_hex, *conn, "--sign-with", str(guardian)]) == EXIT_OK
     out, _ = capsys.readouterr()
     assert f"signed by delegate ed25519:{guardian_pub.hex()[:16]}... (guardian, delegation " in out
     assert "delegations: 1" in out and "active" in out and "(majority date)" in out
 
-    got = run_json(capsys, "get", str(granted["index"]), *conn)
+    got = run_json(capsys, "get", str(granted["index"]), *conn, "--sign-with", str(guardian))
     assert got["signers"] == [keyid_for(guardian_pub)]
 
     # Without a delegation, another key is refused with the reason.

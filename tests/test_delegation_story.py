@@ -23,11 +23,10 @@ from consent_ledger_client import (
     ConsentClient,
     DecisionMismatch,
     IncompleteEvidence,
-    LedgerClient,
 )
 from consent_ledger_client.audit import Auditor
 
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import OPERATOR, connect, log_signer, running_server
 from .tamper_support import TamperProxy
 
 PATIENT = Ed25519PrivateKey.from_seed(b"\x71" * 32)
@@ -42,10 +41,10 @@ DAY = 24 * 3600 * 1000
 GRANT = dict(grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
 
 
-def client(server, party: str | None = None) -> ConsentClient:
-    return ConsentClient(
-        LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id=party)
-    )
+def client(server, party: str = OPERATOR) -> ConsentClient:
+    """The operator's console by default (it submits every kind of entry and reads everything); an organisation
+    by its party id. What a patient or a delegate may do alone is walked in tests/test_authorization.py."""
+    return connect(server, party=party)
 
 
 def register(c: ConsentClient) -> None:
@@ -214,7 +213,7 @@ def test_client_notices_a_delegation_stripped_from_the_evidence(ledger):
         resp.evidence.extend(keep)
 
     with TamperProxy(ledger.target) as proxy:
-        insurer = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+        insurer = connect(proxy.target, party="insurer-1")
         ask = lambda: insurer.check_access(p, action="access", purpose="HPAYMT", data=[LAB])  # noqa: E731
         assert ask().permitted
         with proxy.tampering("CheckAccess", strip), pytest.raises((IncompleteEvidence, DecisionMismatch)):
