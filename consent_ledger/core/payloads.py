@@ -34,6 +34,8 @@ from consent_ledger.v1 import payloads_pb2 as pb
 
 __all__ = [
     "ACCESS_EVENT",
+    "BREAK_GLASS_REVIEW",
+    "REVIEW_OUTCOMES",
     "CONSENT_GRANT",
     "CONSENT_REVOCATION",
     "DELEGATION",
@@ -51,6 +53,7 @@ __all__ = [
     "PERMIT",
     "PUBLIC_KEY_SIZE",
     "AccessEventPayload",
+    "BreakGlassReviewPayload",
     "ConsentGrantPayload",
     "ConsentRevocationPayload",
     "DataItem",
@@ -62,6 +65,7 @@ __all__ = [
     "Payload",
     "Period",
     "build_access_event",
+    "build_break_glass_review",
     "build_delegation",
     "build_erasure",
     "build_state_commit",
@@ -86,6 +90,10 @@ PARTY_REGISTRATION = "consent_ledger.v1.PartyRegistration"
 DELEGATION = "consent_ledger.v1.Delegation"
 ERASURE = "consent_ledger.v1.Erasure"
 STATE_COMMIT = "consent_ledger.v1.StateCommit"
+BREAK_GLASS_REVIEW = "consent_ledger.v1.BreakGlassReview"
+
+# What a privacy officer may conclude about a break-glass access.
+REVIEW_OUTCOMES = ("justified", "unjustified")
 
 # Decision values, in consents ("PERMIT"/"DENY") and in access decisions (also "PARTIAL").
 PERMIT = "PERMIT"
@@ -248,6 +256,12 @@ class AccessEventPayload:
     issued_at_ms: int
     nonce: bytes
 
+    @property
+    def break_glass_access(self) -> bool:
+        """Data was (or may have been) accessed under break-glass: the event says break-glass and the decision
+        permitted something. Exactly these events enter the review queue."""
+        return self.break_glass and self.decision != DENY
+
 
 @dataclass(frozen=True, kw_only=True)
 class DelegationPayload:
@@ -279,6 +293,20 @@ class ErasurePayload:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BreakGlassReviewPayload:
+    """The operator's review of the break-glass AccessEvent at ``event_index``: an outcome from REVIEW_OUTCOMES
+    and free-text notes (may be empty)."""
+
+    PAYLOAD_TYPE: ClassVar[str] = BREAK_GLASS_REVIEW
+
+    event_index: int
+    outcome: str
+    notes: str = ""
+    issued_at_ms: int
+    nonce: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
 class StateCommitPayload:
     """The consent-state map's root after a batch, and the batch's time (DESIGN section 5)."""
 
@@ -297,6 +325,7 @@ Payload: TypeAlias = (
     | AccessEventPayload
     | DelegationPayload
     | ErasurePayload
+    | BreakGlassReviewPayload
     | StateCommitPayload
 )
 
@@ -519,9 +548,22 @@ def _validate_delegation(p: DelegationPayload) -> None:
 
 
 def _validate_erasure(p: ErasurePayload) -> None:
-    if not isinstance(p.index, int) or isinstance(p.index, bool) or not 0 <= p.index < 2**63:
-        raise InvalidInput("index: must be a leaf index")
+    _check_index(p.index, "index")
     _check_text(p.reason, "reason", required=True)
+    _check_time(p.issued_at_ms, "issued at")
+    _check_nonce(p.nonce)
+
+
+def _check_index(value: object, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise InvalidInput(f"{what}: must be a leaf index")
+
+
+def _validate_review(p: BreakGlassReviewPayload) -> None:
+    _check_index(p.event_index, "event index")
+    if p.outcome not in REVIEW_OUTCOMES:
+        raise InvalidInput(f"outcome: must be one of {', '.join(REVIEW_OUTCOMES)}, got {p.outcome!r:.40}")
+    _check_text(p.notes, "notes")
     _check_time(p.issued_at_ms, "issued at")
     _check_nonce(p.nonce)
 
@@ -691,6 +733,18 @@ def _erasure_from_pb(m: pb.Erasure) -> ErasurePayload:
     return ErasurePayload(index=m.index, reason=m.reason, issued_at_ms=m.issued_at_ms, nonce=m.nonce)
 
 
+def _review_to_pb(p: BreakGlassReviewPayload) -> pb.BreakGlassReview:
+    return pb.BreakGlassReview(
+        event_index=p.event_index, outcome=p.outcome, notes=p.notes, issued_at_ms=p.issued_at_ms, nonce=p.nonce
+    )
+
+
+def _review_from_pb(m: pb.BreakGlassReview) -> BreakGlassReviewPayload:
+    return BreakGlassReviewPayload(
+        event_index=m.event_index, outcome=m.outcome, notes=m.notes, issued_at_ms=m.issued_at_ms, nonce=m.nonce
+    )
+
+
 def _state_commit_to_pb(p: StateCommitPayload) -> pb.StateCommit:
     return pb.StateCommit(
         map_root=p.map_root, batch_time_ms=p.batch_time_ms, issued_at_ms=p.issued_at_ms, nonce=p.nonce
@@ -730,6 +784,9 @@ _KINDS: Mapping[str, _Kind] = MappingProxyType(
             pb.Delegation, DelegationPayload, _delegation_to_pb, _delegation_from_pb, _validate_delegation
         ),
         ERASURE: _Kind(pb.Erasure, ErasurePayload, _erasure_to_pb, _erasure_from_pb, _validate_erasure),
+        BREAK_GLASS_REVIEW: _Kind(
+            pb.BreakGlassReview, BreakGlassReviewPayload, _review_to_pb, _review_from_pb, _validate_review
+        ),
         STATE_COMMIT: _Kind(
             pb.StateCommit, StateCommitPayload, _state_commit_to_pb, _state_commit_from_pb, _validate_state_commit
         ),
@@ -946,6 +1003,22 @@ def build_erasure(
 ) -> bytes:
     """Erasure payload bytes (signed by the operator)."""
     return encode_payload(ErasurePayload(index=index, reason=reason, **_fresh(issued_at_ms, nonce)))
+
+
+def build_break_glass_review(
+    *,
+    event_index: int,
+    outcome: str,
+    notes: str = "",
+    issued_at_ms: int | None = None,
+    nonce: bytes | None = None,
+) -> bytes:
+    """BreakGlassReview payload bytes (signed by an operator key)."""
+    return encode_payload(
+        BreakGlassReviewPayload(
+            event_index=event_index, outcome=outcome, notes=notes, **_fresh(issued_at_ms, nonce)
+        )
+    )
 
 
 def build_state_commit(

@@ -18,6 +18,7 @@ from consent_ledger.app import instruments
 from consent_ledger.app.errors import (
     AlreadyExists,
     CorruptStorage,
+    FailedPrecondition,
     NotFound,
     OutOfRange,
     PermissionDenied,
@@ -35,6 +36,7 @@ STATUS_FOR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

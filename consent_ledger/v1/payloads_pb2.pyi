@@ -175,6 +175,20 @@ class Erasure(_message.Message):
     nonce: bytes
     def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
+class BreakGlassReview(_message.Message):
+    __slots__ = ("event_index", "outcome", "notes", "issued_at_ms", "nonce")
+    EVENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    event_index: int
+    outcome: str
+    notes: str
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, event_index: _Optional[int] = ..., outcome: _Optional[str] = ..., notes: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
 class StateCommit(_message.Message):
     __slots__ = ("map_root", "batch_time_ms", "issued_at_ms", "nonce")
     MAP_ROOT_FIELD_NUMBER: _ClassVar[int]
