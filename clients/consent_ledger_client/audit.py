@@ -1,6 +1,9 @@
 """Audit a ledger from the outside: replay the log from the start (or a saved point), verify every entry's
 inclusion, body and signatures and every checkpoint seen, recompute the consent-state map and compare its root
-with every StateCommit. Stops at the first mismatch and reports it with the evidence. Resumable.
+with every StateCommit. Erasures and break-glass reviews are checked against the rules the ledger applies: every
+erased body is recorded by an operator's Erasure entry (and every recorded erasure really withholds the body);
+no erasure takes a body that is still evidence; every review is an operator's only review of a break-glass access.
+Stops at the first mismatch and reports it with the evidence. Resumable.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.core.state_rules import InForceSets
-from consent_ledger_client.client import LedgerClient
+from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry
 
 FORMAT = "consent-ledger-audit/v1"
@@ -41,6 +44,7 @@ class AuditReport:
     entries: int = 0
     state_commits: int = 0
     signatures: int = 0
+    erased: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     checkpoint_size: int = 0
     finding: Finding | None = None
@@ -59,12 +63,16 @@ class Auditor:
 
     def __init__(self, client: LedgerClient, *, operator_keys: tuple[bytes, ...] = (), resume_file: Path | None = None) -> None:
         self._client = client
-        self._operators = frozenset({client.log_public_key, *operator_keys})
+        client.trust_operator_keys(operator_keys)
+        self._operators = client.operator_keys
         self._resume_file = resume_file
         self._sets = InForceSets()
         self._map = smt.MemoryMapNodes()
         self._next = 0
         self._party_keys: dict[str, frozenset[bytes]] = {}
+        # Break-glass accesses not reviewed yet (a review must name one of them, once).
+        self._unreviewed: set[int] = set()
+        self._reviewed: set[int] = set()
         self._saved: dict[str, object] | None = None
         if resume_file is not None and resume_file.exists():
             self._load(resume_file)
@@ -76,6 +84,8 @@ class Auditor:
         self._next = int(data["next_index"])
         self._party_keys = {p: frozenset(bytes.fromhex(k) for k in ks) for p, ks in data["party_keys"].items()}
         self._sets = InForceSets.from_json(data["in_force"])
+        self._unreviewed = {int(i) for i in data.get("break_glass_unreviewed", [])}
+        self._reviewed = {int(i) for i in data.get("break_glass_reviewed", [])}
         root, changed, _ = smt.apply_batch(self._map, {k: smt.value_hash(v.items()) for k, v in self._sets.sets.items()})
         self._map.apply(changed, ())
         if root.hex() != data["map_root"]:
@@ -90,6 +100,8 @@ class Auditor:
             "map_root": self._map.root().hex(),
             "in_force": self._sets.to_json(),
             "party_keys": {p: sorted(k.hex() for k in ks) for p, ks in self._party_keys.items()},
+            "break_glass_unreviewed": sorted(self._unreviewed),
+            "break_glass_reviewed": sorted(self._reviewed),
         }
 
     def _save(self) -> None:
@@ -117,6 +129,9 @@ class Auditor:
                 self._save()
                 if progress:
                     progress(self._next, end)
+        except UnrecordedErasure as e:
+            evidence = {"erased_by_index": str(e.named)} if e.named is not None else {}
+            report.finding = Finding(e.index, f"an erased body without an Erasure entry recording it: {e}", evidence)
         except VerificationError as e:
             report.finding = Finding(self._next, f"verification failed: {e}")
         return report
@@ -127,7 +142,10 @@ class Auditor:
         report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
         env = entry.envelope
         if env is None:
-            return None  # an erased body: its commitment is still proven, there is nothing more to check
+            # The commitment is still proven, and the client checked the Erasure entry the server named as the
+            # record (a forged "erased" raises UnrecordedErasure before we get here).
+            report.erased += 1
+            return None
         report.signatures += len(env.signers)  # verify_entry checked every one of them
         try:
             p = payloads.parse_payload(env.payload_type, env.payload)
@@ -151,14 +169,63 @@ class Auditor:
             return None
         if isinstance(p, payloads.PartyRegistrationPayload):
             self._party_keys[p.party_id] = frozenset(p.public_keys)
+        elif isinstance(p, payloads.AccessEventPayload) and p.break_glass_access:
+            self._unreviewed.add(entry.index)
+        elif isinstance(p, payloads.BreakGlassReviewPayload):
+            problem = self._review_problem(entry.index, p)
+            if problem:
+                return Finding(entry.index, problem, {"event_index": str(p.event_index)})
+            self._unreviewed.discard(p.event_index)
+            self._reviewed.add(p.event_index)
+        elif isinstance(p, payloads.ErasurePayload):
+            problem = self._erasure_problem(entry.index, p)
+            if problem:
+                return Finding(entry.index, problem, {"erased_index": str(p.index)})
         self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), payloads.consent_id(env.payload), p)
+        return None
+
+    def _review_problem(self, index: int, p: payloads.BreakGlassReviewPayload) -> str | None:
+        if p.event_index in self._unreviewed:
+            return None
+        if p.event_index in self._reviewed:
+            return f"a second review of the break-glass access {p.event_index}"
+        if p.event_index < index:
+            # An event met with its body erased: erased after its review (this one), it was an access event.
+            event = self._client.get_entry(p.event_index)
+            erased_later = event.erased_by is not None and event.erased_by > index
+            if event.envelope is None and erased_later and event.leaf.payload_type == payloads.ACCESS_EVENT:
+                return None
+        return f"a review of entry {p.event_index}, which is not a break-glass access awaiting review"
+
+    def _erasure_problem(self, index: int, p: payloads.ErasurePayload) -> str | None:
+        """An erasure must take a body that is no longer evidence, and the body must really be withheld since."""
+        if p.index >= index:
+            return f"an erasure of entry {p.index}, which is not before it"
+        if p.index in self._unreviewed:
+            return f"an erasure of the break-glass access {p.index} before its review"
+        if any(p.index in members for members in self._sets.sets.values()):
+            return f"an erasure of the consent at {p.index} while it is in force"
+        target = self._client.get_entry(p.index)  # verified; an erased body must name its Erasure record
+        kind = target.leaf.payload_type
+        if kind in (payloads.STATE_COMMIT, payloads.PARTY_REGISTRATION, payloads.ERASURE, payloads.BREAK_GLASS_REVIEW):
+            return f"an erasure of entry {p.index}, a {kind}, whose body is evidence the ledger keeps"
+        if target.envelope is not None:
+            return f"entry {index} records the erasure of entry {p.index}, but the server still serves its body"
+        if target.erased_by != index:
+            return f"entry {index} erases entry {p.index}, which entry {target.erased_by} had erased"
         return None
 
     def _signer_problem(self, env: ParsedEnvelope, p: payloads.Payload) -> str | None:
         signers = set(env.signers)
         if isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in signers:
             return "a consent entry not signed by its patient"
-        if isinstance(p, payloads.PartyRegistrationPayload | payloads.StateCommitPayload) and not self._operators & signers:
+        operator_kinds = (
+            payloads.PartyRegistrationPayload
+            | payloads.StateCommitPayload
+            | payloads.ErasurePayload
+            | payloads.BreakGlassReviewPayload
+        )
+        if isinstance(p, operator_kinds) and not self._operators & signers:
             return f"a {type(p).__name__} not signed by the operator"
         if isinstance(p, payloads.AccessEventPayload):
             allowed = self._operators | self._party_keys.get(p.party_id, frozenset())

@@ -17,7 +17,10 @@ from consent_ledger.core.rfc6962 import hash_leaf
 
 @dataclass(frozen=True)
 class VerifiedEntry:
-    """An entry whose leaf is proven in ``checkpoint`` and whose body (unless erased) matches the leaf."""
+    """An entry whose leaf is proven in ``checkpoint`` and whose body (unless erased) matches the leaf.
+
+    ``erased_by``: for an erased body, the index of the Erasure entry that records it, once a client checked that
+    entry (LedgerClient.verify_erasure); None otherwise."""
 
     index: int
     leaf: LogLeaf
@@ -25,6 +28,7 @@ class VerifiedEntry:
     envelope: ParsedEnvelope | None
     checkpoint: Checkpoint
     proof: tuple[bytes, ...]
+    erased_by: int | None = None
 
 
 def verify_entry(
