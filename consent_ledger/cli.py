@@ -1065,7 +1065,8 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_erase(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise CliError("--reason must say why the body is erased (it is recorded in the log)")
-    payload = payloads.build_erasure(index=args.index, reason=args.reason)
+    with connect(args) as client:
+        payload = ConsentClient(client).erasure_payload(args.index, args.reason)
     return _operator_submit(args, f"body of entry #{args.index} erased: {args.reason!r}", payloads.ERASURE, payload)
 
 

@@ -18,7 +18,7 @@ from consent_ledger.core import payloads, smt
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.rfc6962 import hash_leaf
-from consent_ledger.core.state_rules import InForceSets
+from consent_ledger.core.state_rules import ErasureFacts, InForceSets
 from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry
 
@@ -143,8 +143,17 @@ class Auditor:
         env = entry.envelope
         if env is None:
             # The commitment is still proven, and the client checked the Erasure entry the server named as the
-            # record (a forged "erased" raises UnrecordedErasure before we get here).
+            # record (a forged "erased" raises UnrecordedErasure before we get here). Its facts stand in for the
+            # body when the consent state is replayed.
             report.erased += 1
+            e = entry.erasure
+            assert e is not None
+            facts = ErasureFacts(e.consent_id, e.map_key, e.ends)
+            if (kind == payloads.CONSENT_GRANT) != bool(facts.map_key) or (
+                kind == payloads.CONSENT_REVOCATION and not facts.ends
+            ):
+                return Finding(entry.index, f"the erasure of this {kind} does not record what replaying the consent state needs")
+            self._sets.add_erased(entry.index, hash_leaf(entry.leaf_bytes), facts)
             return None
         report.signatures += len(env.signers)  # verify_entry checked every one of them
         try:

@@ -89,8 +89,8 @@ class LedgerClient:
         self._lock = threading.Lock()
         self._last: tuple[Checkpoint, bytes] | None = None
         self._operator_keys = frozenset({self._verifier.public_key, *operator_keys})
-        # Erasures already checked: erased entry index -> index of the Erasure entry (both are permanent).
-        self._erasures: dict[int, int] = {}
+        # Erasures already checked: erased entry index -> (index, payload) of the Erasure entry (both permanent).
+        self._erasures: dict[int, tuple[int, payloads.ErasurePayload]] = {}
         if state_path is not None:
             saved = load_state(state_path)
             if saved is not None:
@@ -257,13 +257,13 @@ class LedgerClient:
             return entry
         with self._lock:
             known = self._erasures.get(entry.index)
-        if known is None or known != erased_by:
-            self._check_erasure_record(entry.index, erased_by)
+        if known is None or known[0] != erased_by:
+            known = (erased_by, self._check_erasure_record(entry.index, erased_by))
             with self._lock:
-                self._erasures[entry.index] = erased_by
-        return dataclasses.replace(entry, erased_by=erased_by)
+                self._erasures[entry.index] = known
+        return dataclasses.replace(entry, erased_by=erased_by, erasure=known[1])
 
-    def _check_erasure_record(self, index: int, erased_by: int) -> None:
+    def _check_erasure_record(self, index: int, erased_by: int) -> payloads.ErasurePayload:
         if erased_by <= index:
             raise UnrecordedErasure(index, None, "it names no later Erasure entry as the record")
         try:
@@ -284,6 +284,7 @@ class LedgerClient:
             raise UnrecordedErasure(index, erased_by, f"the Erasure entry {erased_by} erases entry {p.index}")
         if not self._operator_keys.intersection(env.signers):
             raise UnrecordedErasure(index, erased_by, f"the Erasure entry {erased_by} is not signed by an operator key")
+        return p
 
     def get_entries(self, start: int, end: int) -> list[VerifiedEntry]:
         """Entries start <= index < end (the server may return fewer, never other ones), each proven."""

@@ -30,7 +30,7 @@ from consent_ledger.core.decision import (
     decide,
     grantee_selectors,
 )
-from consent_ledger.core.envelope import parse_envelope, sign_envelope
+from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.core.receipt import (
@@ -41,6 +41,7 @@ from consent_ledger.core.receipt import (
     receipt_sha256,
 )
 from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.core.state_rules import ErasureFacts, erasure_facts
 from consent_ledger.v1 import (
     access_pb2,
     access_pb2_grpc,
@@ -190,19 +191,6 @@ def _page_start(token: str) -> int:
     return int(token) + 1 if token.isascii() and token.isdigit() else 0
 
 
-def _event_index_of(e: access_pb2.EvidenceEntry) -> int:
-    """The event a review entry names, read from its body before the entry is verified (only to pair it with an
-    event; _review_of verifies it)."""
-    try:
-        env = parse_envelope(e.entry.envelope)
-        p = payloads.parse_payload(env.payload_type, env.payload)
-    except InvalidInput as err:
-        raise VerificationError(f"the review at {e.entry.index} is malformed: {err}") from err
-    if not isinstance(p, payloads.BreakGlassReviewPayload):
-        raise VerificationError(f"entry {e.entry.index} is not a break-glass review")
-    return p.event_index
-
-
 def _pb_period(p: Period) -> payloads_pb2.Period | None:
     return None if p == Period() else payloads_pb2.Period(start_ms=p.start_ms, end_ms=p.end_ms)
 
@@ -258,8 +246,21 @@ class ConsentClient:
     def erase(self, operator_key: Ed25519PrivateKey, index: int, *, reason: str) -> SubmitReceipt:
         """Erase the body of entry ``index`` (signed by an operator key). The leaf and every proof stay; the ledger
         refuses bodies still needed as evidence."""
-        payload = payloads.build_erasure(index=index, reason=reason)
-        return self.ledger.submit(sign_envelope(payloads.ERASURE, payload, [operator_key]))
+        return self.ledger.submit(sign_envelope(payloads.ERASURE, self.erasure_payload(index, reason), [operator_key]))
+
+    def erasure_payload(self, index: int, reason: str) -> bytes:
+        """Erasure payload bytes for entry ``index``, with the facts replaying the consent state needs once the
+        body is gone (read from the verified body; the ledger checks them too)."""
+        entry = self.ledger.get_entry(index)
+        facts = ErasureFacts()
+        if entry.envelope is not None:
+            try:
+                facts = erasure_facts(entry.envelope.payload_type, entry.envelope.payload)
+            except InvalidInput as e:
+                raise VerificationError(f"entry {index} does not hold a valid payload: {e}") from e
+        return payloads.build_erasure(
+            index=index, reason=reason, consent_id=facts.consent_id, map_key=facts.map_key, ends=facts.ends
+        )
 
     def break_glass_queue(
         self, *, unreviewed_only: bool = False, page_size: int = 0, page_token: str = ""
@@ -279,7 +280,7 @@ class ConsentClient:
                 raise VerificationError(f"the queue is not in increasing index order at entry {v.index}")
             after = v.index
             event = self._access_event(v)
-            review = self._review_of(item.review, cp, v, event) if item.HasField("review") else None
+            review = self._review_of(self._verify(item.review, cp), v, event) if item.HasField("review") else None
             if unreviewed_only and review is not None:
                 raise VerificationError(f"asked for unreviewed events, got event {v.index} with a review")
             view = AccessEventView(v, event, review)
@@ -296,16 +297,21 @@ class ConsentClient:
             raise VerificationError(f"entry {v.index} is not an access event")
         return p
 
-    def _review_of(
-        self, e: access_pb2.EvidenceEntry, cp: Checkpoint, event: VerifiedEntry, payload: payloads.AccessEventPayload | None
-    ) -> ReviewView:
-        """A review entry, checked to be an operator's BreakGlassReview of ``event``, a break-glass access."""
-        v = self._verify(e, cp)
+    @staticmethod
+    def _review_payload(v: VerifiedEntry) -> payloads.BreakGlassReviewPayload:
         if v.envelope is None:
             raise VerificationError(f"the review at {v.index} is withheld: a review's body is never erased")
         p = _as_ledger_entry(v).payload
         if not isinstance(p, payloads.BreakGlassReviewPayload):
             raise VerificationError(f"entry {v.index} is not a break-glass review")
+        return p
+
+    def _review_of(
+        self, v: VerifiedEntry, event: VerifiedEntry, payload: payloads.AccessEventPayload | None
+    ) -> ReviewView:
+        """A verified review entry, checked to be an operator's BreakGlassReview of ``event``, a break-glass access."""
+        p = self._review_payload(v)
+        assert v.envelope is not None
         if p.event_index != event.index or v.index <= event.index:
             raise VerificationError(f"the review at {v.index} is not a review of event {event.index}")
         if not self.ledger.operator_keys.intersection(v.envelope.signers):
@@ -408,12 +414,13 @@ class ConsentClient:
             events[v.index] = (v, p)
         reviews: dict[int, ReviewView] = {}
         for e in resp.reviews:
-            event_index = _event_index_of(e)
+            v = self._verify(e, cp)
+            event_index = self._review_payload(v).event_index
             if event_index not in events:
-                raise VerificationError(f"the review at {e.entry.index} is not about an event on the page")
+                raise VerificationError(f"the review at {v.index} is not about an event on the page")
             if event_index in reviews:
                 raise VerificationError(f"event {event_index} comes with two reviews")
-            reviews[event_index] = self._review_of(e, cp, *events[event_index])
+            reviews[event_index] = self._review_of(v, *events[event_index])
         views = tuple(AccessEventView(v, p, reviews.get(i)) for i, (v, p) in events.items())
         return AccessEventListing(views, cp, resp.next_page_token)
 

@@ -12,6 +12,7 @@ from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, verify_
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.leaf import LogLeaf, parse_leaf
 from consent_ledger.core.merkle import verify_inclusion
+from consent_ledger.core.payloads import ErasurePayload
 from consent_ledger.core.rfc6962 import hash_leaf
 
 
@@ -19,8 +20,8 @@ from consent_ledger.core.rfc6962 import hash_leaf
 class VerifiedEntry:
     """An entry whose leaf is proven in ``checkpoint`` and whose body (unless erased) matches the leaf.
 
-    ``erased_by``: for an erased body, the index of the Erasure entry that records it, once a client checked that
-    entry (LedgerClient.verify_erasure); None otherwise."""
+    ``erased_by``, ``erasure``: for an erased body, the index and payload of the Erasure entry that records it, once
+    a client checked that entry (LedgerClient.verify_erasure); None otherwise."""
 
     index: int
     leaf: LogLeaf
@@ -29,6 +30,7 @@ class VerifiedEntry:
     checkpoint: Checkpoint
     proof: tuple[bytes, ...]
     erased_by: int | None = None
+    erasure: ErasurePayload | None = None
 
 
 def verify_entry(

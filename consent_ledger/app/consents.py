@@ -43,6 +43,7 @@ from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.merkle import prove_inclusion
 from consent_ledger.core.note import Signer
 from consent_ledger.core.receipt import access_event_for, receipt_body, sign_receipt
+from consent_ledger.core.state_rules import erasure_facts
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,14 @@ class ConsentLedger:
         elif isinstance(target, payloads.AccessEventPayload) and target.break_glass_access:
             if not self._index.reviews_of([i], EVERYTHING):
                 raise FailedPrecondition(f"cannot erase entry {i}: it is a break-glass access awaiting review; review it first")
+        body = parse_envelope(stored.envelope)
+        facts = erasure_facts(body.payload_type, body.payload)
+        if (p.consent_id, p.map_key, p.ends) != (facts.consent_id, facts.map_key, facts.ends):
+            raise InvalidInput(
+                f"the erasure of entry {i} must record what replaying the consent state needs without its body: "
+                f"consent id {facts.consent_id or '(none)'}, map key {facts.map_key.hex() or '(none)'}, ends "
+                f"{facts.ends or '(none)'} (see core.state_rules.erasure_facts)"
+            )
         self._hold("erasure", i, env, FailedPrecondition(f"the body of entry {i} is being erased by another entry"))
 
     def _ended_first(self, index: int, consent_id: str, verb: str) -> None:

@@ -282,7 +282,9 @@ class DelegationPayload:
 
 @dataclass(frozen=True, kw_only=True)
 class ErasurePayload:
-    """The operator records that the body of entry `index` was erased, and why."""
+    """The operator records that the body of entry `index` was erased, and why. For a consent grant or revocation
+    it also names what replaying the consent state needs (core.state_rules.erasure_facts): a grant's consent id
+    and map key, and the consent a revocation or grant ends; empty otherwise."""
 
     PAYLOAD_TYPE: ClassVar[str] = ERASURE
 
@@ -290,6 +292,9 @@ class ErasurePayload:
     reason: str
     issued_at_ms: int
     nonce: bytes
+    consent_id: str = ""
+    map_key: bytes = b""
+    ends: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -550,6 +555,14 @@ def _validate_delegation(p: DelegationPayload) -> None:
 def _validate_erasure(p: ErasurePayload) -> None:
     _check_index(p.index, "index")
     _check_text(p.reason, "reason", required=True)
+    if p.consent_id:
+        check_consent_id(p.consent_id)
+    if not isinstance(p.map_key, bytes) or len(p.map_key) not in (0, SHA256_SIZE):
+        raise InvalidInput("map key: must be empty or 32 bytes")
+    if bool(p.consent_id) != bool(p.map_key):
+        raise InvalidInput("consent id and map key: give both (an erased grant) or neither")
+    if p.ends:
+        check_consent_id(p.ends, "ends")
     _check_time(p.issued_at_ms, "issued at")
     _check_nonce(p.nonce)
 
@@ -726,11 +739,17 @@ def _delegation_from_pb(m: pb.Delegation) -> DelegationPayload:
 
 
 def _erasure_to_pb(p: ErasurePayload) -> pb.Erasure:
-    return pb.Erasure(index=p.index, reason=p.reason, issued_at_ms=p.issued_at_ms, nonce=p.nonce)
+    return pb.Erasure(
+        index=p.index, reason=p.reason, issued_at_ms=p.issued_at_ms, nonce=p.nonce,
+        consent_id=p.consent_id, map_key=p.map_key, ends=p.ends,
+    )
 
 
 def _erasure_from_pb(m: pb.Erasure) -> ErasurePayload:
-    return ErasurePayload(index=m.index, reason=m.reason, issued_at_ms=m.issued_at_ms, nonce=m.nonce)
+    return ErasurePayload(
+        index=m.index, reason=m.reason, issued_at_ms=m.issued_at_ms, nonce=m.nonce,
+        consent_id=m.consent_id, map_key=m.map_key, ends=m.ends,
+    )
 
 
 def _review_to_pb(p: BreakGlassReviewPayload) -> pb.BreakGlassReview:
@@ -999,10 +1018,23 @@ def build_delegation(
 
 
 def build_erasure(
-    *, index: int, reason: str, issued_at_ms: int | None = None, nonce: bytes | None = None
+    *,
+    index: int,
+    reason: str,
+    consent_id: str = "",
+    map_key: bytes = b"",
+    ends: str = "",
+    issued_at_ms: int | None = None,
+    nonce: bytes | None = None,
 ) -> bytes:
-    """Erasure payload bytes (signed by the operator)."""
-    return encode_payload(ErasurePayload(index=index, reason=reason, **_fresh(issued_at_ms, nonce)))
+    """Erasure payload bytes (signed by the operator). For a consent entry, pass its facts
+    (core.state_rules.erasure_facts of the body being erased)."""
+    return encode_payload(
+        ErasurePayload(
+            index=index, reason=reason, consent_id=consent_id, map_key=map_key, ends=ends,
+            **_fresh(issued_at_ms, nonce),
+        )
+    )
 
 
 def build_break_glass_review(
