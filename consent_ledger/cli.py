@@ -59,8 +59,9 @@ from consent_ledger.keys import (
     write_new_key,
 )
 from consent_ledger.presentation import (
-    access_event_json,
     access_event_line,
+    access_event_view_json,
+    access_event_view_line,
     checkpoint_json,
     closing_commit_line,
     consent_view_json,
@@ -78,6 +79,7 @@ from consent_ledger.presentation import (
     format_time,
     kind_name,
     plural,
+    review_state_text,
     short_id,
     short_key,
     state_commit_json,
@@ -901,13 +903,19 @@ def add_patient_options(p: argparse.ArgumentParser) -> None:
 # -- register-party -----------------------------------------------------------------------------------------
 
 
-def cmd_register_party(args: argparse.Namespace) -> int:
+def read_operator_key(path: str) -> Signer:
     try:
-        operator = read_key(Path(args.operator_key).expanduser())
+        return read_key(Path(path).expanduser())
     except FileNotFoundError:
-        raise CliError(f"operator key file {args.operator_key} does not exist") from None
+        raise CliError(f"operator key file {path} does not exist") from None
+    except OSError as e:
+        raise CliError(f"cannot read operator key file {path}: {e.strerror or e}") from None
     except InvalidInput as e:
-        raise CliError(f"operator key file {args.operator_key}: {e}") from None
+        raise CliError(f"operator key file {path}: {e}") from None
+
+
+def cmd_register_party(args: argparse.Namespace) -> int:
+    operator = read_operator_key(args.operator_key)
     keys = [public_key_from_file(f, "party key file") for f in args.party_key_file]
     roles = _split(args.role)
     payload = payloads.build_party_registration(
@@ -1058,25 +1066,120 @@ def cmd_who_asked(args: argparse.Namespace) -> int:
         log_key = client.log_public_key
         token = ""
         while True:
-            page, token = consents.access_events(patient, page_token=token)
-            events.extend(page)
+            page = consents.list_access_events(patient, page_token=token)
+            events.extend(page.events)
+            token = page.next_page_token
             if not token:
                 break
         cp = client.last_checkpoint
     assert cp is not None
+    unreviewed = [v for v in events if v.review_state == "unreviewed"]
     lines = [f"who asked about patient {short_key(patient)}: {plural(len(events), 'access event', 'access events')}"]
-    lines += [f"  {access_event_line(v, e, log_key)}" for v, e in events]
+    if unreviewed:
+        lines.append(
+            f"  !! {plural(len(unreviewed), 'break-glass access', 'break-glass accesses')} NOT YET REVIEWED by the "
+            f"privacy officer: {', '.join(f'#{v.index}' for v in unreviewed)}"
+        )
+    lines += [f"  {access_event_view_line(v, log_key)}" for v in events]
     lines.append(
         f"verified: every event proven in checkpoint of size {cp.size} signed by {cp.origin}, its body hash and "
-        f"signature checked, and about this patient; {consistency_phrase(previous, cp)}"
+        f"signature checked, and about this patient; every review shown proven an operator's review of its event "
+        f"(that an event is unreviewed is the server's word); {consistency_phrase(previous, cp)}"
     )
     data = {
         "patient": patient.hex(),
-        "events": [access_event_json(v, e, log_key) for v, e in events],
+        "events": [access_event_view_json(v, log_key) for v in events],
+        "unreviewed_break_glass": [v.index for v in unreviewed],
         "checkpoint": checkpoint_json(cp),
     }
     emit(args, "\n".join(lines), data)
     return EXIT_OK
+
+
+# -- the operator: break-glass reviews and erasure -----------------------------------------------------------
+
+
+def cmd_reviews(args: argparse.Namespace) -> int:
+    items = []
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        consents = ConsentClient(client)
+        log_key = client.log_public_key
+        token = ""
+        while True:
+            page = consents.break_glass_queue(unreviewed_only=args.unreviewed, page_token=token)
+            items.extend(page.items)
+            cp = page.checkpoint
+            token = page.next_page_token
+            if not token:
+                break
+    open_items = [v for v in items if v.review is None]
+    what = "unreviewed break-glass accesses" if args.unreviewed else "break-glass accesses"
+    lines = [f"{what}: {len(items)} ({len(open_items)} awaiting review)"]
+    if items:
+        lines.append(f"  {'EVENT':<7} {'WHEN':<20} {'PARTY':<16} {'PURPOSE':<8} {'REASON':<32} REVIEW")
+    for v in items:
+        e = v.event
+        when = format_time(e.accessed_at_ms if e else v.entry.leaf.integrated_time_ms)
+        party, purpose = (e.party_id, e.purpose) if e else ("(erased)", "-")
+        reason = (e.break_glass_reason if e else "-").replace("\n", " ")
+        reason = reason if len(reason) <= 32 else reason[:29] + "..."
+        lines.append(f"  #{v.index:<6} {when:<20} {party:<16} {purpose:<8} {reason:<32} {review_state_text(v)}")
+    lines.append(
+        f"verified: every event and review proven in checkpoint of size {cp.size} signed by {cp.origin}; each review "
+        f"signed by an operator key and about its event (that the list is complete, and that an event has no review, "
+        f"is the server's word); {consistency_phrase(previous, cp)}"
+    )
+    data = {
+        "unreviewed_only": args.unreviewed,
+        "items": [access_event_view_json(v, log_key) for v in items],
+        "checkpoint": checkpoint_json(cp),
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
+
+
+def _operator_submit(args: argparse.Namespace, what: str, payload_type: str, payload: bytes) -> int:
+    operator = read_operator_key(args.key)
+    envelope = sign_envelope(payload_type, payload, [operator.private_key])
+    with connect(args) as client:
+        previous = client.last_checkpoint
+        receipt = client.submit(envelope)
+    entry = receipt.entry
+    dup = " (already in the log: identical entry submitted before)" if receipt.duplicate else ""
+    human = "\n".join(
+        [
+            f"{kind_name(payload_type)} appended{dup}",
+            f"  {what}",
+            f"  index            {entry.index}",
+            f"  checkpoint size  {entry.checkpoint.size}",
+            entry_verification(entry, previous),
+        ]
+    )
+    data = {
+        "index": entry.index,
+        "duplicate": receipt.duplicate,
+        "payload_type": payload_type,
+        "checkpoint": checkpoint_json(entry.checkpoint),
+        "verified": verification_json(entry, previous),
+    }
+    emit(args, human, data)
+    return EXIT_OK
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    payload = payloads.build_break_glass_review(event_index=args.index, outcome=args.outcome, notes=args.notes)
+    return _operator_submit(
+        args, f"event #{args.index} reviewed: {args.outcome}", payloads.BREAK_GLASS_REVIEW, payload
+    )
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    if not args.reason.strip():
+        raise CliError("--reason must say why the body is erased (it is recorded in the log)")
+    with connect(args) as client:
+        payload = ConsentClient(client).erasure_payload(args.index, args.reason)
+    return _operator_submit(args, f"body of entry #{args.index} erased: {args.reason!r}", payloads.ERASURE, payload)
 
 
 def _pushed_line(v: VerifiedEntry, log_key: bytes) -> str:
@@ -1377,6 +1480,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_patient_options(p)
     add_client_options(p)
     p.set_defaults(func=cmd_who_asked)
+
+    p = sub.add_parser("reviews", help="the break-glass review queue (privacy officer): break-glass accesses and reviews")
+    p.add_argument("--unreviewed", action="store_true", help="only the accesses not reviewed yet")
+    add_client_options(p)
+    p.set_defaults(func=cmd_reviews)
+
+    p = sub.add_parser("review", help="record the review of a break-glass access (signed with an operator key)")
+    p.add_argument("index", type=_index, metavar="INDEX", help="the break-glass access event's index (see: reviews)")
+    p.add_argument("--outcome", required=True, choices=payloads.REVIEW_OUTCOMES)
+    p.add_argument("--notes", default="", help="what was checked, what follows (free text, recorded in the log)")
+    p.add_argument("--key", required=True, metavar="FILE", help="an operator's private key file (mode 0600)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("erase", help="erase an entry's body, recording why (signed with an operator key)")
+    p.add_argument("index", type=_index, metavar="INDEX")
+    p.add_argument("--reason", required=True, help="why: retention period over, entered in error, ...")
+    p.add_argument("--key", required=True, metavar="FILE", help="an operator's private key file (mode 0600)")
+    add_client_options(p)
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("watch", help="print entries as they are integrated: about a patient, or revocations for an organisation")
     add_patient_options(p)

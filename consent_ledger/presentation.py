@@ -12,7 +12,14 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from consent_ledger_client import ConsentView, DelegationView, SignedBy, VerifiedDecision, VerifiedEntry
+from consent_ledger_client import (
+    AccessEventView,
+    ConsentView,
+    DelegationView,
+    SignedBy,
+    VerifiedDecision,
+    VerifiedEntry,
+)
 
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint
@@ -73,7 +80,8 @@ def entry_verification(
     cp = entry.checkpoint
     parts = [f"inclusion of leaf {entry.index} in checkpoint of size {cp.size} signed by {cp.origin}"]
     if entry.envelope is None:
-        parts.append("body erased: only the leaf commitment remains (nothing to hash)")
+        by = f" by entry {entry.erased_by} (an operator's Erasure entry, checked)" if entry.erased_by is not None else ""
+        parts.append(f"body erased{by}: only the leaf commitment remains (nothing to hash)")
     else:
         parts.append("body hash matches leaf commitment")
         parts.append(f"envelope signature by {signers_text(entry.envelope.signers, log_key)} verifies")
@@ -128,6 +136,7 @@ _KIND_NAMES = {
     payloads.PARTY_REGISTRATION: "party registration",
     payloads.DELEGATION: "delegation",
     payloads.ERASURE: "erasure",
+    payloads.BREAK_GLASS_REVIEW: "break-glass review",
     payloads.STATE_COMMIT: "state commit",
 }
 
@@ -234,7 +243,8 @@ def describe_entry(entry: VerifiedEntry, *, indent: str = "  ", log_key: bytes |
     rows: list[tuple[str, str]] = [("integrated", format_time(entry.leaf.integrated_time_ms))]
     payload = decode_payload(entry)
     if entry.envelope is None:
-        rows.append(("body", "erased (the leaf still commits to it)"))
+        by = f" by entry {entry.erased_by}" if entry.erased_by is not None else ""
+        rows.append(("body", f"erased{by} (the leaf still commits to it)"))
     elif isinstance(payload, payloads.StateCommitPayload):
         rows += [
             ("signed by", signers_text(entry.envelope.signers, log_key)),
@@ -281,7 +291,8 @@ def entry_summary(entry: VerifiedEntry, *, log_key: bytes | None = None) -> str:
     head = f"#{entry.index:<5} {format_time(entry.leaf.integrated_time_ms)}  {kind_name(entry.leaf.payload_type)}"
     payload = decode_payload(entry)
     if entry.envelope is None:
-        return f"{head}  (body erased)"
+        by = f" by #{entry.erased_by}" if entry.erased_by is not None else ""
+        return f"{head}  (body erased{by})"
     if isinstance(payload, payloads.StateCommitPayload):
         by = "  signed by the log key" if log_key is not None and log_key in entry.envelope.signers else ""
         return f"{head}  map root {payload.map_root.hex()[:16]}...  as of {format_time(payload.batch_time_ms)}{by}"
@@ -304,6 +315,10 @@ def entry_summary(entry: VerifiedEntry, *, log_key: bytes | None = None) -> str:
         )
     if isinstance(payload, payloads.PartyRegistrationPayload):
         return f"{head}  {payload.party_id} ({payload.display_name}), roles {','.join(payload.roles)}  id {cid}..."
+    if isinstance(payload, payloads.BreakGlassReviewPayload):
+        return f"{head}  event #{payload.event_index}: {payload.outcome.upper()}  id {cid}..."
+    if isinstance(payload, payloads.ErasurePayload):
+        return f"{head}  erases the body of #{payload.index}: {payload.reason!r}  id {cid}..."
     if isinstance(payload, payloads.AccessEventPayload):
         data = ",".join(data_item_text(d) for d in payload.data)
         bg = "  BREAK-GLASS" if payload.break_glass else ""
@@ -656,3 +671,36 @@ def access_event_json(entry: VerifiedEntry, event: payloads.AccessEventPayload, 
         "recorded_by_ledger": entry.envelope is not None and log_key in entry.envelope.signers,
         "event": _jsonable(event),
     }
+
+
+def review_state_text(view: AccessEventView) -> str:
+    """The review state of a break-glass access, for people; empty for other events."""
+    if view.review is not None:
+        r = view.review
+        notes = f": {r.review.notes!r}" if r.review.notes else ""
+        return f"reviewed #{r.entry.index}: {r.review.outcome.upper()}{notes}"
+    return "UNREVIEWED" if view.break_glass else ""
+
+
+def access_event_view_line(view: AccessEventView, log_key: bytes) -> str:
+    """One line for an access event in the patient's listing, with the review state of a break-glass access."""
+    if view.event is None:
+        by = f" by #{view.entry.erased_by}" if view.entry.erased_by is not None else ""
+        text = f"#{view.index:<4} {format_time(view.entry.leaf.integrated_time_ms)}  access event (body erased{by})"
+    else:
+        text = access_event_line(view.entry, view.event, log_key)
+    state = review_state_text(view)
+    return f"{text}  [{state}]" if state else text
+
+
+def access_event_view_json(view: AccessEventView, log_key: bytes) -> dict[str, Any]:
+    base = (
+        access_event_json(view.entry, view.event, log_key)
+        if view.event is not None
+        else {"index": view.index, "integrated_time": iso_time(view.entry.leaf.integrated_time_ms), "event": None,
+              "body_erased": True, "erased_by_index": view.entry.erased_by}
+    )
+    review = None
+    if view.review is not None:
+        review = {"index": view.review.entry.index, **_jsonable(view.review.review)}
+    return {**base, "break_glass": view.break_glass, "review_state": view.review_state, "review": review}

@@ -162,6 +162,8 @@ CASES: list[tuple[str, str, Call, frozenset[str]]] = [
     ("/consent_ledger.v1.ConsentService/WatchPatient", "the patient's",
      _stream(CONSENT, "WatchPatient", lambda w: consent_pb2.WatchPatientRequest(patient=ALICE.public_key)),
      PATIENT_OWN),
+    ("/consent_ledger.v1.ConsentService/ListBreakGlassReviews", "the privacy officer's queue",
+     _unary(CONSENT, "ListBreakGlassReviews", lambda w: consent_pb2.ListBreakGlassReviewsRequest()), PRIVILEGED),
     ("/consent_ledger.v1.ConsentService/WatchRevocations", "its own",
      _stream(CONSENT, "WatchRevocations", lambda w: consent_pb2.WatchRevocationsRequest()), ORGANISATIONS),
 ]  # fmt: skip

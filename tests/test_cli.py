@@ -894,3 +894,53 @@ def test_delegate_then_grant_and_revoke_for_the_patient(
     capsys.readouterr()
     code, err = run_fail(capsys, "grant", "--key", str(stranger), "--for-patient", patient_hex, *GRANT, *conn)
     assert "PERMISSION_DENIED" in err and "holds no delegation" in err
+
+
+# -- break-glass reviews and erasure ------------------------------------------------------------------------
+
+
+def test_reviews_review_erase_and_who_asked(
+    parties: dict[str, dict], conn: list[str], patient_key: Path, operator_key: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    pub = f"{patient_key}.pub"
+    glass = run_json(capsys, "check-access", "--patient-key-file", pub, "--action", "access", "--as", "ed-1",
+                     "--purpose", "ETREAT", "--data", "clinical-notes:MH", "--break-glass", "--reason", "unconscious", *conn)
+    event = glass["access_event_index"]
+    assert event is not None  # recorded although --record was not given
+
+    queue = run_json(capsys, "reviews", "--unreviewed", *conn, *AS_OPERATOR)
+    assert [(i["index"], i["review_state"]) for i in queue["items"]] == [(event, "unreviewed")]
+    assert main(["reviews", *conn, *AS_OPERATOR]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "1 (1 awaiting review)" in out and f"#{event}" in out and "ed-1" in out and "UNREVIEWED" in out
+    assert main(["who-asked", "--patient-key-file", str(patient_key), *conn]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"1 break-glass access NOT YET REVIEWED by the privacy officer: #{event}" in out and "[UNREVIEWED]" in out
+
+    # Only an operator key may review: an organisation's key is refused by the ledger.
+    code, err = run_fail(capsys, "review", str(event), "--outcome", "justified", "--key", str(tmp_path / "ed-1.key"), *conn, *AS_OPERATOR)
+    assert code == EXIT_ERROR and "PERMISSION_DENIED" in err
+    done = run_json(capsys, "review", str(event), "--outcome", "justified", "--notes", "overdose confirmed",
+                    "--key", str(operator_key), *conn, *AS_OPERATOR)
+    assert done["index"] > event and done["payload_type"] == payloads.BREAK_GLASS_REVIEW
+    code, err = run_fail(capsys, "review", str(event), "--outcome", "unjustified", "--key", str(operator_key), *conn, *AS_OPERATOR)
+    assert code == EXIT_ERROR and "ALREADY_EXISTS" in err
+    assert run_json(capsys, "reviews", "--unreviewed", *conn, *AS_OPERATOR)["items"] == []
+    asked = run_json(capsys, "who-asked", "--patient-key-file", str(patient_key), *conn)
+    assert asked["unreviewed_break_glass"] == [] and asked["events"][0]["review_state"] == "justified"
+    assert main(["who-asked", "--patient-key-file", str(patient_key), *conn]) == EXIT_OK
+    assert f"[reviewed #{done['index']}: JUSTIFIED: 'overdose confirmed']" in capsys.readouterr().out
+
+    # Erasure: refused while the body is evidence, then done; get shows the Erasure record.
+    grant = run_json(capsys, "grant", "--key", str(patient_key), *GRANT, *conn)
+    code, err = run_fail(capsys, "erase", str(grant["index"]), "--reason", "entered in error", "--key", str(operator_key), *conn, *AS_OPERATOR)
+    assert code == EXIT_ERROR and "FAILED_PRECONDITION" in err and "revoke it first" in err
+    run_json(capsys, "revoke", "--key", str(patient_key), "--consent-id", grant["consent_id"], *conn)
+    erased = run_json(capsys, "erase", str(grant["index"]), "--reason", "entered in error", "--key", str(operator_key), *conn, *AS_OPERATOR)
+    got = run_json(capsys, "get", str(grant["index"]), *conn, *AS_AUDITOR)
+    assert got["payload"] is None and got["verified"]["body_erased"]
+    assert main(["get", str(grant["index"]), *conn, *AS_AUDITOR]) == EXIT_OK
+    assert f"erased by entry {erased['index']}" in capsys.readouterr().out
+    assert run_json(capsys, "audit", *conn, *AS_AUDITOR)["ok"]

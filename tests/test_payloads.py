@@ -77,7 +77,13 @@ def erasure(**kw: Any) -> P.ErasurePayload:
     return P.ErasurePayload(**base)
 
 
-VALID = [grant(), revocation(), party(), event(), delegation(), erasure()]
+def review(**kw: Any) -> P.BreakGlassReviewPayload:
+    base: dict[str, Any] = dict(event_index=7, outcome="justified", notes="ED chart confirms overdose", issued_at_ms=T, nonce=NONCE)
+    base.update(kw)
+    return P.BreakGlassReviewPayload(**base)
+
+
+VALID = [grant(), revocation(), party(), event(), delegation(), erasure(), review()]
 
 
 @pytest.mark.parametrize("value", VALID, ids=lambda v: type(v).__name__)
@@ -96,6 +102,7 @@ def test_payload_types_are_full_message_names() -> None:
         "consent_ledger.v1.PartyRegistration",
         "consent_ledger.v1.Delegation",
         "consent_ledger.v1.Erasure",
+        "consent_ledger.v1.BreakGlassReview",
         "consent_ledger.v1.StateCommit",
     }
 
@@ -222,6 +229,19 @@ def test_grant_validation_errors_at_parse(changes: dict[str, Any], match: str) -
         (delegation(validity=P.Period(T, T - 1)), r"validity: ends .* before or when it starts"),
         (erasure(reason=""), r"reason: must not be empty"),
         (erasure(index=-1), r"index: must be a leaf index"),
+        (erasure(index=2**63), r"index: must be a leaf index"),
+        (erasure(index=True), r"index: must be a leaf index"),
+        (review(event_index=-1), r"event index: must be a leaf index"),
+        (review(event_index=2**63), r"event index: must be a leaf index"),
+        (review(event_index="7"), r"event index: must be a leaf index"),
+        (review(outcome=""), r"outcome: must be one of justified, unjustified, got ''"),
+        (review(outcome="Justified"), r"outcome: must be one of justified, unjustified, got 'Justified'"),
+        (review(outcome="fine"), r"outcome: must be one of justified, unjustified"),
+        (review(notes="x" * 1025), r"notes: longer than 1024 characters"),
+        (review(notes="bell\x07"), r"notes: contains control characters"),
+        (review(notes=None), r"notes: must be text"),
+        (review(issued_at_ms=0), r"issued at: 0 is not a positive time"),
+        (review(nonce=b"short"), r"nonce: must be 16 bytes, got 5"),
     ],
 )
 def test_other_kinds_validation_errors(value: P.Payload, match: str) -> None:
@@ -362,6 +382,39 @@ def test_builders_make_fresh_valid_payloads() -> None:
     assert P.parse_payload(P.DELEGATION, d) == delegation()
     e = P.build_erasure(index=3, reason="entered in error", issued_at_ms=T, nonce=NONCE)
     assert P.parse_payload(P.ERASURE, e) == erasure()
+    rv = P.build_break_glass_review(event_index=7, outcome="justified", notes="ED chart confirms overdose",
+                                    issued_at_ms=T, nonce=NONCE)
+    assert P.parse_payload(P.BREAK_GLASS_REVIEW, rv) == review()
+    fresh = P.parse_payload(P.BREAK_GLASS_REVIEW, P.build_break_glass_review(event_index=0, outcome="unjustified"))
+    assert isinstance(fresh, P.BreakGlassReviewPayload) and fresh.notes == "" and len(fresh.nonce) == 16
+
+
+def test_review_bytes_are_strict() -> None:
+    good = pb.BreakGlassReview(event_index=7, outcome="justified", issued_at_ms=T, nonce=NONCE)
+    assert P.parse_payload(P.BREAK_GLASS_REVIEW, good.SerializeToString(deterministic=True)) == review(notes="")
+    for bad, match in [
+        (pb.BreakGlassReview(event_index=7, outcome="maybe", issued_at_ms=T, nonce=NONCE), "outcome: must be one of"),
+        (pb.BreakGlassReview(event_index=7, outcome="justified", nonce=NONCE), "issued at: 0 is not a positive time"),
+        (pb.BreakGlassReview(event_index=7, outcome="justified", issued_at_ms=T), "nonce: must be 16 bytes, got 0"),
+    ]:
+        with pytest.raises(InvalidInput, match=match):
+            P.parse_payload(P.BREAK_GLASS_REVIEW, bad.SerializeToString(deterministic=True))
+    # A review's bytes are not an erasure's, nor the other way round.
+    with pytest.raises(InvalidInput):
+        P.parse_payload(P.ERASURE, P.encode_payload(review()) + b"\x28\x01")
+    with pytest.raises(InvalidInput, match="not a payload value"):
+        P.encode_payload(dataclasses.replace(review()).__dict__)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("break_glass", "decision", "reason", "expected"),
+    [(True, P.PERMIT, "unconscious", True), (True, P.PARTIAL, "unconscious", True),
+     (True, P.DENY, "unconscious", False), (False, P.PERMIT, "", False)],
+)
+def test_break_glass_access_is_a_break_glass_event_that_permitted_something(
+    break_glass: bool, decision: str, reason: str, expected: bool
+) -> None:
+    assert event(break_glass=break_glass, break_glass_reason=reason, decision=decision).break_glass_access is expected
 
 
 def test_builders_validate() -> None:

@@ -7,7 +7,12 @@ from consent_ledger.core.errors import (
     UnknownVerifier,
     VerificationError,
 )
-from consent_ledger_client.client import LedgerClient, SubmitReceipt, VerifiedCheckpoint
+from consent_ledger_client.client import (
+    LedgerClient,
+    SubmitReceipt,
+    UnrecordedErasure,
+    VerifiedCheckpoint,
+)
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
 
 __all__ = [
@@ -17,6 +22,7 @@ __all__ = [
     "LedgerClient",
     "SubmitReceipt",
     "UnknownVerifier",
+    "UnrecordedErasure",
     "VerificationError",
     "VerifiedCheckpoint",
     "VerifiedEntry",
@@ -24,6 +30,8 @@ __all__ = [
 ]
 
 from consent_ledger_client.consent import (  # noqa: E402
+    AccessEventListing,
+    AccessEventView,
     ConsentClient,
     ConsentListing,
     ConsentView,
@@ -31,11 +39,15 @@ from consent_ledger_client.consent import (  # noqa: E402
     DelegationView,
     IncompleteEvidence,
     SignedBy,
+    ReviewQueue,
+    ReviewView,
     StaleEvidence,
     VerifiedDecision,
 )
 
 __all__ += [
+    "AccessEventListing",
+    "AccessEventView",
     "ConsentClient",
     "ConsentListing",
     "ConsentView",
@@ -43,6 +55,8 @@ __all__ += [
     "DelegationView",
     "IncompleteEvidence",
     "SignedBy",
+    "ReviewQueue",
+    "ReviewView",
     "StaleEvidence",
     "VerifiedDecision",
 ]

@@ -1,8 +1,10 @@
 """Audit a ledger from the outside: replay the log from the start (or a saved point), verify every entry's
 inclusion, body and signatures and every checkpoint seen, check every entry is signed by whom it must be (a
 patient's grants and revocations by the patient or a delegate then in force, core.delegation), recompute the
-consent-state map and compare its root with every StateCommit. Stops at the first mismatch and reports it with
-the evidence. Resumable.
+consent-state map and compare its root with every StateCommit. Erasures and break-glass reviews are checked against
+the rules the ledger applies: every erased body is recorded by an operator's Erasure entry (and every recorded
+erasure really withholds the body); no erasure takes a body that is still evidence; every review is an operator's
+only review of a break-glass access. Stops at the first mismatch and reports it with the evidence. Resumable.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.rfc6962 import hash_leaf
-from consent_ledger.core.state_rules import InForceSets
-from consent_ledger_client.client import LedgerClient
+from consent_ledger.core.state_rules import ErasureFacts, InForceSets
+from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry
 
 FORMAT = "consent-ledger-audit/v1"
@@ -43,6 +45,7 @@ class AuditReport:
     entries: int = 0
     state_commits: int = 0
     signatures: int = 0
+    erased: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     checkpoint_size: int = 0
     finding: Finding | None = None
@@ -61,7 +64,8 @@ class Auditor:
 
     def __init__(self, client: LedgerClient, *, operator_keys: tuple[bytes, ...] = (), resume_file: Path | None = None) -> None:
         self._client = client
-        self._operators = frozenset({client.log_public_key, *operator_keys})
+        client.trust_operator_keys(operator_keys)
+        self._operators = client.operator_keys
         self._resume_file = resume_file
         self._sets = InForceSets()
         self._map = smt.MemoryMapNodes()
@@ -69,6 +73,9 @@ class Auditor:
         self._party_keys: dict[str, frozenset[bytes]] = {}
         self._book = delegation.DelegationBook()
         self._delegation_payloads: dict[str, bytes] = {}
+        # Break-glass accesses not reviewed yet (a review must name one of them, once).
+        self._unreviewed: set[int] = set()
+        self._reviewed: set[int] = set()
         self._saved: dict[str, object] | None = None
         if resume_file is not None and resume_file.exists():
             self._load(resume_file)
@@ -86,6 +93,8 @@ class Auditor:
             assert isinstance(p, payloads.DelegationPayload)
             self._book.add(delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"]))
             self._delegation_payloads[did] = raw
+        self._unreviewed = {int(i) for i in data.get("break_glass_unreviewed", [])}
+        self._reviewed = {int(i) for i in data.get("break_glass_reviewed", [])}
         root, changed, _ = smt.apply_batch(self._map, {k: smt.value_hash(v.items()) for k, v in self._sets.sets.items()})
         self._map.apply(changed, ())
         if root.hex() != data["map_root"]:
@@ -105,6 +114,8 @@ class Auditor:
                       "payload": self._delegation_payloads[did].hex()}
                 for did, d in self._book.by_id.items()
             },
+            "break_glass_unreviewed": sorted(self._unreviewed),
+            "break_glass_reviewed": sorted(self._reviewed),
         }
 
     def _save(self) -> None:
@@ -132,6 +143,9 @@ class Auditor:
                 self._save()
                 if progress:
                     progress(self._next, end)
+        except UnrecordedErasure as e:
+            evidence = {"erased_by_index": str(e.named)} if e.named is not None else {}
+            report.finding = Finding(e.index, f"an erased body without an Erasure entry recording it: {e}", evidence)
         except VerificationError as e:
             report.finding = Finding(self._next, f"verification failed: {e}")
         return report
@@ -142,7 +156,19 @@ class Auditor:
         report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
         env = entry.envelope
         if env is None:
-            return None  # an erased body: its commitment is still proven, there is nothing more to check
+            # The commitment is still proven, and the client checked the Erasure entry the server named as the
+            # record (a forged "erased" raises UnrecordedErasure before we get here). Its facts stand in for the
+            # body when the consent state is replayed.
+            report.erased += 1
+            e = entry.erasure
+            assert e is not None
+            facts = ErasureFacts(e.consent_id, e.map_key, e.ends)
+            if (kind == payloads.CONSENT_GRANT) != bool(facts.map_key) or (
+                kind == payloads.CONSENT_REVOCATION and not facts.ends
+            ):
+                return Finding(entry.index, f"the erasure of this {kind} does not record what replaying the consent state needs")
+            self._sets.add_erased(entry.index, hash_leaf(entry.leaf_bytes), facts)
+            return None
         report.signatures += len(env.signers)  # verify_entry checked every one of them
         try:
             p = payloads.parse_payload(env.payload_type, env.payload)
@@ -172,7 +198,50 @@ class Auditor:
             return None
         if isinstance(p, payloads.PartyRegistrationPayload):
             self._party_keys[p.party_id] = frozenset(p.public_keys)
+        elif isinstance(p, payloads.AccessEventPayload) and p.break_glass_access:
+            self._unreviewed.add(entry.index)
+        elif isinstance(p, payloads.BreakGlassReviewPayload):
+            problem = self._review_problem(entry.index, p)
+            if problem:
+                return Finding(entry.index, problem, {"event_index": str(p.event_index)})
+            self._unreviewed.discard(p.event_index)
+            self._reviewed.add(p.event_index)
+        elif isinstance(p, payloads.ErasurePayload):
+            problem = self._erasure_problem(entry.index, p)
+            if problem:
+                return Finding(entry.index, problem, {"erased_index": str(p.index)})
         self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), payloads.consent_id(env.payload), p)
+        return None
+
+    def _review_problem(self, index: int, p: payloads.BreakGlassReviewPayload) -> str | None:
+        if p.event_index in self._unreviewed:
+            return None
+        if p.event_index in self._reviewed:
+            return f"a second review of the break-glass access {p.event_index}"
+        if p.event_index < index:
+            # An event met with its body erased: erased after its review (this one), it was an access event.
+            event = self._client.get_entry(p.event_index)
+            erased_later = event.erased_by is not None and event.erased_by > index
+            if event.envelope is None and erased_later and event.leaf.payload_type == payloads.ACCESS_EVENT:
+                return None
+        return f"a review of entry {p.event_index}, which is not a break-glass access awaiting review"
+
+    def _erasure_problem(self, index: int, p: payloads.ErasurePayload) -> str | None:
+        """An erasure must take a body that is no longer evidence, and the body must really be withheld since."""
+        if p.index >= index:
+            return f"an erasure of entry {p.index}, which is not before it"
+        if p.index in self._unreviewed:
+            return f"an erasure of the break-glass access {p.index} before its review"
+        if any(p.index in members for members in self._sets.sets.values()):
+            return f"an erasure of the consent at {p.index} while it is in force"
+        target = self._client.get_entry(p.index)  # verified; an erased body must name its Erasure record
+        kind = target.leaf.payload_type
+        if kind in (payloads.STATE_COMMIT, payloads.PARTY_REGISTRATION, payloads.ERASURE, payloads.BREAK_GLASS_REVIEW):
+            return f"an erasure of entry {p.index}, a {kind}, whose body is evidence the ledger keeps"
+        if target.envelope is not None:
+            return f"entry {index} records the erasure of entry {p.index}, but the server still serves its body"
+        if target.erased_by != index:
+            return f"entry {index} erases entry {p.index}, which entry {target.erased_by} had erased"
         return None
 
     def _signer_problem(self, env: ParsedEnvelope, p: payloads.Payload, integrated_ms: int) -> str | None:
@@ -187,7 +256,13 @@ class Auditor:
         if isinstance(p, payloads.DelegationPayload):
             if not delegation.signed_validly(p, signers, self._party_keys.get(p.attested_by, frozenset())):
                 return "a delegation not signed by its patient or by the organisation attesting it"
-        if isinstance(p, payloads.PartyRegistrationPayload | payloads.StateCommitPayload) and not self._operators & signers:
+        operator_kinds = (
+            payloads.PartyRegistrationPayload
+            | payloads.StateCommitPayload
+            | payloads.ErasurePayload
+            | payloads.BreakGlassReviewPayload
+        )
+        if isinstance(p, operator_kinds) and not self._operators & signers:
             return f"a {type(p).__name__} not signed by the operator"
         if isinstance(p, payloads.AccessEventPayload):
             allowed = self._operators | self._party_keys.get(p.party_id, frozenset())

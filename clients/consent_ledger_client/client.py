@@ -9,14 +9,17 @@ both signed checkpoints and the proof.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from consent_ledger.core import payloads
 from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.errors import (
@@ -31,6 +34,16 @@ from consent_ledger.core.request_auth import sign_request
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client.state import TrustState, load_state, save_state
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+
+class UnrecordedErasure(VerificationError):
+    """The server withholds a body as erased, but no Erasure entry signed by an operator key records that erasure
+    of that entry. Carries the entry's index and, if the server named one, the entry it offered as the record."""
+
+    def __init__(self, index: int, named: int | None, problem: str) -> None:
+        super().__init__(f"entry {index}: the server says its body was erased, but {problem}")
+        self.index = index
+        self.named = named
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,10 @@ class LedgerClient:
         timeout: float = 30.0,
         party_id: str | None = None,
         patient_key: Ed25519PrivateKey | None = None,
+        operator_keys: Iterable[bytes] = (),
     ) -> None:
+        """``operator_keys``: keys, besides the pinned log key, trusted to sign operator entries (erasures, party
+        registrations, reviews)."""
         # Without TLS (development) an organisation names itself in this header; with mTLS its certificate does.
         self._metadata = ((PARTY_HEADER, party_id),) if party_id else None
         self.party_id = party_id
@@ -120,6 +136,9 @@ class LedgerClient:
         self._state_path = state_path
         self._lock = threading.Lock()
         self._last: tuple[Checkpoint, bytes] | None = None
+        self._operator_keys = frozenset({self._verifier.public_key, *operator_keys})
+        # Erasures already checked: erased entry index -> (index, payload) of the Erasure entry (both permanent).
+        self._erasures: dict[int, tuple[int, payloads.ErasurePayload]] = {}
         if state_path is not None:
             saved = load_state(state_path)
             if saved is not None:
@@ -141,6 +160,7 @@ class LedgerClient:
         timeout: float = 30.0,
         party_id: str | None = None,
         patient_key: Ed25519PrivateKey | None = None,
+        operator_keys: Iterable[bytes] = (),
     ) -> LedgerClient:
         """Open a channel to ``target``: TLS (mTLS with ``client_cert`` = (key, cert)), or plaintext if insecure."""
         if insecure:
@@ -156,6 +176,7 @@ class LedgerClient:
             timeout=timeout,
             party_id=party_id,
             patient_key=patient_key,
+            operator_keys=operator_keys,
         )
 
     def close(self) -> None:
@@ -175,6 +196,16 @@ class LedgerClient:
     def log_public_key(self) -> bytes:
         """The pinned log key (it also signs receipts and the ledger's own entries)."""
         return self._verifier.public_key
+
+    @property
+    def operator_keys(self) -> frozenset[bytes]:
+        """The keys trusted to sign operator entries: the log key and any operator keys given."""
+        return self._operator_keys
+
+    def trust_operator_keys(self, keys: Iterable[bytes]) -> None:
+        """Also trust ``keys`` as operator keys."""
+        with self._lock:
+            self._operator_keys = self._operator_keys | frozenset(keys)
 
     @property
     def channel(self) -> grpc.Channel:
@@ -251,13 +282,59 @@ class LedgerClient:
         return self.get_entry_with_note(index)[0]
 
     def get_entry_with_note(self, index: int) -> tuple[VerifiedEntry, bytes]:
-        """Entry ``index`` verified, and the exact signed checkpoint note it is proven in (for bundles)."""
+        """Entry ``index`` verified, and the exact signed checkpoint note it is proven in (for bundles). An erased
+        body is accepted only with its Erasure entry (see verify_erasure)."""
+        entry, note, erased_by = self._get_entry(index)
+        return self.verify_erasure(entry, erased_by), note
+
+    def _get_entry(self, index: int) -> tuple[VerifiedEntry, bytes, int]:
         resp = self.call(self._log.GetEntry, log_pb2.GetEntryRequest(index=index))
         if resp.entry.index != index:
             raise VerificationError(f"asked for entry {index}, got entry {resp.entry.index}")
         cp = self.accept_checkpoint(resp.checkpoint.note)
         entry = verify_entry(index, resp.entry.leaf, body_of(resp.entry), resp.inclusion_proof, cp)
-        return entry, bytes(resp.checkpoint.note)
+        return entry, bytes(resp.checkpoint.note), resp.entry.erased_by_index
+
+    def verify_erasure(self, entry: VerifiedEntry, erased_by: int) -> VerifiedEntry:
+        """Accept an entry whose body the server withholds as erased only if the entry the server names as the
+        record, ``erased_by``, is a proven Erasure entry signed by an operator key that names this entry. Returns
+        the entry with ``erased_by`` set (an entry with its body is returned as it is).
+
+        What this proves: the erasure is on the record, in the log, signed by the operator, for everyone (witnesses,
+        auditors) to see. What it cannot prove: that the body is really gone from the server's storage, nor what
+        the body held. Raises UnrecordedErasure (a VerificationError)."""
+        if entry.envelope is not None:
+            return entry
+        with self._lock:
+            known = self._erasures.get(entry.index)
+        if known is None or known[0] != erased_by:
+            known = (erased_by, self._check_erasure_record(entry.index, erased_by))
+            with self._lock:
+                self._erasures[entry.index] = known
+        return dataclasses.replace(entry, erased_by=erased_by, erasure=known[1])
+
+    def _check_erasure_record(self, index: int, erased_by: int) -> payloads.ErasurePayload:
+        if erased_by <= index:
+            raise UnrecordedErasure(index, None, "it names no later Erasure entry as the record")
+        try:
+            record, _, _ = self._get_entry(erased_by)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+                raise UnrecordedErasure(index, erased_by, f"entry {erased_by}, named as the record, does not exist") from e
+            raise
+        env = record.envelope
+        if env is None or env.payload_type != payloads.ERASURE:
+            raise UnrecordedErasure(index, erased_by, f"entry {erased_by}, named as the record, is not an Erasure entry")
+        try:
+            p = payloads.parse_payload(env.payload_type, env.payload)
+        except InvalidInput as e:
+            raise UnrecordedErasure(index, erased_by, f"the Erasure entry {erased_by} is malformed: {e}") from e
+        assert isinstance(p, payloads.ErasurePayload)
+        if p.index != index:
+            raise UnrecordedErasure(index, erased_by, f"the Erasure entry {erased_by} erases entry {p.index}")
+        if not self._operator_keys.intersection(env.signers):
+            raise UnrecordedErasure(index, erased_by, f"the Erasure entry {erased_by} is not signed by an operator key")
+        return p
 
     def get_entries(self, start: int, end: int) -> list[VerifiedEntry]:
         """Entries start <= index < end (the server may return fewer, never other ones), each proven."""
@@ -269,7 +346,8 @@ class LedgerClient:
         for i, (entry, proof) in enumerate(zip(resp.entries, resp.proofs)):
             if entry.index != start + i:
                 raise VerificationError(f"expected entry {start + i}, got entry {entry.index}")
-            out.append(verify_entry(entry.index, entry.leaf, body_of(entry), proof.hashes, cp))
+            verified = verify_entry(entry.index, entry.leaf, body_of(entry), proof.hashes, cp)
+            out.append(self.verify_erasure(verified, entry.erased_by_index))
         if not out and start < min(end, cp.size):
             raise VerificationError(f"the server returned no entries for [{start}, {end}) of a log of {cp.size}")
         return out

@@ -4,7 +4,13 @@
 - Delegates (guardians, proxies): grant and revoke for a patient with their own key.
 - Hospitals and insurers: check access (the decision is re-computed from the evidence, and the signed receipt
   checked), record an access, watch revocations that concern them.
+- The operator (privacy officer): list the break-glass review queue, review an event, erase a body.
 - Anyone: verify a receipt or a receipt bundle offline.
+
+What a client can and cannot check about reviews and erasures: a review it is shown is proven (in the log, signed
+by an operator key, about that event); that an event has *no* review is the server's word (a log proves presence,
+not absence), as is the completeness of the queue. An erased body is accepted only with the Erasure entry that
+records it (LedgerClient.verify_erasure); that the body is really gone, and what it held, cannot be checked.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from consent_ledger.core.receipt import (
     receipt_sha256,
 )
 from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.core.state_rules import ErasureFacts, erasure_facts
 from consent_ledger.v1 import (
     access_pb2,
     access_pb2_grpc,
@@ -131,6 +138,62 @@ class ConsentListing:
     delegations: tuple[DelegationView, ...] = ()
     # Revocations on the page that a delegate signed, by index.
     revocation_signers: dict[int, SignedBy] | None = None
+    # Entries of the page whose bodies were erased (each with its verified Erasure record): what they held is gone.
+    erased: tuple[VerifiedEntry, ...] = ()
+
+
+NOT_REQUIRED, UNREVIEWED = "not-required", "unreviewed"
+
+
+@dataclass(frozen=True)
+class ReviewView:
+    """A verified BreakGlassReview entry: in the log, signed by an operator key."""
+
+    entry: VerifiedEntry
+    review: payloads.BreakGlassReviewPayload
+
+
+@dataclass(frozen=True)
+class AccessEventView:
+    """A verified access event (``event`` None when its body was erased) and, for a break-glass access, its
+    verified review if the server returned one."""
+
+    entry: VerifiedEntry
+    event: payloads.AccessEventPayload | None
+    review: ReviewView | None = None
+
+    @property
+    def index(self) -> int:
+        return self.entry.index
+
+    @property
+    def break_glass(self) -> bool:
+        """A break-glass access (or an erased event that was reviewed as one)."""
+        return self.review is not None or (self.event is not None and self.event.break_glass_access)
+
+    @property
+    def review_state(self) -> str:
+        """"justified" or "unjustified" (the review's outcome, proven), "unreviewed" (no review returned: the
+        server's word), or "not-required" (not a break-glass access)."""
+        if self.review is not None:
+            return self.review.review.outcome
+        return UNREVIEWED if self.break_glass else NOT_REQUIRED
+
+
+@dataclass(frozen=True)
+class AccessEventListing:
+    events: tuple[AccessEventView, ...]
+    checkpoint: Checkpoint
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """A page of the break-glass review queue, oldest first."""
+
+    items: tuple[AccessEventView, ...]
+    checkpoint: Checkpoint
+    next_page_token: str
 
 
 def _as_ledger_entry(v: VerifiedEntry) -> LedgerEntry:
@@ -179,8 +242,9 @@ def delegation_state(d: delegation.Delegate, t_ms: int) -> str:
     return "active"
 
 
-def _verify_evidence(e: access_pb2.EvidenceEntry, cp: Checkpoint) -> VerifiedEntry:
-    return verify_entry(e.entry.index, e.entry.leaf, _body(e.entry), e.inclusion_proof, cp)
+def _page_start(token: str) -> int:
+    """Indices on a page follow the token's index (the token is the last index of the page before)."""
+    return int(token) + 1 if token.isascii() and token.isdigit() else 0
 
 
 def _pb_period(p: Period) -> payloads_pb2.Period | None:
@@ -206,7 +270,7 @@ class ConsentClient:
         self._policy = policy
         self._max_state_age_ms = max_state_age_ms
         self._clock_ms = clock_ms
-        self._operators = frozenset({ledger.log_public_key, *operator_keys})
+        ledger.trust_operator_keys(operator_keys)
         self._access = access_pb2_grpc.AccessServiceStub(ledger.channel)
         self._consent = consent_pb2_grpc.ConsentServiceStub(ledger.channel)
 
@@ -226,6 +290,91 @@ class ConsentClient:
             party_id=party_id, roles=roles, public_keys=public_keys, display_name=display_name
         )
         return self.ledger.submit(sign_envelope(payloads.PARTY_REGISTRATION, payload, [operator_key]))
+
+    def review_break_glass(
+        self, operator_key: Ed25519PrivateKey, event_index: int, *, outcome: str, notes: str = ""
+    ) -> SubmitReceipt:
+        """Record the review of the break-glass access event at ``event_index`` (signed by an operator key; the
+        ledger refuses any other signer, an index that is not a break-glass access, and a second review)."""
+        payload = payloads.build_break_glass_review(event_index=event_index, outcome=outcome, notes=notes)
+        return self.ledger.submit(sign_envelope(payloads.BREAK_GLASS_REVIEW, payload, [operator_key]))
+
+    def erase(self, operator_key: Ed25519PrivateKey, index: int, *, reason: str) -> SubmitReceipt:
+        """Erase the body of entry ``index`` (signed by an operator key). The leaf and every proof stay; the ledger
+        refuses bodies still needed as evidence."""
+        return self.ledger.submit(sign_envelope(payloads.ERASURE, self.erasure_payload(index, reason), [operator_key]))
+
+    def erasure_payload(self, index: int, reason: str) -> bytes:
+        """Erasure payload bytes for entry ``index``, with the facts replaying the consent state needs once the
+        body is gone (read from the verified body; the ledger checks them too)."""
+        entry = self.ledger.get_entry(index)
+        facts = ErasureFacts()
+        if entry.envelope is not None:
+            try:
+                facts = erasure_facts(entry.envelope.payload_type, entry.envelope.payload)
+            except InvalidInput as e:
+                raise VerificationError(f"entry {index} does not hold a valid payload: {e}") from e
+        return payloads.build_erasure(
+            index=index, reason=reason, consent_id=facts.consent_id, map_key=facts.map_key, ends=facts.ends
+        )
+
+    def break_glass_queue(
+        self, *, unreviewed_only: bool = False, page_size: int = 0, page_token: str = ""
+    ) -> ReviewQueue:
+        """The break-glass review queue: every event and review proven, each review checked to be an operator's
+        review of that event. Which events are unreviewed, and that none is left out, is the server's word."""
+        req = consent_pb2.ListBreakGlassReviewsRequest(
+            unreviewed_only=unreviewed_only, page_size=page_size, page_token=page_token
+        )
+        resp = self.ledger.call(self._consent.ListBreakGlassReviews, req)
+        cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
+        items: list[AccessEventView] = []
+        after = _page_start(page_token) - 1
+        for item in resp.items:
+            v = self._verify(item.event, cp)
+            if v.index <= after:
+                raise VerificationError(f"the queue is not in increasing index order at entry {v.index}")
+            after = v.index
+            event = self._access_event(v)
+            review = self._review_of(self._verify(item.review, cp), v, event) if item.HasField("review") else None
+            if unreviewed_only and review is not None:
+                raise VerificationError(f"asked for unreviewed events, got event {v.index} with a review")
+            view = AccessEventView(v, event, review)
+            if not view.break_glass:
+                raise VerificationError(f"entry {v.index} in the review queue is not a break-glass access")
+            items.append(view)
+        return ReviewQueue(tuple(items), cp, resp.next_page_token)
+
+    def _access_event(self, v: VerifiedEntry) -> payloads.AccessEventPayload | None:
+        if v.envelope is None:
+            return None
+        p = _as_ledger_entry(v).payload
+        if not isinstance(p, payloads.AccessEventPayload):
+            raise VerificationError(f"entry {v.index} is not an access event")
+        return p
+
+    @staticmethod
+    def _review_payload(v: VerifiedEntry) -> payloads.BreakGlassReviewPayload:
+        if v.envelope is None:
+            raise VerificationError(f"the review at {v.index} is withheld: a review's body is never erased")
+        p = _as_ledger_entry(v).payload
+        if not isinstance(p, payloads.BreakGlassReviewPayload):
+            raise VerificationError(f"entry {v.index} is not a break-glass review")
+        return p
+
+    def _review_of(
+        self, v: VerifiedEntry, event: VerifiedEntry, payload: payloads.AccessEventPayload | None
+    ) -> ReviewView:
+        """A verified review entry, checked to be an operator's BreakGlassReview of ``event``, a break-glass access."""
+        p = self._review_payload(v)
+        assert v.envelope is not None
+        if p.event_index != event.index or v.index <= event.index:
+            raise VerificationError(f"the review at {v.index} is not a review of event {event.index}")
+        if not self.ledger.operator_keys.intersection(v.envelope.signers):
+            raise VerificationError(f"the review at {v.index} is not signed by an operator key")
+        if payload is not None and not payload.break_glass_access:
+            raise VerificationError(f"the review at {v.index} reviews event {event.index}, which is not a break-glass access")
+        return ReviewView(v, p)
 
     # -- patients --------------------------------------------------------------------------------------------
 
@@ -309,9 +458,14 @@ class ConsentClient:
         req = consent_pb2.ListConsentsRequest(patient=patient, page_size=page_size, page_token=page_token, time_ms=time_ms)
         resp = self.ledger.call(self._consent.ListConsents, req)
         cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
-        page = [_verify_evidence(e, cp) for e in resp.entries]
-        related = [_verify_evidence(e, cp) for e in resp.related]
-        entries = {v.index: _as_ledger_entry(v) for v in (*page, *related)}
+        page = [self._verify(e, cp) for e in resp.entries]
+        related = [self._verify(e, cp) for e in resp.related]
+        erased = tuple(v for v in page if v.envelope is None)
+        for v in erased:
+            if v.leaf.payload_type not in (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION):
+                raise VerificationError(f"entry {v.index} is not a consent entry")
+        # An entry that ends a kept grant is evidence of its state: the ledger never erases it before the grant.
+        entries = {v.index: _as_ledger_entry(v) for v in (*page, *related) if v.envelope is not None}
         for e in entries.values():
             if getattr(e.payload, "patient", patient) != patient:
                 raise VerificationError(f"entry {e.index} belongs to another patient")
@@ -326,6 +480,8 @@ class ConsentClient:
         views, revocations, delegations = [], [], []
         revocation_signers: dict[int, SignedBy] = {}
         for v in page:
+            if v.envelope is None:
+                continue
             e = entries[v.index]
             if isinstance(e.payload, payloads.ConsentGrantPayload):
                 s = claimed.get(e.consent_id)
@@ -357,27 +513,55 @@ class ConsentClient:
             else:
                 raise VerificationError(f"entry {e.index} does not belong in a patient's consent listing")
         return ConsentListing(
-            tuple(views), tuple(revocations), cp, resp.next_page_token, tuple(delegations), revocation_signers
+            tuple(views),
+            tuple(revocations),
+            cp,
+            resp.next_page_token,
+            delegations=tuple(delegations),
+            revocation_signers=revocation_signers,
+            erased=erased,
         )
 
     def access_events(self, patient: bytes, *, page_size: int = 0, page_token: str = "") -> tuple[list[tuple[VerifiedEntry, payloads.AccessEventPayload]], str]:
-        """Who asked about a patient: verified AccessEvent entries, and the next page token."""
+        """Who asked about a patient: verified AccessEvent entries (erased ones left out), and the next page token.
+        See list_access_events for the review state of break-glass accesses."""
+        listing = self.list_access_events(patient, page_size=page_size, page_token=page_token)
+        return [(v.entry, v.event) for v in listing.events if v.event is not None], listing.next_page_token
+
+    def list_access_events(self, patient: bytes, *, page_size: int = 0, page_token: str = "") -> AccessEventListing:
+        """Who asked about a patient, each event proven and about this patient, with the review of each break-glass
+        access that has one (proven an operator's review of that event). An event whose body was erased comes with
+        its verified Erasure record and no payload."""
         req = consent_pb2.ListAccessEventsRequest(patient=patient, page_size=page_size, page_token=page_token)
         resp = self.ledger.call(self._consent.ListAccessEvents, req)
         cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
-        out = []
+        events: dict[int, tuple[VerifiedEntry, payloads.AccessEventPayload | None]] = {}
         for e in resp.entries:
-            v = _verify_evidence(e, cp)
-            p = _as_ledger_entry(v).payload
-            if not isinstance(p, payloads.AccessEventPayload) or p.patient != patient:
+            v = self._verify(e, cp)
+            p = self._access_event(v)
+            if v.envelope is None and v.leaf.payload_type != payloads.ACCESS_EVENT:
+                raise VerificationError(f"entry {v.index} is not an access event")
+            if p is not None and p.patient != patient:
                 raise VerificationError(f"entry {v.index} is not an access event about this patient")
-            out.append((v, p))
-        return out, resp.next_page_token
+            events[v.index] = (v, p)
+        reviews: dict[int, ReviewView] = {}
+        for e in resp.reviews:
+            v = self._verify(e, cp)
+            event_index = self._review_payload(v).event_index
+            if event_index not in events:
+                raise VerificationError(f"the review at {v.index} is not about an event on the page")
+            if event_index in reviews:
+                raise VerificationError(f"event {event_index} comes with two reviews")
+            reviews[event_index] = self._review_of(v, *events[event_index])
+        views = tuple(AccessEventView(v, p, reviews.get(i)) for i, (v, p) in events.items())
+        return AccessEventListing(views, cp, resp.next_page_token)
 
     def watch_patient(self, patient: bytes, *, timeout: float | None = None) -> Iterator[VerifiedEntry]:
         """New entries about a patient as they are integrated, each proven against its batch's checkpoint."""
         for item in self.ledger.stream(self._consent.WatchPatient, consent_pb2.WatchPatientRequest(patient=patient), timeout):
             v = self._verify_pushed(item)
+            if v.envelope is None:
+                raise VerificationError(f"pushed entry {v.index} comes without its body")
             if getattr(_as_ledger_entry(v).payload, "patient", None) != patient:
                 raise VerificationError(f"pushed entry {v.index} is not about this patient")
             yield v
@@ -392,8 +576,13 @@ class ConsentClient:
 
     def _verify_pushed(self, item: consent_pb2.WatchResponse) -> VerifiedEntry:
         cp = self.ledger.accept_checkpoint(item.checkpoint.note)
-        e = item.entry
-        return _verify_evidence(e, cp)
+        return self._verify(item.entry, cp)
+
+    def _verify(self, e: access_pb2.EvidenceEntry, cp: Checkpoint) -> VerifiedEntry:
+        """An entry proven in ``cp`` whose body hashes to its commitment, or, when the server says the body was
+        erased, comes with its verified Erasure record."""
+        v = verify_entry(e.entry.index, e.entry.leaf, _body(e.entry), e.inclusion_proof, cp)
+        return self.ledger.verify_erasure(v, e.entry.erased_by_index)
 
     # -- organisations ----------------------------------------------------------------------------------------
 
@@ -458,7 +647,7 @@ class ConsentClient:
             raise VerificationError(f"the decision was made for {r.requester_id}, not for {self.ledger.party_id}")
         if self._policy is not None and decision.policy != self._policy:
             raise VerificationError("the decision was made under another policy than the pinned one")
-        evidence = [_verify_evidence(e, cp) for e in resp.evidence]
+        evidence = [self._verify(e, cp) for e in resp.evidence]
         entries = [_as_ledger_entry(v) for v in evidence]
         self._check_registration(evidence, entries, r.requester_id, r.requester_roles)
         grants, sc = self._check_complete(resp, evidence, entries, r)
@@ -466,6 +655,8 @@ class ConsentClient:
         if encode_decision(recomputed) != encode_decision(decision):
             raise DecisionMismatch(decision, recomputed)
         event = None
+        if decision.break_glass_until_ms and not resp.access_event_recorded:
+            raise VerificationError("a break-glass permit must come with the access event the ledger recorded for it")
         if resp.access_event_recorded:
             event = self._verify_recorded_event(resp.access_event_index, resp.receipt, decision)
         return VerifiedDecision(
@@ -525,7 +716,7 @@ class ConsentClient:
                 support.append(e)
             elif isinstance(p, payloads.PartyRegistrationPayload):
                 assert v.envelope is not None
-                if not self._operators.intersection(v.envelope.signers):
+                if not self.ledger.operator_keys.intersection(v.envelope.signers):
                     raise VerificationError(f"the registration at {e.index} is not signed by an operator key")
                 support.append(e)
             else:
@@ -571,7 +762,7 @@ class ConsentClient:
             raise VerificationError(f"the evidence holds no registration of {party_id}")
         v, reg = max(regs, key=lambda ve: ve[1].index)
         assert isinstance(reg.payload, payloads.PartyRegistrationPayload) and v.envelope is not None
-        if not self._operators.intersection(v.envelope.signers):
+        if not self.ledger.operator_keys.intersection(v.envelope.signers):
             raise VerificationError(f"the registration of {party_id} is not signed by an operator key")
         if tuple(sorted(set(reg.payload.roles))) != tuple(sorted(roles)):
             raise VerificationError(f"the decision used roles {list(roles)}, the registration gives {list(reg.payload.roles)}")

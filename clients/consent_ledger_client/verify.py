@@ -12,12 +12,16 @@ from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, verify_
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.leaf import LogLeaf, parse_leaf
 from consent_ledger.core.merkle import verify_inclusion
+from consent_ledger.core.payloads import ErasurePayload
 from consent_ledger.core.rfc6962 import hash_leaf
 
 
 @dataclass(frozen=True)
 class VerifiedEntry:
-    """An entry whose leaf is proven in ``checkpoint`` and whose body (unless erased) matches the leaf."""
+    """An entry whose leaf is proven in ``checkpoint`` and whose body (unless erased) matches the leaf.
+
+    ``erased_by``, ``erasure``: for an erased body, the index and payload of the Erasure entry that records it, once
+    a client checked that entry (LedgerClient.verify_erasure); None otherwise."""
 
     index: int
     leaf: LogLeaf
@@ -25,6 +29,8 @@ class VerifiedEntry:
     envelope: ParsedEnvelope | None
     checkpoint: Checkpoint
     proof: tuple[bytes, ...]
+    erased_by: int | None = None
+    erasure: ErasurePayload | None = None
 
 
 def verify_entry(

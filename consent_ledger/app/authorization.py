@@ -8,7 +8,8 @@ table names for the method; a method missing from the table is refused.
 The rules:
 - PUBLIC: anyone, anonymous included (checkpoints and proofs: the tree is shareable with witnesses).
 - SUBMIT: patients, registered organisations and the operator; an entry's own signatures then decide what it
-  may say (app/consents.py). Party registrations, erasures and break-glass reviews: the operator only.
+  may say (app/consents.py). Party registrations, erasures and break-glass reviews: the operator only (and
+  signed by an operator key).
 - READ_ENTRY: auditors and the operator read every entry. Party registrations and state commits are public
   evidence. A patient reads the entries about them (and, as a delegate, the delegation naming it); an
   organisation reads its own access events, and a patient's grants and revocations that concern it (by id,
@@ -90,6 +91,7 @@ RULES: Mapping[str, Rule] = {
     _CONSENT + "ListAccessEvents": Rule.PATIENT_OWN,
     _CONSENT + "WatchPatient": Rule.PATIENT_OWN,
     _CONSENT + "WatchRevocations": Rule.ORGANISATION,
+    _CONSENT + "ListBreakGlassReviews": Rule.REVIEW,
 }
 # Standard services: health checks and reflection (the API's shape is public).
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -97,7 +99,7 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 PRIVILEGED = frozenset({Kind.AUDITOR, Kind.OPERATOR})
 _SUBMITTERS = frozenset({Kind.PATIENT, Kind.ORGANISATION, Kind.OPERATOR})
 # Entries only the operator submits (their signatures must be an operator key's as well: app/consents.py).
-OPERATOR_PAYLOADS = frozenset({payloads.PARTY_REGISTRATION, payloads.ERASURE})
+OPERATOR_PAYLOADS = frozenset({payloads.PARTY_REGISTRATION, payloads.ERASURE, payloads.BREAK_GLASS_REVIEW})
 # Entries whose bodies hold no health information: the evidence every decision carries.
 _PUBLIC_ENTRIES = (payloads.PartyRegistrationPayload, payloads.StateCommitPayload)
 

@@ -17,12 +17,13 @@ delegation revocations needed to check who signed each entry on the page."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consent_ledger.app.broker import Broker
-from consent_ledger.app.errors import AlreadyExists, CorruptStorage, NotFound, PermissionDenied
+from consent_ledger.app.errors import AlreadyExists, CorruptStorage, FailedPrecondition, NotFound, PermissionDenied
 from consent_ledger.app.lru import Lru
 from consent_ledger.app.payload_check import check_payload
 from consent_ledger.app.ports import (
@@ -55,12 +56,23 @@ from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.merkle import prove_inclusion
 from consent_ledger.core.note import Signer
 from consent_ledger.core.receipt import access_event_for, receipt_body, sign_receipt
+from consent_ledger.core.state_rules import erasure_facts
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
+# How long a review or erasure that passed its checks holds its event or entry against a different envelope doing
+# the same, while it waits for its batch (a failed batch releases nothing, so the hold expires).
+IN_FLIGHT_S = 30.0
 
+# Entries whose bodies are evidence the ledger keeps: refused as erasure targets.
+_NEVER_ERASED = {
+    payloads.STATE_COMMIT: "a state commit",
+    payloads.PARTY_REGISTRATION: "a party registration",
+    payloads.ERASURE: "an erasure",
+    payloads.BREAK_GLASS_REVIEW: "a break-glass review",
+}
 
 
 def _now_ms() -> int:
@@ -100,6 +112,23 @@ class EventPage:
     checkpoint: StoredCheckpoint
     entries: list[Proven]
     next_after: int | None
+    # The reviews of the break-glass events among ``entries``.
+    reviews: list[Proven] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A break-glass event and its review, if it has one."""
+
+    event: Proven
+    review: Proven | None
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    checkpoint: StoredCheckpoint
+    items: list[ReviewItem]
+    next_after: int | None
 
 
 @dataclass(frozen=True)
@@ -108,6 +137,13 @@ class Pushed:
 
     entry: StoredEntry
     checkpoint: StoredCheckpoint
+
+
+def records_access_event(answer: AccessAnswer, asked: bool) -> bool:
+    """Whether the ledger appends the AccessEvent of a decision it made: when asked, and always for a break-glass
+    permit (DESIGN section 4: the access is recorded, the patient notified through the watch, and the event
+    enters the review queue)."""
+    return asked or answer.decision.break_glass_until_ms > 0
 
 
 def ledger_entry(stored: StoredEntry) -> LedgerEntry:
@@ -159,6 +195,9 @@ class ConsentLedger:
         # The registration in force for each party id, as of the latest batch (dropped when a party re-registers).
         self._parties: dict[str, PartyRow] = {}
         self._party_horizon = 0
+        # Reviews and erasures that passed check() and wait for their batch: (kind, index) -> (envelope sha, since).
+        self._in_flight: dict[tuple[str, int], tuple[bytes, float]] = {}
+        self._in_flight_lock = threading.Lock()
 
     def attach(
         self,
@@ -199,6 +238,10 @@ class ConsentLedger:
                 raise PermissionDenied("only the ledger operator may register a party")
         elif isinstance(p, payloads.AccessEventPayload):
             self._check_event_signer(env, p)
+        elif isinstance(p, payloads.BreakGlassReviewPayload):
+            self._check_review(env, p)
+        elif isinstance(p, payloads.ErasurePayload):
+            self._check_erasure(env, p)
         elif isinstance(p, payloads.StateCommitPayload):
             raise PermissionDenied("state commits are written by the ledger's sequencer only")
         else:
@@ -212,6 +255,87 @@ class ConsentLedger:
         if row.patient != patient:
             raise PermissionDenied(f"cannot {verb} consent {consent_id}: it is another patient's consent")
         return row
+
+    def _hold(self, kind: str, index: int, env: ParsedEnvelope, error: Exception) -> None:
+        """Hold ``index`` for this envelope until its batch is integrated; raise ``error`` if another envelope
+        holds it (two reviews of one event, or two erasures of one body, racing into the log)."""
+        now = time.monotonic()
+        with self._in_flight_lock:
+            held = self._in_flight.get((kind, index))
+            if held is not None and held[0] != env.sha256 and now - held[1] < IN_FLIGHT_S:
+                raise error
+            self._in_flight[(kind, index)] = (env.sha256, now)
+
+    def _check_review(self, env: ParsedEnvelope, p: payloads.BreakGlassReviewPayload) -> None:
+        """An operator reviews a break-glass access event, once."""
+        if not self._operator_keys.intersection(env.signers):
+            raise PermissionDenied("only the ledger operator (a privacy officer) may review a break-glass access")
+        if self._index.envelope_logged(env.sha256):
+            return  # the same envelope again: the sequencer answers with its first index
+        _, cp = self._ready()
+        i = p.event_index
+        if i >= cp.size:
+            raise NotFound(f"there is no entry {i} to review: the log has {cp.size} entries")
+        if not self._index.is_break_glass_event(i):
+            raise FailedPrecondition(
+                f"entry {i} is not a break-glass access event: only access events recorded with break-glass whose "
+                "decision permitted something are reviewed"
+            )
+        done = self._index.reviews_of([i], EVERYTHING).get(i)
+        if done is not None:
+            raise AlreadyExists(f"break-glass event {i} was already reviewed (entry {done})")
+        self._hold("review", i, env, AlreadyExists(f"break-glass event {i} is being reviewed by another entry"))
+
+    def _check_erasure(self, env: ParsedEnvelope, p: payloads.ErasurePayload) -> None:
+        """An operator erases a body that is no longer needed as evidence (DESIGN section 3)."""
+        if not self._operator_keys.intersection(env.signers):
+            raise PermissionDenied("only the ledger operator may erase a body")
+        if self._index.envelope_logged(env.sha256):
+            return
+        _, cp = self._ready()
+        i = p.index
+        if i >= cp.size:
+            raise FailedPrecondition(f"cannot erase entry {i}: the log has {cp.size} entries")
+        (stored,) = self._index.read_indices([i])
+        if stored.envelope is None:
+            raise FailedPrecondition(f"the body of entry {i} is already erased")
+        kind = parse_leaf(stored.leaf).payload_type
+        if kind in _NEVER_ERASED:
+            raise FailedPrecondition(f"cannot erase entry {i}: it is {_NEVER_ERASED[kind]}, whose body the ledger keeps as evidence")
+        parsed = ledger_entry(stored)
+        target = parsed.payload
+        if isinstance(target, payloads.ConsentGrantPayload):
+            if not self._index.targeting([parsed.consent_id], EVERYTHING):
+                raise FailedPrecondition(
+                    f"cannot erase entry {i}: the consent is still in force (decisions rest on it); revoke it first"
+                )
+            if target.supersedes:
+                self._ended_first(i, target.supersedes, "supersedes")
+        elif isinstance(target, payloads.ConsentRevocationPayload):
+            self._ended_first(i, target.consent_id, "revokes")
+        elif isinstance(target, payloads.DelegationPayload):
+            raise FailedPrecondition(f"cannot erase entry {i}: delegations are not erasable yet (their state is not tracked)")
+        elif isinstance(target, payloads.AccessEventPayload) and target.break_glass_access:
+            if not self._index.reviews_of([i], EVERYTHING):
+                raise FailedPrecondition(f"cannot erase entry {i}: it is a break-glass access awaiting review; review it first")
+        body = parse_envelope(stored.envelope)
+        facts = erasure_facts(body.payload_type, body.payload)
+        if (p.consent_id, p.map_key, p.ends) != (facts.consent_id, facts.map_key, facts.ends):
+            raise InvalidInput(
+                f"the erasure of entry {i} must record what replaying the consent state needs without its body: "
+                f"consent id {facts.consent_id or '(none)'}, map key {facts.map_key.hex() or '(none)'}, ends "
+                f"{facts.ends or '(none)'} (see core.state_rules.erasure_facts)"
+            )
+        self._hold("erasure", i, env, FailedPrecondition(f"the body of entry {i} is being erased by another entry"))
+
+    def _ended_first(self, index: int, consent_id: str, verb: str) -> None:
+        """An entry that ends a grant is evidence of that grant's state for as long as the grant's body is kept."""
+        row = self._index.consent(consent_id)
+        if row is not None and row.kind == GRANT and row.index not in self._index.erased_by([row.index]):
+            raise FailedPrecondition(
+                f"cannot erase entry {index}: it {verb} consent {consent_id} (entry {row.index}), whose state rests "
+                f"on it; erase entry {row.index} first"
+            )
 
     def _check_event_signer(self, env: ParsedEnvelope, p: payloads.AccessEventPayload) -> None:
         if self._operator_keys.intersection(env.signers):
@@ -356,14 +480,24 @@ class ConsentLedger:
         heartbeat: bool,
     ) -> PreparedBatch:
         """Index rows for the batch, the consent map's update, and the StateCommit that closes the batch."""
-        rows = self.index_rows(entries, envs)
+        rows, erasures = self._index_batch(entries, envs)
         state = self.state.prepare(entries, rows.get("consents", []), batch_time_ms, closing_index, heartbeat)
-        return PreparedBatch(state.closing, {**rows, **state.extra})
+        return PreparedBatch(state.closing, {**rows, **state.extra}, erasures)
 
     def index_rows(self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]) -> dict[str, list[dict[str, object]]]:
+        return self._index_batch(entries, envs)[0]
+
+    def _index_batch(
+        self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]
+    ) -> tuple[dict[str, list[dict[str, object]]], dict[int, str]]:
+        """The index rows of a batch, and the bodies its Erasure entries erase (index -> reason)."""
         consents: list[dict[str, object]] = []
         parties: list[dict[str, object]] = []
         events: list[dict[str, object]] = []
+        bg_events: list[dict[str, object]] = []
+        reviews: dict[int, dict[str, object]] = {}
+        erasures: dict[int, dict[str, object]] = {}
+        reasons: dict[int, str] = {}
         grantee_of: dict[str, str | None] = {}
         delegations: list[dict[str, object]] = []
         for e, env in zip(entries, envs):
@@ -387,11 +521,36 @@ class ConsentLedger:
                 parties.append({"idx": e.index, "party_id": p.party_id, "roles": ",".join(sorted(p.roles))})
             elif isinstance(p, payloads.AccessEventPayload):
                 events.append({"idx": e.index, "patient": p.patient, "party_id": p.party_id})
+                if p.break_glass_access:
+                    bg_events.append(
+                        {"idx": e.index, "patient": p.patient, "party_id": p.party_id, "integrated_ms": e.integrated_ms}
+                    )
+            elif isinstance(p, payloads.BreakGlassReviewPayload):
+                # The first review of an event is its review (check() lets only one through at a time).
+                reviews.setdefault(p.event_index, {"event_idx": p.event_index, "idx": e.index, "outcome": p.outcome})
+            elif isinstance(p, payloads.ErasurePayload):
+                if p.index not in erasures:
+                    erasures[p.index] = {"idx": p.index, "erasure_idx": e.index}
+                    reasons[p.index] = p.reason
+        if reviews:
+            for i in self._index.reviews_of(reviews, EVERYTHING):
+                del reviews[i]
+        if erasures:
+            for i in self._index.erased_by(erasures):
+                del erasures[i], reasons[i]
         rows: dict[str, list[dict[str, object]]] = {}
-        for name, r in (("consents", consents), ("parties", parties), ("access_events", events), ("delegations", delegations)):
+        for name, r in (
+            ("consents", consents),
+            ("parties", parties),
+            ("access_events", events),
+            ("delegations", delegations),
+            ("break_glass_events", bg_events),
+            ("break_glass_reviews", list(reviews.values())),
+            ("erasures", list(erasures.values())),
+        ):
             if r:
                 rows[name] = r
-        return rows
+        return rows, reasons
 
     def on_integrated(self, entries: Sequence[NewEntry], extra: ExtraRows, cp: StoredCheckpoint) -> None:
         """Publish the batch's StateCommit; push new entries to watchers: by patient, and revocations by the
@@ -400,6 +559,14 @@ class ConsentLedger:
         for row in extra.get("parties", ()):
             self._parties.pop(str(row["party_id"]), None)
         self._party_horizon = cp.size
+        released = [("review", int(r["event_idx"])) for r in extra.get("break_glass_reviews", ())]  # type: ignore[call-overload]
+        for row in extra.get("erasures", ()):
+            i = int(row["idx"])  # type: ignore[call-overload]
+            self._entry_cache.discard(i)  # the body is gone: no cache may serve it
+            released.append(("erasure", i))
+        with self._in_flight_lock:
+            for key in released:
+                self._in_flight.pop(key, None)
         if self.broker is None:
             return
         by_index = {e.index: e for e in entries}
@@ -583,14 +750,16 @@ class ConsentLedger:
         rows = self._index.for_patient(patient, after, limit + 1, cp.size)
         more = len(rows) > limit
         rows = rows[:limit]
-        granted = {r.consent_id for r in rows if r.kind == GRANT}
-        ended = granted | {r.consent_id for r in rows if r.kind == DELEGATION}
         on_page = {r.index for r in rows}
-        ending = [r for r in self._index.targeting(ended, cp.size) if r.index not in on_page] if ended else []
         stored = self._index.read_indices(on_page)
+        # An erased grant has no state to show (its body is gone); the entries that end a kept grant are kept too.
+        erased = {s.index for s in stored if s.envelope is None}
+        granted = {r.consent_id for r in rows if r.kind == GRANT and r.index not in erased}
+        ended = granted | {r.consent_id for r in rows if r.kind == DELEGATION}
+        ending = [r for r in self._index.targeting(ended, cp.size) if r.index not in on_page] if ended else []
         related = self._index.read_indices({r.index for r in ending})
         t = time_ms or self._clock_ms()
-        entries = [ledger_entry(s) for s in (*stored, *related)]
+        entries = [ledger_entry(s) for s in (*stored, *related) if s.index not in erased]
         # Who signed: the delegations (and registrations, revocations) behind delegate-signed entries, and the
         # delegations that revocations on the page end (to check who may revoke them).
         # Attested delegations come with the registration their signature and their revocations were checked by.
@@ -626,7 +795,7 @@ class ConsentLedger:
         page_states = {
             r.consent_id: (states.get(r.consent_id, "pending"), ended_by.get(r.consent_id))
             for r in rows
-            if r.kind == GRANT
+            if r.kind == GRANT and r.index not in erased
         }
         return ConsentPage(
             cp,
@@ -645,7 +814,20 @@ class ConsentLedger:
         more = len(indices) > limit
         indices = indices[:limit]
         stored = self._index.read_indices(indices)
-        return EventPage(cp, self._prove(stored, cp.size), indices[-1] if more else None)
+        reviews = self._index.read_indices(self._index.reviews_of(indices, cp.size).values()) if indices else []
+        return EventPage(cp, self._prove(stored, cp.size), indices[-1] if more else None, self._prove(reviews, cp.size))
+
+    def list_break_glass_reviews(self, *, after: int, limit: int, unreviewed_only: bool) -> ReviewPage:
+        """The break-glass review queue: break-glass access events with index > after, each with its review."""
+        _, cp = self._ready()
+        limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
+        rows = self._index.break_glass_queue(after, limit + 1, cp.size, unreviewed_only=unreviewed_only)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        stored = self._index.read_indices({i for row in rows for i in row if i is not None})
+        proven = {p.entry.index: p for p in self._prove(stored, cp.size)}
+        items = [ReviewItem(proven[e], None if r is None else proven[r]) for e, r in rows]
+        return ReviewPage(cp, items, rows[-1][0] if more else None)
 
     def revocation_keys(self, party_id: str) -> list[tuple[str, str]]:
         """Broker keys under which revocations concerning an organisation are pushed."""

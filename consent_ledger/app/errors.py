@@ -25,6 +25,11 @@ class CorruptStorage(ConsentLedgerError):
     """What storage holds contradicts what the ledger signed. Never expected; the server refuses to go on."""
 
 
+class FailedPrecondition(ConsentLedgerError):
+    """The log is not in a state that allows this (erasing a body still needed as evidence); the message says why
+    and what would allow it."""
+
+
 class AlreadyExists(ConsentLedgerError):
     """The thing already exists and deduplication cannot apply (the same consent in another envelope)."""
 

@@ -35,11 +35,13 @@ class NewEntry:
 
 @dataclass(frozen=True)
 class StoredEntry:
-    """An entry as read back. ``envelope`` is None when the body was erased."""
+    """An entry as read back. ``envelope`` is None when the body was erased; ``erased_by`` is then the index of the
+    Erasure entry that records it (None if there is none: storage lost the body)."""
 
     index: int
     leaf: bytes
     envelope: bytes | None
+    erased_by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,15 @@ class IntegrationBatch:
     """Everything one group commit writes, in one transaction.
 
     ``entries`` have consecutive indices starting at the current tree size; ``tiles`` are the tile rows that are
-    new or grew; ``checkpoint`` covers the tree after the batch.
+    new or grew; ``checkpoint`` covers the tree after the batch; ``erasures`` maps the index of an earlier entry to
+    the reason its body is erased (set to NULL) in the same transaction (the batch holds the Erasure entry).
     """
 
     entries: Sequence[NewEntry]
     tiles: Mapping[TileId, bytes]
     checkpoint: StoredCheckpoint
     extra: Mapping[str, Sequence[Mapping[str, object]]] = field(default_factory=dict)
+    erasures: Mapping[int, str] = field(default_factory=dict)
 
 
 class ConcurrentIntegration(Exception):
@@ -190,4 +194,20 @@ class ConsentIndex(Protocol):
 
     def read_indices(self, indices: Collection[int]) -> list[StoredEntry]:
         """Entries at the given indices, in index order."""
+        ...
+
+    def break_glass_queue(self, after: int, limit: int, below: int, *, unreviewed_only: bool) -> list[tuple[int, int | None]]:
+        """Break-glass access events with index > after, in index order: (event index, review index or None)."""
+        ...
+
+    def is_break_glass_event(self, index: int) -> bool:
+        """Whether the entry at ``index`` is an indexed break-glass access event."""
+        ...
+
+    def reviews_of(self, event_indices: Collection[int], below: int) -> dict[int, int]:
+        """The review entry's index for each of ``event_indices`` that has one."""
+        ...
+
+    def erased_by(self, indices: Collection[int]) -> dict[int, int]:
+        """For each of ``indices`` whose body was erased, the index of the Erasure entry that did it."""
         ...

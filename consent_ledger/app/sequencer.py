@@ -35,10 +35,12 @@ ExtraRows = Mapping[str, Sequence[Mapping[str, object]]]
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """What the application adds to a batch: an entry that closes it (the StateCommit) and extra rows."""
+    """What the application adds to a batch: an entry that closes it (the StateCommit), extra rows, and the bodies
+    of earlier entries to erase in the batch's transaction (index -> reason; the batch holds the Erasure entries)."""
 
     closing: ParsedEnvelope | None = None
     extra: ExtraRows = field(default_factory=dict)
+    erasures: Mapping[int, str] = field(default_factory=dict)
 
 
 # Called in the integration thread before each batch's transaction with the batch's entries and envelopes, the
@@ -217,9 +219,10 @@ class Sequencer:
                 new_entries.append(NewEntry(index, leaf, hash_leaf(leaf), env.raw, env.sha256, env.payload_type, now))
                 new_envs.append(env)
             extra: ExtraRows = {}
+            erasures: Mapping[int, str] = {}
             if self._prepare_batch is not None and (new_entries or heartbeat):
                 prepared = self._prepare_batch(new_entries, new_envs, now, self._size + len(new_entries), heartbeat)
-                extra = prepared.extra
+                extra, erasures = prepared.extra, prepared.erasures
                 if prepared.closing is not None:
                     env = prepared.closing
                     leaf = encode_leaf(now, env.payload_type, env.sha256)
@@ -228,7 +231,7 @@ class Sequencer:
                     new_envs.append(env)
             if new_entries:
                 try:
-                    self._publish(new_entries, extra, now=now)
+                    self._publish(new_entries, extra, now=now, erasures=erasures)
                 except ConcurrentIntegration:
                     log.error("another writer integrated into this log; reloading its state")
                     self.open()
@@ -265,7 +268,14 @@ class Sequencer:
             out.append((i, entries[0].leaf))
         return out
 
-    def _publish(self, new_entries: Sequence[NewEntry], extra: ExtraRows, *, now: int | None = None) -> None:
+    def _publish(
+        self,
+        new_entries: Sequence[NewEntry],
+        extra: ExtraRows,
+        *,
+        now: int | None = None,
+        erasures: Mapping[int, str] | None = None,
+    ) -> None:
         """Write a batch and its checkpoint in one transaction, then move the in-memory state forward."""
         now = self._clock_ms() if now is None else now
         changed = tiles.append_leaves(self._size, self._edge, [e.leaf_hash for e in new_entries])
@@ -275,7 +285,7 @@ class Sequencer:
             note = sign_checkpoint(Checkpoint(self._signer.name, new_size, root), self._signer)
         cp = StoredCheckpoint(new_size, root, note, now)
         with instruments.tracer.start_as_current_span("ledger.commit"):
-            self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra))
+            self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra, erasures or {}))
         merged = {**self._edge, **changed}
         self._edge = {t: merged[t] for t in tiles.edge_tiles(new_size)}
         for tile, data in changed.items():

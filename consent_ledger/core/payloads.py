@@ -34,6 +34,8 @@ from consent_ledger.v1 import payloads_pb2 as pb
 
 __all__ = [
     "ACCESS_EVENT",
+    "BREAK_GLASS_REVIEW",
+    "REVIEW_OUTCOMES",
     "CONSENT_GRANT",
     "CONSENT_REVOCATION",
     "DELEGATION",
@@ -51,6 +53,7 @@ __all__ = [
     "PERMIT",
     "PUBLIC_KEY_SIZE",
     "AccessEventPayload",
+    "BreakGlassReviewPayload",
     "ConsentGrantPayload",
     "ConsentRevocationPayload",
     "DataItem",
@@ -62,6 +65,7 @@ __all__ = [
     "Payload",
     "Period",
     "build_access_event",
+    "build_break_glass_review",
     "build_delegation",
     "build_erasure",
     "build_state_commit",
@@ -86,6 +90,10 @@ PARTY_REGISTRATION = "consent_ledger.v1.PartyRegistration"
 DELEGATION = "consent_ledger.v1.Delegation"
 ERASURE = "consent_ledger.v1.Erasure"
 STATE_COMMIT = "consent_ledger.v1.StateCommit"
+BREAK_GLASS_REVIEW = "consent_ledger.v1.BreakGlassReview"
+
+# What a privacy officer may conclude about a break-glass access.
+REVIEW_OUTCOMES = ("justified", "unjustified")
 
 # Decision values, in consents ("PERMIT"/"DENY") and in access decisions (also "PARTIAL").
 PERMIT = "PERMIT"
@@ -248,6 +256,12 @@ class AccessEventPayload:
     issued_at_ms: int
     nonce: bytes
 
+    @property
+    def break_glass_access(self) -> bool:
+        """Data was (or may have been) accessed under break-glass: the event says break-glass and the decision
+        permitted something. Exactly these events enter the review queue."""
+        return self.break_glass and self.decision != DENY
+
 
 @dataclass(frozen=True, kw_only=True)
 class DelegationPayload:
@@ -273,12 +287,31 @@ class DelegationPayload:
 
 @dataclass(frozen=True, kw_only=True)
 class ErasurePayload:
-    """The operator records that the body of entry `index` was erased, and why."""
+    """The operator records that the body of entry `index` was erased, and why. For a consent grant or revocation
+    it also names what replaying the consent state needs (core.state_rules.erasure_facts): a grant's consent id
+    and map key, and the consent a revocation or grant ends; empty otherwise."""
 
     PAYLOAD_TYPE: ClassVar[str] = ERASURE
 
     index: int
     reason: str
+    issued_at_ms: int
+    nonce: bytes
+    consent_id: str = ""
+    map_key: bytes = b""
+    ends: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BreakGlassReviewPayload:
+    """The operator's review of the break-glass AccessEvent at ``event_index``: an outcome from REVIEW_OUTCOMES
+    and free-text notes (may be empty)."""
+
+    PAYLOAD_TYPE: ClassVar[str] = BREAK_GLASS_REVIEW
+
+    event_index: int
+    outcome: str
+    notes: str = ""
     issued_at_ms: int
     nonce: bytes
 
@@ -302,6 +335,7 @@ Payload: TypeAlias = (
     | AccessEventPayload
     | DelegationPayload
     | ErasurePayload
+    | BreakGlassReviewPayload
     | StateCommitPayload
 )
 
@@ -532,9 +566,30 @@ def _validate_delegation(p: DelegationPayload) -> None:
 
 
 def _validate_erasure(p: ErasurePayload) -> None:
-    if not isinstance(p.index, int) or isinstance(p.index, bool) or not 0 <= p.index < 2**63:
-        raise InvalidInput("index: must be a leaf index")
+    _check_index(p.index, "index")
     _check_text(p.reason, "reason", required=True)
+    if p.consent_id:
+        check_consent_id(p.consent_id)
+    if not isinstance(p.map_key, bytes) or len(p.map_key) not in (0, SHA256_SIZE):
+        raise InvalidInput("map key: must be empty or 32 bytes")
+    if bool(p.consent_id) != bool(p.map_key):
+        raise InvalidInput("consent id and map key: give both (an erased grant) or neither")
+    if p.ends:
+        check_consent_id(p.ends, "ends")
+    _check_time(p.issued_at_ms, "issued at")
+    _check_nonce(p.nonce)
+
+
+def _check_index(value: object, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise InvalidInput(f"{what}: must be a leaf index")
+
+
+def _validate_review(p: BreakGlassReviewPayload) -> None:
+    _check_index(p.event_index, "event index")
+    if p.outcome not in REVIEW_OUTCOMES:
+        raise InvalidInput(f"outcome: must be one of {', '.join(REVIEW_OUTCOMES)}, got {p.outcome!r:.40}")
+    _check_text(p.notes, "notes")
     _check_time(p.issued_at_ms, "issued at")
     _check_nonce(p.nonce)
 
@@ -699,11 +754,29 @@ def _delegation_from_pb(m: pb.Delegation) -> DelegationPayload:
 
 
 def _erasure_to_pb(p: ErasurePayload) -> pb.Erasure:
-    return pb.Erasure(index=p.index, reason=p.reason, issued_at_ms=p.issued_at_ms, nonce=p.nonce)
+    return pb.Erasure(
+        index=p.index, reason=p.reason, issued_at_ms=p.issued_at_ms, nonce=p.nonce,
+        consent_id=p.consent_id, map_key=p.map_key, ends=p.ends,
+    )
 
 
 def _erasure_from_pb(m: pb.Erasure) -> ErasurePayload:
-    return ErasurePayload(index=m.index, reason=m.reason, issued_at_ms=m.issued_at_ms, nonce=m.nonce)
+    return ErasurePayload(
+        index=m.index, reason=m.reason, issued_at_ms=m.issued_at_ms, nonce=m.nonce,
+        consent_id=m.consent_id, map_key=m.map_key, ends=m.ends,
+    )
+
+
+def _review_to_pb(p: BreakGlassReviewPayload) -> pb.BreakGlassReview:
+    return pb.BreakGlassReview(
+        event_index=p.event_index, outcome=p.outcome, notes=p.notes, issued_at_ms=p.issued_at_ms, nonce=p.nonce
+    )
+
+
+def _review_from_pb(m: pb.BreakGlassReview) -> BreakGlassReviewPayload:
+    return BreakGlassReviewPayload(
+        event_index=m.event_index, outcome=m.outcome, notes=m.notes, issued_at_ms=m.issued_at_ms, nonce=m.nonce
+    )
 
 
 def _state_commit_to_pb(p: StateCommitPayload) -> pb.StateCommit:
@@ -745,6 +818,9 @@ _KINDS: Mapping[str, _Kind] = MappingProxyType(
             pb.Delegation, DelegationPayload, _delegation_to_pb, _delegation_from_pb, _validate_delegation
         ),
         ERASURE: _Kind(pb.Erasure, ErasurePayload, _erasure_to_pb, _erasure_from_pb, _validate_erasure),
+        BREAK_GLASS_REVIEW: _Kind(
+            pb.BreakGlassReview, BreakGlassReviewPayload, _review_to_pb, _review_from_pb, _validate_review
+        ),
         STATE_COMMIT: _Kind(
             pb.StateCommit, StateCommitPayload, _state_commit_to_pb, _state_commit_from_pb, _validate_state_commit
         ),
@@ -960,10 +1036,39 @@ def build_delegation(
 
 
 def build_erasure(
-    *, index: int, reason: str, issued_at_ms: int | None = None, nonce: bytes | None = None
+    *,
+    index: int,
+    reason: str,
+    consent_id: str = "",
+    map_key: bytes = b"",
+    ends: str = "",
+    issued_at_ms: int | None = None,
+    nonce: bytes | None = None,
 ) -> bytes:
-    """Erasure payload bytes (signed by the operator)."""
-    return encode_payload(ErasurePayload(index=index, reason=reason, **_fresh(issued_at_ms, nonce)))
+    """Erasure payload bytes (signed by the operator). For a consent entry, pass its facts
+    (core.state_rules.erasure_facts of the body being erased)."""
+    return encode_payload(
+        ErasurePayload(
+            index=index, reason=reason, consent_id=consent_id, map_key=map_key, ends=ends,
+            **_fresh(issued_at_ms, nonce),
+        )
+    )
+
+
+def build_break_glass_review(
+    *,
+    event_index: int,
+    outcome: str,
+    notes: str = "",
+    issued_at_ms: int | None = None,
+    nonce: bytes | None = None,
+) -> bytes:
+    """BreakGlassReview payload bytes (signed by an operator key)."""
+    return encode_payload(
+        BreakGlassReviewPayload(
+            event_index=event_index, outcome=outcome, notes=notes, **_fresh(issued_at_ms, nonce)
+        )
+    )
 
 
 def build_state_commit(

@@ -7,8 +7,36 @@ the same sets through its index tables (app.consent_state.in_force); auditors re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from consent_ledger.core import smt
-from consent_ledger.core.payloads import ConsentGrantPayload, ConsentRevocationPayload, Payload
+from consent_ledger.core.payloads import (
+    ConsentGrantPayload,
+    ConsentRevocationPayload,
+    Payload,
+    consent_id,
+    parse_payload,
+)
+
+
+@dataclass(frozen=True)
+class ErasureFacts:
+    """What replaying the consent state needs of an entry once its body is erased (recorded in the Erasure):
+    a grant's consent id and map key, and the consent an entry ends (revoked or superseded). Empty otherwise."""
+
+    consent_id: str = ""
+    map_key: bytes = b""
+    ends: str = ""
+
+
+def erasure_facts(payload_type: str, payload: bytes) -> ErasureFacts:
+    """The facts an Erasure of this body must carry. Raises InvalidInput for a malformed payload."""
+    p = parse_payload(payload_type, payload)
+    if isinstance(p, ConsentGrantPayload):
+        return ErasureFacts(consent_id(payload), smt.map_key(p.patient, p.grantee), p.supersedes or "")
+    if isinstance(p, ConsentRevocationPayload):
+        return ErasureFacts(ends=p.consent_id)
+    return ErasureFacts()
 
 
 class InForceSets:
@@ -20,16 +48,25 @@ class InForceSets:
     def add(self, index: int, leaf_hash: bytes, consent_id: str, payload: Payload) -> None:
         """Account for one entry, in log order. Entries of other kinds are ignored."""
         if isinstance(payload, ConsentGrantPayload):
-            if consent_id in self._grants:
-                return
-            key = smt.map_key(payload.patient, payload.grantee)
-            self.sets.setdefault(key, {})[index] = leaf_hash
-            self._grants[consent_id] = (key, index)
-            self._touched.add(key)
-            if payload.supersedes:
-                self._end(payload.supersedes)
+            self._add_grant(index, leaf_hash, consent_id, smt.map_key(payload.patient, payload.grantee), payload.supersedes)
         elif isinstance(payload, ConsentRevocationPayload):
             self._end(payload.consent_id)
+
+    def add_erased(self, index: int, leaf_hash: bytes, facts: ErasureFacts) -> None:
+        """Account for an entry whose body was erased, from the facts its Erasure records."""
+        if facts.map_key:
+            self._add_grant(index, leaf_hash, facts.consent_id, facts.map_key, facts.ends or None)
+        elif facts.ends:
+            self._end(facts.ends)
+
+    def _add_grant(self, index: int, leaf_hash: bytes, consent_id: str, key: bytes, supersedes: str | None) -> None:
+        if consent_id in self._grants:
+            return
+        self.sets.setdefault(key, {})[index] = leaf_hash
+        self._grants[consent_id] = (key, index)
+        self._touched.add(key)
+        if supersedes:
+            self._end(supersedes)
 
     def _end(self, consent_id: str) -> None:
         found = self._grants.get(consent_id)

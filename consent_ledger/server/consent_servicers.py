@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from consent_ledger.app.broker import OVERFLOW
-from consent_ledger.app.consents import ConsentLedger, Proven, Pushed
+from consent_ledger.app.consents import (
+    ConsentLedger,
+    Proven,
+    Pushed,
+    records_access_event,
+)
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.core.errors import InvalidInput
@@ -75,7 +80,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
                 for sel, proof in answer.selector_proofs.items()
             ],
         )
-        if request.record_access_event:
+        if records_access_event(answer, request.record_access_event):
             done = await self._ledger.sequencer.append(self._consents.access_event_envelope(answer))
             resp.access_event_recorded = True
             resp.access_event_index = done.index
@@ -124,6 +129,28 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         return consent_pb2.ListAccessEventsResponse(
             checkpoint=checkpoint_pb(page.checkpoint),
             entries=[evidence_pb(p) for p in page.entries],
+            next_page_token="" if page.next_after is None else str(page.next_after),
+            reviews=[evidence_pb(p) for p in page.reviews],
+        )
+
+    @unary("ListBreakGlassReviews")
+    async def ListBreakGlassReviews(
+        self, request: consent_pb2.ListBreakGlassReviewsRequest, context: grpc.aio.ServicerContext
+    ) -> consent_pb2.ListBreakGlassReviewsResponse:
+        page = await asyncio.to_thread(
+            self._consents.list_break_glass_reviews,
+            after=_page_after(request.page_token),
+            limit=request.page_size,
+            unreviewed_only=request.unreviewed_only,
+        )
+        return consent_pb2.ListBreakGlassReviewsResponse(
+            checkpoint=checkpoint_pb(page.checkpoint),
+            items=[
+                consent_pb2.BreakGlassReviewItem(
+                    event=evidence_pb(item.event), review=None if item.review is None else evidence_pb(item.review)
+                )
+                for item in page.items
+            ],
             next_page_token="" if page.next_after is None else str(page.next_after),
         )
 

@@ -18,6 +18,7 @@ from consent_ledger.app import instruments
 from consent_ledger.app.errors import (
     AlreadyExists,
     CorruptStorage,
+    FailedPrecondition,
     NotFound,
     OutOfRange,
     PermissionDenied,
@@ -37,6 +38,7 @@ STATUS_FOR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

@@ -88,4 +88,5 @@ def entry_pb(entry: StoredEntry) -> log_pb2.Entry:
         leaf=entry.leaf,
         envelope=entry.envelope or b"",
         body_erased=entry.envelope is None,
+        erased_by_index=entry.erased_by or 0,
     )

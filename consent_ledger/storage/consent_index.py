@@ -9,7 +9,12 @@ from sqlalchemy import bindparam, select
 
 from consent_ledger.app.ports import ConsentRow, DelegationRow, PartyRow, StateCommitRow, StoredEntry
 from consent_ledger.storage import schema
-from consent_ledger.storage.sql import SqlLogStore
+from consent_ledger.storage.sql import (
+    ENTRY_COLUMNS,
+    ENTRY_FROM,
+    SqlLogStore,
+    stored_entry,
+)
 
 _c = schema.consents
 _IN_CHUNK = 500
@@ -44,8 +49,8 @@ _DELEGATIONS = (
     .order_by(_d.c.idx)
 )
 _ENTRIES = (
-    select(schema.leaves.c.idx, schema.leaves.c.leaf, schema.bodies.c.envelope)
-    .select_from(schema.leaves.outerjoin(schema.bodies, schema.bodies.c.idx == schema.leaves.c.idx))
+    select(*ENTRY_COLUMNS)
+    .select_from(ENTRY_FROM)
     .where(schema.leaves.c.idx.in_(bindparam("indices", expanding=True)))
     .order_by(schema.leaves.c.idx)
 )
@@ -134,5 +139,42 @@ class SqlConsentIndex:
         with self._store.connect() as conn:
             for chunk in _chunks(sorted(set(indices))):
                 rows = conn.execute(_ENTRIES, {"indices": list(chunk)})
-                out.extend(StoredEntry(i, bytes(leaf), None if env is None else bytes(env)) for i, leaf, env in rows)
+                out.extend(stored_entry(*row) for row in rows)
+        return out
+
+    def break_glass_queue(self, after: int, limit: int, below: int, *, unreviewed_only: bool) -> list[tuple[int, int | None]]:
+        ev, rv = schema.break_glass_events, schema.break_glass_reviews
+        q = (
+            select(ev.c.idx, rv.c.idx.label("review_idx"))
+            .select_from(ev.outerjoin(rv, (rv.c.event_idx == ev.c.idx) & (rv.c.idx < below)))
+            .where(ev.c.idx > after, ev.c.idx < below)
+            .order_by(ev.c.idx)
+            .limit(limit)
+        )
+        if unreviewed_only:
+            q = q.where(rv.c.idx.is_(None))
+        with self._store.connect() as conn:
+            return [(r.idx, r.review_idx) for r in conn.execute(q)]
+
+    def is_break_glass_event(self, index: int) -> bool:
+        ev = schema.break_glass_events
+        with self._store.connect() as conn:
+            return conn.execute(select(ev.c.idx).where(ev.c.idx == index)).first() is not None
+
+    def reviews_of(self, event_indices: Collection[int], below: int) -> dict[int, int]:
+        rv = schema.break_glass_reviews
+        out: dict[int, int] = {}
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(set(event_indices))):
+                q = select(rv.c.event_idx, rv.c.idx).where(rv.c.event_idx.in_(list(chunk)), rv.c.idx < below)
+                out.update((e, i) for e, i in conn.execute(q))
+        return out
+
+    def erased_by(self, indices: Collection[int]) -> dict[int, int]:
+        er = schema.erasures
+        out: dict[int, int] = {}
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(set(indices))):
+                q = select(er.c.idx, er.c.erasure_idx).where(er.c.idx.in_(list(chunk)))
+                out.update((i, e) for i, e in conn.execute(q))
         return out

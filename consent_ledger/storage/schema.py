@@ -226,3 +226,43 @@ delegations = Table(
     **_MYSQL,
 )
 __all__ += ["delegations"]
+
+# --- break-glass review queue and erasures (migration 0006) ------------------------------------------------
+# Break-glass accesses (AccessEvents with break_glass set whose decision permitted something), for the privacy
+# officer's review queue.
+break_glass_events = Table(
+    "break_glass_events",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("patient", HASH, nullable=False),
+    Column("party_id", String(64), nullable=False),
+    Column("integrated_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("idx"),
+    **_MYSQL,
+)
+
+# The review of each reviewed break-glass event: event_idx is the event's index, idx the BreakGlassReview entry's.
+# One review per event (the primary key); the ledger indexes only the first.
+break_glass_reviews = Table(
+    "break_glass_reviews",
+    metadata,
+    Column("event_idx", BigInteger, nullable=False, autoincrement=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    PrimaryKeyConstraint("event_idx"),
+    UniqueConstraint("idx"),
+    **_MYSQL,
+)
+
+# Erased bodies: idx is the entry whose body was erased, erasure_idx the Erasure entry recording it. Written in the
+# same transaction that sets the body to NULL (IntegrationBatch.erasures).
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("erasure_idx", BigInteger, nullable=False),
+    PrimaryKeyConstraint("idx"),
+    UniqueConstraint("erasure_idx"),
+    **_MYSQL,
+)
+__all__ += ["break_glass_events", "break_glass_reviews", "erasures"]

@@ -53,6 +53,20 @@ MAX_READ_ENTRIES = 1000
 _IN_CHUNK = 500
 
 _leaves, _bodies, _tiles, _checkpoints = schema.leaves, schema.bodies, schema.tiles, schema.checkpoints
+_erasures = schema.erasures
+
+# An entry as read: leaf, body (NULL once erased) and the Erasure entry that erased it, if any.
+ENTRY_COLUMNS = (_leaves.c.idx, _leaves.c.leaf, _bodies.c.envelope, _erasures.c.erasure_idx)
+ENTRY_FROM = _leaves.outerjoin(_bodies, _bodies.c.idx == _leaves.c.idx).outerjoin(
+    _erasures, _erasures.c.idx == _leaves.c.idx
+)
+
+
+def stored_entry(idx: int, leaf: bytes, envelope: bytes | None, erased_by: int | None) -> StoredEntry:
+    """A StoredEntry from a row of ENTRY_COLUMNS."""
+    if envelope is not None:
+        return StoredEntry(idx, bytes(leaf), bytes(envelope))
+    return StoredEntry(idx, bytes(leaf), None, erased_by)
 
 
 class BatchConflict(ValueError):
@@ -170,16 +184,13 @@ class SqlLogStore:
         if start == end:
             return []
         query = (
-            select(_leaves.c.idx, _leaves.c.leaf, _bodies.c.envelope)
-            .select_from(_leaves.outerjoin(_bodies, _bodies.c.idx == _leaves.c.idx))
+            select(*ENTRY_COLUMNS)
+            .select_from(ENTRY_FROM)
             .where(_leaves.c.idx >= start, _leaves.c.idx < end)
             .order_by(_leaves.c.idx)
         )
         with self.connect() as conn:
-            return [
-                StoredEntry(idx, bytes(leaf), None if env is None else bytes(env))
-                for idx, leaf, env in conn.execute(query)
-            ]
+            return [stored_entry(*row) for row in conn.execute(query)]
 
     # Writes.
 
@@ -235,6 +246,13 @@ class SqlLogStore:
                         _upsert(conn, table, rows)
                     else:
                         conn.execute(insert(table), rows)
+                for index, reason in sorted(batch.erasures.items()):
+                    # Only a body still there: erasing twice would replace the reason the first erasure gave.
+                    conn.execute(
+                        update(_bodies)
+                        .where(_bodies.c.idx == index, _bodies.c.envelope.is_not(None))
+                        .values(envelope=None, erased_reason=reason)
+                    )
                 if latest is not None and latest.size == cp.size:
                     if bytes(latest.root_hash) != bytes(cp.root_hash):
                         raise ValueError(f"a checkpoint for size {cp.size} with another root is already stored")
@@ -323,6 +341,9 @@ def _check_batch(batch: IntegrationBatch) -> int:
         if level < 0 or index < 0 or not data or len(data) % HASH_SIZE or len(data) > TILE_WIDTH * HASH_SIZE:
             raise ValueError(f"tile {(level, index)} is malformed ({len(data)} bytes)")
     _extra_tables(batch.extra)
+    for index, reason in batch.erasures.items():
+        if not 0 <= index < start or not reason:
+            raise ValueError(f"erasure of entry {index}: needs an entry before the batch and a reason")
     return start
 
 

@@ -26,7 +26,7 @@ from consent_ledger.v1 import access_pb2 as consent__ledger_dot_v1_dot_access__p
 from consent_ledger.v1 import log_pb2 as consent__ledger_dot_v1_dot_log__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onsent_ledger/v1/consent.proto\x12\x11\x63onsent_ledger.v1\x1a\x1e\x63onsent_ledger/v1/access.proto\x1a\x1b\x63onsent_ledger/v1/log.proto\"^\n\x13ListConsentsRequest\x12\x0f\n\x07patient\x18\x01 \x01(\x0c\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07time_ms\x18\x04 \x01(\x03\"X\n\x0c\x43onsentState\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x16\n\x0e\x65nded_by_index\x18\x03 \x01(\x04\x12\r\n\x05\x65nded\x18\x04 \x01(\x08\"\x8a\x02\n\x14ListConsentsResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32 .consent_ledger.v1.EvidenceEntry\x12/\n\x06states\x18\x03 \x03(\x0b\x32\x1f.consent_ledger.v1.ConsentState\x12\x31\n\x07related\x18\x04 \x03(\x0b\x32 .consent_ledger.v1.EvidenceEntry\x12\x0f\n\x07time_ms\x18\x05 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\"Q\n\x17ListAccessEventsRequest\x12\x0f\n\x07patient\x18\x01 \x01(\x0c\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x99\x01\n\x18ListAccessEventsResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32 .consent_ledger.v1.EvidenceEntry\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"&\n\x13WatchPatientRequest\x12\x0f\n\x07patient\x18\x01 \x01(\x0c\"\x19\n\x17WatchRevocationsRequest\"s\n\rWatchResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12/\n\x05\x65ntry\x18\x02 \x01(\x0b\x32 .consent_ledger.v1.EvidenceEntry2\x9e\x03\n\x0e\x43onsentService\x12_\n\x0cListConsents\x12&.consent_ledger.v1.ListConsentsRequest\x1a\'.consent_ledger.v1.ListConsentsResponse\x12k\n\x10ListAccessEvents\x12*.consent_ledger.v1.ListAccessEventsRequest\x1a+.consent_ledger.v1.ListAccessEventsResponse\x12Z\n\x0cWatchPatient\x12&.consent_ledger.v1.WatchPatientRequest\x1a .consent_ledger.v1.WatchResponse0\x01\x12\x62\n\x10WatchRevocations\x12*.consent_ledger.v1.WatchRevocationsRequest\x1a .consent_ledger.v1.WatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onsent_ledger/v1/consent.proto\x12\x11\x63onsent_ledger.v1\x1a\x1e\x63onsent_ledger/v1/access.proto\x1a\x1b\x63onsent_ledger/v1/log.proto\"^\n\x13ListConsentsRequest\x12\x0f\n\x07patient\x18\x01 \x01(\x0c\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07time_ms\x18\x04 \x01(\x03\"X\n\x0c\x43onsentState\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x16\n\x0e\x65nded_by_index\x18\x03 \x01(\x04\x12\r\n\x05\x65nded\x18\x04 \x01(\x08\"\x8a\x02\n\x14ListConsentsResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32 .consent_ledger.v1.EvidenceEntry\x12/\n\x06states\x18\x03 \x03(\x0b\x32\x1f.consent_ledger.v1.ConsentState\x12\x31\n\x07related\x18\x04 \x03(\x0b\x32 .consent_ledger.v1.EvidenceEntry\x12\x0f\n\x07time_ms\x18\x05 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\"Q\n\x17ListAccessEventsRequest\x12\x0f\n\x07patient\x18\x01 \x01(\x0c\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xcc\x01\n\x18ListAccessEventsResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32 .consent_ledger.v1.EvidenceEntry\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x31\n\x07reviews\x18\x04 \x03(\x0b\x32 .consent_ledger.v1.EvidenceEntry\"^\n\x1cListBreakGlassReviewsRequest\x12\x17\n\x0funreviewed_only\x18\x01 \x01(\x08\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x14\x42reakGlassReviewItem\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .consent_ledger.v1.EvidenceEntry\x12\x30\n\x06review\x18\x02 \x01(\x0b\x32 .consent_ledger.v1.EvidenceEntry\"\xa3\x01\n\x1dListBreakGlassReviewsResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x36\n\x05items\x18\x02 \x03(\x0b\x32\'.consent_ledger.v1.BreakGlassReviewItem\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"&\n\x13WatchPatientRequest\x12\x0f\n\x07patient\x18\x01 \x01(\x0c\"\x19\n\x17WatchRevocationsRequest\"s\n\rWatchResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12/\n\x05\x65ntry\x18\x02 \x01(\x0b\x32 .consent_ledger.v1.EvidenceEntry2\x9a\x04\n\x0e\x43onsentService\x12_\n\x0cListConsents\x12&.consent_ledger.v1.ListConsentsRequest\x1a\'.consent_ledger.v1.ListConsentsResponse\x12k\n\x10ListAccessEvents\x12*.consent_ledger.v1.ListAccessEventsRequest\x1a+.consent_ledger.v1.ListAccessEventsResponse\x12Z\n\x0cWatchPatient\x12&.consent_ledger.v1.WatchPatientRequest\x1a .consent_ledger.v1.WatchResponse0\x01\x12z\n\x15ListBreakGlassReviews\x12/.consent_ledger.v1.ListBreakGlassReviewsRequest\x1a\x30.consent_ledger.v1.ListBreakGlassReviewsResponse\x12\x62\n\x10WatchRevocations\x12*.consent_ledger.v1.WatchRevocationsRequest\x1a .consent_ledger.v1.WatchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTACCESSEVENTSREQUEST']._serialized_start=570
   _globals['_LISTACCESSEVENTSREQUEST']._serialized_end=651
   _globals['_LISTACCESSEVENTSRESPONSE']._serialized_start=654
-  _globals['_LISTACCESSEVENTSRESPONSE']._serialized_end=807
-  _globals['_WATCHPATIENTREQUEST']._serialized_start=809
-  _globals['_WATCHPATIENTREQUEST']._serialized_end=847
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=849
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=874
-  _globals['_WATCHRESPONSE']._serialized_start=876
-  _globals['_WATCHRESPONSE']._serialized_end=991
-  _globals['_CONSENTSERVICE']._serialized_start=994
-  _globals['_CONSENTSERVICE']._serialized_end=1408
+  _globals['_LISTACCESSEVENTSRESPONSE']._serialized_end=858
+  _globals['_LISTBREAKGLASSREVIEWSREQUEST']._serialized_start=860
+  _globals['_LISTBREAKGLASSREVIEWSREQUEST']._serialized_end=954
+  _globals['_BREAKGLASSREVIEWITEM']._serialized_start=956
+  _globals['_BREAKGLASSREVIEWITEM']._serialized_end=1077
+  _globals['_LISTBREAKGLASSREVIEWSRESPONSE']._serialized_start=1080
+  _globals['_LISTBREAKGLASSREVIEWSRESPONSE']._serialized_end=1243
+  _globals['_WATCHPATIENTREQUEST']._serialized_start=1245
+  _globals['_WATCHPATIENTREQUEST']._serialized_end=1283
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1285
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1310
+  _globals['_WATCHRESPONSE']._serialized_start=1312
+  _globals['_WATCHRESPONSE']._serialized_end=1427
+  _globals['_CONSENTSERVICE']._serialized_start=1430
+  _globals['_CONSENTSERVICE']._serialized_end=1968
 # @@protoc_insertion_point(module_scope)

@@ -59,14 +59,44 @@ class ListAccessEventsRequest(_message.Message):
     def __init__(self, patient: _Optional[bytes] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListAccessEventsResponse(_message.Message):
-    __slots__ = ("checkpoint", "entries", "next_page_token")
+    __slots__ = ("checkpoint", "entries", "next_page_token", "reviews")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
     checkpoint: _log_pb2.Checkpoint
     entries: _containers.RepeatedCompositeFieldContainer[_access_pb2.EvidenceEntry]
     next_page_token: str
-    def __init__(self, checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[_access_pb2.EvidenceEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    reviews: _containers.RepeatedCompositeFieldContainer[_access_pb2.EvidenceEntry]
+    def __init__(self, checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[_access_pb2.EvidenceEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., reviews: _Optional[_Iterable[_Union[_access_pb2.EvidenceEntry, _Mapping]]] = ...) -> None: ...
+
+class ListBreakGlassReviewsRequest(_message.Message):
+    __slots__ = ("unreviewed_only", "page_size", "page_token")
+    UNREVIEWED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    unreviewed_only: bool
+    page_size: int
+    page_token: str
+    def __init__(self, unreviewed_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class BreakGlassReviewItem(_message.Message):
+    __slots__ = ("event", "review")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_FIELD_NUMBER: _ClassVar[int]
+    event: _access_pb2.EvidenceEntry
+    review: _access_pb2.EvidenceEntry
+    def __init__(self, event: _Optional[_Union[_access_pb2.EvidenceEntry, _Mapping]] = ..., review: _Optional[_Union[_access_pb2.EvidenceEntry, _Mapping]] = ...) -> None: ...
+
+class ListBreakGlassReviewsResponse(_message.Message):
+    __slots__ = ("checkpoint", "items", "next_page_token")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: _log_pb2.Checkpoint
+    items: _containers.RepeatedCompositeFieldContainer[BreakGlassReviewItem]
+    next_page_token: str
+    def __init__(self, checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., items: _Optional[_Iterable[_Union[BreakGlassReviewItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchPatientRequest(_message.Message):
     __slots__ = ("patient",)

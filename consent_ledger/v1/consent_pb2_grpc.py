@@ -51,6 +51,11 @@ class ConsentServiceStub:
                 request_serializer=consent__ledger_dot_v1_dot_consent__pb2.WatchPatientRequest.SerializeToString,
                 response_deserializer=consent__ledger_dot_v1_dot_consent__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.ListBreakGlassReviews = channel.unary_unary(
+                '/consent_ledger.v1.ConsentService/ListBreakGlassReviews',
+                request_serializer=consent__ledger_dot_v1_dot_consent__pb2.ListBreakGlassReviewsRequest.SerializeToString,
+                response_deserializer=consent__ledger_dot_v1_dot_consent__pb2.ListBreakGlassReviewsResponse.FromString,
+                _registered_method=True)
         self.WatchRevocations = channel.unary_stream(
                 '/consent_ledger.v1.ConsentService/WatchRevocations',
                 request_serializer=consent__ledger_dot_v1_dot_consent__pb2.WatchRevocationsRequest.SerializeToString,
@@ -84,6 +89,14 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBreakGlassReviews(self, request, context):
+        """The break-glass review queue (for the privacy officer): break-glass access events, oldest first, each with
+        its review if it has one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRevocations(self, request, context):
         """Revocations of consents granted to the calling organisation (by id, role or "any"), pushed as they are
         integrated, so a grantee drops a cached permit at once.
@@ -109,6 +122,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.WatchPatient,
                     request_deserializer=consent__ledger_dot_v1_dot_consent__pb2.WatchPatientRequest.FromString,
                     response_serializer=consent__ledger_dot_v1_dot_consent__pb2.WatchResponse.SerializeToString,
+            ),
+            'ListBreakGlassReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBreakGlassReviews,
+                    request_deserializer=consent__ledger_dot_v1_dot_consent__pb2.ListBreakGlassReviewsRequest.FromString,
+                    response_serializer=consent__ledger_dot_v1_dot_consent__pb2.ListBreakGlassReviewsResponse.SerializeToString,
             ),
             'WatchRevocations': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRevocations,
@@ -199,6 +217,33 @@ class ConsentService:
             '/consent_ledger.v1.ConsentService/WatchPatient',
             consent__ledger_dot_v1_dot_consent__pb2.WatchPatientRequest.SerializeToString,
             consent__ledger_dot_v1_dot_consent__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBreakGlassReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consent_ledger.v1.ConsentService/ListBreakGlassReviews',
+            consent__ledger_dot_v1_dot_consent__pb2.ListBreakGlassReviewsRequest.SerializeToString,
+            consent__ledger_dot_v1_dot_consent__pb2.ListBreakGlassReviewsResponse.FromString,
             options,
             channel_credentials,
             insecure,

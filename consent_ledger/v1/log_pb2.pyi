@@ -13,16 +13,18 @@ class Checkpoint(_message.Message):
     def __init__(self, note: _Optional[bytes] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("index", "leaf", "envelope", "body_erased")
+    __slots__ = ("index", "leaf", "envelope", "body_erased", "erased_by_index")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LEAF_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     BODY_ERASED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_BY_INDEX_FIELD_NUMBER: _ClassVar[int]
     index: int
     leaf: bytes
     envelope: bytes
     body_erased: bool
-    def __init__(self, index: _Optional[int] = ..., leaf: _Optional[bytes] = ..., envelope: _Optional[bytes] = ..., body_erased: _Optional[bool] = ...) -> None: ...
+    erased_by_index: int
+    def __init__(self, index: _Optional[int] = ..., leaf: _Optional[bytes] = ..., envelope: _Optional[bytes] = ..., body_erased: _Optional[bool] = ..., erased_by_index: _Optional[int] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("envelope",)

@@ -166,16 +166,36 @@ class Delegation(_message.Message):
     def __init__(self, patient: _Optional[bytes] = ..., delegate: _Optional[bytes] = ..., relationship: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., validity: _Optional[_Union[Period, _Mapping]] = ..., majority_date_ms: _Optional[int] = ..., evidence_reference: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., attested_by: _Optional[str] = ...) -> None: ...
 
 class Erasure(_message.Message):
-    __slots__ = ("index", "reason", "issued_at_ms", "nonce")
+    __slots__ = ("index", "reason", "issued_at_ms", "nonce", "consent_id", "map_key", "ends")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAP_KEY_FIELD_NUMBER: _ClassVar[int]
+    ENDS_FIELD_NUMBER: _ClassVar[int]
     index: int
     reason: str
     issued_at_ms: int
     nonce: bytes
-    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+    consent_id: str
+    map_key: bytes
+    ends: str
+    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., consent_id: _Optional[str] = ..., map_key: _Optional[bytes] = ..., ends: _Optional[str] = ...) -> None: ...
+
+class BreakGlassReview(_message.Message):
+    __slots__ = ("event_index", "outcome", "notes", "issued_at_ms", "nonce")
+    EVENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    event_index: int
+    outcome: str
+    notes: str
+    issued_at_ms: int
+    nonce: bytes
+    def __init__(self, event_index: _Optional[int] = ..., outcome: _Optional[str] = ..., notes: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class StateCommit(_message.Message):
     __slots__ = ("map_root", "batch_time_ms", "issued_at_ms", "nonce")
