@@ -73,6 +73,11 @@ class World:
         self.grant_envelope = sign_envelope(payloads.CONSENT_GRANT, payload, [ALICE])
         self.grant_id = payloads.consent_id(payload)
         self.grant_index = alice.ledger.submit(self.grant_envelope).index
+        # An erased body: Alice's grant to anyone, revoked, then erased by the operator.
+        erased_id, erased = alice.grant(ALICE, grantee="any", actions=["access"], purposes=["TREAT"], data_classes=["imaging"])
+        alice.revoke(ALICE, erased_id, "entered in error")
+        self.erased_index = erased.index
+        self.erasure_index = op.erase(log_signer().private_key, erased.index, reason="entered in error").index
         self.size = op.ledger.checkpoint().checkpoint.size
         for c in (op, alice):
             c.ledger.close()
@@ -141,6 +146,10 @@ CASES: list[tuple[str, str, Call, frozenset[str]]] = [
      frozenset({"patient", "hospital", "auditor", "operator"})),
     ("/consent_ledger.v1.LogService/GetEntry", "a party registration (public evidence)",
      _unary(LOG, "GetEntry", lambda w: log_pb2.GetEntryRequest(index=w.registration_index)), EVERYONE),
+    ("/consent_ledger.v1.LogService/GetEntry", "an erasure record (public: clients check it)",
+     _unary(LOG, "GetEntry", lambda w: log_pb2.GetEntryRequest(index=w.erasure_index)), EVERYONE),
+    ("/consent_ledger.v1.LogService/GetEntry", "an erased body (only the leaf is left)",
+     _unary(LOG, "GetEntry", lambda w: log_pb2.GetEntryRequest(index=w.erased_index)), EVERYONE),
     ("/consent_ledger.v1.LogService/GetEntries", "the whole log",
      _unary(LOG, "GetEntries", lambda w: log_pb2.GetEntriesRequest(start=0, end=w.size)), PRIVILEGED),
     ("/consent_ledger.v1.LogService/GetCheckpoint", "",
@@ -284,3 +293,9 @@ def test_a_delegate_reads_and_watches_for_the_patient_only_while_in_force(tmp_pa
         with pytest.raises(grpc.RpcError) as err:
             by_guardian.list_consents(ALICE.public_key)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_patient_checks_an_erased_body_against_its_public_record(world: World) -> None:
+    listing = connect(world.server, patient=ALICE).list_consents(ALICE.public_key)
+    assert [v.index for v in listing.erased] == [world.erased_index]
+    assert listing.erased[0].erased_by == world.erasure_index

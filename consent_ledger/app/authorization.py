@@ -10,8 +10,8 @@ The rules:
 - SUBMIT: patients, registered organisations and the operator; an entry's own signatures then decide what it
   may say (app/consents.py). Party registrations, erasures and break-glass reviews: the operator only (and
   signed by an operator key).
-- READ_ENTRY: auditors and the operator read every entry. Party registrations and state commits are public
-  evidence. A patient reads the entries about them (and, as a delegate, the delegation naming it); an
+- READ_ENTRY: auditors and the operator read every entry. Party registrations, state commits and erasure records
+  are public evidence. A patient reads the entries about them (and, as a delegate, the delegation naming it); an
   organisation reads its own access events, and a patient's grants and revocations that concern it (by id,
   role or "any") only while an in-force permit of that patient lets it. Erased bodies: only the leaf is
   served, which is public.
@@ -100,8 +100,9 @@ PRIVILEGED = frozenset({Kind.AUDITOR, Kind.OPERATOR})
 _SUBMITTERS = frozenset({Kind.PATIENT, Kind.ORGANISATION, Kind.OPERATOR})
 # Entries only the operator submits (their signatures must be an operator key's as well: app/consents.py).
 OPERATOR_PAYLOADS = frozenset({payloads.PARTY_REGISTRATION, payloads.ERASURE, payloads.BREAK_GLASS_REVIEW})
-# Entries whose bodies hold no health information: the evidence every decision carries.
-_PUBLIC_ENTRIES = (payloads.PartyRegistrationPayload, payloads.StateCommitPayload)
+# Entries whose bodies hold no health information: the evidence decisions carry, and the operator's erasure records
+# (every client that meets an erased body checks the record the server names).
+_PUBLIC_ENTRIES = (payloads.PartyRegistrationPayload, payloads.StateCommitPayload, payloads.ErasurePayload)
 
 # Is `key` an in-force delegate of `patient` at t (any scope)?
 DelegateCheck = Callable[[bytes, bytes, int], bool]
