@@ -2,6 +2,11 @@
 
 Used by tests/test_crash.py (a few cycles) and scripts/crash_loop.py (many). Nothing here needs pytest.
 
+The server is a development server (``--insecure``, loopback) configured with an operator and an auditor
+(``--operator``, ``--auditor``); the clients name themselves in the development party header. Submitting
+clients (and the checks, which resubmit) call as the operator, which may submit any patient's signed entries and
+read every entry; the reader calls as the auditor, which reads every entry.
+
 What one cycle does (DESIGN section 2, issue 2 item 4):
 
 1. ``submitters`` threads, each with its own verifying client (LedgerClient), submit fresh signed consent
@@ -60,6 +65,9 @@ __all__ = [
 ]
 
 SUBMIT_METHOD = "/consent_ledger.v1.LogService/Submit"
+# The identities the harness's server is configured with (`serve --operator/--auditor`, the party header).
+OPERATOR = "crash-operator"
+AUDITOR = "crash-auditor"
 PAGE = 256  # the server's most entries per GetEntries
 
 
@@ -93,6 +101,8 @@ class ServerProcess:
         max_batch: int | None = None,
         env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
+        operators: tuple[str, ...] = (),
+        auditors: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.key_file = key_file
@@ -100,6 +110,8 @@ class ServerProcess:
         self.max_batch = max_batch
         self.env = env
         self.extra_args = extra_args
+        self.operators = operators
+        self.auditors = auditors
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.starts = 0
@@ -128,6 +140,10 @@ class ServerProcess:
             "--insecure",
             "--port-file", str(port_file),
         ]  # fmt: skip
+        for name in self.operators:
+            cmd += ["--operator", name]
+        for name in self.auditors:
+            cmd += ["--auditor", name]
         cmd += list(self.extra_args)
         if self.max_batch is not None:
             cmd += ["--max-batch", str(self.max_batch)]
@@ -346,7 +362,9 @@ class CrashHarness:
         self._patient_keys = [Ed25519PrivateKey.from_seed(self.rng.randbytes(32)) for _ in range(self.patients)]
         key_file, self.verifier_key = make_log_key(self.workdir)
         self.record = Record(self.verifier_key)
-        self.server = ServerProcess(self.workdir, key_file, self.database_url, max_batch=self.max_batch)
+        self.server = ServerProcess(
+            self.workdir, key_file, self.database_url, max_batch=self.max_batch, operators=(OPERATOR,), auditors=(AUDITOR,)
+        )
 
     def __enter__(self) -> Self:
         self.server.start()
@@ -361,10 +379,11 @@ class CrashHarness:
     # clients
 
     @contextmanager
-    def _client(self) -> Iterator[LedgerClient]:
+    def _client(self, party: str = OPERATOR) -> Iterator[LedgerClient]:
+        """A verifying client calling as ``party`` (the operator: submits and reads; the auditor: reads)."""
         channel = grpc.intercept_channel(grpc.insecure_channel(self.server.target), _Recorder(self.record))
         try:
-            yield LedgerClient(channel=channel, verifier_key=self.verifier_key, timeout=self.timeout)
+            yield LedgerClient(channel=channel, verifier_key=self.verifier_key, timeout=self.timeout, party_id=party)
         finally:
             channel.close()
 
@@ -411,7 +430,7 @@ class CrashHarness:
 
         def reader() -> None:
             rng = random.Random()
-            with self._client() as client:
+            with self._client(AUDITOR) as client:
                 while not stop.is_set():
                     try:
                         client.checkpoint()

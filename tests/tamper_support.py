@@ -1,4 +1,12 @@
-"""A tampering proxy: forwards every unary RPC to the real server and lets a test edit responses."""
+"""A tampering proxy: forwards every unary RPC to the real server and lets a test edit responses.
+
+The proxy passes the caller's identity through unchanged: the caller's metadata (the development party header,
+a patient's request signature) is forwarded as it came, and the request bytes are forwarded untouched, so a
+request signature still holds upstream. Under the suite's mTLS transport the proxy serves TLS itself, requires a
+client certificate from the test CA, and calls upstream presenting a certificate with the SAME common name as
+the caller's (the proxy holds the test CA, so it can stand in for any test identity): the server sees the
+caller it would have seen without the proxy in between.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,8 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from consent_ledger.v1 import access_pb2, consent_pb2, log_pb2  # noqa: F401 - registers the descriptors
+
+from .server_support import APP_CN, MTLS, client_credentials, session_ca
 
 Mutation = Callable[[str, Message], None]
 
@@ -46,19 +56,40 @@ class TamperProxy:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def _upstream_target(self) -> str:
+        host, port = self.upstream.rsplit(":", 1)
+        return f"localhost:{port}" if MTLS and host in ("127.0.0.1", "localhost") else self.upstream
+
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        channel = grpc.aio.insecure_channel(self.upstream)
+        # One upstream channel per caller identity: plaintext (the identity travels in the metadata), or under
+        # mTLS one per client-certificate common name, presenting a certificate with that name.
+        channels: dict[str, grpc.aio.Channel] = {}
+        target = self._upstream_target()
+
+        def upstream_channel(context: grpc.aio.ServicerContext) -> grpc.aio.Channel:
+            if not MTLS:
+                cn = ""
+            else:
+                names = context.auth_context().get("x509_common_name") or []
+                cn = names[0].decode() if names else APP_CN
+            if cn not in channels:
+                channels[cn] = (
+                    grpc.aio.secure_channel(target, client_credentials(cn)) if MTLS else grpc.aio.insecure_channel(target)
+                )
+            return channels[cn]
+
         proxy = self
 
         class Handler(grpc.GenericRpcHandler):
             def service(self, details):  # type: ignore[no-untyped-def]
                 method = details.method
                 cls = _response_class(method)
-                upstream = channel.unary_unary(method)
 
                 async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+                    # The caller's own headers (party header, request signature), unchanged.
                     md = tuple((k, v) for k, v in context.invocation_metadata() or () if k.startswith("x-"))
+                    upstream = upstream_channel(context).unary_unary(method)
                     try:
                         raw = await upstream(request, metadata=md)
                     except grpc.aio.AioRpcError as e:
@@ -71,12 +102,22 @@ class TamperProxy:
 
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((Handler(),))
-        self.port = server.add_insecure_port("127.0.0.1:0")
+        if MTLS:
+            ca = session_ca()
+            creds = grpc.ssl_server_credentials(
+                [((ca.dir / "localhost.key").read_bytes(), (ca.dir / "localhost.pem").read_bytes())],
+                root_certificates=ca.ca_file.read_bytes(),
+                require_client_auth=True,
+            )
+            self.port = server.add_secure_port("127.0.0.1:0", creds)
+        else:
+            self.port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         self._ready.set()
         await self._stop.wait()
         await server.stop(0)
-        await channel.close()
+        for channel in channels.values():
+            await channel.close()
 
     def __enter__(self) -> TamperProxy:
         self._thread.start()

@@ -11,7 +11,7 @@ import pytest
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.note import Signer, format_verifier_key
 from consent_ledger.core.payloads import DataItem
-from consent_ledger_client import ConsentClient, LedgerClient, VerificationError
+from consent_ledger_client import VerificationError
 from consent_ledger_client.bundle import (
     export_consent_bundle,
     export_decision_receipt,
@@ -19,7 +19,13 @@ from consent_ledger_client.bundle import (
     verify_decision_receipt,
 )
 
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import (
+    OPERATOR,
+    connect,
+    log_signer,
+    log_verifier_key,
+    running_server,
+)
 
 PATIENT = Ed25519PrivateKey.from_seed(b"\x51" * 32)
 
@@ -28,11 +34,12 @@ PATIENT = Ed25519PrivateKey.from_seed(b"\x51" * 32)
 def artefacts(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('bundles') / 'log.db'}"
     with running_server(url) as server:
-        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
-        c.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
-        cid, receipt = c.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        connect(server, party=OPERATOR).register_party(
+            log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I"
+        )
+        cid, receipt = connect(server, patient=PATIENT).grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
         bundle = export_consent_bundle(receipt.entry, receipt.note, log_verifier_key())
-        org = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+        org = connect(server, party="insurer-1")
         decision = org.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=[DataItem("laboratory-results")])
         yield cid, json.loads(json.dumps(bundle)), export_decision_receipt(decision.receipt)
 

@@ -9,10 +9,10 @@ import pytest
 
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.v1 import log_pb2
-from consent_ledger_client import LedgerClient, VerificationError
+from consent_ledger_client import LedgerClient, SubmitReceipt, VerificationError
 
-from .entries_support import grant_envelope
-from .server_support import log_verifier_key, running_server
+from .entries_support import PATIENT, grant_envelope
+from .server_support import AUDITOR, ledger_client, running_server
 from .tamper_support import TamperProxy
 
 
@@ -127,6 +127,24 @@ def _operation(client: LedgerClient, method: str, entry_leaf_hash: bytes) -> Non
         client.prove_included(entry_leaf_hash)
 
 
+def _client(target, method: str, **kw: object) -> LedgerClient:
+    """A client with the identity ``method`` needs: whole ranges of the log are an auditor's to read; everything
+    else here the patient whose grants these are may do (submit them, read them, checkpoints and proofs)."""
+    if method == "GetEntries":
+        return ledger_client(target, party=AUDITOR, **kw)
+    return ledger_client(target, patient=PATIENT, **kw)
+
+
+def _history(server, state) -> SubmitReceipt:
+    """An honest history first: the client remembers a checkpoint, then the log grows. The last receipt."""
+    with _client(server, "Submit", state_path=state) as honest:
+        for _ in range(3):
+            receipt = honest.submit(grant_envelope())
+    with _client(server, "Submit") as other:
+        other.submit(grant_envelope())
+    return receipt
+
+
 @pytest.fixture(scope="module")
 def tamper_setup(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('tamper') / 'log.db'}"
@@ -138,16 +156,10 @@ def tamper_setup(tmp_path_factory):
 @pytest.mark.parametrize("name,method,mutation", _cases(), ids=[c[0] for c in _cases()])
 def test_client_catches_tampering(tamper_setup, tmp_path, name, method, mutation):
     server, proxy = tamper_setup
-    key = log_verifier_key()
     state = tmp_path / "state.json"
-    # An honest history first: the client remembers a checkpoint, then the log grows.
-    with LedgerClient.connect(server.target, verifier_key=key, state_path=state, insecure=True) as honest:
-        for _ in range(3):
-            receipt = honest.submit(grant_envelope())
-    with LedgerClient.connect(server.target, verifier_key=key, insecure=True) as other:
-        other.submit(grant_envelope())
+    receipt = _history(server, state)
     with proxy.tampering(method, mutation):
-        with LedgerClient.connect(proxy.target, verifier_key=key, state_path=state, insecure=True) as c:
+        with _client(proxy.target, method, state_path=state) as c:
             with pytest.raises(VerificationError):
                 _operation(c, method, _leaf_hash(receipt))
 
@@ -159,12 +171,7 @@ def _leaf_hash(receipt) -> bytes:
 @pytest.mark.parametrize("method", ["Submit", "GetEntry", "GetEntries", "GetCheckpoint", "GetInclusionProof"])
 def test_client_accepts_honest_answers_through_the_proxy(tamper_setup, tmp_path, method):
     server, proxy = tamper_setup
-    key = log_verifier_key()
     state = tmp_path / "state.json"
-    with LedgerClient.connect(server.target, verifier_key=key, state_path=state, insecure=True) as honest:
-        for _ in range(3):
-            receipt = honest.submit(grant_envelope())
-    with LedgerClient.connect(server.target, verifier_key=key, insecure=True) as other:
-        other.submit(grant_envelope())
-    with LedgerClient.connect(f"127.0.0.1:{proxy.port}", verifier_key=key, state_path=state, insecure=True) as c:
+    receipt = _history(server, state)
+    with _client(proxy.target, method, state_path=state) as c:
         _operation(c, method, _leaf_hash(receipt))

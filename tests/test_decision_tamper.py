@@ -18,12 +18,11 @@ from consent_ledger_client import (
     ConsentClient,
     DecisionMismatch,
     IncompleteEvidence,
-    LedgerClient,
     StaleEvidence,
     VerificationError,
 )
 
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import OPERATOR, connect, ledger_client, log_signer, running_server
 from .tamper_support import TamperProxy
 
 PATIENT = Ed25519PrivateKey.from_seed(b"\x41" * 32)
@@ -89,17 +88,18 @@ def _swap_roles(resp) -> None:
 def setup(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('dtamper') / 'log.db'}"
     with running_server(url) as server, TamperProxy(server.target) as proxy:
-        op = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
+        op = connect(server, party=OPERATOR)
         op.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
         # A permit for lab results, a revoked permit for imaging, and an in-force DENY for medications.
-        op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
-        img, _ = op.grant(PATIENT, grantee="role:insurer", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
-        revoked = op.revoke(PATIENT, img)
-        op.grant(PATIENT, grantee="any", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"], deny=True)
-        op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"])
+        patient = connect(server, patient=PATIENT)
+        patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        img, _ = patient.grant(PATIENT, grantee="role:insurer", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
+        revoked = patient.revoke(PATIENT, img)
+        patient.grant(PATIENT, grantee="any", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"], deny=True)
+        patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["medications"])
         time.sleep(0.01)
         # The revoked imaging grant with its proof against the final checkpoint, for the "added" case.
-        server.revoked_grant = op.ledger.get_entry_with_note(revoked.index - 2)  # grant, its StateCommit, revocation
+        server.revoked_grant = patient.ledger.get_entry_with_note(revoked.index - 2)  # grant, its StateCommit, revocation
         assert payloads.consent_id(server.revoked_grant[0].envelope.payload) == img
         yield server, proxy
 
@@ -119,6 +119,11 @@ CASES = [
 ]
 
 
+def _insurer(target: str) -> ConsentClient:
+    """The insurer, through the proxy (its header or, under mTLS, its certificate's name is carried through)."""
+    return connect(target, party="insurer-1")
+
+
 def _ask(c: ConsentClient, what: str):
     data = {"lab": [LAB], "imaging": [IMAGING], "meds": [DataItem("medications")]}[what]
     return c.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=data)
@@ -127,14 +132,14 @@ def _ask(c: ConsentClient, what: str):
 @pytest.mark.parametrize("name,what,mutation,error", CASES, ids=[c[0] for c in CASES])
 def test_tampered_decisions_are_caught(setup, name, what, mutation, error):
     server, proxy = setup
-    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    c = _insurer(proxy.target)
     with proxy.tampering("CheckAccess", mutation), pytest.raises(error):
         _ask(c, what)
 
 
 def test_an_omitted_in_force_deny_is_caught(setup):
     server, proxy = setup
-    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    c = _insurer(proxy.target)
     assert _ask(c, "meds").decision.decision == "DENY"
 
     def drop_deny(resp):
@@ -149,7 +154,7 @@ def test_an_omitted_in_force_deny_is_caught(setup):
 
 def test_a_receipt_from_another_decision_is_caught(setup):
     server, proxy = setup
-    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    c = _insurer(proxy.target)
     old = _ask(c, "imaging").receipt
     with proxy.tampering("CheckAccess", lambda resp: setattr(resp, "receipt", old)), pytest.raises(VerificationError):
         _ask(c, "lab")
@@ -158,13 +163,13 @@ def test_a_receipt_from_another_decision_is_caught(setup):
 @pytest.mark.parametrize("what,expected", [("lab", "PERMIT"), ("imaging", "DENY"), ("meds", "DENY")])
 def test_honest_answers_pass(setup, what, expected):
     server, proxy = setup
-    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    c = _insurer(proxy.target)
     assert _ask(c, what).decision.decision == expected
 
 
 def test_a_revoked_grant_added_to_the_evidence_is_caught(setup):
     server, proxy = setup
-    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    c = _insurer(proxy.target)
     entry, _ = server.revoked_grant
     assert entry.leaf.payload_type == payloads.CONSENT_GRANT
 
@@ -188,7 +193,7 @@ def test_a_lying_server_that_signs_a_wrong_decision_is_caught(setup):
         d = decision_from_pb(resp.decision)
         resp.receipt = sign_receipt(receipt_body(d, resp.checkpoint.note), key)
 
-    c = ConsentClient(LedgerClient.connect(proxy.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"))
+    c = _insurer(proxy.target)
     with proxy.tampering("CheckAccess", lie), pytest.raises(DecisionMismatch):
         _ask(c, "lab")
 
@@ -197,7 +202,7 @@ def test_stale_consent_state_is_refused(setup):
     server, proxy = setup
     later = lambda: int(time.time() * 1000) + 10 * 60 * 1000  # noqa: E731 - the client's clock, 10 minutes on
     c = ConsentClient(
-        LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id="insurer-1"),
+        ledger_client(server, party="insurer-1"),
         max_state_age_ms=60_000,
         clock_ms=later,
     )

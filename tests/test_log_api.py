@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 
 import grpc
 import pytest
@@ -12,10 +13,11 @@ from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.v1 import envelope_pb2, log_pb2, log_pb2_grpc
-from consent_ledger_client import InconsistentCheckpoints, LedgerClient
+from consent_ledger_client import InconsistentCheckpoints
+from consent_ledger_client.client import PARTY_HEADER
 
 from .entries_support import PATIENT, grant_envelope
-from .server_support import running_server, log_verifier_key
+from .server_support import OPERATOR, ledger_client, open_channel, running_server
 
 
 @pytest.fixture
@@ -26,16 +28,27 @@ def server(database_url):
 
 @pytest.fixture
 def client(server, tmp_path):
-    with LedgerClient.connect(
-        server.target, verifier_key=log_verifier_key(), state_path=tmp_path / "state.json", insecure=True
-    ) as c:
+    """The operator: it may submit (patients' signed entries) and read every entry and range of the log."""
+    with ledger_client(server, party=OPERATOR, state_path=tmp_path / "state.json") as c:
         yield c
+
+
+class _AsParty:
+    """A raw stub whose calls name ``party`` (the development header; under mTLS the channel's certificate)."""
+
+    def __init__(self, stub: log_pb2_grpc.LogServiceStub, party: str) -> None:
+        self._stub = stub
+        self._metadata = ((PARTY_HEADER, party),)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return functools.partial(getattr(self._stub, name), metadata=self._metadata)
 
 
 @pytest.fixture
 def stub(server):
-    with grpc.insecure_channel(server.target) as ch:
-        yield log_pb2_grpc.LogServiceStub(ch)
+    """Raw calls as the operator, so that bad input meets validation, not the authorization check."""
+    with open_channel(server.target, OPERATOR) as ch:
+        yield _AsParty(log_pb2_grpc.LogServiceStub(ch), OPERATOR)
 
 
 def test_empty_log_has_a_signed_checkpoint(client):
@@ -80,12 +93,12 @@ def test_concurrent_submitters_get_distinct_indices_and_group_commit(server, cli
 def test_state_file_survives_restart_and_detects_rollback(database_url, tmp_path):
     state = tmp_path / "state.json"
     with running_server(database_url) as s:
-        with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), state_path=state, insecure=True) as c:
+        with ledger_client(s, patient=PATIENT, state_path=state) as c:
             for _ in range(5):
                 c.submit(grant_envelope())
             before = c.checkpoint().checkpoint.size
     with running_server(database_url) as s:
-        with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), state_path=state, insecure=True) as c:
+        with ledger_client(s, patient=PATIENT, state_path=state) as c:
             assert c.last_checkpoint is not None and c.last_checkpoint.size == before
             c.submit(grant_envelope())
             assert c.checkpoint().checkpoint.size == before + 2
@@ -172,16 +185,15 @@ def test_bad_input_gets_the_right_status_and_leaves_the_log_unchanged(client, st
 def test_split_view_is_reported_with_evidence(database_url, tmp_path):
     """Two servers with the same key but different histories: the client's saved state exposes the fork."""
     state = tmp_path / "state.json"
-    key = log_verifier_key()
     with running_server(database_url) as s:
-        with LedgerClient.connect(s.target, verifier_key=key, state_path=state, insecure=True) as c:
+        with ledger_client(s, patient=PATIENT, state_path=state) as c:
             c.submit(grant_envelope())
             c.submit(grant_envelope())
     with running_server(f"sqlite:///{tmp_path / 'fork.db'}") as s:
-        with LedgerClient.connect(s.target, verifier_key=key, insecure=True) as fresh:
+        with ledger_client(s, patient=PATIENT) as fresh:
             for _ in range(3):
                 fresh.submit(grant_envelope())
-        with LedgerClient.connect(s.target, verifier_key=key, state_path=state, insecure=True) as c:
+        with ledger_client(s, patient=PATIENT, state_path=state) as c:
             with pytest.raises(InconsistentCheckpoints) as err:
                 c.checkpoint()
     assert b"\n4\n" in err.value.smaller and b"\n6\n" in err.value.larger

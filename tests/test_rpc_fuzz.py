@@ -1,11 +1,18 @@
 """Hostile input over gRPC: generated requests never get INTERNAL or UNKNOWN, and never change the log.
 
+Every call is made by a caller the authorization table lets through to the handler (so the input meets
+validation, not just the door): Submit as the operator or as a registered organisation, reads of the log as
+the operator, CheckAccess as the registered organisation, the patient views as the auditor (any patient) or as
+the patient itself (a signed request). PERMISSION_DENIED is a proper refusal like any other.
+
 The default suite runs a few hundred inputs; CONSENT_LEDGER_FUZZ_EXAMPLES=100000 makes it a long fuzz run.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -25,14 +32,66 @@ from consent_ledger.v1 import (
     log_pb2_grpc,
     payloads_pb2,
 )
-from consent_ledger_client import ConsentClient, LedgerClient
+from consent_ledger_client.client import PARTY_HEADER, RequestSigner
 
 from .entries_support import PATIENT, grant_envelope
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import (
+    AUDITOR,
+    OPERATOR,
+    connect,
+    log_signer,
+    open_channel,
+    running_server,
+)
 
 EXAMPLES = int(os.environ.get("CONSENT_LEDGER_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+ORG = "insurer-1"
+
+
+class _Details(
+    collections.namedtuple("_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _PartyHeader(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Names the party in the development header (ignored under mTLS, where the channel's certificate names it)."""
+
+    def __init__(self, party: str) -> None:
+        self._party = party
+
+    def _named(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(d.metadata or ()), (PARTY_HEADER, self._party)]
+        return _Details(d.method, d.timeout, metadata, d.credentials, getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._named(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._named(client_call_details), request)
+
+
+def _channel_as(target: str, *, party: str | None = None, patient=None) -> grpc.Channel:  # type: ignore[no-untyped-def]
+    """A raw channel whose calls come from ``party`` (header or certificate) or ``patient`` (signed requests)."""
+    channel = open_channel(target, party)
+    if party is not None:
+        channel = grpc.intercept_channel(channel, _PartyHeader(party))
+    if patient is not None:
+        channel = grpc.intercept_channel(channel, RequestSigner(patient))
+    return channel
+
+
+@dataclass
+class Stubs:
+    log: dict[str, log_pb2_grpc.LogServiceStub]  # by caller: the operator, the registered organisation
+    access: access_pb2_grpc.AccessServiceStub  # the registered organisation
+    consent: consent_pb2_grpc.ConsentServiceStub  # the auditor: any patient's views
+    patient_consent: consent_pb2_grpc.ConsentServiceStub  # the patient PATIENT, signing its requests
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +99,42 @@ def target(tmp_path_factory):
     # No idle heartbeat: every change of the checkpoint during the run must come from a request.
     url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'l.db'}"
     with running_server(url, state=StatePolicy(heartbeat_s=24 * 3600)) as server:
-        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
-        c.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
-        c.ledger.submit(grant_envelope(grantee="org:insurer-1"))
-        with grpc.insecure_channel(server.target) as ch:
-            yield log_pb2_grpc.LogServiceStub(ch), access_pb2_grpc.AccessServiceStub(ch), consent_pb2_grpc.ConsentServiceStub(ch)
+        connect(server, party=OPERATOR).register_party(
+            log_signer().private_key, party_id=ORG, roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I"
+        )
+        connect(server, patient=PATIENT).ledger.submit(grant_envelope(grantee=f"org:{ORG}"))
+        channels = [
+            _channel_as(server.target, party=OPERATOR),
+            _channel_as(server.target, party=ORG),
+            _channel_as(server.target, party=AUDITOR),
+            _channel_as(server.target, patient=PATIENT),
+        ]
+        op, org, auditor, patient = channels
+        try:
+            yield Stubs(
+                log={OPERATOR: log_pb2_grpc.LogServiceStub(op), ORG: log_pb2_grpc.LogServiceStub(org)},
+                access=access_pb2_grpc.AccessServiceStub(org),
+                consent=consent_pb2_grpc.ConsentServiceStub(auditor),
+                patient_consent=consent_pb2_grpc.ConsentServiceStub(patient),
+            )
+        finally:
+            for ch in channels:
+                ch.close()
 
 
 def _checkpoint(log) -> bytes:
     return log.GetCheckpoint(log_pb2.GetCheckpointRequest(), timeout=10).checkpoint.note
 
 
-def _call(method, request, **kw) -> None:  # type: ignore[no-untyped-def]
+def _call(method, request, **kw) -> grpc.StatusCode | None:  # type: ignore[no-untyped-def]
+    """Make the call; None if it succeeded, else its status (never INTERNAL or UNKNOWN, always with a message)."""
     try:
         method(request, timeout=10, **kw)
     except grpc.RpcError as e:
         assert e.code() not in BAD, (e.code(), e.details())
         assert e.details(), "an error without a message"
+        return e.code()
+    return None
 
 
 _good = grant_envelope()
@@ -86,12 +164,14 @@ def _mutated_envelopes() -> st.SearchStrategy[bytes]:
 
 
 @FUZZ
-@given(env=_mutated_envelopes())
-def test_submit_fuzz(target, env):
-    log, _, _ = target
+@given(env=_mutated_envelopes(), caller=st.sampled_from([OPERATOR, ORG]))
+def test_submit_fuzz(target, env, caller):
+    log = target.log[OPERATOR]
     before = _checkpoint(log)
-    _call(log.Submit, log_pb2.SubmitRequest(envelope=env))
+    refused = _call(target.log[caller].Submit, log_pb2.SubmitRequest(envelope=env))
     after = _checkpoint(log)
+    if refused is not None:
+        assert after == before, f"a Submit refused with {refused} changed the log"
     if after != before:  # only a valid, new entry may change the log: check that is what happened
         resp = log.GetEntry(log_pb2.GetEntryRequest(index=0), timeout=10)
         assert resp.checkpoint.note == after
@@ -106,7 +186,7 @@ def test_submit_fuzz(target, env):
     leaf_hash=st.binary(max_size=40),
 )
 def test_read_rpcs_fuzz(target, index, size, start, end, leaf_hash):
-    log, _, _ = target
+    log = target.log[OPERATOR]
     before = _checkpoint(log)
     _call(log.GetEntry, log_pb2.GetEntryRequest(index=index))
     _call(log.GetEntries, log_pb2.GetEntriesRequest(start=start, end=end))
@@ -131,7 +211,7 @@ def test_read_rpcs_fuzz(target, index, size, start, end, leaf_hash):
     size=st.integers(0, 2**32 - 1),
 )
 def test_access_and_views_fuzz(target, patient, action, purpose, classes, labels, period, time_ms, bg, reason, token, size):
-    log, access, consent = target
+    log, access, consent = target.log[OPERATOR], target.access, target.consent
     before = _checkpoint(log)
     req = access_pb2.CheckAccessRequest(
         patient=patient, action=action, purpose=purpose,
@@ -139,7 +219,7 @@ def test_access_and_views_fuzz(target, patient, action, purpose, classes, labels
         data_period=payloads_pb2.Period(start_ms=period[0], end_ms=period[1]),
         time_ms=time_ms, break_glass=bg, break_glass_reason=reason,
     )  # fmt: skip
-    _call(access.CheckAccess, req, metadata=(("x-consent-ledger-party", "insurer-1"),))
+    _call(access.CheckAccess, req)
     _call(consent.ListConsents, consent_pb2.ListConsentsRequest(patient=patient, page_size=size, page_token=token, time_ms=time_ms))
     _call(consent.ListAccessEvents, consent_pb2.ListAccessEventsRequest(patient=patient, page_size=size, page_token=token))
     assert _checkpoint(log) == before
@@ -148,7 +228,7 @@ def test_access_and_views_fuzz(target, patient, action, purpose, classes, labels
 @pytest.mark.parametrize("token", ["¹", "٣", "-1", "1" * 20, "abc", " 1"])
 def test_malformed_page_tokens_are_invalid_argument(target, token):
     """Found by the fuzz run: a Unicode digit in a page token once reached int() and came back INTERNAL."""
-    log, _, consent = target
+    consent = target.patient_consent  # the patient's own views, asked by the patient
     with pytest.raises(grpc.RpcError) as err:
         consent.ListConsents(consent_pb2.ListConsentsRequest(patient=PATIENT.public_key, page_token=token), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

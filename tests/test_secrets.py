@@ -7,15 +7,14 @@ import logging
 import os
 
 import pytest
-from consent_ledger_client import LedgerClient
 
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.note import format_signer_key
 from consent_ledger.keys import key_from_env_or_file, read_key, write_new_key
 
-from .entries_support import grant_envelope
+from .entries_support import PATIENT, grant_envelope
 from .otel_support import installed
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import ledger_client, log_signer, running_server
 
 
 def test_key_files_are_0600_and_group_readable_ones_are_refused(tmp_path):
@@ -49,7 +48,7 @@ def test_the_key_never_reaches_logs_or_spans(tmp_path, caplog):
         base64.b64encode(b"\x01" + s.private_key.seed).decode(),
     }
     with running_server(f"sqlite:///{tmp_path / 'l.db'}") as server:
-        with LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True) as c:
+        with ledger_client(server, patient=PATIENT) as c:  # the patient submits and reads its own grant
             c.submit(grant_envelope())
             c.get_entry(0)
             with pytest.raises(Exception):

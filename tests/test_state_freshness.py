@@ -10,19 +10,27 @@ from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger_client import ConsentClient, LedgerClient
 
-from .server_support import log_signer, log_verifier_key, running_server
+from .server_support import (
+    AUDITOR,
+    OPERATOR,
+    connect,
+    ledger_client,
+    log_signer,
+    running_server,
+)
 
 PATIENT = Ed25519PrivateKey.from_seed(b"\x71" * 32)
 
 
 def _kinds(c: LedgerClient) -> list[str]:
+    """The payload types of the whole log (reading ranges of the log: an auditor's or the operator's right)."""
     size = c.checkpoint().checkpoint.size
     return [e.leaf.payload_type for e in c.get_entries(0, size)]
 
 
 def test_idle_heartbeat_writes_state_commits(tmp_path):
     with running_server(f"sqlite:///{tmp_path / 'l.db'}", state=StatePolicy(heartbeat_s=0.2)) as server:
-        c = LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True)
+        c = ledger_client(server, party=AUDITOR)
         time.sleep(1.0)
         kinds = _kinds(c)
     assert len(kinds) >= 3 and set(kinds) == {payloads.STATE_COMMIT}
@@ -30,7 +38,7 @@ def test_idle_heartbeat_writes_state_commits(tmp_path):
 
 def test_old_state_is_refreshed_by_any_batch(tmp_path):
     with running_server(f"sqlite:///{tmp_path / 'l.db'}", state=StatePolicy(max_age_ms=3000, heartbeat_s=3600)) as server:
-        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
+        c = connect(server, party=OPERATOR)  # registers parties and reads the log
         key = log_signer().private_key
         c.register_party(key, party_id="a", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="A")
         c.register_party(key, party_id="b", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="B")
@@ -44,9 +52,9 @@ def test_old_state_is_refreshed_by_any_batch(tmp_path):
 
 def test_consent_changes_are_committed_in_their_batch(tmp_path):
     with running_server(f"sqlite:///{tmp_path / 'l.db'}", state=StatePolicy(heartbeat_s=3600)) as server:
-        c = ConsentClient(LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True))
+        c: ConsentClient = connect(server, patient=PATIENT)
         cid, r = c.grant(PATIENT, grantee="any", actions=["access"], purposes=["TREAT"], data_classes=["imaging"])
         rv = c.revoke(PATIENT, cid)
-        kinds = _kinds(c.ledger)
+        kinds = _kinds(ledger_client(server, party=AUDITOR))
         assert server.service.consents.state.latest.index == rv.index + 1
     assert kinds[r.index + 1] == payloads.STATE_COMMIT and kinds[rv.index + 1] == payloads.STATE_COMMIT

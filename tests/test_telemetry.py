@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from consent_ledger_client import LedgerClient
-
-from .entries_support import grant_envelope
+from .entries_support import PATIENT, grant_envelope
 from .otel_support import installed
-from .server_support import log_verifier_key, running_server
+from .server_support import ledger_client, running_server
 
 _spans, _metrics = installed()
 
@@ -40,7 +38,7 @@ def test_rpc_and_batch_spans_and_metrics(tmp_path):
     _spans.clear()
     appends0, batches0, durations0, methods0 = _counts()
     with running_server(f"sqlite:///{tmp_path / 'log.db'}") as server:
-        with LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True) as c:
+        with ledger_client(server, patient=PATIENT) as c:  # the patient submits and reads its own grants
             c.submit(grant_envelope())
             c.submit(grant_envelope())
             c.get_entry(0)

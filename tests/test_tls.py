@@ -15,6 +15,7 @@ from .server_support import ServerThread, log_signer, log_verifier_key
 from .tls_support import ThrowawayCA
 
 PATIENT = Ed25519PrivateKey.from_seed(b"\x81" * 32)
+OPERATOR = "operator-console"  # the operator's certificate common name, as configured below
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,7 @@ def mtls(tmp_path_factory):
         database_url=f"sqlite:///{d / 'l.db'}",
         listen="127.0.0.1:0",
         tls=TlsFiles(server_pem.cert, server_pem.key, ca.ca_file),
+        operators=(OPERATOR,),
     )
     server = ServerThread(config, log_signer())
     server.start()
@@ -35,7 +37,7 @@ def mtls(tmp_path_factory):
         server.stop()
 
 
-def _client(server, ca, cn: str | None) -> LedgerClient:
+def _client(server, ca, cn: str | None, patient: Ed25519PrivateKey | None = None) -> LedgerClient:
     cert = None
     if cn is not None:
         pem = ca.issue(cn, server=False)
@@ -45,14 +47,17 @@ def _client(server, ca, cn: str | None) -> LedgerClient:
         verifier_key=log_verifier_key(),
         root_certificates=ca.ca_file.read_bytes(),
         client_cert=cert,
+        patient_key=patient,
     )
 
 
 def test_mtls_identifies_the_organisation_by_its_certificate(mtls):
     server, ca = mtls
-    op = ConsentClient(_client(server, ca, "operator-console"))
+    op = ConsentClient(_client(server, ca, OPERATOR))
     op.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="I")
-    op.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
+    # The patient's app: a certificate naming no organisation; the patient is the one signing the request.
+    patient = ConsentClient(_client(server, ca, "patient-app", patient=PATIENT))
+    patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
     insurer = ConsentClient(_client(server, ca, "insurer-1"))
     d = insurer.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=[DataItem("imaging")])
     assert d.permitted and d.decision.request.requester_id == "insurer-1"
@@ -60,6 +65,12 @@ def test_mtls_identifies_the_organisation_by_its_certificate(mtls):
     other = ConsentClient(LedgerClient(channel=_client(server, ca, "nobody").channel, verifier_key=log_verifier_key(), party_id="insurer-1"))
     with pytest.raises(grpc.RpcError) as err:
         other.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=[DataItem("imaging")])
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "nobody" in (err.value.details() or "")
+    # Nor can it claim to be the operator.
+    fake_op = ConsentClient(LedgerClient(channel=_client(server, ca, "nobody").channel, verifier_key=log_verifier_key(), party_id=OPERATOR))
+    with pytest.raises(grpc.RpcError) as err:
+        fake_op.register_party(log_signer().private_key, party_id="insurer-2", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="J")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "nobody" in (err.value.details() or "")
 
