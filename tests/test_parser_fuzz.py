@@ -246,9 +246,13 @@ def test_map_proof_random(data: st.DataObject, key: bytes, leaf: object) -> None
 
 # --- the client's offline JSON documents ---------------------------------------------------------------------
 
+def _json_containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4))
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    _json_containers,
     max_leaves=12,
 )
 # Deep nesting: the json module recurses, and RecursionError is not a documented outcome.
