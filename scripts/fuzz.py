@@ -91,7 +91,10 @@ def _atheris_target(target: str, runs: int) -> Part:
         crash = re.search(r"Test unit written to (\S+)", proc.stderr)
         detail = crash.group(1) if crash else f"exit {proc.returncode}"
         print(f"--- atheris {target} failed ---\n{proc.stderr[-8000:]}", flush=True)
-    print(f"    atheris {target}: {done:,} runs in {seconds:.0f} s, {'ok' if ok else 'FAILED ' + detail}", flush=True)
+    cov = re.findall(r"cov: (\d+) ft: (\d+) corp: (\d+)", proc.stderr)
+    reached = f" (coverage: {cov[-1][0]} edges, {cov[-1][1]} features, corpus {cov[-1][2]})" if cov else ""
+    print(f"    atheris {target}: {done:,} runs in {seconds:.0f} s{reached}, {'ok' if ok else 'FAILED ' + detail}",
+          flush=True)  # fmt: skip
     return Part(f"atheris {target}", done, seconds, ok, detail)
 
 
