@@ -97,3 +97,13 @@ def test_decision_receipt_verifies_offline(artefacts):
     bad["receipt"] = base64.b64encode(bytes(raw)).decode()
     with pytest.raises(VerificationError):
         verify_decision_receipt(bad, log_verifier_key())
+
+
+@pytest.mark.parametrize("deep", ["[" * 100_000 + "]" * 100_000, '{"a":' * 100_000])
+def test_deeply_nested_json_is_a_verification_error(deep):
+    """Found by fuzzing (tests/test_parser_fuzz.py): json.loads raised RecursionError straight through both
+    verifiers, which document VerificationError for any malformed document."""
+    with pytest.raises(VerificationError, match="malformed"):
+        verify_consent_bundle(deep, log_verifier_key())
+    with pytest.raises(VerificationError, match="malformed"):
+        verify_decision_receipt(deep, log_verifier_key())

@@ -124,7 +124,8 @@ def verify_consent_bundle(bundle: dict[str, Any] | str, verifier_key: str) -> Ve
         leaf = _unb64(log["leaf"], "leaf")
         envelope = _unb64(log["envelope"], "envelope")
         proof = [_unb64(h, "proof hash") for h in log["inclusion_proof"]]
-    except (InvalidInput, KeyError, TypeError, AttributeError, ValueError) as e:
+    # RecursionError: json.loads of deeply nested arrays or objects.
+    except (InvalidInput, KeyError, TypeError, AttributeError, ValueError, RecursionError) as e:
         raise VerificationError(f"malformed bundle: {e}") from e
     try:
         cp = open_checkpoint(note, parse_verifier_key(verifier_key))
@@ -160,7 +161,7 @@ def verify_decision_receipt(data: dict[str, Any] | str | bytes, verifier_key: st
             if obj.get("format") != RECEIPT_FORMAT:
                 raise InvalidInput(f"not a {RECEIPT_FORMAT} document")
             raw = _unb64(obj["receipt"], "receipt")
-    except (InvalidInput, KeyError, TypeError, AttributeError, ValueError) as e:
+    except (InvalidInput, KeyError, TypeError, AttributeError, ValueError, RecursionError) as e:
         raise VerificationError(f"malformed receipt document: {e}") from e
     verifier = parse_verifier_key(verifier_key)
     receipt = open_receipt(raw, verifier.public_key)
