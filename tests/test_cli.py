@@ -51,7 +51,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[object]:
-    with running_server(f"sqlite:///{tmp_path / 'ledger.db'}") as s:
+    """A development server (plaintext on loopback, the party header names callers) whatever the suite's transport:
+    the CLI chooses its transport by its own flags, and tests/test_tls.py runs it over mutual TLS."""
+    with running_server(f"sqlite:///{tmp_path / 'ledger.db'}", insecure=True, tls=None) as s:
         yield s
 
 
@@ -362,7 +364,7 @@ def test_split_view_is_reported_with_evidence(log_key_file: Path, tmp_path: Path
     trust = ["--insecure", "--log-key-file", str(log_key_file), "--state", str(state)]
     sizes = []
     for db, count in (("a.db", 2), ("b.db", 3)):
-        with running_server(f"sqlite:///{tmp_path / db}") as s:
+        with running_server(f"sqlite:///{tmp_path / db}", insecure=True, tls=None) as s:
             with LedgerClient.connect(s.target, verifier_key=log_verifier_key(), insecure=True, party_id=OPERATOR) as c:
                 for _ in range(count):
                     c.submit(grant_envelope())

@@ -1,15 +1,20 @@
-"""Hostile callers: per-caller rate limits answer RESOURCE_EXHAUSTED; health checks are never limited."""
+"""Hostile callers: per-caller rate limits answer RESOURCE_EXHAUSTED; health checks are never limited; deadlines
+end calls on both sides."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.server.limits import RateLimit, TokenBuckets
 from consent_ledger.service import ServiceConfig
-from consent_ledger.v1 import log_pb2, log_pb2_grpc
+from consent_ledger.v1 import consent_pb2, consent_pb2_grpc, log_pb2, log_pb2_grpc
 
-from .server_support import ServerThread, log_signer
+from .server_support import ServerThread, connect, log_signer, running_server
 
 
 def test_rate_limit_answers_resource_exhausted(tmp_path):
@@ -44,3 +49,27 @@ def test_rate_limit_answers_resource_exhausted(tmp_path):
                 assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop()
+
+
+def test_deadlines_are_honoured_and_leave_nothing_behind(tmp_path):
+    """A caller's deadline ends its call on both sides: a watch is unsubscribed, the server goes on serving."""
+    patient = Ed25519PrivateKey.from_seed(b"\x5d" * 32)
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}") as server:
+        c = connect(server, patient=patient)
+        broker = server.service.consents.broker
+        key = ("patient", patient.public_key)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            for _ in c.watch_patient(patient.public_key, timeout=0.3):
+                pass
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 5
+        while broker.subscribers(key):
+            assert time.monotonic() < deadline, "the server kept the expired watch subscribed"
+            time.sleep(0.02)
+        stub = consent_pb2_grpc.ConsentServiceStub(c.ledger.channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListConsents(consent_pb2.ListConsentsRequest(patient=patient.public_key), timeout=0.000_001)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert c.list_consents(patient.public_key).consents == ()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from .server_support import running_server
+from .server_support import open_channel, running_server
 
 
 def test_reflection_lists_every_service(tmp_path):
     with running_server(f"sqlite:///{tmp_path / 'l.db'}") as server:
-        with grpc.insecure_channel(server.target) as ch:
+        with open_channel(server.target) as ch:
             stub = reflection_pb2_grpc.ServerReflectionStub(ch)
             req = reflection_pb2.ServerReflectionRequest(list_services="")
             resp = next(iter(stub.ServerReflectionInfo(iter([req]), timeout=10)))

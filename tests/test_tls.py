@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import grpc
 import pytest
 
+from consent_ledger.cli import main
 from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.note import format_signer_key
 from consent_ledger.core.payloads import DataItem
 from consent_ledger.server.app import TlsFiles, is_loopback
 from consent_ledger.service import ServiceConfig
@@ -95,3 +100,40 @@ def test_plaintext_only_on_loopback():
     with pytest.raises(ValueError, match="refusing to serve without TLS"):
         server.start()
 
+
+
+def test_the_cli_over_mutual_tls(mtls, tmp_path, capsys):
+    """The CLI with --ca-cert/--client-cert/--client-key: the certificate says who asks, no --as needed; a patient
+    app's certificate names nobody, and the patient's key file signs the requests."""
+    server, ca = mtls
+    log_pub = tmp_path / "log.key.pub"
+    log_pub.write_text(log_verifier_key() + "\n")
+    operator_key = tmp_path / "log.key"
+    fd = os.open(operator_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(format_signer_key(log_signer().name, log_signer().private_key) + "\n")
+    alice, clinic = tmp_path / "alice.key", tmp_path / "clinic-7.key"
+    assert main(["keygen", "patient", "--out", str(alice)]) == 0
+    assert main(["keygen", "org", "--out", str(clinic)]) == 0
+
+    def as_(cn: str) -> list[str]:
+        pem = ca.issue(cn, server=False)
+        return ["--server", f"localhost:{server.service.port}", "--ca-cert", str(ca.ca_file),
+                "--client-cert", str(pem.cert), "--client-key", str(pem.key),
+                "--log-key-file", str(log_pub), "--state", str(tmp_path / f"{cn}.json")]  # fmt: skip
+
+    capsys.readouterr()
+    assert main(["register-party", "--operator-key", str(operator_key), "--party-id", "clinic-7", "--role", "hospital",
+                 "--party-key-file", f"{clinic}.pub", "--display-name", "Clinic 7", *as_(OPERATOR)]) == 0  # fmt: skip
+    assert main(["grant", "--key", str(alice), "--grantee", "org:clinic-7", "--action", "access", "--purpose", "TREAT",
+                 "--data-class", "imaging", *as_("patient-app")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["check-access", "--patient-key-file", f"{alice}.pub", "--action", "access", "--purpose", "TREAT",
+                 "--data", "imaging", "--json", *as_("clinic-7")]) == 0  # fmt: skip
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["decision"] == "PERMIT" and decision["request"]["requester_id"] == "clinic-7"
+    assert main(["consents", "--patient-key-file", str(alice), *as_("patient-app")]) == 0
+    assert "1 grant" in capsys.readouterr().out
+    # The same app certificate without the patient's key is nobody in particular.
+    assert main(["consents", "--patient-key-file", f"{alice}.pub", *as_("patient-app")]) == 1
+    assert "PERMISSION_DENIED: unregistered organisation patient-app may not call ListConsents" in capsys.readouterr().err
