@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from .server_support import open_channel, running_server
