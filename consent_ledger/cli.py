@@ -915,13 +915,32 @@ def read_operator_key(path: str) -> Signer:
 
 
 def cmd_register_party(args: argparse.Namespace) -> int:
-    operator = read_operator_key(args.operator_key)
     keys = [public_key_from_file(f, "party key file") for f in args.party_key_file]
     roles = _split(args.role)
     payload = payloads.build_party_registration(
         party_id=args.party_id, roles=roles, public_keys=keys, display_name=args.display_name
     )
-    envelope = sign_envelope(payloads.PARTY_REGISTRATION, payload, [operator.private_key])
+    details = [
+        f"party            {args.party_id} ({args.display_name})",
+        f"roles            {', '.join(roles)}",
+        f"keys             {', '.join(short_key(k) for k in keys)}",
+    ]
+    extra = {"party_id": args.party_id, "roles": roles, "public_keys": [k.hex() for k in keys], "display_name": args.display_name}
+    return operator_submit(args, args.operator_key, payloads.PARTY_REGISTRATION, payload, details, extra)
+
+
+def operator_submit(
+    args: argparse.Namespace,
+    key_path: str,
+    payload_type: str,
+    payload: bytes,
+    details: Sequence[str],
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """Sign an operator entry (registration, review, erasure) with the operator's key file, submit it, verify the
+    receipt and report it."""
+    operator = read_operator_key(key_path)
+    envelope = sign_envelope(payload_type, payload, [operator.private_key])
     with connect(args) as client:
         previous = client.last_checkpoint
         receipt = client.submit(envelope)
@@ -929,10 +948,8 @@ def cmd_register_party(args: argparse.Namespace) -> int:
     dup = " (already in the log: identical entry submitted before)" if receipt.duplicate else ""
     human = "\n".join(
         [
-            f"party registration appended{dup}",
-            f"  party            {args.party_id} ({args.display_name})",
-            f"  roles            {', '.join(roles)}",
-            f"  keys             {', '.join(short_key(k) for k in keys)}",
+            f"{kind_name(payload_type)} appended{dup}",
+            *(f"  {line}" for line in details),
             f"  index            {entry.index}",
             f"  checkpoint size  {entry.checkpoint.size}",
             entry_verification(entry, previous),
@@ -941,10 +958,8 @@ def cmd_register_party(args: argparse.Namespace) -> int:
     data = {
         "index": entry.index,
         "duplicate": receipt.duplicate,
-        "party_id": args.party_id,
-        "roles": roles,
-        "public_keys": [k.hex() for k in keys],
-        "display_name": args.display_name,
+        "payload_type": payload_type,
+        **(extra or {}),
         "checkpoint": checkpoint_json(entry.checkpoint),
         "verified": verification_json(entry, previous),
     }
@@ -1139,38 +1154,10 @@ def cmd_reviews(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _operator_submit(args: argparse.Namespace, what: str, payload_type: str, payload: bytes) -> int:
-    operator = read_operator_key(args.key)
-    envelope = sign_envelope(payload_type, payload, [operator.private_key])
-    with connect(args) as client:
-        previous = client.last_checkpoint
-        receipt = client.submit(envelope)
-    entry = receipt.entry
-    dup = " (already in the log: identical entry submitted before)" if receipt.duplicate else ""
-    human = "\n".join(
-        [
-            f"{kind_name(payload_type)} appended{dup}",
-            f"  {what}",
-            f"  index            {entry.index}",
-            f"  checkpoint size  {entry.checkpoint.size}",
-            entry_verification(entry, previous),
-        ]
-    )
-    data = {
-        "index": entry.index,
-        "duplicate": receipt.duplicate,
-        "payload_type": payload_type,
-        "checkpoint": checkpoint_json(entry.checkpoint),
-        "verified": verification_json(entry, previous),
-    }
-    emit(args, human, data)
-    return EXIT_OK
-
-
 def cmd_review(args: argparse.Namespace) -> int:
     payload = payloads.build_break_glass_review(event_index=args.index, outcome=args.outcome, notes=args.notes)
-    return _operator_submit(
-        args, f"event #{args.index} reviewed: {args.outcome}", payloads.BREAK_GLASS_REVIEW, payload
+    return operator_submit(
+        args, args.key, payloads.BREAK_GLASS_REVIEW, payload, [f"event #{args.index} reviewed: {args.outcome}"]
     )
 
 
@@ -1179,7 +1166,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
         raise CliError("--reason must say why the body is erased (it is recorded in the log)")
     with connect(args) as client:
         payload = ConsentClient(client).erasure_payload(args.index, args.reason)
-    return _operator_submit(args, f"body of entry #{args.index} erased: {args.reason!r}", payloads.ERASURE, payload)
+    return operator_submit(
+        args, args.key, payloads.ERASURE, payload, [f"body of entry #{args.index} erased: {args.reason!r}"]
+    )
 
 
 def _pushed_line(v: VerifiedEntry, log_key: bytes) -> str:

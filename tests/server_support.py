@@ -24,6 +24,7 @@ from consent_ledger.core.note import Signer, format_verifier_key
 from consent_ledger.server.app import TlsFiles
 from consent_ledger.service import RunningService, ServiceConfig, start_service
 from consent_ledger_client import ConsentClient, LedgerClient
+from consent_ledger_client.client import CallerIdentity
 
 from .tls_support import ThrowawayCA
 
@@ -117,14 +118,25 @@ def transport_config() -> dict[str, object]:
     return {"tls": TlsFiles(ca.dir / "localhost.pem", ca.dir / "localhost.key", ca.ca_file), "insecure": False}
 
 
-def open_channel(target: str, party: str | None = None) -> grpc.Channel:
-    """A channel to a test server in the suite's transport, speaking for ``party`` (under mTLS: its certificate)."""
+def transport_channel(target: str, party: str | None = None) -> grpc.Channel:
+    """A channel to a test server in the suite's transport; under mTLS with a certificate naming ``party``."""
     if not MTLS:
         return grpc.insecure_channel(target)
     host, port = target.rsplit(":", 1)
     return grpc.secure_channel(
         f"localhost:{port}" if host in ("127.0.0.1", "localhost") else target, client_credentials(party or APP_CN)
     )
+
+
+def open_channel(
+    target: str, party: str | None = None, patient: Ed25519PrivateKey | None = None
+) -> grpc.Channel:
+    """A channel for raw stubs whose every call comes from ``party`` (its certificate under mTLS, else the
+    development header) or from ``patient`` (signed requests), as the client library would send them."""
+    channel = transport_channel(target, party)
+    if (party and not MTLS) or patient is not None:
+        channel = grpc.intercept_channel(channel, CallerIdentity(party=None if MTLS else party, key=patient))
+    return channel
 
 
 def ledger_client(
@@ -134,7 +146,7 @@ def ledger_client(
     (or delegate) by ``patient``, anonymous with neither (a certificate without a known name under mTLS)."""
     target = server if isinstance(server, str) else server.target
     return LedgerClient(
-        channel=open_channel(target, party),
+        channel=transport_channel(target, party),
         verifier_key=str(kw.pop("verifier_key", log_verifier_key())),
         party_id=party,
         patient_key=patient,

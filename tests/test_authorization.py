@@ -20,7 +20,6 @@ from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.request_auth import HEADER, sign_request
 from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc, log_pb2, log_pb2_grpc
 from consent_ledger.v1 import payloads_pb2 as pb
-from consent_ledger_client.client import RequestSigner
 
 from .server_support import (
     AUDITOR,
@@ -28,6 +27,7 @@ from .server_support import (
     OPERATOR,
     client_credentials,
     connect,
+    open_channel,
     log_signer,
     running_server,
     session_ca,
@@ -84,20 +84,10 @@ class World:
 
     def channel(self, caller: str) -> grpc.Channel:
         name, key = CALLERS[caller]
-        port = self.server.target.rsplit(":", 1)[1]
-        if MTLS:
-            if caller == "anonymous":  # no client certificate at all: the TLS handshake refuses it
-                ch = grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(client_credentials_ca()))
-            else:
-                ch = grpc.secure_channel(f"localhost:{port}", client_credentials(name or "patient-app"))
-        else:
-            ch = grpc.insecure_channel(self.server.target)
-        return grpc.intercept_channel(ch, RequestSigner(key)) if key is not None else ch
-
-    @staticmethod
-    def metadata(caller: str) -> tuple[tuple[str, str], ...]:
-        name, _ = CALLERS[caller]
-        return (("x-consent-ledger-party", name),) if name and not MTLS else ()
+        if MTLS and caller == "anonymous":  # no client certificate at all: the TLS handshake refuses it
+            port = self.server.target.rsplit(":", 1)[1]
+            return grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(client_credentials_ca()))
+        return open_channel(self.server.target, name, key)
 
 
 def client_credentials_ca() -> bytes:
@@ -197,7 +187,7 @@ def test_walk(world: World, method: str, what: str, call: Call, allowed: frozens
     for caller in CALLERS:
         with world.channel(caller) as ch:
             try:
-                call(world, ch, world.metadata(caller))
+                call(world, ch, ())
             except grpc.RpcError as e:
                 if MTLS and caller == "anonymous":
                     assert e.code() == grpc.StatusCode.UNAVAILABLE, (caller, e.code(), e.details())

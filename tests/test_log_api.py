@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 
 import grpc
 import pytest
@@ -14,7 +13,6 @@ from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.v1 import envelope_pb2, log_pb2, log_pb2_grpc
 from consent_ledger_client import InconsistentCheckpoints
-from consent_ledger_client.client import PARTY_HEADER
 
 from .entries_support import PATIENT, grant_envelope
 from .server_support import OPERATOR, ledger_client, open_channel, running_server
@@ -33,22 +31,11 @@ def client(server, tmp_path):
         yield c
 
 
-class _AsParty:
-    """A raw stub whose calls name ``party`` (the development header; under mTLS the channel's certificate)."""
-
-    def __init__(self, stub: log_pb2_grpc.LogServiceStub, party: str) -> None:
-        self._stub = stub
-        self._metadata = ((PARTY_HEADER, party),)
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return functools.partial(getattr(self._stub, name), metadata=self._metadata)
-
-
 @pytest.fixture
 def stub(server):
     """Raw calls as the operator, so that bad input meets validation, not the authorization check."""
     with open_channel(server.target, OPERATOR) as ch:
-        yield _AsParty(log_pb2_grpc.LogServiceStub(ch), OPERATOR)
+        yield log_pb2_grpc.LogServiceStub(ch)
 
 
 def test_empty_log_has_a_signed_checkpoint(client):

@@ -10,7 +10,6 @@ The default suite runs a few hundred inputs; CONSENT_LEDGER_FUZZ_EXAMPLES=100000
 
 from __future__ import annotations
 
-import collections
 import os
 from dataclasses import dataclass
 
@@ -32,7 +31,6 @@ from consent_ledger.v1 import (
     log_pb2_grpc,
     payloads_pb2,
 )
-from consent_ledger_client.client import PARTY_HEADER, RequestSigner
 
 from .entries_support import PATIENT, grant_envelope
 from .server_support import (
@@ -50,40 +48,6 @@ BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 
 ORG = "insurer-1"
-
-
-class _Details(
-    collections.namedtuple("_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
-    grpc.ClientCallDetails,
-):
-    pass
-
-
-class _PartyHeader(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Names the party in the development header (ignored under mTLS, where the channel's certificate names it)."""
-
-    def __init__(self, party: str) -> None:
-        self._party = party
-
-    def _named(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        metadata = [*(d.metadata or ()), (PARTY_HEADER, self._party)]
-        return _Details(d.method, d.timeout, metadata, d.credentials, getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._named(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._named(client_call_details), request)
-
-
-def _channel_as(target: str, *, party: str | None = None, patient=None) -> grpc.Channel:  # type: ignore[no-untyped-def]
-    """A raw channel whose calls come from ``party`` (header or certificate) or ``patient`` (signed requests)."""
-    channel = open_channel(target, party)
-    if party is not None:
-        channel = grpc.intercept_channel(channel, _PartyHeader(party))
-    if patient is not None:
-        channel = grpc.intercept_channel(channel, RequestSigner(patient))
-    return channel
 
 
 @dataclass
@@ -104,10 +68,10 @@ def target(tmp_path_factory):
         )
         connect(server, patient=PATIENT).ledger.submit(grant_envelope(grantee=f"org:{ORG}"))
         channels = [
-            _channel_as(server.target, party=OPERATOR),
-            _channel_as(server.target, party=ORG),
-            _channel_as(server.target, party=AUDITOR),
-            _channel_as(server.target, patient=PATIENT),
+            open_channel(server.target, party=OPERATOR),
+            open_channel(server.target, party=ORG),
+            open_channel(server.target, party=AUDITOR),
+            open_channel(server.target, patient=PATIENT),
         ]
         op, org, auditor, patient = channels
         try:

@@ -77,28 +77,37 @@ class _CallDetails(
     pass
 
 
-class RequestSigner(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Signs every call with a patient's (or delegate's) key: method, request hash, timestamp, fresh nonce
-    (core/request_auth.py). This is how a patient authenticates to the ledger."""
+class CallerIdentity(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Puts the caller's identity on every call made through a channel.
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    ``party``: the organisation, operator or auditor name, in the development header (only a development server
+    without TLS honours it; under mutual TLS the client certificate names the caller). ``key``: a patient's (or
+    delegate's) key signing each request: method, request hash, timestamp, fresh nonce (core/request_auth.py).
+    """
+
+    def __init__(self, *, party: str | None = None, key: Ed25519PrivateKey | None = None) -> None:
+        self._party = party
         self._key = key
 
-    def _signed(self, details: grpc.ClientCallDetails, request: object) -> grpc.ClientCallDetails:
-        method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
-        sig = sign_request(self._key, method, body, timestamp_ms=time.time_ns() // 1_000_000)
-        metadata = [*(details.metadata or ()), (SIGNATURE_HEADER, sig.header_value())]
+    def _with_identity(self, details: grpc.ClientCallDetails, request: object) -> grpc.ClientCallDetails:
+        metadata = list(details.metadata or ())
+        if self._party:
+            metadata.append((PARTY_HEADER, self._party))
+        if self._key is not None:
+            method = details.method.decode() if isinstance(details.method, bytes) else details.method
+            body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+            sig = sign_request(self._key, method, body, timestamp_ms=time.time_ns() // 1_000_000)
+            metadata.append((SIGNATURE_HEADER, sig.header_value()))
         return _CallDetails(
             details.method, details.timeout, metadata, details.credentials,
             getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
-        )
+        )  # fmt: skip
 
     def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._signed(client_call_details, request), request)
+        return continuation(self._with_identity(client_call_details, request), request)
 
     def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._signed(client_call_details, request), request)
+        return continuation(self._with_identity(client_call_details, request), request)
 
 
 class LedgerClient:
@@ -122,12 +131,10 @@ class LedgerClient:
     ) -> None:
         """``operator_keys``: keys, besides the pinned log key, trusted to sign operator entries (erasures, party
         registrations, reviews)."""
-        # Without TLS (development) an organisation names itself in this header; with mTLS its certificate does.
-        self._metadata = ((PARTY_HEADER, party_id),) if party_id else None
         self.party_id = party_id
         self.patient_key = patient_key
-        if patient_key is not None:
-            channel = grpc.intercept_channel(channel, RequestSigner(patient_key))
+        if party_id or patient_key is not None:
+            channel = grpc.intercept_channel(channel, CallerIdentity(party=party_id, key=patient_key))
         self._verifier: Verifier = parse_verifier_key(verifier_key)
         self._verifier_key = verifier_key
         self._channel = channel
@@ -366,12 +373,12 @@ class LedgerClient:
         return resp.index, cp
 
     def call(self, method, request):  # type: ignore[no-untyped-def]
-        """Invoke a unary stub method with this client's timeout and identity metadata."""
-        return method(request, timeout=self._timeout, metadata=self._metadata)
+        """Invoke a unary stub method with this client's timeout (its channel carries the identity)."""
+        return method(request, timeout=self._timeout)
 
     def stream(self, method, request, timeout: float | None = None):  # type: ignore[no-untyped-def]
-        """Invoke a server-streaming stub method with this client's identity metadata."""
-        return method(request, timeout=timeout, metadata=self._metadata)
+        """Invoke a server-streaming stub method (its channel carries the identity)."""
+        return method(request, timeout=timeout)
 
 
 
