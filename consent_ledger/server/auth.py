@@ -20,6 +20,7 @@ from consent_ledger.app.authentication import Authenticator
 from consent_ledger.app.authorization import PUBLIC_PREFIXES, RULES, Authorizer, Caller, Rule
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
 from consent_ledger.server.errors import record_rpc, status_for
+from consent_ledger.server.handlers import certificate_name, wrap_handler
 
 PARTY_HEADER = "x-consent-ledger-party"
 
@@ -62,8 +63,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return caller
 
     def _credentials(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str | None]:
-        names = context.auth_context().get("x509_common_name") or []
-        name = names[0].decode("utf-8", "replace") if names else None
+        name = certificate_name(context)
         signature = None
         for key, value in context.invocation_metadata() or ():
             if key == SIGNATURE_HEADER and isinstance(value, str):
@@ -84,32 +84,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         _CALLERS[id(context)] = caller
 
     def _guarded(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+        async def enter(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await self._enter(method, request, context)
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._enter(method, request, context)
-                try:
-                    return await inner_uu(request, context)
-                finally:
-                    _CALLERS.pop(id(context), None)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._enter(method, request, context)
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                finally:
-                    _CALLERS.pop(id(context), None)
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
-        # No client- or bidirectional-streaming methods exist; refuse rather than let one through unchecked.
-        raise RuntimeError(f"{method}: the authorization interceptor does not handle this kind of method")
+        return wrap_handler(handler, enter, lambda context: _CALLERS.pop(id(context), None))

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from consent_ledger.server.handlers import certificate_name, wrap_handler
+
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
@@ -66,34 +68,13 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _identity(context: grpc.aio.ServicerContext) -> str:
-    names = context.auth_context().get("x509_common_name") or []
-    return "cn:" + names[0].decode("utf-8", "replace") if names else "peer:" + context.peer().rsplit(":", 1)[0]
+    name = certificate_name(context)
+    return "cn:" + name if name is not None else "peer:" + context.peer().rsplit(":", 1)[0]
 
 
 def _limited(handler: grpc.RpcMethodHandler, buckets: TokenBuckets) -> grpc.RpcMethodHandler:
-    async def check(context: grpc.aio.ServicerContext) -> None:
+    async def check(request: Any, context: grpc.aio.ServicerContext) -> None:
         if not buckets.take(_identity(context)):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded for this caller; slow down")
 
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await check(context)
-            return await inner_uu(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await check(context)
-            async for item in inner_us(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
-        )
-    return handler
+    return wrap_handler(handler, check)
