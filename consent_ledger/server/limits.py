@@ -77,4 +77,6 @@ def _limited(handler: grpc.RpcMethodHandler, buckets: TokenBuckets) -> grpc.RpcM
         if not buckets.take(_identity(context)):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded for this caller; slow down")
 
+    if handler.unary_unary is None and handler.unary_stream is None:
+        return handler  # streaming requests: only server reflection, which is not limited
     return wrap_handler(handler, check)
