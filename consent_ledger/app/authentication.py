@@ -70,12 +70,16 @@ class Authenticator:
         # A timestamp may be up to max_skew in the future or the past: remember nonces for twice that.
         self._nonces = NonceMemory(2 * max_skew_ms)
 
-    def caller(self, *, name: str | None, signature: str | None, method: str, request: bytes) -> Caller:
-        """The caller of one call. Raises Unauthenticated for a request signature that does not hold."""
+    def caller(
+        self, *, name: str | None, signature: str | None, method: str, request: bytes, io: bool = True
+    ) -> Caller:
+        """The caller of one call. Raises Unauthenticated for a request signature that does not hold. A signed
+        request is checked in memory; a name may need its party registration: with ``io=False`` that raises
+        WouldBlock unless the registration is cached (then ask again with I/O: no nonce was spent)."""
         if signature is not None:
             return self._patient(signature, method, request)
         if name:
-            return self._authorizer.named(name)
+            return self._authorizer.named(name, io=io)
         return ANONYMOUS
 
     def _patient(self, header: str, method: str, request: bytes) -> Caller:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from consent_ledger.app.consents import ConsentLedger
-from consent_ledger.app.errors import PermissionDenied
+from consent_ledger.app.errors import PermissionDenied, WouldBlock
 from consent_ledger.core import payloads
 from consent_ledger.core.envelope import parse_envelope
 from consent_ledger.core.errors import ConsentLedgerError
@@ -130,28 +130,30 @@ class Authorizer:
 
     # -- who is calling ---------------------------------------------------------------------------------
 
-    def named(self, name: str) -> Caller:
-        """The caller a certificate (or development header) names: operator, auditor or organisation."""
+    def named(self, name: str, *, io: bool = True) -> Caller:
+        """The caller a certificate (or development header) names: operator, auditor or organisation. With
+        ``io=False`` it answers from memory or raises WouldBlock."""
         if name in self._operators:
             return Caller(Kind.OPERATOR, name)
         if name in self._auditors:
             return Caller(Kind.AUDITOR, name)
         try:
-            party = self._consents.registered(name)
+            party = self._consents.registered(name, io=io)
         except PermissionDenied:
             return Caller(Kind.UNREGISTERED, name)
         return Caller(Kind.ORGANISATION, name, roles=party.roles)
 
     # -- may it? ----------------------------------------------------------------------------------------
 
-    def check(self, caller: Caller, method: str, request: object) -> None:
-        """Raise PermissionDenied unless the table lets ``caller`` make this call."""
+    def check(self, caller: Caller, method: str, request: object, *, io: bool = True) -> None:
+        """Raise PermissionDenied unless the table lets ``caller`` make this call. With ``io=False`` it decides
+        from memory or raises WouldBlock (most calls need no storage: the caller's kind decides)."""
         if method.startswith(PUBLIC_PREFIXES):
             return
         rule = RULES.get(method)
         if rule is None:
             raise PermissionDenied(f"{method} is not in the authorization table")
-        if not self.allowed(rule, caller, request):
+        if not self.allowed(rule, caller, request, io=io):
             message = f"{caller.describe()} may not call {method.rsplit('/', 1)[-1]} ({rule.value})"
             if caller.kind is Kind.ANONYMOUS:
                 message += (
@@ -160,7 +162,7 @@ class Authorizer:
                 )
             raise PermissionDenied(message)
 
-    def allowed(self, rule: Rule, caller: Caller, request: object) -> bool:
+    def allowed(self, rule: Rule, caller: Caller, request: object, *, io: bool = True) -> bool:
         kind = caller.kind
         if rule is Rule.PUBLIC:
             return True
@@ -171,9 +173,15 @@ class Authorizer:
         if rule is Rule.ORGANISATION:
             return kind is Kind.ORGANISATION
         if rule is Rule.PATIENT_OWN:
-            return kind in PRIVILEGED or (kind is Kind.PATIENT and self._speaks_for(caller, getattr(request, "patient")))
+            return kind in PRIVILEGED or (
+                kind is Kind.PATIENT and self._speaks_for(caller, getattr(request, "patient"), io=io)
+            )
         if rule is Rule.READ_ENTRY:
-            return kind in PRIVILEGED or self._may_read(caller, int(getattr(request, "index")))
+            if kind in PRIVILEGED:
+                return True
+            if not io:
+                raise WouldBlock("who may read an entry depends on the entry")
+            return self._may_read(caller, int(getattr(request, "index")))
         raise AssertionError(rule)
 
     @staticmethod
@@ -184,10 +192,14 @@ class Authorizer:
             return False  # malformed: the handler refuses it with INVALID_ARGUMENT
         return env.payload_type in OPERATOR_PAYLOADS
 
-    def _speaks_for(self, caller: Caller, patient: bytes) -> bool:
+    def _speaks_for(self, caller: Caller, patient: bytes, *, io: bool = True) -> bool:
         """The caller's key is the patient's, or an in-force delegate's of that patient."""
         patient = bytes(patient)
-        return caller.key == patient or (len(patient) == 32 and self._delegate(patient, caller.key, self._clock_ms()))
+        if caller.key == patient or len(patient) != 32:
+            return caller.key == patient
+        if not io:
+            raise WouldBlock("a delegation is read from storage")
+        return self._delegate(patient, caller.key, self._clock_ms())
 
     def _may_read(self, caller: Caller, index: int) -> bool:
         if caller.kind not in (Kind.PATIENT, Kind.ORGANISATION, Kind.ANONYMOUS, Kind.UNREGISTERED):

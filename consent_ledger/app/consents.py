@@ -23,7 +23,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from consent_ledger.app.broker import Broker
-from consent_ledger.app.errors import AlreadyExists, CorruptStorage, FailedPrecondition, NotFound, PermissionDenied
+from consent_ledger.app.errors import (
+    AlreadyExists,
+    CorruptStorage,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    WouldBlock,
+)
 from consent_ledger.app.lru import Lru
 from consent_ledger.app.payload_check import check_payload
 from consent_ledger.app.ports import (
@@ -600,8 +607,14 @@ class ConsentLedger:
             raise PermissionDenied(f"organisation {party_id} is not registered with this ledger")
         return party
 
-    def registered(self, party_id: str) -> PartyRow:
-        """The organisation's registration as of the latest checkpoint. Raises PermissionDenied if there is none."""
+    def registered(self, party_id: str, *, io: bool = True) -> PartyRow:
+        """The organisation's registration as of the latest checkpoint. Raises PermissionDenied if there is none;
+        with ``io=False``, answers from the party cache only and raises WouldBlock when it would read storage."""
+        if not io:
+            cached = self._parties.get(party_id)
+            if cached is None:
+                raise WouldBlock(f"organisation {party_id} is not in the party cache")
+            return cached
         _, cp = self._ready()
         return self.party(party_id, cp.size)
 

@@ -36,3 +36,8 @@ class AlreadyExists(ConsentLedgerError):
 
 class Unauthenticated(ConsentLedgerError):
     """The caller's credentials are missing where required, malformed, stale, replayed or do not verify."""
+
+
+class WouldBlock(Exception):
+    """A look-up asked to answer from memory only would have to read storage. Not an error for callers: retry it
+    where blocking is allowed (off the event loop)."""

@@ -18,6 +18,7 @@ import grpc
 
 from consent_ledger.app.authentication import Authenticator
 from consent_ledger.app.authorization import PUBLIC_PREFIXES, RULES, Authorizer, Caller, Rule
+from consent_ledger.app.errors import WouldBlock
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
 from consent_ledger.server.errors import record_rpc, status_for
 from consent_ledger.server.handlers import certificate_name, wrap_handler
@@ -53,15 +54,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return self._guarded(handler, method)
 
-    def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Caller:
-        """Authenticate and authorize one call (runs in a worker thread: it may read storage)."""
-        name, signature = self._credentials(context)
-        caller = self._authn.caller(
-            name=name, signature=signature, method=method, request=request.SerializeToString(deterministic=True)
-        )
-        self._authz.check(caller, method, request)
-        return caller
-
     def _credentials(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str | None]:
         name = certificate_name(context)
         signature = None
@@ -73,9 +65,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return name, signature
 
     async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        """Authenticate and authorize one call. Most calls are decided in memory on the event loop (the caller's
+        kind decides, the party registration is cached); what needs storage (an uncached registration, a
+        delegation, the entry a read names) is decided in a worker thread."""
         started = time.perf_counter()
+        name, signature = self._credentials(context)
+        body = request.SerializeToString(deterministic=True) if signature is not None else b""
         try:
-            caller = await asyncio.to_thread(self._admit, method, request, context)
+            try:
+                caller = self._authn.caller(name=name, signature=signature, method=method, request=body, io=False)
+            except WouldBlock:  # only a name's registration: no nonce was spent
+                caller = await asyncio.to_thread(
+                    self._authn.caller, name=name, signature=signature, method=method, request=body
+                )
+            try:
+                self._authz.check(caller, method, request, io=False)
+            except WouldBlock:
+                await asyncio.to_thread(self._authz.check, caller, method, request)
         except Exception as exc:  # noqa: BLE001 - every refusal gets its status code
             code, message = status_for(exc)
             record_rpc(method.rsplit("/", 1)[-1], code, started)
