@@ -60,6 +60,8 @@ from consent_ledger.core.receipt import (
     receipt_body,
     sign_receipt,
 )
+from consent_ledger.core.request_auth import check_request_signature as check_request
+from consent_ledger.core.request_auth import parse_header, sign_request, signed_message
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.v1 import envelope_pb2
 from consent_ledger_client.bundle import (
@@ -134,8 +136,22 @@ PAYLOAD_SEEDS: dict[str, tuple[bytes, ...]] = {
             validity=P.Period(T, T + 10**10), majority_date_ms=T + 10**11, evidence_reference="court order 7",
             issued_at_ms=T, nonce=_nonce(6),
         ),
+        P.build_delegation(
+            patient=PATIENT.public_key, delegate=DELEGATE.public_key, relationship="guardian", scope=["*"],
+            majority_date_ms=T + 10**11, evidence_reference="birth register 12", attested_by="insurer-1",
+            issued_at_ms=T, nonce=_nonce(10),
+        ),
     ),
-    P.ERASURE: (P.build_erasure(index=3, reason="entered in error", issued_at_ms=T + 9, nonce=_nonce(7)),),
+    P.ERASURE: (
+        P.build_erasure(index=3, reason="entered in error", issued_at_ms=T + 9, nonce=_nonce(7)),
+        P.build_erasure(
+            index=0, reason="retention period over", consent_id=P.consent_id(_grant), map_key=b"\x07" * 32,
+            ends=P.consent_id(_grant), issued_at_ms=T + 9, nonce=_nonce(11),
+        ),
+    ),
+    P.BREAK_GLASS_REVIEW: (
+        P.build_break_glass_review(event_index=4, outcome="justified", notes="overdose", issued_at_ms=T + 12, nonce=_nonce(12)),
+    ),
     P.STATE_COMMIT: (P.build_state_commit(map_root=b"\x5a" * 32, batch_time_ms=T + 3, issued_at_ms=T + 3, nonce=_nonce(8)),),
 }
 PAYLOAD_TYPES = tuple(PAYLOAD_SEEDS)
@@ -143,6 +159,7 @@ PAYLOAD_TYPES = tuple(PAYLOAD_SEEDS)
 _SIGNERS = {
     P.CONSENT_GRANT: [PATIENT], P.CONSENT_REVOCATION: [PATIENT], P.PARTY_REGISTRATION: [LOG.private_key],
     P.ACCESS_EVENT: [ORG], P.DELEGATION: [PATIENT], P.ERASURE: [LOG.private_key], P.STATE_COMMIT: [LOG.private_key],
+    P.BREAK_GLASS_REVIEW: [LOG.private_key],
 }
 ENVELOPES: tuple[bytes, ...] = (
     *(sign_envelope(t, p, _SIGNERS[t]) for t, ps in PAYLOAD_SEEDS.items() for p in ps),
@@ -462,6 +479,35 @@ def check_receipt_document(data: bytes) -> None:
     assert encode_decision(r.decision) in DECISIONS and r.checkpoint == CHECKPOINTS[3]
 
 
+# Signed requests (core/request_auth.py): the header a patient's app sends, for one method and request.
+REQUEST_METHOD = "/consent_ledger.v1.ConsentService/ListConsents"
+REQUEST_BODY = b"\x0a\x20" + PATIENT.public_key
+REQUEST_HEADERS: tuple[bytes, ...] = tuple(
+    sign_request(k, REQUEST_METHOD, REQUEST_BODY, timestamp_ms=T + i, nonce=_nonce(20 + i)).header_value().encode()
+    for i, k in enumerate((PATIENT, DELEGATE))
+)
+SIGNED_REQUESTS = frozenset(
+    (sig.key, signed_message(REQUEST_METHOD, REQUEST_BODY, sig.timestamp_ms, sig.nonce))
+    for sig in (parse_header(h.decode()) for h in REQUEST_HEADERS)
+)
+
+
+def check_request_signature(data: bytes) -> None:
+    """The signature header: parsed strictly (one encoding), verified only if it was really signed."""
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        sig = parse_header(text)
+    except InvalidInput:
+        return
+    assert sig.header_value() == text, "a request signature header parsed from a non-canonical form"
+    try:
+        check_request(sig, REQUEST_METHOD, REQUEST_BODY, now_ms=sig.timestamp_ms)
+    except (InvalidInput, VerificationError):
+        return
+    message = signed_message(REQUEST_METHOD, REQUEST_BODY, sig.timestamp_ms, sig.nonce)
+    assert (sig.key, message) in SIGNED_REQUESTS, "a request signature verified that nobody made"
+
+
 def _inclusion_seeds() -> tuple[bytes, ...]:
     out = []
     for size in (1, 7, TREE_SIZE):
@@ -535,6 +581,7 @@ TARGETS: dict[str, Target] = {
             tuple(b"\x01" + d for d in RECEIPT_DOCUMENTS) + tuple(b"\x00" + r for r in RECEIPTS),
             "client: verify_decision_receipt (JSON or raw)",
         ),
+        Target("request_signature", check_request_signature, REQUEST_HEADERS, "parse_header + check_request_signature"),
     )
 }
 
