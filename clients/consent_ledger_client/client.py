@@ -30,6 +30,7 @@ from consent_ledger.core.errors import (
 from consent_ledger.core.merkle import verify_consistency, verify_inclusion
 from consent_ledger.core.note import Verifier, parse_verifier_key
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
+from consent_ledger.core.request_auth import PARTY_HEADER
 from consent_ledger.core.request_auth import sign_request
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client.state import TrustState, load_state, save_state
@@ -65,9 +66,6 @@ class SubmitReceipt:
     @property
     def index(self) -> int:
         return self.entry.index
-
-
-PARTY_HEADER = "x-consent-ledger-party"
 
 
 class _CallDetails(

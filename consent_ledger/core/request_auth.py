@@ -25,12 +25,16 @@ from consent_ledger.core.crypto import Ed25519PrivateKey, generate_seed, verify_
 from consent_ledger.core.errors import InvalidInput
 
 HEADER = "x-consent-ledger-request-signature"
+# On a development server without TLS (loopback only), the caller's name (organisation, operator, auditor) travels
+# in this header instead of a client certificate; servers with TLS ignore it.
+PARTY_HEADER = "x-consent-ledger-party"
 _DOMAIN = b"consent-ledger/request/v1\n"
 NONCE_SIZE = 16
 # How far a request's timestamp may be from the server's clock (either way).
 MAX_SKEW_MS = 120_000
 _MAX_HEADER = 400
-_FORMAT = re.compile(r"v1 key=([0-9a-f]{64}),ts=([0-9]{1,15}),nonce=([0-9a-f]{32}),sig=([0-9a-f]{128})")
+# One encoding per signature: lowercase hex, a decimal timestamp without leading zeros.
+_FORMAT = re.compile(r"v1 key=([0-9a-f]{64}),ts=(0|[1-9][0-9]{0,14}),nonce=([0-9a-f]{32}),sig=([0-9a-f]{128})")
 
 
 @dataclass(frozen=True)

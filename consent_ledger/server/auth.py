@@ -20,10 +20,9 @@ from consent_ledger.app.authentication import Authenticator
 from consent_ledger.app.authorization import PUBLIC_PREFIXES, RULES, Authorizer, Caller, Rule
 from consent_ledger.app.errors import WouldBlock
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
+from consent_ledger.core.request_auth import PARTY_HEADER
 from consent_ledger.server.errors import record_rpc, status_for
 from consent_ledger.server.handlers import certificate_name, wrap_handler
-
-PARTY_HEADER = "x-consent-ledger-party"
 
 # The caller of each call in progress, by its servicer context (set and cleared by AuthInterceptor).
 _CALLERS: dict[int, Caller] = {}
