@@ -297,10 +297,10 @@ def break_glass(ctx: DemoContext) -> None:
 def patient_view(ctx: DemoContext) -> None:
     """Alice looks at who asked about her, and at her consents."""
     p = ctx.patient.public_key
-    events, _ = ctx.patient_client.access_events(p)
+    events = ctx.patient_client.list_access_events(p).events
     ctx.say(f"who asked ({len(events)} access events, each recorded by the ledger with its decision):")
-    for v, e in events:
-        ctx.say("  " + show.access_event_line(v, e, ctx.log.log_public_key, recorder=False))
+    for view in events:
+        ctx.say("  " + show.access_event_view_line(view, ctx.log.log_public_key))
     listing = ctx.patient_client.list_consents(p)
     ctx.say("her consents and their states now:")
     for c in listing.consents:
@@ -309,6 +309,28 @@ def patient_view(ctx: DemoContext) -> None:
     ctx.say(
         f"verified: every event and consent proven in checkpoint of size {cp.size} signed by {cp.origin}; "
         "every consent's state re-computed from the entries and equal to the server's"
+    )
+
+
+def privacy_review(ctx: DemoContext) -> None:
+    """The privacy officer reviews the emergency access, and Alice sees the review."""
+    queue = ctx.operator_client.break_glass_queue(unreviewed_only=True).items
+    ctx.say(
+        f"the review queue holds {show.plural(len(queue), 'break-glass access', 'break-glass accesses')} awaiting review: "
+        + ", ".join(f"#{v.index} by {v.event.party_id if v.event else '?'}" for v in queue)
+    )
+    for view in queue:
+        receipt = ctx.operator_client.review_break_glass(
+            ctx.operator_key.private_key, view.index, outcome="justified",
+            notes="unconscious on arrival; overdose confirmed by toxicology",
+        )  # fmt: skip
+        ctx.say(f"review of #{view.index} signed with the operator's key, appended as entry #{receipt.index}")
+    for view in ctx.patient_client.list_access_events(ctx.patient.public_key).events:
+        if view.break_glass:
+            ctx.say("Alice sees: " + show.access_event_view_line(view, ctx.log.log_public_key))
+    ctx.say(
+        "verified: each review is in the log, signed by an operator key, and about that very event (that no other "
+        "event awaits review is the server's word: a log proves presence, not absence)"
     )
 
 
@@ -351,6 +373,7 @@ STORY: list[Step] = [
     revoke_insurer,
     break_glass,
     patient_view,
+    privacy_review,
     offline_checks,
 ]
 

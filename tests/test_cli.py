@@ -729,10 +729,10 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
     revocation = int(re.search(r"Alice's revocation of consent \S+ appended as entry #(\d+)", out).group(1))
     assert hospital == first_size  # nothing between the registrations' checkpoint and the first grant
     for expected in (
-        "[1/9] The operator registers a hospital, an insurer and an emergency department",
+        "[1/10] The operator registers a hospital, an insurer and an emergency department",
         "insurer-1   Acme Insurance",
         "entry #1 is the ledger's own StateCommit: the signed root of its consent-state map",
-        "[2/9] Alice grants General Hospital TREAT access",
+        "[2/10] Alice grants General Hospital TREAT access",
         f"verified: inclusion of leaf {hospital} in checkpoint of size {hospital + 2} signed by demo.consent-ledger",
         f"the ledger closed the batch with StateCommit #{hospital + 1}: consent-state map root ",
         # refused, provably complete, citing nothing of the hospital's
@@ -759,7 +759,13 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
         # who asked, consents
         "who asked (4 access events",
         "ed-1  access for ETREAT on laboratory-results, clinical-notes [MH]: PERMIT  BREAK-GLASS",
+        "(recorded by the ledger)  [UNREVIEWED]",
         "revoked    PERMIT org:insurer-1",
+        # the privacy officer's review, seen by Alice
+        "[9/10] The privacy officer reviews the emergency access, and Alice sees the review",
+        "the review queue holds 1 break-glass access awaiting review: #",
+        "[reviewed #",
+        ": JUSTIFIED: 'unconscious on arrival; overdose confirmed by toxicology']",
         # log level
         f"the consistency proof from the first checkpoint (size {first_size}) to size",
         "consent record matches the signed consent",
@@ -801,7 +807,7 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
 
     # A second run starts afresh (new keys, new database) and works again.
     assert main(["demo", "--no-serve", "--port", "0"]) == 0
-    assert "[9/9]" in capsys.readouterr().out
+    assert "[10/10]" in capsys.readouterr().out
 
 
 # -- audit --------------------------------------------------------------------------------------------------
