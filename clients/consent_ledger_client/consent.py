@@ -37,7 +37,6 @@ from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.core.receipt import (
     access_event_for,
-    decision_from_pb,
     encode_decision,
     open_receipt,
     receipt_sha256,
@@ -628,7 +627,8 @@ class ConsentClient:
         if receipt.checkpoint_note != resp.checkpoint.note:
             raise VerificationError("the receipt is bound to another checkpoint than the one returned")
         decision = receipt.decision
-        if encode_decision(decision_from_pb(resp.decision)) != encode_decision(decision):
+        # The server sends the decision's canonical bytes; anything else differs from what the receipt signs.
+        if resp.decision.SerializeToString(deterministic=True) != encode_decision(decision):
             raise VerificationError("the decision in the response differs from the signed receipt's")
         r = decision.request
         asked = (
@@ -652,7 +652,7 @@ class ConsentClient:
         self._check_registration(evidence, entries, r.requester_id, r.requester_roles)
         grants, sc = self._check_complete(resp, evidence, entries, r)
         recomputed = decide(grants, r, decision.policy)
-        if encode_decision(recomputed) != encode_decision(decision):
+        if recomputed != decision:  # frozen dataclasses of tuples: equal exactly when their encodings are
             raise DecisionMismatch(decision, recomputed)
         event = None
         if decision.break_glass_until_ms and not resp.access_event_recorded:
