@@ -7,6 +7,7 @@ PERMISSION_DENIED or UNAUTHENTICATED; any other failure fails the test.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -279,7 +280,26 @@ def test_a_delegate_reads_and_watches_for_the_patient_only_while_in_force(tmp_pa
         listing = by_guardian.list_consents(ALICE.public_key)
         assert w.grant_id in {c.consent_id for c in listing.consents}
         assert by_guardian.ledger.get_entry(w.grant_index).index == w.grant_index
+        # The guardian watches Alice's entries; the revocation of its delegation ends its watch.
+        watched: list[object] = []
+
+        def watch() -> None:
+            try:
+                for v in by_guardian.watch_patient(ALICE.public_key, timeout=20):
+                    watched.append(v.index)
+            except grpc.RpcError as e:
+                watched.append(e.code())
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        broker, deadline = server.service.consents.broker, time.monotonic() + 10
+        while not broker.subscribers(("patient", ALICE.public_key)):
+            assert time.monotonic() < deadline, "the watch never subscribed"
+            time.sleep(0.01)
+        granted = alice.grant(ALICE, grantee="any", actions=["access"], purposes=["TREAT"], data_classes=["imaging"])[1]
         alice.revoke(ALICE, delegation_id, "no longer needed")
+        watcher.join(20)
+        assert watched[0] == granted.index and watched[-1] == grpc.StatusCode.PERMISSION_DENIED, watched
         with pytest.raises(grpc.RpcError) as err:
             by_guardian.list_consents(ALICE.public_key)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
+from consent_ledger.app.authorization import Kind
 from consent_ledger.app.broker import OVERFLOW
 from consent_ledger.app.consents import (
     ConsentLedger,
@@ -14,7 +16,7 @@ from consent_ledger.app.consents import (
     Pushed,
     records_access_event,
 )
-from consent_ledger.app.errors import Unavailable
+from consent_ledger.app.errors import PermissionDenied, Unavailable
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.payloads import Period, data_item_from_pb
@@ -184,7 +186,14 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     ) -> AsyncIterator[consent_pb2.WatchResponse]:
         if len(request.patient) != 32:
             raise InvalidInput("patient must be a 32-byte Ed25519 public key")
-        async for item in self._watch([("patient", bytes(request.patient))]):
+        patient, caller = bytes(request.patient), caller_of(context)
+        # A delegate watches only while its delegation is in force: checked again before each push.
+        delegate = caller.key if caller.kind is Kind.PATIENT and caller.key != patient else None
+        async for item in self._watch([("patient", patient)]):
+            if delegate is not None and not await asyncio.to_thread(
+                self._consents.delegate_in_force, patient, delegate, time.time_ns() // 1_000_000
+            ):
+                raise PermissionDenied("the delegation that let this key watch the patient is no longer in force")
             yield item
 
     @streaming("WatchRevocations")
