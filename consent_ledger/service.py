@@ -82,6 +82,7 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
             check_payload=consents.check,
             prepare_batch=consents.prepare_batch,
             on_integrated=consents.on_integrated,
+            admit=consents.admit,
             heartbeat_s=config.state.heartbeat_s,
             max_batch=config.max_batch,
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import grpc
 import pytest
 
+from consent_ledger.app.errors import AlreadyExists
+from consent_ledger.app.sequencer import Appended
 from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import sign_envelope
@@ -150,3 +153,27 @@ def test_validation_errors_append_nothing(ledger):
         assert err.value.code() == code, err.value.details()
         assert err.value.details()
     assert c.ledger.checkpoint().note == before
+
+
+def test_two_envelopes_of_one_consent_racing_in_are_logged_once(ledger):
+    """Validation refuses a consent already logged, but two different envelopes of one payload can both pass it
+    before either is logged; the sequencer refuses the second atomically with its batch."""
+    payload = payloads.build_grant(patient=PATIENT.public_key, grantee="org:h", actions=["access"],
+                                   purposes=["TREAT"], data_classes=["imaging"])  # fmt: skip
+    other = Ed25519PrivateKey.from_seed(b"\x36" * 32)
+    first = sign_envelope(payloads.CONSENT_GRANT, payload, [PATIENT])
+    second = sign_envelope(payloads.CONSENT_GRANT, payload, [PATIENT, other])  # another envelope, same consent id
+    service = ledger.service.ledger
+    parsed = [service.validate(first), service.validate(second)]  # both pass: neither is in the log yet
+
+    async def both():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(service.sequencer.append(p) for p in parsed), return_exceptions=True)
+
+    done, refused = asyncio.run_coroutine_threadsafe(both(), ledger.loop).result(10)
+    assert isinstance(done, Appended) and not done.duplicate
+    assert isinstance(refused, AlreadyExists) and payloads.consent_id(payload) in str(refused)
+    c = client(ledger, patient=PATIENT)
+    assert [v.consent_id for v in c.list_consents(PATIENT.public_key).consents] == [payloads.consent_id(payload)]
+    with pytest.raises(grpc.RpcError) as err:  # and later on, validation refuses it
+        c.ledger.submit(second)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS

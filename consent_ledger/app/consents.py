@@ -153,6 +153,10 @@ def records_access_event(answer: AccessAnswer, asked: bool) -> bool:
     return asked or answer.decision.break_glass_until_ms > 0
 
 
+def _already_logged(consent_id: str) -> AlreadyExists:
+    return AlreadyExists(f"entry {consent_id} is already in the log (in another envelope)")
+
+
 def ledger_entry(stored: StoredEntry) -> LedgerEntry:
     """The decision's view of a stored entry. Raises CorruptStorage if the body is missing or malformed."""
     if stored.envelope is None:
@@ -226,7 +230,7 @@ class ConsentLedger:
             if self._index.consent(cid) is not None:
                 if self._index.envelope_logged(env.sha256):
                     return p  # the same envelope again: the sequencer answers with its first index
-                raise AlreadyExists(f"entry {cid} is already in the log (in another envelope)")
+                raise _already_logged(cid)
         if isinstance(p, payloads.ConsentGrantPayload):
             self._check_consent_signer(env, p)
             if p.supersedes:
@@ -475,6 +479,28 @@ class ConsentLedger:
         if revocations and ids:
             out.update(r.index for r in self._index.targeting(ids, EVERYTHING) if r.kind == REVOCATION)
         return out
+
+    def admit(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
+        """In the integration thread, atomically with the batch: refuse a grant or delegation whose consent id is
+        already in the log or earlier in the batch. ``check`` refuses those too, but two different envelopes of one
+        payload (another signature added, say) can both pass it before either is logged."""
+        ids = {
+            env.sha256: payloads.consent_id(env.payload)
+            for env in envs
+            if env.payload_type in (payloads.CONSENT_GRANT, payloads.DELEGATION)
+        }
+        if not ids:
+            return {}
+        logged = self._index.logged_ids(set(ids.values()))
+        refused: dict[bytes, Exception] = {}
+        for env in envs:
+            cid = ids.get(env.sha256)
+            if cid is None:
+                continue
+            if cid in logged:
+                refused[env.sha256] = _already_logged(cid)
+            logged.add(cid)
+        return refused
 
     # -- index rows, written in the batch's transaction --------------------------------------------------
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.ports import LogStore
-from consent_ledger.app.sequencer import Appended, OnIntegrated, PrepareBatch, Sequencer
+from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Sequencer
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.envelope import DEFAULT_MAX_ENVELOPE_SIZE, ParsedEnvelope, parse_envelope, verify_envelope
 from consent_ledger.core.note import Signer
@@ -27,6 +27,7 @@ class Ledger:
         check_payload: PayloadCheck,
         prepare_batch: PrepareBatch | None = None,
         on_integrated: OnIntegrated | None = None,
+        admit: Admit | None = None,
         heartbeat_s: float | None = None,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
         max_batch: int = 4096,
@@ -42,6 +43,7 @@ class Ledger:
             max_batch=max_batch,
             prepare_batch=prepare_batch,
             on_integrated=on_integrated,
+            admit=admit,
             heartbeat_s=heartbeat_s,
         )
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)

@@ -156,6 +156,10 @@ class ConsentIndex(Protocol):
         """The first entry with this consent id (grant, revocation or delegation), if any."""
         ...
 
+    def logged_ids(self, consent_ids: Collection[str]) -> set[str]:
+        """Which of these consent ids some entry in the log already has."""
+        ...
+
     def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
         """A patient's grants and revocations whose grantee is one of ``selectors``."""
         ...

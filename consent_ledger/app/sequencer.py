@@ -48,6 +48,10 @@ class PreparedBatch:
 PrepareBatch = Callable[[Sequence[NewEntry], Sequence[ParsedEnvelope], int, int, bool], PreparedBatch]
 # Called in the integration thread after each commit, with the new entries, their extra rows and the checkpoint.
 OnIntegrated = Callable[[Sequence[NewEntry], ExtraRows, StoredCheckpoint], None]
+# Refuses envelopes of a batch that may not join the log after all (by envelope SHA-256, with the error their
+# submitters get), in the integration thread, so atomically with the batch: checks that validation made earlier
+# could race (two different envelopes of one consent both validated before either was logged).
+Admit = Callable[[Sequence[ParsedEnvelope]], Mapping[bytes, Exception]]
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,11 @@ class Sequencer:
         clock_ms: Callable[[], int] = _now_ms,
         prepare_batch: PrepareBatch | None = None,
         on_integrated: OnIntegrated | None = None,
+        admit: Admit | None = None,
         heartbeat_s: float | None = None,
     ) -> None:
         self._store = store
+        self._admit = admit
         self._signer = signer
         self._reader = reader
         self._max_batch = max_batch
@@ -190,7 +196,11 @@ class Sequencer:
                         fut.set_exception(Unavailable(f"could not integrate the batch: {type(e).__name__}"))
                 continue
             for (_, fut), result in zip(batch, results):
-                if not fut.done():
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
                     fut.set_result(result)
 
     def _heartbeat(self) -> None:
@@ -198,10 +208,10 @@ class Sequencer:
 
     def integrate_batch(
         self, envelopes: Sequence[ParsedEnvelope], *, prove: bool = True, heartbeat: bool = False
-    ) -> list[Appended]:
+    ) -> list[Appended | Exception]:
         """Integrate verified envelopes as one batch, synchronously. The worker calls this for each group
         commit; bulk loaders (benchmarks) may call it directly while no worker runs. With ``prove`` False the
-        answers carry no inclusion proofs."""
+        answers carry no inclusion proofs. An envelope the ``admit`` hook refuses is answered with its error."""
         started = time.perf_counter()
         with instruments.tracer.start_as_current_span("ledger.integrate_batch") as span:
             span.set_attribute("ledger.batch.submissions", len(envelopes))
@@ -210,8 +220,12 @@ class Sequencer:
             new_entries: list[NewEntry] = []
             new_envs: list[ParsedEnvelope] = []
             now = max(self._clock_ms(), self._last_ms)
+            refused: Mapping[bytes, Exception] = {}
+            if self._admit is not None:
+                fresh = list({e.sha256: e for e in envelopes if e.sha256 not in index_of}.values())
+                refused = self._admit(fresh) if fresh else {}
             for env in envelopes:
-                if env.sha256 in index_of:
+                if env.sha256 in index_of or env.sha256 in refused:
                     continue
                 index = self._size + len(new_entries)
                 index_of[env.sha256] = index
@@ -242,9 +256,12 @@ class Sequencer:
             if old:
                 for entry in self._read_existing(old):
                     leaves[entry[0]] = entry[1]
-            results = []
+            results: list[Appended | Exception] = []
             seen_new: set[bytes] = set()
             for env in envelopes:
+                if env.sha256 in refused:
+                    results.append(refused[env.sha256])
+                    continue
                 index = index_of[env.sha256]
                 duplicate = env.sha256 in existing or env.sha256 in seen_new
                 seen_new.add(env.sha256)
@@ -254,7 +271,7 @@ class Sequencer:
             span.set_attribute("ledger.tree.size", size)
         instruments.batch_size.record(len(envelopes))
         instruments.appends.add(len(new_entries))
-        instruments.duplicates.add(len(envelopes) - len(new_entries))
+        instruments.duplicates.add(sum(1 for r in results if isinstance(r, Appended) and r.duplicate))
         instruments.integration_latency.record((time.perf_counter() - started) * 1000)
         instruments.tree_size.set(size)
         return results

@@ -70,6 +70,14 @@ class SqlConsentIndex:
             r = conn.execute(q).first()
         return _row(r) if r else None
 
+    def logged_ids(self, consent_ids: Collection[str]) -> set[str]:
+        out: set[str] = set()
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(consent_ids)):
+                q = select(_c.c.consent_id).where(_c.c.consent_id.in_(list(chunk)))
+                out.update(r[0] for r in conn.execute(q))
+        return out
+
     def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
         params = {"patient": patient, "selectors": list(selectors), "below": below}
         with self._store.connect() as conn:
