@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 from dataclasses import dataclass, field
 
 from consent_ledger.app.broker import Broker
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
+T = TypeVar("T")
 # How long a review or erasure that passed its checks holds its event or entry against a different envelope doing
 # the same, while it waits for its batch (a failed batch releases nothing, so the hold expires).
 IN_FLIGHT_S = 30.0
@@ -151,6 +153,14 @@ def records_access_event(answer: AccessAnswer, asked: bool) -> bool:
     permit (DESIGN section 4: the access is recorded, the patient notified through the watch, and the event
     enters the review queue)."""
     return asked or answer.decision.break_glass_until_ms > 0
+
+
+def _page(fetch: Callable[[int], list[T]], limit: int) -> tuple[list[T], bool]:
+    """One page: at most ``limit`` items (0: DEFAULT_PAGE; never more than MAX_PAGE) from ``fetch(n)``, which
+    returns up to n items in order, and whether more follow."""
+    limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
+    items = fetch(limit + 1)
+    return items[:limit], len(items) > limit
 
 
 def _already_logged(consent_id: str) -> AlreadyExists:
@@ -785,10 +795,7 @@ class ConsentLedger:
     def list_consents(self, patient: bytes, *, after: int, limit: int, time_ms: int = 0) -> ConsentPage:
         _, cp = self._ready()
         payloads.check_patient_key(patient)
-        limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
-        rows = self._index.for_patient(patient, after, limit + 1, cp.size)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, more = _page(lambda n: self._index.for_patient(patient, after, n, cp.size), limit)
         on_page = {r.index for r in rows}
         stored = self._index.read_indices(on_page)
         # An erased grant has no state to show (its body is gone); the entries that end a kept grant are kept too.
@@ -848,10 +855,7 @@ class ConsentLedger:
     def list_access_events(self, patient: bytes, *, after: int, limit: int) -> EventPage:
         _, cp = self._ready()
         payloads.check_patient_key(patient)
-        limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
-        indices = self._index.access_events(patient, after, limit + 1, cp.size)
-        more = len(indices) > limit
-        indices = indices[:limit]
+        indices, more = _page(lambda n: self._index.access_events(patient, after, n, cp.size), limit)
         stored = self._index.read_indices(indices)
         reviews = self._index.read_indices(self._index.reviews_of(indices, cp.size).values()) if indices else []
         return EventPage(cp, self._prove(stored, cp.size), indices[-1] if more else None, self._prove(reviews, cp.size))
@@ -859,10 +863,9 @@ class ConsentLedger:
     def list_break_glass_reviews(self, *, after: int, limit: int, unreviewed_only: bool) -> ReviewPage:
         """The break-glass review queue: break-glass access events with index > after, each with its review."""
         _, cp = self._ready()
-        limit = max(1, min(limit or DEFAULT_PAGE, MAX_PAGE))
-        rows = self._index.break_glass_queue(after, limit + 1, cp.size, unreviewed_only=unreviewed_only)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, more = _page(
+            lambda n: self._index.break_glass_queue(after, n, cp.size, unreviewed_only=unreviewed_only), limit
+        )
         stored = self._index.read_indices({i for row in rows for i in row if i is not None})
         proven = {p.entry.index: p for p in self._prove(stored, cp.size)}
         items = [ReviewItem(proven[e], None if r is None else proven[r]) for e, r in rows]
