@@ -22,6 +22,7 @@ from consent_ledger.server.limits import RateLimit
 from consent_ledger.storage import open_store
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
+from consent_ledger.storage.nonces import SqlNonceStore
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
             insecure=config.insecure,
             rate_limit=config.rate_limit,
             authorizer=authorizer,
+            nonces=SqlNonceStore(store),
         )
     except BaseException:
         store.close()

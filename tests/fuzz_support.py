@@ -480,14 +480,15 @@ def check_receipt_document(data: bytes) -> None:
 
 
 # Signed requests (core/request_auth.py): the header a patient's app sends, for one method and request.
+REQUEST_ORIGIN = "ledger.test/log"
 REQUEST_METHOD = "/consent_ledger.v1.ConsentService/ListConsents"
 REQUEST_BODY = b"\x0a\x20" + PATIENT.public_key
 REQUEST_HEADERS: tuple[bytes, ...] = tuple(
-    sign_request(k, REQUEST_METHOD, REQUEST_BODY, timestamp_ms=T + i, nonce=_nonce(20 + i)).header_value().encode()
+    sign_request(k, REQUEST_ORIGIN, REQUEST_METHOD, REQUEST_BODY, timestamp_ms=T + i, nonce=_nonce(20 + i)).header_value().encode()
     for i, k in enumerate((PATIENT, DELEGATE))
 )
 SIGNED_REQUESTS = frozenset(
-    (sig.key, signed_message(REQUEST_METHOD, REQUEST_BODY, sig.timestamp_ms, sig.nonce))
+    (sig.key, signed_message(REQUEST_ORIGIN, REQUEST_METHOD, REQUEST_BODY, sig.timestamp_ms, sig.nonce))
     for sig in (parse_header(h.decode()) for h in REQUEST_HEADERS)
 )
 
@@ -501,10 +502,10 @@ def check_request_signature(data: bytes) -> None:
         return
     assert sig.header_value() == text, "a request signature header parsed from a non-canonical form"
     try:
-        check_request(sig, REQUEST_METHOD, REQUEST_BODY, now_ms=sig.timestamp_ms)
+        check_request(sig, REQUEST_ORIGIN, REQUEST_METHOD, REQUEST_BODY, now_ms=sig.timestamp_ms)
     except (InvalidInput, VerificationError):
         return
-    message = signed_message(REQUEST_METHOD, REQUEST_BODY, sig.timestamp_ms, sig.nonce)
+    message = signed_message(REQUEST_ORIGIN, REQUEST_METHOD, REQUEST_BODY, sig.timestamp_ms, sig.nonce)
     assert (sig.key, message) in SIGNED_REQUESTS, "a request signature verified that nobody made"
 
 

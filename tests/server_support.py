@@ -135,7 +135,7 @@ def open_channel(
     development header) or from ``patient`` (signed requests), as the client library would send them."""
     channel = transport_channel(target, party)
     if (party and not MTLS) or patient is not None:
-        channel = grpc.intercept_channel(channel, CallerIdentity(party=None if MTLS else party, key=patient))
+        channel = grpc.intercept_channel(channel, CallerIdentity(party=None if MTLS else party, key=patient, origin=LOG_NAME))
     return channel
 
 

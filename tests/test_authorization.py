@@ -24,6 +24,7 @@ from consent_ledger.v1 import payloads_pb2 as pb
 
 from .server_support import (
     AUDITOR,
+    LOG_NAME,
     MTLS,
     OPERATOR,
     client_credentials,
@@ -210,7 +211,7 @@ def _signed_list(world: World, *, key: Ed25519PrivateKey = ALICE, timestamp_ms: 
     request = consent_pb2.ListConsentsRequest(patient=patient or ALICE.public_key)
     signed = consent_pb2.ListConsentsRequest(patient=signed_patient or request.patient)
     ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    value = header or sign_request(key, method, signed.SerializeToString(deterministic=True), timestamp_ms=ts).header_value()
+    value = header or sign_request(key, LOG_NAME, method, signed.SerializeToString(deterministic=True), timestamp_ms=ts).header_value()
     port = world.server.target.rsplit(":", 1)[1]
     ch = (grpc.secure_channel(f"localhost:{port}", client_credentials("patient-app")) if MTLS
           else grpc.insecure_channel(world.server.target))  # fmt: skip

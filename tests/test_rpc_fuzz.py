@@ -199,3 +199,18 @@ def test_malformed_page_tokens_are_invalid_argument(target, token):
     with pytest.raises(grpc.RpcError) as err:
         consent.ListAccessEvents(consent_pb2.ListAccessEventsRequest(patient=PATIENT.public_key, page_token=token), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("token", [str(2**63 - 1), str(2**63), "9" * 19])
+def test_page_tokens_beyond_any_index_are_invalid_argument(target, token):
+    """Found by review: a token from 2^63 up reached the database and came back INTERNAL (OverflowError)."""
+    patient = PATIENT.public_key
+    for call, req in (
+        (target.consent.ListConsents, consent_pb2.ListConsentsRequest(patient=patient, page_token=token)),
+        (target.consent.ListAccessEvents, consent_pb2.ListAccessEventsRequest(patient=patient, page_token=token)),
+        (target.consent.ListBreakGlassReviews, consent_pb2.ListBreakGlassReviewsRequest(page_token=token)),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call(req, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (token, err.value.details())
+        assert "page token" in (err.value.details() or "")

@@ -80,12 +80,16 @@ class CallerIdentity(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
 
     ``party``: the organisation, operator or auditor name, in the development header (only a development server
     without TLS honours it; under mutual TLS the client certificate names the caller). ``key``: a patient's (or
-    delegate's) key signing each request: method, request hash, timestamp, fresh nonce (core/request_auth.py).
+    delegate's) key signing each request for the log ``origin``: origin, method, request hash, timestamp, fresh
+    nonce (core/request_auth.py).
     """
 
-    def __init__(self, *, party: str | None = None, key: Ed25519PrivateKey | None = None) -> None:
+    def __init__(self, *, party: str | None = None, key: Ed25519PrivateKey | None = None, origin: str = "") -> None:
+        if key is not None and not origin:
+            raise ValueError("a signing caller needs the log's origin (its requests are bound to one log)")
         self._party = party
         self._key = key
+        self._origin = origin
 
     def _with_identity(self, details: grpc.ClientCallDetails, request: object) -> grpc.ClientCallDetails:
         metadata = list(details.metadata or ())
@@ -94,7 +98,7 @@ class CallerIdentity(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
         if self._key is not None:
             method = details.method.decode() if isinstance(details.method, bytes) else details.method
             body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
-            sig = sign_request(self._key, method, body, timestamp_ms=time.time_ns() // 1_000_000)
+            sig = sign_request(self._key, self._origin, method, body, timestamp_ms=time.time_ns() // 1_000_000)
             metadata.append((SIGNATURE_HEADER, sig.header_value()))
         return _CallDetails(
             details.method, details.timeout, metadata, details.credentials,
@@ -131,9 +135,10 @@ class LedgerClient:
         registrations, reviews)."""
         self.party_id = party_id
         self.patient_key = patient_key
-        if party_id or patient_key is not None:
-            channel = grpc.intercept_channel(channel, CallerIdentity(party=party_id, key=patient_key))
         self._verifier: Verifier = parse_verifier_key(verifier_key)
+        if party_id or patient_key is not None:
+            identity = CallerIdentity(party=party_id, key=patient_key, origin=self._verifier.name)
+            channel = grpc.intercept_channel(channel, identity)
         self._verifier_key = verifier_key
         self._channel = channel
         self._log = log_pb2_grpc.LogServiceStub(channel)

@@ -9,51 +9,60 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 
 from consent_ledger.app.authorization import ANONYMOUS, Authorizer, Caller, Kind
 from consent_ledger.app.errors import Unauthenticated, Unavailable
+from consent_ledger.app.ports import NonceStore, SpentNonce
 from consent_ledger.core.errors import InvalidInput, VerificationError
-from consent_ledger.core.request_auth import MAX_SKEW_MS, check_request_signature, parse_header
+from consent_ledger.core.request_auth import MAX_SKEW_MS, RequestSignature, check_request_signature, parse_header
+
+log = logging.getLogger(__name__)
+
+# Most nonces claimed in one database transaction.
+MAX_NONCE_BATCH = 1024
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class NonceMemory:
-    """The (key, nonce) pairs of signed requests seen within the freshness window, so none is accepted twice.
+class NonceBook:
+    """Spends the nonces of signed requests in the log's NonceStore (the database, shared by every server process),
+    group-committed: the calls that arrive while a claim is running are claimed together in the next one, so a
+    signed call costs a share of one worker-thread hop and one transaction, not one each."""
 
-    A pair is forgotten once its request could no longer pass the freshness check: ``window_ms`` after it was
-    first seen (pairs are kept in the order seen, so forgetting pops from the front). Bounded: when full of
-    pairs still inside the window, new signed requests are refused (Unavailable) rather than forgetting any.
-    """
+    def __init__(self, store: NonceStore, *, clock_ms: Callable[[], int] = _now_ms) -> None:
+        self._store = store
+        self._clock_ms = clock_ms
+        self._pending: list[tuple[SpentNonce, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
-    def __init__(self, window_ms: int, *, capacity: int = 500_000) -> None:
-        self._window_ms = window_ms
-        self._capacity = capacity
-        self._seen: dict[tuple[bytes, bytes], int] = {}
-        self._lock = threading.Lock()
+    async def spend(self, nonce: SpentNonce) -> bool:
+        """Record the nonce; False if it was recorded before (a replay), by this process or another."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((nonce, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
 
-    def first_use(self, key: bytes, nonce: bytes, now_ms: int) -> bool:
-        """Remember the pair; False if it was seen before (a replay)."""
-        with self._lock:
-            while self._seen:
-                oldest = next(iter(self._seen))
-                if self._seen[oldest] > now_ms:
-                    break
-                del self._seen[oldest]
-            if (key, nonce) in self._seen:
-                return False
-            if len(self._seen) >= self._capacity:
-                raise Unavailable("too many signed requests in the replay window; try again shortly")
-            self._seen[(key, nonce)] = now_ms + self._window_ms
-            return True
-
-    def __len__(self) -> int:
-        return len(self._seen)
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_NONCE_BATCH], self._pending[MAX_NONCE_BATCH:]
+            try:
+                fresh = await asyncio.to_thread(self._store.claim, [n for n, _ in batch], self._clock_ms())
+            except Exception as e:  # noqa: BLE001 - every waiting call gets an answer
+                log.error("could not record signed-request nonces: %s", e)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(Unavailable("cannot check this signed request for replay now; retry"))
+                continue
+            for (_, future), ok in zip(batch, fresh, strict=True):
+                if not future.done():
+                    future.set_result(ok)
 
 
 class Authenticator:
@@ -61,34 +70,43 @@ class Authenticator:
         self,
         authorizer: Authorizer,
         *,
+        origin: str,
+        nonces: NonceStore,
         max_skew_ms: int = MAX_SKEW_MS,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
+        """``origin``: the log's origin, which every signed request must name; ``nonces``: where the nonces of
+        signed requests are kept."""
         self._authorizer = authorizer
+        self._origin = origin
         self._max_skew_ms = max_skew_ms
         self._clock_ms = clock_ms
-        # A timestamp may be up to max_skew in the future or the past: remember nonces for twice that.
-        self._nonces = NonceMemory(2 * max_skew_ms)
+        self._nonces = NonceBook(nonces, clock_ms=clock_ms)
 
-    def caller(
-        self, *, name: str | None, signature: str | None, method: str, request: bytes, io: bool = True
-    ) -> Caller:
-        """The caller of one call. Raises Unauthenticated for a request signature that does not hold. A signed
-        request is checked in memory; a name may need its party registration: with ``io=False`` that raises
-        WouldBlock unless the registration is cached (then ask again with I/O: no nonce was spent)."""
-        if signature is not None:
-            return self._patient(signature, method, request)
+    def caller(self, *, name: str | None, io: bool = True) -> Caller:
+        """The caller of an unsigned call. A name may need its party registration: with ``io=False`` that raises
+        WouldBlock unless the registration is cached (then ask again with I/O)."""
         if name:
             return self._authorizer.named(name, io=io)
         return ANONYMOUS
 
-    def _patient(self, header: str, method: str, request: bytes) -> Caller:
-        now = self._clock_ms()
+    def verify(self, header: str, method: str, request: bytes) -> RequestSignature:
+        """A request signature checked in memory: its form, its freshness, and that it signs this log's origin,
+        this method and these request bytes. Raises Unauthenticated. The nonce is not spent (see ``patient``)."""
         try:
             sig = parse_header(header)
-            check_request_signature(sig, method, request, now_ms=now, max_skew_ms=self._max_skew_ms)
+            check_request_signature(
+                sig, self._origin, method, request, now_ms=self._clock_ms(), max_skew_ms=self._max_skew_ms
+            )
         except (InvalidInput, VerificationError) as e:
             raise Unauthenticated(f"request signature refused: {e}") from None
-        if not self._nonces.first_use(sig.key, sig.nonce, now):
+        return sig
+
+    async def patient(self, sig: RequestSignature) -> Caller:
+        """The patient (or delegate) who made a verified signed request, once its nonce is spent. A nonce is kept
+        until no server can accept its timestamp any more: the freshness window, plus as much again for clocks of
+        replicas that differ (up to the allowed skew). Raises Unauthenticated for a nonce used before."""
+        expires = sig.timestamp_ms + 2 * self._max_skew_ms
+        if not await self._nonces.spend(SpentNonce(sig.key, sig.nonce, expires)):
             raise Unauthenticated("request signature refused: this nonce was already used (a replayed request)")
         return Caller(Kind.PATIENT, key=sig.key)

@@ -215,3 +215,22 @@ class ConsentIndex(Protocol):
     def erased_by(self, indices: Collection[int]) -> dict[int, int]:
         """For each of ``indices`` whose body was erased, the index of the Erasure entry that did it."""
         ...
+
+
+@dataclass(frozen=True)
+class SpentNonce:
+    """The nonce of a signed request, by its signer's key, to be remembered until ``expires_ms``."""
+
+    signer: bytes
+    nonce: bytes
+    expires_ms: int
+
+
+class NonceStore(Protocol):
+    """The nonces of signed requests, shared by every server process of the log (DESIGN section 7)."""
+
+    def claim(self, nonces: Sequence[SpentNonce], now_ms: int) -> list[bool]:
+        """Record each nonce; True for each one no one recorded before (its first use). Atomic per nonce: of two
+        processes claiming the same one, exactly one gets True; a nonce twice in ``nonces`` is True once. Rows
+        expired at ``now_ms`` may be deleted."""
+        ...

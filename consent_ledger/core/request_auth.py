@@ -2,17 +2,20 @@
 
 The caller signs, with Ed25519, the message
 
-    "consent-ledger/request/v1\\n" <method> "\\n" <timestamp ms> "\\n" <nonce hex> "\\n" <SHA-256 hex of request> "\\n"
+    "consent-ledger/request/v1\\n" <origin> "\\n" <method> "\\n" <timestamp ms> "\\n" <nonce hex> "\\n"
+    <SHA-256 hex of request> "\\n"
 
-where <method> is the full gRPC method path ("/consent_ledger.v1.ConsentService/ListConsents") and the request
-bytes are the request message's deterministic protobuf serialization. The signature travels in one metadata
+where <origin> is the log's origin (the name in its checkpoints and verifier key), <method> the full gRPC method
+path ("/consent_ledger.v1.ConsentService/ListConsents") and the request bytes the request message's
+deterministic protobuf serialization (the bytes sent on the wire). The signature travels in one metadata
 header::
 
     x-consent-ledger-request-signature: v1 key=<hex>,ts=<ms>,nonce=<hex>,sig=<hex>
 
-A signature binds one method, one request and one moment: it cannot be replayed against another call, and the
-server refuses stale timestamps and nonces it has already seen (the replay check is the server's state; this
-module is the pure part that client and server share).
+A signature binds one log, one method, one request and one moment: it cannot be replayed against another ledger
+or another call, and the servers refuse stale timestamps and nonces already seen (kept in the log's database, so
+a restart or another replica does not accept a replay either: that is server state; this module is the pure
+part that client and server share).
 """
 
 from __future__ import annotations
@@ -48,20 +51,25 @@ class RequestSignature:
         return f"v1 key={self.key.hex()},ts={self.timestamp_ms},nonce={self.nonce.hex()},sig={self.signature.hex()}"
 
 
-def signed_message(method: str, request: bytes, timestamp_ms: int, nonce: bytes) -> bytes:
-    """The exact bytes a request signature covers."""
+def signed_message(origin: str, method: str, request: bytes, timestamp_ms: int, nonce: bytes) -> bytes:
+    """The exact bytes a request signature covers. Requires an origin without line breaks (a log's origin is a
+    note key name: no spaces, no newlines, no "+")."""
+    if not origin or "\n" in origin:
+        raise InvalidInput("a log origin is a non-empty single line")
     digest = hashlib.sha256(request).hexdigest()
-    return b"%s%s\n%d\n%s\n%s\n" % (_DOMAIN, method.encode("utf-8"), timestamp_ms, nonce.hex().encode(), digest.encode())
+    return b"%s%s\n%s\n%d\n%s\n%s\n" % (
+        _DOMAIN, origin.encode("utf-8"), method.encode("utf-8"), timestamp_ms, nonce.hex().encode(), digest.encode()
+    )  # fmt: skip
 
 
 def sign_request(
-    key: Ed25519PrivateKey, method: str, request: bytes, *, timestamp_ms: int, nonce: bytes | None = None
+    key: Ed25519PrivateKey, origin: str, method: str, request: bytes, *, timestamp_ms: int, nonce: bytes | None = None
 ) -> RequestSignature:
-    """Sign one call. ``nonce`` defaults to 16 fresh random bytes."""
+    """Sign one call to the log named ``origin``. ``nonce`` defaults to 16 fresh random bytes."""
     nonce = generate_seed()[:NONCE_SIZE] if nonce is None else nonce
     if len(nonce) != NONCE_SIZE:
         raise InvalidInput(f"a request nonce is {NONCE_SIZE} bytes")
-    sig = key.sign(signed_message(method, request, timestamp_ms, nonce))
+    sig = key.sign(signed_message(origin, method, request, timestamp_ms, nonce))
     return RequestSignature(key.public_key, timestamp_ms, nonce, sig)
 
 
@@ -77,9 +85,10 @@ def parse_header(value: str) -> RequestSignature:
 
 
 def check_request_signature(
-    sig: RequestSignature, method: str, request: bytes, *, now_ms: int, max_skew_ms: int = MAX_SKEW_MS
+    sig: RequestSignature, origin: str, method: str, request: bytes, *, now_ms: int, max_skew_ms: int = MAX_SKEW_MS
 ) -> None:
-    """Check freshness and the signature (not replay: that needs the server's memory of nonces).
+    """Check freshness and the signature for the log ``origin`` (not replay: that needs the server's memory of
+    nonces). A request signed for another log does not verify.
 
     Raises InvalidInput for a timestamp outside the allowed skew, VerificationError for a bad signature.
     """
@@ -87,4 +96,4 @@ def check_request_signature(
         raise InvalidInput(
             f"request timestamp {sig.timestamp_ms} is more than {max_skew_ms // 1000} s from the server's clock"
         )
-    verify_signature(sig.key, signed_message(method, request, sig.timestamp_ms, sig.nonce), sig.signature)
+    verify_signature(sig.key, signed_message(origin, method, request, sig.timestamp_ms, sig.nonce), sig.signature)

@@ -17,6 +17,7 @@ from consent_ledger.app.authentication import Authenticator
 from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
+from consent_ledger.app.ports import NonceStore
 from consent_ledger.server.consent_servicers import AccessServicer, ConsentServicer
 from consent_ledger.server.auth import AuthInterceptor
 from consent_ledger.server.limits import RateLimit, RateLimitInterceptor
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECEIVE_BYTES = 256 * 1024
 MAX_SEND_BYTES = 32 * 1024 * 1024
+MAX_STREAMS_PER_CONNECTION = 100
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ async def create_server(
     consents: ConsentLedger,
     address: str = "127.0.0.1:0",
     *,
+    nonces: NonceStore,
     tls: TlsFiles | None = None,
     insecure: bool = False,
     rate_limit: RateLimit = RateLimit(),
@@ -70,7 +73,8 @@ async def create_server(
     """A started-ready (not yet started) server bound to ``address``; returns (server, port, health).
 
     Plaintext needs ``insecure=True`` and a loopback address; anything else needs ``tls``. ``authorizer`` holds
-    the configured operator and auditor identities (default: none configured).
+    the configured operator and auditor identities (default: none configured); ``nonces`` keeps the nonces of
+    signed requests (the log's database, shared with every other server process on it).
     """
     if tls is None:
         if not insecure:
@@ -80,13 +84,17 @@ async def create_server(
         log.warning("serving WITHOUT TLS on %s (development only)", address)
     authorizer = authorizer or Authorizer(consents)
     # Without TLS there are no client certificates: the development-only party header stands in (loopback).
-    auth = AuthInterceptor(Authenticator(authorizer), authorizer, trust_party_header=tls is None)
+    authenticator = Authenticator(authorizer, origin=ledger.signer.name, nonces=nonces)
+    auth = AuthInterceptor(authenticator, authorizer, trust_party_header=tls is None)
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), RateLimitInterceptor(rate_limit), auth],
+        interceptors=[aio_server_interceptor(), RateLimitInterceptor(rate_limit, authenticator.verify), auth],
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
+            # Per connection: a caller flooding over one connection waits for its own streams instead of filling
+            # the server's queue of pending calls, from which gRPC cancels other callers' calls.
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
         ],
     )
     log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(ledger), server)

@@ -22,7 +22,7 @@ from consent_ledger.app.errors import WouldBlock
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
 from consent_ledger.core.request_auth import PARTY_HEADER
 from consent_ledger.server.errors import record_rpc, status_for
-from consent_ledger.server.handlers import certificate_name, wrap_handler
+from consent_ledger.server.handlers import SIGNATURES, certificate_name, wrap_handler
 
 # The caller of each call in progress, by its servicer context (set and cleared by AuthInterceptor).
 _CALLERS: dict[int, Caller] = {}
@@ -66,17 +66,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         """Authenticate and authorize one call. Most calls are decided in memory on the event loop (the caller's
         kind decides, the party registration is cached); what needs storage (an uncached registration, a
-        delegation, the entry a read names) is decided in a worker thread."""
+        delegation, the entry a read names) is decided in a worker thread. A signed request's nonce is spent in
+        the database, batched with the other signed calls of the moment (app/authentication.py)."""
         started = time.perf_counter()
         name, signature = self._credentials(context)
-        body = request.SerializeToString(deterministic=True) if signature is not None else b""
         try:
-            try:
-                caller = self._authn.caller(name=name, signature=signature, method=method, request=body, io=False)
-            except WouldBlock:  # only a name's registration: no nonce was spent
-                caller = await asyncio.to_thread(
-                    self._authn.caller, name=name, signature=signature, method=method, request=body
-                )
+            if signature is not None:
+                # Verified over the bytes sent, by the limits interceptor; without it, over the re-encoded request.
+                checked = SIGNATURES.get(id(context))
+                if checked is None:
+                    checked = self._authn.verify(signature, method, request.SerializeToString(deterministic=True))
+                if isinstance(checked, Exception):
+                    raise checked
+                caller = await self._authn.patient(checked)
+            else:
+                try:
+                    caller = self._authn.caller(name=name, io=False)
+                except WouldBlock:
+                    caller = await asyncio.to_thread(self._authn.caller, name=name)
             try:
                 self._authz.check(caller, method, request, io=False)
             except WouldBlock:

@@ -34,13 +34,21 @@ def evidence_pb(p: Proven) -> access_pb2.EvidenceEntry:
     return access_pb2.EvidenceEntry(entry=entry_pb(p.entry), inclusion_proof=p.proof)
 
 
+# A page token is the index of the last entry of the previous page; indices are below 2^63 - 1 (a signed 64-bit
+# column, and the next page starts one further).
+_MAX_PAGE_AFTER = 2**63 - 2
+
+
 def _page_after(token: str) -> int:
     if not token:
         return -1
     # isdigit() alone also takes "¹" and other Unicode digits that int() refuses.
     if not (token.isascii() and token.isdigit()) or len(token) > 19:
-        raise InvalidInput("page token is malformed")
-    return int(token)
+        raise InvalidInput("page token is malformed: pass next_page_token from the previous page, or nothing")
+    after = int(token)
+    if after > _MAX_PAGE_AFTER:
+        raise InvalidInput(f"page token is out of range: an entry index is at most {_MAX_PAGE_AFTER}")
+    return after
 
 
 class AccessServicer(access_pb2_grpc.AccessServiceServicer):

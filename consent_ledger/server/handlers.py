@@ -1,4 +1,5 @@
-"""Shared pieces of the server's interceptors: wrapping a method handler, and the caller's certificate name."""
+"""Shared pieces of the server's interceptors: wrapping a method handler, the caller's certificate name, and the
+outcome of checking a call's request signature."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+
+# The outcome of checking each call's request signature over the bytes that were sent, by its servicer context: set
+# by the limits interceptor (server/limits.py, which sees the raw request), read by the authentication interceptor
+# (server/auth.py), removed when the call ends. A verified signature, or the refusal to raise.
+SIGNATURES: dict[int, Any] = {}
 
 # Runs before the handler with the request; may abort the call (context.abort raises).
 Before = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]

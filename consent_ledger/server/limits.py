@@ -1,31 +1,49 @@
-"""Per-caller rate limits: a token bucket per caller, refused calls answered RESOURCE_EXHAUSTED.
+"""The first look at every call, on the request's raw bytes: per-caller limits, then decoding.
 
-A caller is its TLS client certificate's common name when there is one, else the peer address (so a flood
-from one address is limited whatever it claims in headers). Health checks are never limited.
+Who the caller is, for limits: the key of a signed request whose signature verifies (so patients who share an app
+certificate have buckets of their own, and a forged header cannot spend someone else's), else its TLS client
+certificate's common name, else its peer address (so a flood from one address is limited whatever it claims in
+headers). Each caller has a token bucket (calls per second, RESOURCE_EXHAUSTED when empty) and a cap on its
+concurrent streams; the server caps streams in all. Limits are applied before the request is decoded, so a
+request that does not decode counts like any other; it is answered INVALID_ARGUMENT with one log line. Health
+checks are never limited.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from consent_ledger.server.handlers import certificate_name, wrap_handler
+from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
+from consent_ledger.core.request_auth import RequestSignature
+from consent_ledger.server.errors import record_rpc
+from consent_ledger.server.handlers import SIGNATURES, certificate_name
+
+log = logging.getLogger(__name__)
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+
+# Checks a signed request's header over its raw bytes: (header, method, request bytes) -> the verified signature.
+Verify = Callable[[str, str, bytes], RequestSignature]
 
 
 @dataclass(frozen=True)
 class RateLimit:
-    """``per_second`` calls sustained, bursts of up to ``burst``; 0 turns limiting off."""
+    """Per caller: ``per_second`` calls sustained, bursts of up to ``burst`` (``per_second`` 0 turns rate limiting
+    off), at most ``max_streams`` concurrent streams (watches); at most ``max_streams_total`` streams on the whole
+    server. A stream cap of 0 means no cap."""
 
     per_second: float = 10_000.0
     burst: float = 20_000.0
+    max_streams: int = 16
+    max_streams_total: int = 4096
 
 
 class TokenBuckets:
@@ -51,10 +69,46 @@ class TokenBuckets:
         return allowed
 
 
+class StreamCounts:
+    """Streams in progress, by caller and in all (used on the server's event loop only)."""
+
+    def __init__(self, per_caller: int, total: int) -> None:
+        self._per_caller = per_caller
+        self._total = total
+        self._by_caller: dict[str, int] = {}
+        self._all = 0
+
+    def enter(self, caller: str) -> str | None:
+        """Take a place for a new stream of ``caller``; the refusal's message if there is none."""
+        held = self._by_caller.get(caller, 0)
+        if self._per_caller and held >= self._per_caller:
+            return f"too many concurrent streams for this caller (at most {self._per_caller}); close one first"
+        if self._total and self._all >= self._total:
+            return f"too many concurrent streams on this server (at most {self._total}); retry later"
+        self._by_caller[caller] = held + 1
+        self._all += 1
+        return None
+
+    def leave(self, caller: str) -> None:
+        held = self._by_caller.pop(caller, 0) - 1
+        if held > 0:
+            self._by_caller[caller] = held
+        self._all -= 1
+
+    def held(self, caller: str) -> int:
+        return self._by_caller.get(caller, 0)
+
+
 class RateLimitInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, limit: RateLimit) -> None:
+    """Limits and decoding for every method but health checks (see the module docstring). ``verify`` checks a
+    request signature (app/authentication.py); its outcome is handed to the authentication interceptor through
+    handlers.SIGNATURES, so a signature is verified once, over the bytes that were sent."""
+
+    def __init__(self, limit: RateLimit, verify: Verify | None = None) -> None:
         self._buckets = TokenBuckets(limit)
         self._on = limit.per_second > 0
+        self._streams = StreamCounts(limit.max_streams, limit.max_streams_total)
+        self._verify = verify
 
     async def intercept_service(
         self,
@@ -62,21 +116,79 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if not self._on or handler is None or details.method.startswith(EXEMPT_PREFIXES):
+        if handler is None or details.method.startswith(EXEMPT_PREFIXES):
             return handler
-        return _limited(handler, self._buckets)
+        if handler.unary_unary is None and handler.unary_stream is None:
+            return handler  # streaming requests: only server reflection, which is not limited
+        return self._gated(handler, details.method)
+
+    def _caller(self, context: grpc.aio.ServicerContext, method: str, raw: bytes) -> str:
+        header = None
+        for key, value in context.invocation_metadata() or ():
+            if key == SIGNATURE_HEADER and isinstance(value, str):
+                header = value  # the last one, as the authentication interceptor reads it
+        if header is not None and self._verify is not None:
+            try:
+                sig = self._verify(header, method, raw)
+            except Exception as e:  # noqa: BLE001 - the refusal is the authentication interceptor's to give
+                SIGNATURES[id(context)] = e
+            else:
+                SIGNATURES[id(context)] = sig
+                return "key:" + sig.key.hex()
+        return _identity(context)
+
+    async def _admit(
+        self, raw: bytes, context: grpc.aio.ServicerContext, method: str, decode: Callable[[bytes], Any] | None
+    ) -> tuple[Any, str]:
+        """The caller's identity and the decoded request, or the call aborted (rate limit, undecodable)."""
+        started = time.perf_counter()
+        caller = self._caller(context, method, raw)
+        if self._on and not self._buckets.take(caller):
+            record_rpc(method.rsplit("/", 1)[-1], grpc.StatusCode.RESOURCE_EXHAUSTED, started)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded for this caller; slow down")
+        if decode is None:
+            return raw, caller
+        try:
+            return decode(raw), caller
+        except Exception as e:  # noqa: BLE001 - DecodeError and whatever else the parser raises
+            log.info("%s: undecodable request of %d bytes from %s (%s)", method, len(raw), caller, type(e).__name__)
+            record_rpc(method.rsplit("/", 1)[-1], grpc.StatusCode.INVALID_ARGUMENT, started)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request could not be decoded (malformed protobuf)")
+            raise  # abort() raises; this is never reached
+
+    def _gated(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        decode = handler.request_deserializer
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    request, _ = await self._admit(raw, context, method, decode)
+                    return await inner_uu(request, context)
+                finally:
+                    SIGNATURES.pop(id(context), None)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
+        inner_us = handler.unary_stream
+
+        async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                request, caller = await self._admit(raw, context, method, decode)
+                refused = self._streams.enter(caller)
+                if refused is not None:
+                    record_rpc(method.rsplit("/", 1)[-1], grpc.StatusCode.RESOURCE_EXHAUSTED, time.perf_counter())
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                finally:
+                    self._streams.leave(caller)
+            finally:
+                SIGNATURES.pop(id(context), None)
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, None, handler.response_serializer)
 
 
 def _identity(context: grpc.aio.ServicerContext) -> str:
     name = certificate_name(context)
     return "cn:" + name if name is not None else "peer:" + context.peer().rsplit(":", 1)[0]
-
-
-def _limited(handler: grpc.RpcMethodHandler, buckets: TokenBuckets) -> grpc.RpcMethodHandler:
-    async def check(request: Any, context: grpc.aio.ServicerContext) -> None:
-        if not buckets.take(_identity(context)):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded for this caller; slow down")
-
-    if handler.unary_unary is None and handler.unary_stream is None:
-        return handler  # streaming requests: only server reflection, which is not limited
-    return wrap_handler(handler, check)

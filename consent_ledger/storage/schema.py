@@ -266,3 +266,19 @@ erasures = Table(
     **_MYSQL,
 )
 __all__ += ["break_glass_events", "break_glass_reviews", "erasures"]
+
+# --- signed-request nonces (migration 0007_hostile) -------------------------------------------------------------
+# Every (signer key, nonce) pair of a signed request accepted within the freshness window, shared by every server
+# process on the database so that neither a restart nor another replica accepts a replay (DESIGN section 7). The
+# primary key makes claiming a nonce atomic; rows are deleted once expired (expires_ms, in ms since the epoch).
+request_nonces = Table(
+    "request_nonces",
+    metadata,
+    Column("signer", HASH, nullable=False),
+    Column("nonce", HASH, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("signer", "nonce"),
+    Index(None, "expires_ms"),
+    **_MYSQL,
+)
+__all__ += ["request_nonces"]
