@@ -203,7 +203,10 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
             break_glass_window_ms=int(args.break_glass_window * 1000),
         ),
         state=StatePolicy(max_age_ms=int(args.state_max_age * 1000), heartbeat_s=args.state_heartbeat),
-        rate_limit=RateLimit(per_second=args.rate_limit, burst=2 * args.rate_limit),
+        rate_limit=RateLimit(
+            per_second=args.rate_limit, burst=2 * args.rate_limit,
+            max_streams=args.max_streams, max_streams_total=args.max_streams_total,
+        ),  # fmt: skip
         operators=tuple(_split(args.operator)),
         auditors=tuple(_split(args.auditor)),
     )
@@ -258,7 +261,14 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=4096, help="most submissions per group commit")
     p.add_argument("--rate-limit", type=float, default=10_000.0, metavar="PER_SECOND",
                    help="calls per second per caller before RESOURCE_EXHAUSTED, bursts of twice that; 0: off "
-                   "(default: %(default)g)")
+                   "(default: %(default)g). A caller is a signed request's patient key, else the client certificate's "
+                   "name, else the peer address")
+    p.add_argument("--max-streams", type=int, default=RateLimit.max_streams, metavar="N",
+                   help="concurrent streams (watches) per caller before RESOURCE_EXHAUSTED; 0: no cap "
+                   "(default: %(default)d)")
+    p.add_argument("--max-streams-total", type=int, default=RateLimit.max_streams_total, metavar="N",
+                   help="concurrent streams on the whole server before RESOURCE_EXHAUSTED; 0: no cap "
+                   "(default: %(default)d)")
     p.add_argument("--implicit-policy", choices=IMPLICIT_POLICIES,
                    default=_env("CONSENT_LEDGER_IMPLICIT_POLICY", IMPLICIT_DENY),
                    help="what decides when no consent matches (default: %(default)s)")

@@ -6,7 +6,10 @@ name of its own choosing. The matching verifier key ("<name>+<hash>+<base64>") i
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -18,16 +21,42 @@ KEY_ENV = "CONSENT_LEDGER_KEY"
 
 
 def write_new_key(path: Path, name: str, *, overwrite: bool = False) -> Signer:
-    """Create a key and write it to ``path`` with mode 0600 (never replacing a key unless asked)."""
+    """Create a key and write it to ``path`` with mode 0600 (never replacing a key unless asked).
+
+    The key is written to a new file (created 0600, O_EXCL) and renamed into place, so a file that existed is
+    replaced, never truncated and rewritten: whoever had the old file open (say, while it was readable by others)
+    keeps reading the old key, not the new one. The directory is created 0700 if it does not exist."""
     signer = Signer(name, Ed25519PrivateKey.generate())
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, flags, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(format_signer_key(name, signer.private_key) + "\n")
-    os.chmod(path, 0o600)
-    path.with_name(path.name + ".pub").write_text(format_verifier_key(name, signer.public_key) + "\n")
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, "File exists (pass --force to replace the key)", str(path))
+    _write_private(path, format_signer_key(name, signer.private_key) + "\n", overwrite=overwrite)
+    pub = path.with_name(path.name + ".pub")
+    _write_private(pub, format_verifier_key(name, signer.public_key) + "\n", overwrite=True, mode=0o644)
     return signer
+
+
+def _write_private(path: Path, text: str, *, overwrite: bool, mode: int = 0o600) -> None:
+    """Write ``text`` to a new temporary file beside ``path`` and rename it into place (atomic, never in place)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode != 0o600:
+            os.chmod(tmp, mode)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the file appeared meanwhile: never replace a key unless asked
+            os.unlink(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_key(path: Path) -> Signer:

@@ -70,6 +70,8 @@ def test_deadlines_are_honoured_and_leave_nothing_behind(tmp_path):
             time.sleep(0.02)
         stub = consent_pb2_grpc.ConsentServiceStub(c.ledger.channel)
         with pytest.raises(grpc.RpcError) as err:
-            stub.ListConsents(consent_pb2.ListConsentsRequest(patient=patient.public_key), timeout=0.000_001)
+            # A deadline already past when the call starts: gRPC ends it before sending, so this cannot race (a
+            # 1 us timeout could, and sometimes did, let the call finish first).
+            stub.ListConsents(consent_pb2.ListConsentsRequest(patient=patient.public_key), timeout=-1)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert c.list_consents(patient.public_key).consents == ()

@@ -56,6 +56,7 @@ class Stubs:
     access: access_pb2_grpc.AccessServiceStub  # the registered organisation
     consent: consent_pb2_grpc.ConsentServiceStub  # the auditor: any patient's views
     patient_consent: consent_pb2_grpc.ConsentServiceStub  # the patient PATIENT, signing its requests
+    channels: dict[str, grpc.Channel]  # by caller: OPERATOR, ORG, AUDITOR, and "patient" (signed requests)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,7 @@ def target(tmp_path_factory):
                 access=access_pb2_grpc.AccessServiceStub(org),
                 consent=consent_pb2_grpc.ConsentServiceStub(auditor),
                 patient_consent=consent_pb2_grpc.ConsentServiceStub(patient),
+                channels={OPERATOR: op, ORG: org, AUDITOR: auditor, "patient": patient},
             )
         finally:
             for ch in channels:
@@ -214,3 +216,52 @@ def test_page_tokens_beyond_any_index_are_invalid_argument(target, token):
             call(req, timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (token, err.value.details())
         assert "page token" in (err.value.details() or "")
+
+
+# Every method of the API: (full path, server-streaming), and a valid request of each to mutate.
+METHODS = [
+    (f"/{svc.full_name}/{m.name}", m.server_streaming)
+    for module, name in ((log_pb2, "LogService"), (access_pb2, "AccessService"), (consent_pb2, "ConsentService"))
+    for svc in [module.DESCRIPTOR.services_by_name[name]]
+    for m in svc.methods
+]
+_VALID = {
+    "Submit": log_pb2.SubmitRequest(envelope=_good).SerializeToString(),
+    "GetEntry": log_pb2.GetEntryRequest(index=1).SerializeToString(),
+    "ListConsents": consent_pb2.ListConsentsRequest(patient=PATIENT.public_key).SerializeToString(),
+    "WatchPatient": consent_pb2.WatchPatientRequest(patient=PATIENT.public_key).SerializeToString(),
+    "CheckAccess": access_pb2.CheckAccessRequest(patient=PATIENT.public_key, action="access").SerializeToString(),
+}
+
+
+def _raw_requests() -> st.SearchStrategy[bytes]:
+    valid = st.sampled_from(list(_VALID.values()))
+    flipped = st.tuples(valid, st.integers(0, 10_000), st.integers(1, 255)).map(
+        lambda v: v[0][: v[1] % len(v[0])] + bytes([v[0][v[1] % len(v[0])] ^ v[2]]) + v[0][v[1] % len(v[0]) + 1 :]
+    )
+    truncated = st.tuples(valid, st.integers(0, 10_000)).map(lambda v: v[0][: v[1] % len(v[0])])
+    return st.one_of(st.binary(max_size=300), st.just(b"\xff\xff\xff"), flipped, truncated, valid)
+
+
+@FUZZ
+@given(method=st.sampled_from(METHODS), raw=_raw_requests(), caller=st.sampled_from([OPERATOR, ORG, AUDITOR, "patient"]))
+def test_raw_request_bytes_fuzz(target, method, raw, caller):
+    """Raw request bytes on every method, from every kind of caller: an answer or a proper refusal, never
+    INTERNAL or UNKNOWN (undecodable bytes are INVALID_ARGUMENT); reads never change the log."""
+    path, streaming = method
+    log = target.log[OPERATOR]
+    before = _checkpoint(log)
+    channel = target.channels[caller]
+    if streaming:  # a watch that is accepted waits for entries: its first answer or its deadline will do
+        call = channel.unary_stream(path)(raw, timeout=0.3)
+        try:
+            next(call, None)
+        except grpc.RpcError as e:
+            assert e.code() not in BAD, (path, e.code(), e.details())
+            assert e.details(), "an error without a message"
+        finally:
+            call.cancel()
+    else:
+        _call(channel.unary_unary(path), raw)
+    if not path.endswith(("/Submit", "/CheckAccess")):
+        assert _checkpoint(log) == before, f"{path} changed the log"

@@ -97,7 +97,8 @@ class CallerIdentity(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
             metadata.append((PARTY_HEADER, self._party))
         if self._key is not None:
             method = details.method.decode() if isinstance(details.method, bytes) else details.method
-            body = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+            # A message, or its bytes already serialized (a channel without serializers).
+            body = request if isinstance(request, bytes) else request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
             sig = sign_request(self._key, self._origin, method, body, timestamp_ms=time.time_ns() // 1_000_000)
             metadata.append((SIGNATURE_HEADER, sig.header_value()))
         return _CallDetails(

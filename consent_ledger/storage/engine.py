@@ -13,6 +13,7 @@ URL forms:
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
 
@@ -59,6 +60,28 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     return create_engine(u, **kwargs)
 
 
+def _create_private(path: pathlib.Path) -> None:
+    """Create a database file that does not exist yet with mode 0600, and its missing directories with 0700.
+
+    SQLite creates the -wal and -shm files with the database file's mode, so consent bodies are never readable by
+    other local users. Existing files and directories are left as they are."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)  # whatever the umask
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+
+
 def _sqlite_engine(u: URL, **kwargs: Any) -> Engine:
     memory = is_memory_sqlite(u)
     connect_args = dict(kwargs.pop("connect_args", {}))
@@ -69,7 +92,7 @@ def _sqlite_engine(u: URL, **kwargs: Any) -> Engine:
         # One shared connection: each new connection would be a new, empty database.
         kwargs.setdefault("poolclass", StaticPool)
     elif u.database and not u.database.startswith("file:"):
-        pathlib.Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _create_private(pathlib.Path(u.database).expanduser())
     engine = create_engine(u, connect_args=connect_args, **kwargs)
 
     @event.listens_for(engine, "connect")
