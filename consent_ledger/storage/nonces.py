@@ -30,6 +30,9 @@ class SqlNonceStore:
         firsts: dict[tuple[bytes, bytes], int] = {}
         for i, n in enumerate(nonces):
             firsts.setdefault((n.signer, n.nonce), i)
+        # In key order, so two batches that share nonces (a replay sent to two replicas) lock rows in the same
+        # order and queue rather than deadlock.
+        firsts = dict(sorted(firsts.items()))
         rows = [
             {"signer": nonces[i].signer, "nonce": nonces[i].nonce, "expires_ms": nonces[i].expires_ms}
             for i in firsts.values()
