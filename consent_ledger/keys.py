@@ -31,15 +31,17 @@ def write_new_key(path: Path, name: str, *, overwrite: bool = False) -> Signer:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(errno.EEXIST, "File exists (pass --force to replace the key)", str(path))
-    _write_private(path, format_signer_key(name, signer.private_key) + "\n", overwrite=overwrite)
+    _write_new_file(path, format_signer_key(name, signer.private_key) + "\n", overwrite=overwrite)
     pub = path.with_name(path.name + ".pub")
-    _write_private(pub, format_verifier_key(name, signer.public_key) + "\n", overwrite=True, mode=0o644)
+    _write_new_file(pub, format_verifier_key(name, signer.public_key) + "\n", overwrite=True, mode=0o644)
     return signer
 
 
-def _write_private(path: Path, text: str, *, overwrite: bool, mode: int = 0o600) -> None:
-    """Write ``text`` to a new temporary file beside ``path`` and rename it into place (atomic, never in place)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+def _write_new_file(path: Path, text: str, *, overwrite: bool, mode: int = 0o600) -> None:
+    """Write ``text`` to a new file: ``path`` itself, or with ``overwrite`` a temporary file beside it renamed into
+    place (atomic; an existing file is replaced, never rewritten in place)."""
+    # Without overwrite the file itself is new (O_EXCL fails if it appeared meanwhile): nobody can hold it open.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp") if overwrite else path
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -50,9 +52,6 @@ def _write_private(path: Path, text: str, *, overwrite: bool, mode: int = 0o600)
             os.chmod(tmp, mode)
         if overwrite:
             os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if the file appeared meanwhile: never replace a key unless asked
-            os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
