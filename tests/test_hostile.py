@@ -335,3 +335,23 @@ def test_keygen_force_writes_a_new_file_and_never_rewrites_the_old_one(tmp_path,
     assert key.read_text() != old_text
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name not in ("log.key", "log.key.pub")], "a temporary file was left"
+
+
+def test_a_forged_signature_cannot_spend_anothers_budget(tmp_path):
+    """A patient's bucket is charged only by requests its key really signed: calls that name the patient's key
+    with a bad signature are charged to the sender's address, so they cannot starve the patient."""
+    victim = Ed25519PrivateKey.from_seed(b"\x7a" * 32)
+    limit = RateLimit(per_second=0.001, burst=3)
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}", rate_limit=limit, **PLAIN) as server:
+        req, metadata = _signed_call(server.target, victim)  # one of the victim's three
+        forged = tuple(
+            (k, v.replace("sig=", "sig=" + "0" * 128 + "x")[: len(v)] if k == HEADER else v) for k, v in metadata
+        )
+        codes = [_replay(server.target, req, forged)[0] for _ in range(5)]
+        assert codes[:3] == [grpc.StatusCode.UNAUTHENTICATED] * 3, codes
+        assert codes[3:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2, codes
+        for _ in range(2):
+            _signed_call(server.target, victim)
+        with pytest.raises(grpc.RpcError) as err:
+            _signed_call(server.target, victim)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
