@@ -917,15 +917,21 @@ def read_operator_key(path: str) -> Signer:
 def cmd_register_party(args: argparse.Namespace) -> int:
     keys = [public_key_from_file(f, "party key file") for f in args.party_key_file]
     roles = _split(args.role)
+    capabilities = _split(args.capability or [])
     payload = payloads.build_party_registration(
-        party_id=args.party_id, roles=roles, public_keys=keys, display_name=args.display_name
+        party_id=args.party_id, roles=roles, public_keys=keys, display_name=args.display_name,
+        capabilities=capabilities,
     )
     details = [
         f"party            {args.party_id} ({args.display_name})",
         f"roles            {', '.join(roles)}",
+        f"capabilities     {', '.join(capabilities) or 'none'}",
         f"keys             {', '.join(short_key(k) for k in keys)}",
     ]
-    extra = {"party_id": args.party_id, "roles": roles, "public_keys": [k.hex() for k in keys], "display_name": args.display_name}
+    extra = {
+        "party_id": args.party_id, "roles": roles, "capabilities": capabilities,
+        "public_keys": [k.hex() for k in keys], "display_name": args.display_name,
+    }
     return operator_submit(args, args.operator_key, payloads.PARTY_REGISTRATION, payload, details, extra)
 
 
@@ -1438,6 +1444,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the organisation's key file (its .pub, or the private key file; only the public key is "
                         "used); repeatable. Create one with: consent-ledger keygen org --out ID.key")
     p.add_argument("--display-name", required=True, help="the organisation's name for people")
+    p.add_argument("--capability", action="append", metavar="CAPABILITY",
+                   help=f"repeatable or comma-separated: {', '.join(vocab.CAPABILITIES)} (none by default; a newer "
+                        "registration without it takes it away)")
     add_client_options(p)
     p.set_defaults(func=cmd_register_party)
 

@@ -283,10 +283,14 @@ class ConsentClient:
         roles: Sequence[str],
         public_keys: Sequence[bytes],
         display_name: str,
+        capabilities: Sequence[str] = (),
     ) -> SubmitReceipt:
-        """Register an organisation (signed by an operator key; the ledger refuses any other signer)."""
+        """Register an organisation (signed by an operator key; the ledger refuses any other signer). A newer
+        registration replaces the older one; ``capabilities`` (none by default) are what the operator lets it do
+        beyond its roles, such as ``attest-guardianship``."""
         payload = payloads.build_party_registration(
-            party_id=party_id, roles=roles, public_keys=public_keys, display_name=display_name
+            party_id=party_id, roles=roles, public_keys=public_keys, display_name=display_name,
+            capabilities=capabilities,
         )
         return self.ledger.submit(sign_envelope(payloads.PARTY_REGISTRATION, payload, [operator_key]))
 

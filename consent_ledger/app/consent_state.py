@@ -161,6 +161,11 @@ class ConsentState:
         # the cache once that batch committed.
         self._pending: tuple[int, Mapping[bytes, smt.MapNode], Collection[bytes], Mapping[Key, Members]] | None = None
 
+    def in_force_ids(self, keys: Collection[Key]) -> dict[Key, set[str]]:
+        """The consent ids in force for ``keys`` as of the last committed batch. The sequencer's thread only (the
+        admit hook counts them against core.decision.MAX_IN_FORCE)."""
+        return {k: set(members) for k, members in self._sets.get(keys).items()}
+
     def touched_keys(self, rows: Sequence[Mapping[str, object]]) -> set[Key]:
         """The map keys a batch's consent rows change: each grant's, each revoked or superseded grant's."""
         keys: set[Key] = set()

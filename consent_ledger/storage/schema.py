@@ -266,3 +266,18 @@ erasures = Table(
     **_MYSQL,
 )
 __all__ += ["break_glass_events", "break_glass_reviews", "erasures"]
+
+# --- signers (migration 0007_delegation) --------------------------------------------------------------------
+# Every key that signed an entry, with the first entry it signed (StateCommits aside: only the log key signs
+# them). An attested delegation is refused once its patient key is here (core.delegation.check_attestation).
+# Upserted, so a key written twice (a batch replayed after a lost COMMIT) is no conflict.
+signers = Table(
+    "signers",
+    metadata,
+    Column("signer", HASH, nullable=False),
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    PrimaryKeyConstraint("signer"),
+    info={UPSERT: True},
+    **_MYSQL,
+)
+__all__ += ["signers"]
