@@ -23,6 +23,7 @@ from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.checkpoint import Checkpoint
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.decision import (
+    MAX_IN_FORCE,
     AccessRequest,
     Decision,
     LedgerEntry,
@@ -710,6 +711,11 @@ class ConsentClient:
             if isinstance(p, payloads.ConsentGrantPayload):
                 if p.patient != r.patient or p.grantee not in grants or e.index >= sc.index:
                     raise IncompleteEvidence(f"entry {e.index} is not an in-force grant for the requester")
+                if len(grants[p.grantee]) >= MAX_IN_FORCE:
+                    raise IncompleteEvidence(
+                        f"the evidence holds more than {MAX_IN_FORCE} grants for {p.grantee}: the ledger keeps at most "
+                        f"{MAX_IN_FORCE} in force per patient and selector"
+                    )
                 grants[p.grantee].append(e)
             elif isinstance(p, payloads.StateCommitPayload):
                 if e.index != sc.index:
