@@ -90,6 +90,7 @@ from consent_ledger.presentation import (
 from consent_ledger.server.app import TlsFiles
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.app.consent_state import StatePolicy
+from consent_ledger.app.lru import CacheBudget
 from consent_ledger.core.decision import IMPLICIT_DENY, IMPLICIT_POLICIES, Policy
 from consent_ledger.service import (
     DEFAULT_DATABASE_URL,
@@ -190,6 +191,8 @@ def tls_from_args(args: argparse.Namespace) -> TlsFiles | None:
 
 async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None = None) -> int:
     signer = key_from_env_or_file(Path(args.key_file) if args.key_file else None)
+    if args.cache_mb < 0:
+        raise SystemExit("--cache-mb must not be negative")
     config = ServiceConfig(
         database_url=args.database_url,
         listen=args.listen,
@@ -206,6 +209,7 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         rate_limit=RateLimit(per_second=args.rate_limit, burst=2 * args.rate_limit),
         operators=tuple(_split(args.operator)),
         auditors=tuple(_split(args.auditor)),
+        cache=CacheBudget.megabytes(args.cache_mb),
     )
     service = await start_service(config, signer)
     host = args.listen.rsplit(":", 1)[0]
@@ -271,6 +275,9 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help="write a StateCommit after this long without batches (default: %(default)g)")
     p.add_argument("--state-max-age", type=float, default=5.0, metavar="SECONDS",
                    help="close any batch with a StateCommit once the last one is this old (default: %(default)g)")
+    p.add_argument("--cache-mb", type=float, default=_float_env("CONSENT_LEDGER_CACHE_MB", 256.0), metavar="MB",
+                   help="memory the server's caches may hold together, in MiB (estimated; default: "
+                        "$CONSENT_LEDGER_CACHE_MB or %(default)g)")
     p.add_argument("--operator", action="append", metavar="NAME", default=_split([_env("CONSENT_LEDGER_OPERATORS", "")]),
                    help="a client certificate common name (the --as name on an --insecure server) that acts as the "
                         "operator: registers parties, erases bodies, reviews break-glass access; repeatable "

@@ -32,7 +32,7 @@ from consent_ledger.app.errors import (
     PermissionDenied,
     WouldBlock,
 )
-from consent_ledger.app.lru import Lru
+from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
 from consent_ledger.app.payload_check import check_payload
 from consent_ledger.app.ports import (
     ConsentIndex,
@@ -190,6 +190,12 @@ def ledger_entry(stored: StoredEntry) -> LedgerEntry:
     )
 
 
+def _entry_cost(index: int, cached: tuple[StoredEntry, LedgerEntry | None]) -> int:
+    stored, parsed = cached
+    body = len(stored.envelope or b"")
+    return 4 * OVERHEAD + len(stored.leaf) + body + (0 if parsed is None else 16 * OVERHEAD + body)
+
+
 def _short(key: bytes) -> str:
     return f"ed25519:{key.hex()[:16]}..."
 
@@ -206,6 +212,7 @@ class ConsentLedger:
         policy: Policy | None = None,
         operator_keys: Iterable[bytes] = (),
         clock_ms: Callable[[], int] = _now_ms,
+        cache: CacheBudget = CacheBudget(),
     ) -> None:
         self._index = index
         self.state = state
@@ -219,8 +226,14 @@ class ConsentLedger:
         self._append: Callable[[ParsedEnvelope], object] | None = None
         self.broker: Broker | None = None
         # Hot paths of the access check: in-force sets by (patient, selector, map root), entries by index.
-        self._live_cache: Lru[tuple[bytes, str, bytes], dict[str, int]] = Lru(100_000)
-        self._entry_cache: Lru[int, tuple[StoredEntry, LedgerEntry | None]] = Lru(50_000)
+        # Both bounded by bytes (app.lru): an in-force set costs its members, an entry its leaf and body (twice
+        # once parsed: the parsed payload holds about as much again).
+        self._live_cache: Lru[tuple[bytes, str, bytes], dict[str, int]] = Lru(
+            cache.of("in_force_by_root"), lambda k, live: 3 * OVERHEAD + 64 + len(k[1]) + len(live) * (3 * OVERHEAD + 64)
+        )
+        self._entry_cache: Lru[int, tuple[StoredEntry, LedgerEntry | None]] = Lru(
+            cache.of("entries"), _entry_cost
+        )
         # The registration in force for each party id, as of the latest batch (dropped when a party re-registers).
         self._parties: dict[str, PartyRow] = {}
         self._party_horizon = 0
