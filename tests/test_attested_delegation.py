@@ -197,3 +197,38 @@ def test_the_auditor_flags_an_attestation_that_breaks_the_rule(ledger, monkeypat
     assert not report.ok and report.finding is not None
     assert report.finding.index == receipt.entry.index
     assert "attestation rule" in report.finding.problem and "capability" in report.finding.problem
+
+
+def test_the_signers_migration_indexes_an_existing_log(database_url):
+    """Migration 0007_delegation builds the signers index from the bodies of a log written before it."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from consent_ledger.storage import schema
+    from consent_ledger.storage.engine import make_engine
+    from consent_ledger.storage.migration import alembic_config
+
+    with running_server(database_url) as server:
+        op = connect(server, party=OPERATOR)
+        register(op, "hospital-1", "hospital", HOSPITAL, capabilities=[ATTEST])
+        connect(server, patient=ALICE).grant(ALICE, grantee="org:hospital-1", **GRANT)
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            first = dict(conn.execute(select(schema.signers.c.signer, schema.signers.c.idx)).all())
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0006")
+            conn.commit()
+    finally:
+        engine.dispose()
+    with running_server(database_url) as server:  # migrates to the head again, indexing the existing bodies
+        with server.service.ledger.store.connect() as conn:
+            again = {bytes(k): i for k, i in conn.execute(select(schema.signers.c.signer, schema.signers.c.idx)).all()}
+        assert again == {bytes(k): i for k, i in first.items()}
+        assert ALICE.public_key in again and log_signer().public_key in again
+        refused(
+            lambda: connect(server, party="hospital-1").delegate(HOSPITAL, patient=ALICE.public_key, delegate=D.public_key, attested_by="hospital-1", **COURT),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "already signed an entry",
+        )
