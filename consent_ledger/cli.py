@@ -90,6 +90,7 @@ from consent_ledger.presentation import (
 from consent_ledger.server.app import TlsFiles
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.app.consent_state import StatePolicy
+from consent_ledger.app.lru import CacheBudget
 from consent_ledger.core.decision import IMPLICIT_DENY, IMPLICIT_POLICIES, Policy
 from consent_ledger.service import (
     DEFAULT_DATABASE_URL,
@@ -190,6 +191,8 @@ def tls_from_args(args: argparse.Namespace) -> TlsFiles | None:
 
 async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None = None) -> int:
     signer = key_from_env_or_file(Path(args.key_file) if args.key_file else None)
+    if args.cache_mb < 0:
+        raise SystemExit("--cache-mb must not be negative")
     config = ServiceConfig(
         database_url=args.database_url,
         listen=args.listen,
@@ -209,6 +212,7 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         ),  # fmt: skip
         operators=tuple(_split(args.operator)),
         auditors=tuple(_split(args.auditor)),
+        cache=CacheBudget.megabytes(args.cache_mb),
     )
     service = await start_service(config, signer)
     host = args.listen.rsplit(":", 1)[0]
@@ -281,6 +285,9 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help="write a StateCommit after this long without batches (default: %(default)g)")
     p.add_argument("--state-max-age", type=float, default=5.0, metavar="SECONDS",
                    help="close any batch with a StateCommit once the last one is this old (default: %(default)g)")
+    p.add_argument("--cache-mb", type=float, default=_float_env("CONSENT_LEDGER_CACHE_MB", 256.0), metavar="MB",
+                   help="memory the server's caches may hold together, in MiB (estimated; default: "
+                        "$CONSENT_LEDGER_CACHE_MB or %(default)g)")
     p.add_argument("--operator", action="append", metavar="NAME", default=_split([_env("CONSENT_LEDGER_OPERATORS", "")]),
                    help="a client certificate common name (the --as name on an --insecure server) that acts as the "
                         "operator: registers parties, erases bodies, reviews break-glass access; repeatable "
@@ -927,15 +934,21 @@ def read_operator_key(path: str) -> Signer:
 def cmd_register_party(args: argparse.Namespace) -> int:
     keys = [public_key_from_file(f, "party key file") for f in args.party_key_file]
     roles = _split(args.role)
+    capabilities = _split(args.capability or [])
     payload = payloads.build_party_registration(
-        party_id=args.party_id, roles=roles, public_keys=keys, display_name=args.display_name
+        party_id=args.party_id, roles=roles, public_keys=keys, display_name=args.display_name,
+        capabilities=capabilities,
     )
     details = [
         f"party            {args.party_id} ({args.display_name})",
         f"roles            {', '.join(roles)}",
+        f"capabilities     {', '.join(capabilities) or 'none'}",
         f"keys             {', '.join(short_key(k) for k in keys)}",
     ]
-    extra = {"party_id": args.party_id, "roles": roles, "public_keys": [k.hex() for k in keys], "display_name": args.display_name}
+    extra = {
+        "party_id": args.party_id, "roles": roles, "capabilities": capabilities,
+        "public_keys": [k.hex() for k in keys], "display_name": args.display_name,
+    }
     return operator_submit(args, args.operator_key, payloads.PARTY_REGISTRATION, payload, details, extra)
 
 
@@ -1448,6 +1461,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the organisation's key file (its .pub, or the private key file; only the public key is "
                         "used); repeatable. Create one with: consent-ledger keygen org --out ID.key")
     p.add_argument("--display-name", required=True, help="the organisation's name for people")
+    p.add_argument("--capability", action="append", metavar="CAPABILITY",
+                   help=f"repeatable or comma-separated: {', '.join(vocab.CAPABILITIES)} (none by default; a newer "
+                        "registration without it takes it away)")
     add_client_options(p)
     p.set_defaults(func=cmd_register_party)
 

@@ -314,7 +314,8 @@ def entry_summary(entry: VerifiedEntry, *, log_key: bytes | None = None) -> str:
             f"id {cid}..."
         )
     if isinstance(payload, payloads.PartyRegistrationPayload):
-        return f"{head}  {payload.party_id} ({payload.display_name}), roles {','.join(payload.roles)}  id {cid}..."
+        caps = f", capabilities {','.join(payload.capabilities)}" if payload.capabilities else ""
+        return f"{head}  {payload.party_id} ({payload.display_name}), roles {','.join(payload.roles)}{caps}  id {cid}..."
     if isinstance(payload, payloads.BreakGlassReviewPayload):
         return f"{head}  event #{payload.event_index}: {payload.outcome.upper()}  id {cid}..."
     if isinstance(payload, payloads.ErasurePayload):

@@ -15,6 +15,7 @@ from consent_ledger.app.broker import Broker
 from consent_ledger.app.consent_state import ConsentState, StatePolicy
 from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
+from consent_ledger.app.lru import CacheBudget
 from consent_ledger.core.decision import Policy
 from consent_ledger.core.note import Signer
 from consent_ledger.server.app import TlsFiles, create_server
@@ -44,6 +45,8 @@ class ServiceConfig:
     # Configured identities (TLS client certificate common names; the party header on a development server).
     operators: tuple[str, ...] = ()
     auditors: tuple[str, ...] = ()
+    # What the server's caches may hold together (app.lru.CacheBudget; serve --cache-mb).
+    cache: CacheBudget = field(default_factory=CacheBudget)
 
 
 @dataclass
@@ -75,8 +78,10 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
     store = open_store(config.database_url)
     try:
         index = SqlConsentIndex(store)
-        state = ConsentState(index, SqlMapStore(store), signer, config.state)
-        consents = ConsentLedger(index, state, signer, policy=config.policy, operator_keys=config.operator_keys)
+        state = ConsentState(index, SqlMapStore(store), signer, config.state, config.cache)
+        consents = ConsentLedger(
+            index, state, signer, policy=config.policy, operator_keys=config.operator_keys, cache=config.cache
+        )
         ledger = Ledger(
             store,
             signer,
@@ -86,6 +91,7 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
             admit=consents.admit,
             heartbeat_s=config.state.heartbeat_s,
             max_batch=config.max_batch,
+            cache=config.cache,
         )
         broker = Broker(asyncio.get_running_loop())
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)

@@ -121,6 +121,10 @@ PAYLOAD_SEEDS: dict[str, tuple[bytes, ...]] = {
             party_id="insurer-1", roles=["insurer", "research"], public_keys=[ORG.public_key],
             display_name="Insurer One", issued_at_ms=T - 100, nonce=_nonce(4),
         ),
+        P.build_party_registration(
+            party_id="hospital-1", roles=["hospital"], public_keys=[ORG.public_key], display_name="Hospital One",
+            capabilities=["attest-guardianship"], issued_at_ms=T - 100, nonce=_nonce(13),
+        ),
     ),
     P.ACCESS_EVENT: (
         P.build_access_event(

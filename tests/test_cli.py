@@ -436,7 +436,7 @@ def test_register_party(
     assert [p["index"] for p in parties.values()] == [0, 2, 3]
     kinds = [e["kind"] for e in run_json(capsys, "entries", "0", "10", *conn, *AS_AUDITOR)["entries"]]
     assert kinds == ["party registration", "state commit", "party registration", "party registration"]
-    assert ed["roles"] == ["hospital"] and ed["display_name"] == "City ED"
+    assert ed["roles"] == ["hospital"] and ed["display_name"] == "City ED" and ed["capabilities"] == []
     pub = (tmp_path / "ed-1.key.pub").read_text().strip()
     assert ed["public_keys"] == [parse_pub(pub).hex()]
     assert ed["verified"]["inclusion"]["tree_size"] == 4
@@ -466,7 +466,14 @@ def test_register_party_human_output_and_refusals(
     code, err = run_fail(capsys, base[0], "--operator-key", str(operator_key), *base[1:3], "--role", "boss",
                          *base[5:])
     assert code == EXIT_ERROR and "unknown role 'boss'" in err
+    code, err = run_fail(capsys, base[0], "--operator-key", str(operator_key), *base[1:], "--capability", "root")
+    assert code == EXIT_ERROR and "unknown capability 'root'" in err
     assert run_json(capsys, "checkpoint", *conn)["checkpoint"]["size"] == size  # refusals append nothing
+    # The operator lets lab-1 attest guardians; a newer registration without the flag takes it away.
+    assert main([base[0], "--operator-key", str(operator_key), *base[1:], "--capability", "attest-guardianship"]) == 0
+    assert "capabilities     attest-guardianship" in capsys.readouterr().out
+    again = run_json(capsys, base[0], "--operator-key", str(operator_key), *base[1:])
+    assert again["capabilities"] == []
 
 
 def test_check_access_consents_who_asked(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from consent_ledger.core import delegation as DG
+from consent_ledger.core.vocab import ATTEST_GUARDIANSHIP
 from consent_ledger.core.decision import (
     SIGNER_NOT_AUTHORISED,
     AccessRequest,
@@ -68,10 +69,13 @@ def delegation(
     return _entry(p, at, (PATIENT,) if signers is None else signers)
 
 
-def registration(*, at: int = T - 2 * DAY, party: str = "hospital-1", keys: Sequence[bytes] = (ORG_KEY,)) -> LedgerEntry:
+def registration(
+    *, at: int = T - 2 * DAY, party: str = "hospital-1", keys: Sequence[bytes] = (ORG_KEY,),
+    capabilities: Sequence[str] = (ATTEST_GUARDIANSHIP,),
+) -> LedgerEntry:
     p = PartyRegistrationPayload(
         party_id=party, roles=("hospital",), public_keys=tuple(keys), display_name="H", issued_at_ms=at - 1,
-        nonce=next(_seq).to_bytes(16, "big"),
+        nonce=next(_seq).to_bytes(16, "big"), capabilities=tuple(capabilities),
     )  # fmt: skip
     return _entry(p, at, (b"\x00" * 32,))
 
@@ -164,7 +168,7 @@ def test_required_scope() -> None:
 )
 def test_who_signs_and_who_revokes(attested_by: str, signers: tuple[bytes, ...], org_keys: tuple[bytes, ...], signed: bool, revocable: bool) -> None:
     d = _d(attested_by=attested_by, evidence_reference="ref" if attested_by else "")
-    assert DG.signed_validly(d, signers, org_keys) == signed
+    assert DG.signed_validly(d, signers, org_keys, (ATTEST_GUARDIANSHIP,)) == signed
     assert DG.may_revoke(d, signers, org_keys) == revocable
 
 
@@ -218,6 +222,11 @@ DECIDE: list[tuple[str, Callable[[], list[LedgerEntry]], str]] = [
     ("attested without the registration given", lambda: [delegation(attested_by="hospital-1", signers=(ORG_KEY,)), grant()], DENY),
     ("attested by a key not in the registration", lambda: [registration(keys=(STRANGER,)), delegation(attested_by="hospital-1", signers=(ORG_KEY,)), grant()], DENY),
     ("attested, registration logged after the delegation", lambda: (lambda d: [d, registration(), grant()])(delegation(attested_by="hospital-1", signers=(ORG_KEY,))), DENY),
+    ("attested by an organisation without the capability", lambda: [registration(capabilities=()), delegation(attested_by="hospital-1", signers=(ORG_KEY,)), grant()], DENY),
+    ("attested, the capability removed by a newer registration", lambda: [registration(at=T - 3 * DAY), registration(capabilities=()), delegation(attested_by="hospital-1", signers=(ORG_KEY,)), grant()], DENY),
+    ("attested, the capability removed after the delegation", lambda: [registration(at=T - 3 * DAY), delegation(attested_by="hospital-1", signers=(ORG_KEY,)), registration(at=T - 3 * H, capabilities=()), grant()], PERMIT),
+    ("attested for a patient who had signed before", lambda: [delegation(delegate=PROXY, at=T - 3 * DAY), registration(), delegation(attested_by="hospital-1", signers=(ORG_KEY,)), grant()], DENY),
+    ("attested, the patient signs after it", lambda: [registration(), delegation(attested_by="hospital-1", signers=(ORG_KEY,)), grant(), delegation(delegate=PROXY, at=T - 1)], PERMIT),
     ("attested, revoked by the organisation", lambda: (lambda d: [registration(), d, revoke(d, signers=(ORG_KEY,)), grant()])(delegation(attested_by="hospital-1", signers=(ORG_KEY,))), DENY),
     ("superseding grant needs revoke too", lambda: (lambda g: [g, delegation(scope=("grant",)), grant(supersedes=g, signers=(GUARDIAN,)), ])(grant(signers=(PATIENT,), at=T - 3 * H)), PERMIT),
     ("delegate revokes a grant with scope revoke", lambda: (lambda g: [g, delegation(delegate=PROXY, scope=("revoke",)), revoke(g, signers=(PROXY,))])(grant(signers=(PATIENT,), at=T - 3 * H)), DENY),
@@ -233,6 +242,25 @@ def test_decide_with_delegations(entries: Callable[[], list[LedgerEntry]], expec
     assert decide(es, r).decision == expected
     assert decide(list(reversed(es)), r).decision == expected, "the order of the entries does not matter"
     assert decide(evidence_for(es, r), r) == decide(es, r)
+
+
+@pytest.mark.parametrize(
+    ("keys", "capabilities", "signed_before", "match"),
+    [
+        (None, (ATTEST_GUARDIANSHIP,), False, "not registered"),
+        ((STRANGER,), (ATTEST_GUARDIANSHIP,), False, "not signed by a key of hospital-1"),
+        ((ORG_KEY,), (), False, "does not carry the capability attest-guardianship"),
+        ((ORG_KEY,), (ATTEST_GUARDIANSHIP,), True, "already signed an entry"),
+    ],
+)
+def test_check_attestation_says_which_part_fails(
+    keys: tuple[bytes, ...] | None, capabilities: tuple[str, ...], signed_before: bool, match: str
+) -> None:
+    d = _d(attested_by="hospital-1", evidence_reference="court order")
+    with pytest.raises(DG.AttestationRefused, match=match) as err:
+        DG.check_attestation(d, (ORG_KEY,), org_keys=keys, org_capabilities=capabilities, patient_signed_before=signed_before)
+    assert err.value.delegation == d
+    DG.check_attestation(d, (ORG_KEY,), org_keys=(ORG_KEY,), org_capabilities=(ATTEST_GUARDIANSHIP,), patient_signed_before=False)
 
 
 def test_an_ignored_delegate_grant_says_so() -> None:

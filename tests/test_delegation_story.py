@@ -49,7 +49,11 @@ def client(server, party: str = OPERATOR) -> ConsentClient:
 
 def register(c: ConsentClient) -> None:
     op = log_signer().private_key
-    c.register_party(op, party_id="hospital-1", roles=["hospital"], public_keys=[HOSPITAL.public_key], display_name="H")
+    # The operator lets the hospital attest guardians (no organisation may by default).
+    c.register_party(
+        op, party_id="hospital-1", roles=["hospital"], public_keys=[HOSPITAL.public_key], display_name="H",
+        capabilities=["attest-guardianship"],
+    )
     c.register_party(op, party_id="insurer-1", roles=["insurer"], public_keys=[INSURER.public_key], display_name="I")
 
 
@@ -190,7 +194,7 @@ def test_attestations_and_delegations_signed_by_the_wrong_key_are_refused(ledger
     child, g = CHILD.public_key, GUARDIAN.public_key
     attest = dict(patient=child, delegate=g, relationship="guardian", scope=["*"], evidence_reference="ref 1")
     refused(lambda: c.delegate(STRANGER, **attest, attested_by="clinic-9"), grpc.StatusCode.PERMISSION_DENIED, "not registered")
-    refused(lambda: c.delegate(STRANGER, **attest, attested_by="hospital-1"), grpc.StatusCode.PERMISSION_DENIED, "not signed by a key of it")
+    refused(lambda: c.delegate(STRANGER, **attest, attested_by="hospital-1"), grpc.StatusCode.PERMISSION_DENIED, "not signed by a key of hospital-1")
     refused(lambda: c.delegate(GUARDIAN, patient=child, delegate=PROXY.public_key, relationship="proxy", scope=["*"]), grpc.StatusCode.PERMISSION_DENIED, "signed by the patient's own key")
     # Malformed attestations, signed and sent anyway: INVALID_ARGUMENT.
     base = dict(patient=child, delegate=g, relationship="guardian", scope=["*"], attested_by="hospital-1", issued_at_ms=1, nonce=b"\x00" * 16)

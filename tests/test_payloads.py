@@ -371,6 +371,14 @@ def test_builders_make_fresh_valid_payloads() -> None:
     pr = P.build_party_registration(party_id="insurer-1", roles=["insurer"], public_keys=[KEY2], display_name="Insurer One",
                                     issued_at_ms=T, nonce=NONCE)
     assert P.parse_payload(P.PARTY_REGISTRATION, pr) == party()
+    caps = P.build_party_registration(party_id="insurer-1", roles=["insurer"], public_keys=[KEY2], display_name="Insurer One",
+                                      capabilities=["attest-guardianship"], issued_at_ms=T, nonce=NONCE)
+    assert P.parse_payload(P.PARTY_REGISTRATION, caps) == dataclasses.replace(party(), capabilities=("attest-guardianship",))
+    for bad, match in ((["root"], "unknown capability"), (["attest-guardianship"] * 2, "capabilities: at most 1")):
+        raw = pb.PartyRegistration(party_id="insurer-1", roles=["insurer"], public_keys=[KEY2], display_name="I",
+                                   capabilities=bad, issued_at_ms=T, nonce=NONCE).SerializeToString(deterministic=True)
+        with pytest.raises(InvalidInput, match=match):
+            P.parse_payload(P.PARTY_REGISTRATION, raw)
     ev = P.build_access_event(
         patient=PATIENT, party_id="insurer-1", action="access", purpose="CLMATTCH",
         data=[P.DataItem("laboratory-results"), P.DataItem("clinical-notes", ("MH",))],

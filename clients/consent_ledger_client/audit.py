@@ -71,6 +71,10 @@ class Auditor:
         self._map = smt.MemoryMapNodes()
         self._next = 0
         self._party_keys: dict[str, frozenset[bytes]] = {}
+        self._party_capabilities: dict[str, frozenset[str]] = {}
+        # Every key that signed an entry so far: an attested delegation of a patient whose key is among them breaks
+        # core.delegation.check_attestation.
+        self._signed: set[bytes] = set()
         self._book = delegation.DelegationBook()
         self._delegation_payloads: dict[str, bytes] = {}
         # Break-glass accesses not reviewed yet (a review must name one of them, once).
@@ -86,6 +90,8 @@ class Auditor:
             raise InvalidInput(f"{path} is not an audit state of this log")
         self._next = int(data["next_index"])
         self._party_keys = {p: frozenset(bytes.fromhex(k) for k in ks) for p, ks in data["party_keys"].items()}
+        self._party_capabilities = {p: frozenset(cs) for p, cs in data.get("party_capabilities", {}).items()}
+        self._signed = {bytes.fromhex(k) for k in data.get("signed", [])}
         self._sets = InForceSets.from_json(data["in_force"])
         for did, d in data.get("delegations", {}).items():
             raw = bytes.fromhex(d["payload"])
@@ -109,6 +115,8 @@ class Auditor:
             "map_root": self._map.root().hex(),
             "in_force": self._sets.to_json(),
             "party_keys": {p: sorted(k.hex() for k in ks) for p, ks in self._party_keys.items()},
+            "party_capabilities": {p: sorted(cs) for p, cs in self._party_capabilities.items()},
+            "signed": sorted(k.hex() for k in self._signed),
             "delegations": {
                 did: {"index": d.index, "integrated_ms": d.integrated_ms, "revoked_ms": d.revoked_ms,
                       "payload": self._delegation_payloads[did].hex()}
@@ -177,6 +185,7 @@ class Auditor:
         problem = self._signer_problem(env, p, entry.leaf.integrated_time_ms)
         if problem:
             return Finding(entry.index, problem)
+        self._signed.update(env.signers)
         cid = payloads.consent_id(env.payload)
         if isinstance(p, payloads.DelegationPayload):
             self._book.add(delegation.Delegate(cid, entry.index, entry.leaf.integrated_time_ms, p))
@@ -198,6 +207,7 @@ class Auditor:
             return None
         if isinstance(p, payloads.PartyRegistrationPayload):
             self._party_keys[p.party_id] = frozenset(p.public_keys)
+            self._party_capabilities[p.party_id] = frozenset(p.capabilities)
         elif isinstance(p, payloads.AccessEventPayload) and p.break_glass_access:
             self._unreviewed.add(entry.index)
         elif isinstance(p, payloads.BreakGlassReviewPayload):
@@ -253,9 +263,17 @@ class Auditor:
         elif isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in signers:
             if self._book.authorising(p.patient, signers, integrated_ms, delegation.required_scope(p)) is None:
                 return "a consent entry signed by neither its patient nor a delegate in force"
-        if isinstance(p, payloads.DelegationPayload):
-            if not delegation.signed_validly(p, signers, self._party_keys.get(p.attested_by, frozenset())):
-                return "a delegation not signed by its patient or by the organisation attesting it"
+        if isinstance(p, payloads.DelegationPayload) and p.attested_by:
+            try:
+                delegation.check_attestation(
+                    p, signers, org_keys=self._party_keys.get(p.attested_by),
+                    org_capabilities=self._party_capabilities.get(p.attested_by, frozenset()),
+                    patient_signed_before=p.patient in self._signed,
+                )
+            except delegation.AttestationRefused as e:
+                return f"an attested delegation that breaks the attestation rule: {e.reason}"
+        elif isinstance(p, payloads.DelegationPayload) and not delegation.signed_validly(p, signers, None):
+            return "a delegation not signed by its patient"
         operator_kinds = (
             payloads.PartyRegistrationPayload
             | payloads.StateCommitPayload

@@ -23,6 +23,7 @@ from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.checkpoint import Checkpoint
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.decision import (
+    MAX_IN_FORCE,
     AccessRequest,
     Decision,
     LedgerEntry,
@@ -283,10 +284,14 @@ class ConsentClient:
         roles: Sequence[str],
         public_keys: Sequence[bytes],
         display_name: str,
+        capabilities: Sequence[str] = (),
     ) -> SubmitReceipt:
-        """Register an organisation (signed by an operator key; the ledger refuses any other signer)."""
+        """Register an organisation (signed by an operator key; the ledger refuses any other signer). A newer
+        registration replaces the older one; ``capabilities`` (none by default) are what the operator lets it do
+        beyond its roles, such as ``attest-guardianship``."""
         payload = payloads.build_party_registration(
-            party_id=party_id, roles=roles, public_keys=public_keys, display_name=display_name
+            party_id=party_id, roles=roles, public_keys=public_keys, display_name=display_name,
+            capabilities=capabilities,
         )
         return self.ledger.submit(sign_envelope(payloads.PARTY_REGISTRATION, payload, [operator_key]))
 
@@ -706,6 +711,11 @@ class ConsentClient:
             if isinstance(p, payloads.ConsentGrantPayload):
                 if p.patient != r.patient or p.grantee not in grants or e.index >= sc.index:
                     raise IncompleteEvidence(f"entry {e.index} is not an in-force grant for the requester")
+                if len(grants[p.grantee]) >= MAX_IN_FORCE:
+                    raise IncompleteEvidence(
+                        f"the evidence holds more than {MAX_IN_FORCE} grants for {p.grantee}: the ledger keeps at most "
+                        f"{MAX_IN_FORCE} in force per patient and selector"
+                    )
                 grants[p.grantee].append(e)
             elif isinstance(p, payloads.StateCommitPayload):
                 if e.index != sc.index:

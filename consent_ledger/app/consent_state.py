@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consent_ledger.app.errors import Unavailable
-from consent_ledger.app.lru import Lru
+from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru, estimate_size
 from consent_ledger.app.ports import ConsentIndex, ConsentMap, NewEntry, StateCommitRow
 from consent_ledger.app.sequencer import PreparedBatch
 from consent_ledger.core import payloads, smt
@@ -71,12 +71,13 @@ _ABSENT = None
 
 class NodeCache:
     """The committed map nodes by position, in memory: storage is read only on a miss (absent positions are
-    remembered too), and each committed batch's change is written through. Bounded; thread-safe."""
+    remembered too), and each committed batch's change is written through. Bounded by bytes; thread-safe."""
 
-    def __init__(self, store: ConsentMap, capacity: int = 500_000) -> None:
+    def __init__(self, store: ConsentMap, max_bytes: int = CacheBudget().of("map_nodes")) -> None:
         self._store = store
-        self._capacity = capacity
-        self._nodes: OrderedDict[bytes, smt.MapNode | None] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._nodes: OrderedDict[bytes, tuple[smt.MapNode | None, int]] = OrderedDict()
+        self.bytes = 0
         self._lock = threading.Lock()
 
     def read(self, paths: Collection[bytes]) -> dict[bytes, smt.MapNode]:
@@ -85,7 +86,7 @@ class NodeCache:
         with self._lock:
             for p in paths:
                 if p in self._nodes:
-                    node = self._nodes[p]
+                    node = self._nodes[p][0]
                     if node is not None:
                         out[p] = node
                 else:
@@ -94,7 +95,7 @@ class NodeCache:
             found = self._store.read(missing)
             with self._lock:
                 for p in missing:
-                    self._nodes[p] = found.get(p)
+                    self._set(p, found.get(p))
                 self._trim()
             out.update(found)
         return out
@@ -102,13 +103,23 @@ class NodeCache:
     def apply(self, changed: Mapping[bytes, smt.MapNode], deleted: Collection[bytes]) -> None:
         with self._lock:
             for p in deleted:
-                self._nodes[p] = _ABSENT
-            self._nodes.update(changed)
+                self._set(p, _ABSENT)
+            for p, node in changed.items():
+                self._set(p, node)
             self._trim()
 
+    def _set(self, path: bytes, node: smt.MapNode | None) -> None:
+        old = self._nodes.pop(path, None)
+        if old is not None:
+            self.bytes -= old[1]
+        cost = 2 * OVERHEAD + len(path) + estimate_size(node)
+        self._nodes[path] = (node, cost)
+        self.bytes += cost
+
     def _trim(self) -> None:
-        while len(self._nodes) > self._capacity:
-            self._nodes.popitem(last=False)
+        while self.bytes > self._max_bytes and self._nodes:
+            _, (_, cost) = self._nodes.popitem(last=False)
+            self.bytes -= cost
 
 
 Members = dict[str, tuple[int, bytes]]  # consent id -> (leaf index, leaf hash) of the in-force grants of a key
@@ -119,9 +130,12 @@ class InForceCache:
     uses it: a miss is read from the index, and each committed batch's new sets are written through, so a batch
     reads nothing for a key it has seen before (a patient with a long history costs no more than a new one)."""
 
-    def __init__(self, index: ConsentIndex, capacity: int = 200_000) -> None:
+    def __init__(self, index: ConsentIndex, max_bytes: int = CacheBudget().of("in_force")) -> None:
         self._index = index
-        self._sets: Lru[Key, Members] = Lru(capacity)
+        # A member: its consent id (64 characters), leaf index and 32-byte leaf hash.
+        self._sets: Lru[Key, Members] = Lru(
+            max_bytes, lambda k, m: 2 * OVERHEAD + len(k[0]) + len(k[1]) + len(m) * (4 * OVERHEAD + 64 + 32)
+        )
 
     def get(self, keys: Collection[Key]) -> dict[Key, Members]:
         out = {k: hit for k in keys if (hit := self._sets.get(k)) is not None}
@@ -148,18 +162,27 @@ class InForceCache:
 class ConsentState:
     """Keeps the consent map in step with the log, and hands out the latest StateCommit."""
 
-    def __init__(self, index: ConsentIndex, cmap: ConsentMap, signer: Signer, policy: StatePolicy) -> None:
+    def __init__(
+        self, index: ConsentIndex, cmap: ConsentMap, signer: Signer, policy: StatePolicy, cache: CacheBudget = CacheBudget()
+    ) -> None:
         self._index = index
         self._map = cmap
-        self._nodes = NodeCache(cmap)
-        self._sets = InForceCache(index)
-        self._proofs: Lru[tuple[bytes, bytes], smt.MapProof] = Lru(100_000)
+        self._nodes = NodeCache(cmap, cache.of("map_nodes"))
+        self._sets = InForceCache(index, cache.of("in_force"))
+        self._proofs: Lru[tuple[bytes, bytes], smt.MapProof] = Lru(
+            cache.of("map_proofs"), lambda k, p: 4 * OVERHEAD + 64 + len(p.siblings) * (OVERHEAD + 32)
+        )
         self._signer = signer
         self.policy = policy
         self.latest: StateCommitRow | None = index.latest_state_commit()
         # The map change of the batch being integrated, by the index of its StateCommit; written through to
         # the cache once that batch committed.
         self._pending: tuple[int, Mapping[bytes, smt.MapNode], Collection[bytes], Mapping[Key, Members]] | None = None
+
+    def in_force_ids(self, keys: Collection[Key]) -> dict[Key, set[str]]:
+        """The consent ids in force for ``keys`` as of the last committed batch. The sequencer's thread only (the
+        admit hook counts them against core.decision.MAX_IN_FORCE)."""
+        return {k: set(members) for k, members in self._sets.get(keys).items()}
 
     def touched_keys(self, rows: Sequence[Mapping[str, object]]) -> set[Key]:
         """The map keys a batch's consent rows change: each grant's, each revoked or superseded grant's."""

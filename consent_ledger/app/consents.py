@@ -32,7 +32,7 @@ from consent_ledger.app.errors import (
     PermissionDenied,
     WouldBlock,
 )
-from consent_ledger.app.lru import Lru
+from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
 from consent_ledger.app.payload_check import check_payload
 from consent_ledger.app.ports import (
     ConsentIndex,
@@ -49,6 +49,7 @@ from consent_ledger.app.tree import TreeReader
 from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
+    MAX_IN_FORCE,
     STATE_ACTIVE,
     AccessRequest,
     Decision,
@@ -163,6 +164,13 @@ def _page(fetch: Callable[[int], list[T]], limit: int) -> tuple[list[T], bool]:
     return items[:limit], len(items) > limit
 
 
+def _too_many(p: payloads.ConsentGrantPayload, count: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"patient {_short(p.patient)} already has {count} grants in force for {p.grantee} (at most {MAX_IN_FORCE}, "
+        "so that the evidence of an access check stays bounded): revoke or supersede one of them first"
+    )
+
+
 def _already_logged(consent_id: str) -> AlreadyExists:
     return AlreadyExists(f"entry {consent_id} is already in the log (in another envelope)")
 
@@ -182,6 +190,12 @@ def ledger_entry(stored: StoredEntry) -> LedgerEntry:
     )
 
 
+def _entry_cost(index: int, cached: tuple[StoredEntry, LedgerEntry | None]) -> int:
+    stored, parsed = cached
+    body = len(stored.envelope or b"")
+    return 4 * OVERHEAD + len(stored.leaf) + body + (0 if parsed is None else 16 * OVERHEAD + body)
+
+
 def _short(key: bytes) -> str:
     return f"ed25519:{key.hex()[:16]}..."
 
@@ -198,6 +212,7 @@ class ConsentLedger:
         policy: Policy | None = None,
         operator_keys: Iterable[bytes] = (),
         clock_ms: Callable[[], int] = _now_ms,
+        cache: CacheBudget = CacheBudget(),
     ) -> None:
         self._index = index
         self.state = state
@@ -211,8 +226,14 @@ class ConsentLedger:
         self._append: Callable[[ParsedEnvelope], object] | None = None
         self.broker: Broker | None = None
         # Hot paths of the access check: in-force sets by (patient, selector, map root), entries by index.
-        self._live_cache: Lru[tuple[bytes, str, bytes], dict[str, int]] = Lru(100_000)
-        self._entry_cache: Lru[int, tuple[StoredEntry, LedgerEntry | None]] = Lru(50_000)
+        # Both bounded by bytes (app.lru): an in-force set costs its members, an entry its leaf and body (twice
+        # once parsed: the parsed payload holds about as much again).
+        self._live_cache: Lru[tuple[bytes, str, bytes], dict[str, int]] = Lru(
+            cache.of("in_force_by_root"), lambda k, live: 3 * OVERHEAD + 64 + len(k[1]) + len(live) * (3 * OVERHEAD + 64)
+        )
+        self._entry_cache: Lru[int, tuple[StoredEntry, LedgerEntry | None]] = Lru(
+            cache.of("entries"), _entry_cost
+        )
         # The registration in force for each party id, as of the latest batch (dropped when a party re-registers).
         self._parties: dict[str, PartyRow] = {}
         self._party_horizon = 0
@@ -245,6 +266,7 @@ class ConsentLedger:
             self._check_consent_signer(env, p)
             if p.supersedes:
                 self._own_grant(p.supersedes, p.patient, "supersede")
+            self._check_bounded(p)
         elif isinstance(p, payloads.ConsentRevocationPayload):
             target = self._index.consent(p.consent_id)
             if target is not None and target.kind == DELEGATION:
@@ -366,10 +388,14 @@ class ConsentLedger:
 
     def _party_keys(self, party_id: str, below: int) -> frozenset[bytes]:
         """The keys of the party's latest registration below index ``below``; PermissionDenied if none."""
+        return frozenset(self._registration(party_id, below).public_keys)
+
+    def _registration(self, party_id: str, below: int) -> payloads.PartyRegistrationPayload:
+        """The party's latest registration below index ``below``; PermissionDenied if none."""
         party = self.party(party_id, below)
         _, (registration,) = self._entries_at({party.index}, {party.index})
         assert isinstance(registration.payload, payloads.PartyRegistrationPayload)
-        return frozenset(registration.payload.public_keys)
+        return registration.payload
 
     # -- delegations ------------------------------------------------------------------------------------
 
@@ -439,6 +465,16 @@ class ConsentLedger:
                 f"covers {' and '.join(need)}: {why}"
             )
 
+    def _check_bounded(self, p: payloads.ConsentGrantPayload) -> None:
+        """Evidence stays bounded: refuse a grant that would make more than MAX_IN_FORCE grants in force for its
+        patient and selector, as of the latest StateCommit (``admit`` checks again atomically with the batch)."""
+        sc = self.state.latest
+        if sc is None:
+            return
+        live = self._in_force_at(p.patient, [p.grantee], sc)[p.grantee]
+        if len(live) >= MAX_IN_FORCE and p.supersedes not in live:
+            raise _too_many(p, len(live))
+
     def _check_delegation_signer(self, env: ParsedEnvelope, p: payloads.DelegationPayload) -> None:
         if not p.attested_by:
             if p.patient not in env.signers:
@@ -447,9 +483,18 @@ class ConsentLedger:
                     "guardian in attested_by and be signed by it)"
                 )
             return
-        keys = self._party_keys(p.attested_by, EVERYTHING)
-        if not delegation.signed_validly(p, env.signers, keys):
-            raise PermissionDenied(f"the delegation is attested by {p.attested_by} but not signed by a key of it")
+        self._check_attestation(env, p, signed_before=bool(self._index.signed([p.patient])))
+
+    def _check_attestation(self, env: ParsedEnvelope, p: payloads.DelegationPayload, *, signed_before: bool) -> None:
+        """core.delegation.check_attestation against the attesting organisation's latest registration."""
+        reg = self._registration(p.attested_by, EVERYTHING)
+        try:
+            delegation.check_attestation(
+                p, env.signers, org_keys=reg.public_keys, org_capabilities=reg.capabilities,
+                patient_signed_before=signed_before,
+            )
+        except delegation.AttestationRefused as e:
+            raise PermissionDenied(str(e)) from None
 
     def _check_delegation_revocation(
         self, env: ParsedEnvelope, p: payloads.ConsentRevocationPayload, target: ConsentRow
@@ -492,8 +537,10 @@ class ConsentLedger:
 
     def admit(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
         """In the integration thread, atomically with the batch: refuse a grant or delegation whose consent id is
-        already in the log or earlier in the batch. ``check`` refuses those too, but two different envelopes of one
-        payload (another signature added, say) can both pass it before either is logged."""
+        already in the log or earlier in the batch; a grant that would make more than MAX_IN_FORCE grants in force
+        for its patient and selector; an attested delegation whose patient key signed an entry already logged or
+        earlier in the batch. ``check`` refuses those too, but concurrent submissions (or two different envelopes
+        of one payload) can all pass it before any is logged."""
         ids = {
             env.sha256: payloads.consent_id(env.payload)
             for env in envs
@@ -510,7 +557,56 @@ class ConsentLedger:
             if cid in logged:
                 refused[env.sha256] = _already_logged(cid)
             logged.add(cid)
+        self._admit_bounded(envs, refused)
+        self._admit_attested(envs, refused)
         return refused
+
+    def _admit_bounded(self, envs: Sequence[ParsedEnvelope], refused: dict[bytes, Exception]) -> None:
+        parsed = [
+            (env, payloads.parse_payload(env.payload_type, env.payload))
+            for env in envs
+            if env.payload_type in (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION) and env.sha256 not in refused
+        ]
+        keys = {(p.patient, p.grantee) for _, p in parsed if isinstance(p, payloads.ConsentGrantPayload)}
+        if not keys:
+            return
+        live = self.state.in_force_ids(keys)
+        for env, p in parsed:
+            if isinstance(p, payloads.ConsentGrantPayload):
+                ids = live[(p.patient, p.grantee)]
+                if p.supersedes:
+                    for members in live.values():
+                        members.discard(p.supersedes)
+                cid = payloads.consent_id(env.payload)
+                if cid not in ids and len(ids) >= MAX_IN_FORCE:
+                    refused[env.sha256] = _too_many(p, len(ids))
+                    continue
+                ids.add(cid)
+            elif isinstance(p, payloads.ConsentRevocationPayload):
+                for members in live.values():
+                    members.discard(p.consent_id)
+
+    def _admit_attested(self, envs: Sequence[ParsedEnvelope], refused: dict[bytes, Exception]) -> None:
+        attested = {
+            env.sha256: p
+            for env in envs
+            if env.payload_type == payloads.DELEGATION and env.sha256 not in refused
+            for p in [payloads.parse_payload(env.payload_type, env.payload)]
+            if isinstance(p, payloads.DelegationPayload) and p.attested_by
+        }
+        if not attested:
+            return
+        signed = self._index.signed({p.patient for p in attested.values()})
+        for env in envs:
+            p = attested.get(env.sha256)
+            if p is not None:
+                try:
+                    self._check_attestation(env, p, signed_before=p.patient in signed)
+                except PermissionDenied as e:
+                    refused[env.sha256] = e
+                    continue
+            if env.sha256 not in refused:
+                signed.update(env.signers)
 
     # -- index rows, written in the batch's transaction --------------------------------------------------
 
@@ -543,7 +639,11 @@ class ConsentLedger:
         reasons: dict[int, str] = {}
         grantee_of: dict[str, str | None] = {}
         delegations: list[dict[str, object]] = []
+        first_signed: dict[bytes, int] = {}
         for e, env in zip(entries, envs):
+            if env.payload_type != payloads.STATE_COMMIT:
+                for key in env.signers:
+                    first_signed.setdefault(key, e.index)
             p = payloads.parse_payload(env.payload_type, env.payload)
             cid = payloads.consent_id(env.payload)
             base = {"idx": e.index, "integrated_ms": e.integrated_ms, "consent_id": cid}
@@ -581,8 +681,12 @@ class ConsentLedger:
         if erasures:
             for i in self._index.erased_by(erasures):
                 del erasures[i], reasons[i]
+        if first_signed:
+            for key in self._index.signed(first_signed):
+                del first_signed[key]
         rows: dict[str, list[dict[str, object]]] = {}
         for name, r in (
+            ("signers", [{"signer": k, "idx": i} for k, i in first_signed.items()]),
             ("consents", consents),
             ("parties", parties),
             ("access_events", events),

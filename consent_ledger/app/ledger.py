@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from consent_ledger.app.log_queries import LogQueries
+from consent_ledger.app.lru import CacheBudget
 from consent_ledger.app.ports import LogStore
 from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Sequencer
 from consent_ledger.app.tree import TreeReader
@@ -31,11 +32,11 @@ class Ledger:
         heartbeat_s: float | None = None,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
         max_batch: int = 4096,
-        cache_tiles: int = 4096,
+        cache: CacheBudget = CacheBudget(),
     ) -> None:
         self.store = store
         self.signer = signer
-        self.reader = TreeReader(store, cache_tiles=cache_tiles)
+        self.reader = TreeReader(store, cache_bytes=cache.of("tiles"))
         self.sequencer = Sequencer(
             store,
             signer,

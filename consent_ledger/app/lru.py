@@ -1,38 +1,127 @@
-"""A small thread-safe LRU map, for caches of values that never change once stored."""
+"""A thread-safe LRU map bounded by bytes, for caches of values that never change once stored.
+
+Every cache the server keeps is bounded by an estimate of the memory it holds, not by a count of entries: an
+entry's cost varies by orders of magnitude (an in-force set of one grant or of 256), and a count lets a few big
+entries take all the memory. Sizes are estimated cheaply (``estimate_size``: lengths of bytes and strings plus a
+fixed overhead per object), and the budget is configurable (``ServiceConfig.cache_mb``, ``serve --cache-mb``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import ClassVar, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
 
+# What one Python object costs beyond its payload, roughly (a small object header, a dict slot, a pointer).
+OVERHEAD = 64
+# How deep estimate_size looks into nested values; deeper parts count as OVERHEAD each.
+_MAX_DEPTH = 6
+
+
+def estimate_size(value: object, _depth: int = 0) -> int:
+    """A cheap estimate of the bytes ``value`` holds: bytes and strings by length, containers and dataclasses by
+    their parts, each object with a fixed OVERHEAD. Not exact; proportional to the real size, and never zero."""
+    if isinstance(value, bytes | bytearray | str):
+        return OVERHEAD + len(value)
+    if value is None or isinstance(value, bool | int | float):
+        return OVERHEAD // 2
+    if _depth >= _MAX_DEPTH:
+        return OVERHEAD
+    d = _depth + 1
+    if isinstance(value, Mapping):
+        return OVERHEAD + sum(estimate_size(k, d) + estimate_size(v, d) for k, v in value.items())
+    if isinstance(value, tuple | list | set | frozenset):
+        return OVERHEAD + sum(estimate_size(x, d) for x in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return OVERHEAD + sum(estimate_size(getattr(value, f.name), d) for f in dataclasses.fields(value))
+    return OVERHEAD
+
 
 class Lru(Generic[K, V]):
-    """A small thread-safe LRU map for values that never change once stored."""
+    """A thread-safe LRU map for values that never change once stored, holding at most ``max_bytes`` as
+    ``size(key, value)`` estimates them (default: ``estimate_size`` of both). An item larger than the whole budget
+    is not kept (``put`` still returns it)."""
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: OrderedDict[K, V] = OrderedDict()
+    def __init__(self, max_bytes: int, size: Callable[[K, V], int] | None = None) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        self._max_bytes = max_bytes
+        self._size = size or (lambda k, v: estimate_size(k) + estimate_size(v))
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    @property
+    def bytes(self) -> int:
+        """The estimated bytes held now (at most ``max_bytes``)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, key: K) -> V | None:
         with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[0]
 
     def discard(self, key: K) -> None:
         with self._lock:
-            self._items.pop(key, None)
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
 
     def put(self, key: K, value: V) -> V:
+        cost = self._size(key, value) + OVERHEAD
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            if cost > self._max_bytes:
+                return value
+            self._items[key] = (value, cost)
+            self._bytes += cost
+            while self._bytes > self._max_bytes:
+                _, (_, evicted) = self._items.popitem(last=False)
+                self._bytes -= evicted
         return value
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheBudget:
+    """The memory the server's caches may hold together, in bytes, and how it is split between them."""
+
+    total_bytes: int = 256 * 2**20
+
+    # Shares of the total, by cache. They sum to 1.
+    SHARES: ClassVar[dict[str, float]] = {
+        "entries": 0.30,  # stored and parsed entries by index (consents.ConsentLedger)
+        "in_force_by_root": 0.10,  # in-force sets by (patient, selector, map root) (consents.ConsentLedger)
+        "tiles": 0.15,  # expanded full tiles of the log (tree.TileCache)
+        "map_nodes": 0.25,  # committed consent-map nodes (consent_state.NodeCache)
+        "in_force": 0.10,  # the sequencer's committed in-force sets (consent_state.InForceCache)
+        "map_proofs": 0.10,  # map proofs by (key, root) (consent_state.ConsentState)
+    }
+
+    def __post_init__(self) -> None:
+        if self.total_bytes < 0:
+            raise ValueError("the cache budget must not be negative")
+
+    @classmethod
+    def megabytes(cls, mb: float) -> CacheBudget:
+        return cls(int(mb * 2**20))
+
+    def of(self, cache: str) -> int:
+        """The bytes ``cache`` (a key of SHARES) may hold."""
+        return int(self.total_bytes * self.SHARES[cache])

@@ -160,6 +160,10 @@ class ConsentIndex(Protocol):
         """Which of these consent ids some entry in the log already has."""
         ...
 
+    def signed(self, keys: Collection[bytes]) -> set[bytes]:
+        """Which of these keys signed some entry in the log (StateCommits aside)."""
+        ...
+
     def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
         """A patient's grants and revocations whose grantee is one of ``selectors``."""
         ...

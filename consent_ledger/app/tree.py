@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from consent_ledger.app.errors import CorruptStorage
-from consent_ledger.app.lru import Lru
+from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
 from consent_ledger.app.ports import LogStore
 from consent_ledger.core import tiles
 from consent_ledger.core.errors import InvalidInput
@@ -34,10 +34,12 @@ def expand_tile(data: bytes) -> tuple[bytes, ...]:
 
 
 class TileCache:
-    """A bounded LRU of expanded full tiles (full tiles never change). Thread-safe."""
+    """An LRU of expanded full tiles (full tiles never change), bounded by bytes. Thread-safe."""
 
-    def __init__(self, capacity: int) -> None:
-        self._tiles: Lru[tiles.TileId, tuple[bytes, ...]] = Lru(capacity)
+    def __init__(self, max_bytes: int) -> None:
+        self._tiles: Lru[tiles.TileId, tuple[bytes, ...]] = Lru(
+            max_bytes, lambda tile, levels: OVERHEAD * (2 + len(levels)) + sum(len(x) for x in levels)
+        )
 
     def get(self, tile: tiles.TileId) -> tuple[bytes, ...] | None:
         return self._tiles.get(tile)
@@ -57,9 +59,9 @@ def _node_from_levels(levels: Sequence[bytes], loc: tiles.NodeLocation) -> bytes
 class TreeReader:
     """A NodeReader over a LogStore: right edge in memory, full tiles from an LRU, the rest from storage."""
 
-    def __init__(self, store: LogStore, *, cache_tiles: int = 4096) -> None:
+    def __init__(self, store: LogStore, *, cache_bytes: int = CacheBudget().of("tiles")) -> None:
         self._store = store
-        self._cache = TileCache(cache_tiles)
+        self._cache = TileCache(cache_bytes)
         self._edge: Mapping[tiles.TileId, bytes] = {}
         # The right edge's partial tiles, expanded on first use (replaced with the edge, never mutated).
         self._edge_levels: dict[tiles.TileId, tuple[bytes, ...]] = {}

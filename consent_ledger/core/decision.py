@@ -110,6 +110,7 @@ __all__ = [
     "IMPLICIT_PERMIT",
     "IMPLICIT_POLICIES",
     "LABEL_NOT_NAMED",
+    "MAX_IN_FORCE",
     "NO_MATCHING_CONSENT",
     "SIGNER_NOT_AUTHORISED",
     "OBLIGATION_NOTIFY_PATIENT",
@@ -135,6 +136,10 @@ __all__ = [
     "evidence_for",
     "grantee_selectors",
 ]
+
+# Evidence stays bounded (DESIGN section 5): at most this many grants in force per patient and grantee selector.
+# The ledger refuses a grant beyond it (FAILED_PRECONDITION); a client refuses evidence with more for one selector.
+MAX_IN_FORCE = 256
 
 # Implicit policies.
 IMPLICIT_DENY = "deny"
@@ -371,16 +376,38 @@ def _org_keys(regs: dict[str, list[tuple[int, frozenset[bytes]]]], party_id: str
     return max(found, key=lambda r: r[0])[1] if found else frozenset()
 
 
+def _latest_registration(entries: Iterable[LedgerEntry], party_id: str, below: int) -> PartyRegistrationPayload | None:
+    found = [
+        e for e in entries
+        if isinstance(e.payload, PartyRegistrationPayload) and e.payload.party_id == party_id and e.index < below
+    ]
+    if not found:
+        return None
+    reg = max(found, key=lambda e: e.index).payload
+    assert isinstance(reg, PartyRegistrationPayload)
+    return reg
+
+
 def delegation_book(entries: Iterable[LedgerEntry]) -> delegation.DelegationBook:
-    """The authentic delegations among ``entries`` (signed as core.delegation requires, attested ones by a key of
-    the attesting organisation's latest registration given before them) with their valid revocations."""
+    """The authentic delegations among ``entries`` (signed as core.delegation requires; attested ones as
+    ``check_attestation`` requires, judged by the attesting organisation's latest registration given before them
+    and by the entries given: one the patient key signed before an attested delegation voids it) with their
+    valid revocations."""
     entries = sorted(entries, key=lambda e: e.index)
     regs = _registrations(entries)
     book = delegation.DelegationBook()
     for e in entries:
         p = e.payload
         if isinstance(p, DelegationPayload):
-            if delegation.signed_validly(p, e.signers, _org_keys(regs, p.attested_by, e.index)):
+            if p.attested_by:
+                reg = _latest_registration(entries, p.attested_by, e.index)
+                ok = delegation.signed_validly(
+                    p, e.signers, None if reg is None else reg.public_keys, () if reg is None else reg.capabilities,
+                    patient_signed_before=any(x.index < e.index and p.patient in x.signers for x in entries),
+                )
+            else:
+                ok = delegation.signed_validly(p, e.signers, None)
+            if ok:
                 book.add(delegation.Delegate(e.consent_id, e.index, e.integrated_time_ms, p))
     for e in entries:
         p = e.payload

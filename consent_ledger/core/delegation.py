@@ -3,9 +3,12 @@
 One rule, used by the server before it appends, by ``decide`` on evidence, by the client and by auditors.
 
 Who signs a Delegation. The patient's own key; or, for a guardian of a patient who holds no key yet, a key of
-the organisation the delegation names in ``attested_by``, as registered (PartyRegistration) when the delegation
-is logged. An attested delegation names relationship "guardian" and an evidence reference (checked statically
-in core.payloads). A delegate never signs a delegation: there is no sub-delegation.
+the organisation the delegation names in ``attested_by`` (``check_attestation``): its latest registration
+(PartyRegistration) when the delegation is logged must carry the capability ``attest-guardianship``, which the
+operator sets and no organisation has by default, and the patient key must not have signed any entry before it
+(a patient who can sign delegates for itself). An attested delegation names relationship "guardian" and an
+evidence reference (checked statically in core.payloads). A delegate never signs a delegation: there is no
+sub-delegation.
 
 In force at t (``refusal`` is None): integrated at or before t; t inside its validity period [start, end);
 t before its majority date when it names one (a minor's delegation ends when the minor comes of age); and no
@@ -27,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
+from consent_ledger.core import vocab
+from consent_ledger.core.errors import ConsentLedgerError
 from consent_ledger.core.payloads import (
     ConsentGrantPayload,
     ConsentRevocationPayload,
@@ -38,8 +43,10 @@ __all__ = [
     "GRANT",
     "REVOKE",
     "WILDCARD",
+    "AttestationRefused",
     "Delegate",
     "DelegationBook",
+    "check_attestation",
     "covers",
     "in_force",
     "may_revoke",
@@ -103,11 +110,68 @@ def in_force(
     return refusal(d, integrated_ms=integrated_ms, revoked_ms=revoked_ms, t_ms=t_ms, actions=(scope,)) is None
 
 
-def signed_validly(d: DelegationPayload, signers: Collection[bytes], org_keys: Collection[bytes]) -> bool:
-    """Is the delegation signed by whom it must be? ``org_keys``: the keys of the attesting organisation's
-    registration in force when it was logged (ignored when it is not attested)."""
+class AttestationRefused(ConsentLedgerError):
+    """An attested delegation that breaks the attestation rule (``check_attestation``); ``reason`` says which
+    part, for a refusal (server), a failed verification (client) or a finding (auditor)."""
+
+    def __init__(self, d: DelegationPayload, reason: str) -> None:
+        super().__init__(f"the delegation attested by {d.attested_by or '(nobody)'} is refused: {reason}")
+        self.delegation = d
+        self.reason = reason
+
+
+def check_attestation(
+    d: DelegationPayload,
+    signers: Collection[bytes],
+    *,
+    org_keys: Collection[bytes] | None,
+    org_capabilities: Collection[str],
+    patient_signed_before: bool,
+) -> None:
+    """The attestation rule (DESIGN section 3). ``d`` is attested (``d.attested_by`` set); ``org_keys`` and
+    ``org_capabilities``: those of the attesting organisation's latest registration when ``d`` is logged (keys
+    None: it has none); ``patient_signed_before``: whether the patient key signed any entry logged before ``d``.
+    Raises AttestationRefused unless a key of that registration signed ``d``, the registration carries
+    ``attest-guardianship``, and the patient key never signed before."""
+    if not d.attested_by:
+        raise AttestationRefused(d, "it names no attesting organisation")
+    if org_keys is None:
+        raise AttestationRefused(d, f"organisation {d.attested_by} is not registered with this ledger")
+    if not any(k in org_keys for k in signers):
+        raise AttestationRefused(d, f"it is not signed by a key of {d.attested_by}")
+    if vocab.ATTEST_GUARDIANSHIP not in org_capabilities:
+        raise AttestationRefused(
+            d,
+            f"the current registration of {d.attested_by} does not carry the capability "
+            f"{vocab.ATTEST_GUARDIANSHIP} (the operator grants it)",
+        )
+    if patient_signed_before:
+        raise AttestationRefused(
+            d,
+            "the patient key has already signed an entry in the log: a patient who can sign delegates for itself",
+        )
+
+
+def signed_validly(
+    d: DelegationPayload,
+    signers: Collection[bytes],
+    org_keys: Collection[bytes] | None,
+    org_capabilities: Collection[str] = (),
+    *,
+    patient_signed_before: bool = False,
+) -> bool:
+    """Is the delegation signed by whom it must be? Not attested: by its patient. Attested: as
+    ``check_attestation`` requires (``org_keys``, ``org_capabilities``: the attesting organisation's latest
+    registration when it was logged, keys None if none)."""
     if d.attested_by:
-        return any(k in org_keys for k in signers)
+        try:
+            check_attestation(
+                d, signers, org_keys=org_keys, org_capabilities=org_capabilities,
+                patient_signed_before=patient_signed_before,
+            )
+        except AttestationRefused:
+            return False
+        return True
     return d.patient in signers
 
 

@@ -221,7 +221,8 @@ class ConsentRevocationPayload:
 
 @dataclass(frozen=True, kw_only=True)
 class PartyRegistrationPayload:
-    """The operator registers an organisation with its roles and keys."""
+    """The operator registers an organisation with its roles and keys, and the capabilities it grants it beyond
+    its roles (vocab.CAPABILITIES; none by default). The latest registration of a party is the one in force."""
 
     PAYLOAD_TYPE: ClassVar[str] = PARTY_REGISTRATION
 
@@ -231,6 +232,7 @@ class PartyRegistrationPayload:
     display_name: str
     issued_at_ms: int
     nonce: bytes
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -485,6 +487,10 @@ def _validate_party(p: PartyRegistrationPayload) -> None:
     if len(set(keys)) != len(keys):
         raise InvalidInput("public keys: a key is listed twice")
     _check_text(p.display_name, "display name", max_chars=MAX_DISPLAY_NAME, required=True)
+    vocab.check_codes(
+        _check_tuple(p.capabilities, "capabilities"), vocab.check_capability, "capabilities",
+        max_items=len(vocab.CAPABILITIES), min_items=0,
+    )
     _check_time(p.issued_at_ms, "issued at")
     _check_nonce(p.nonce)
 
@@ -686,14 +692,14 @@ def _revocation_from_pb(m: pb.ConsentRevocation) -> ConsentRevocationPayload:
 def _party_to_pb(p: PartyRegistrationPayload) -> pb.PartyRegistration:
     return pb.PartyRegistration(
         party_id=p.party_id, roles=p.roles, public_keys=p.public_keys,
-        display_name=p.display_name, issued_at_ms=p.issued_at_ms, nonce=p.nonce,
+        display_name=p.display_name, issued_at_ms=p.issued_at_ms, nonce=p.nonce, capabilities=p.capabilities,
     )
 
 
 def _party_from_pb(m: pb.PartyRegistration) -> PartyRegistrationPayload:
     return PartyRegistrationPayload(
         party_id=m.party_id, roles=tuple(m.roles), public_keys=tuple(m.public_keys),
-        display_name=m.display_name, issued_at_ms=m.issued_at_ms, nonce=m.nonce,
+        display_name=m.display_name, issued_at_ms=m.issued_at_ms, nonce=m.nonce, capabilities=tuple(m.capabilities),
     )
 
 
@@ -954,16 +960,18 @@ def build_party_registration(
     roles: Iterable[str],
     public_keys: Iterable[bytes],
     display_name: str,
+    capabilities: Iterable[str] = (),
     issued_at_ms: int | None = None,
     nonce: bytes | None = None,
 ) -> bytes:
-    """PartyRegistration payload bytes (signed by the operator)."""
+    """PartyRegistration payload bytes (signed by the operator). ``capabilities``: vocab.CAPABILITIES granted."""
     return encode_payload(
         PartyRegistrationPayload(
             party_id=party_id,
             roles=tuple(roles),
             public_keys=tuple(public_keys),
             display_name=display_name,
+            capabilities=tuple(capabilities),
             **_fresh(issued_at_ms, nonce),
         )
     )

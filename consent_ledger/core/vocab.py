@@ -35,6 +35,8 @@ from consent_ledger.core.errors import InvalidInput
 
 __all__ = [
     "ACTIONS",
+    "ATTEST_GUARDIANSHIP",
+    "CAPABILITIES",
     "DATA_CLASSES",
     "EMERGENCY_PURPOSE",
     "PURPOSES",
@@ -45,6 +47,7 @@ __all__ = [
     "Code",
     "DataClass",
     "check_action",
+    "check_capability",
     "check_codes",
     "check_data_class",
     "check_party_id",
@@ -69,6 +72,11 @@ EMERGENCY_PURPOSE = "ETREAT"
 ACTIONS: tuple[str, ...] = ("collect", "access", "use", "disclose", "correct")
 
 ROLES: tuple[str, ...] = ("hospital", "insurer", "research", "public-health")
+
+# What the operator may let an organisation do beyond its roles (PartyRegistration.capabilities; none by default).
+# attest-guardianship: sign attested delegations for patients who hold no key yet (DESIGN section 3).
+ATTEST_GUARDIANSHIP = "attest-guardianship"
+CAPABILITIES: tuple[str, ...] = (ATTEST_GUARDIANSHIP,)
 
 # A party id: what follows "org:" in a grantee selector.
 _PARTY_ID = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
@@ -290,6 +298,13 @@ def check_role(code: object, what: str = "role") -> str:
     """Return code if it is a known organisation role; else raise InvalidInput."""
     if not isinstance(code, str) or code not in ROLES:
         raise InvalidInput(f"{what}: unknown role {_show(code)} (one of {', '.join(ROLES)})")
+    return code
+
+
+def check_capability(code: object, what: str = "capability") -> str:
+    """Return code if it is a known party capability; else raise InvalidInput."""
+    if not isinstance(code, str) or code not in CAPABILITIES:
+        raise InvalidInput(f"{what}: unknown capability {_show(code)} (one of {', '.join(CAPABILITIES)})")
     return code
 
 

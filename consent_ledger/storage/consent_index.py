@@ -78,6 +78,14 @@ class SqlConsentIndex:
                 out.update(r[0] for r in conn.execute(q))
         return out
 
+    def signed(self, keys: Collection[bytes]) -> set[bytes]:
+        out: set[bytes] = set()
+        s = schema.signers
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(keys)):
+                out.update(bytes(r[0]) for r in conn.execute(select(s.c.signer).where(s.c.signer.in_(list(chunk)))))
+        return out
+
     def for_selectors(self, patient: bytes, selectors: Collection[str], below: int) -> list[ConsentRow]:
         params = {"patient": patient, "selectors": list(selectors), "below": below}
         with self._store.connect() as conn:

@@ -267,7 +267,7 @@ erasures = Table(
 )
 __all__ += ["break_glass_events", "break_glass_reviews", "erasures"]
 
-# --- signed-request nonces (migration 0007_hostile) -------------------------------------------------------------
+# --- signed-request nonces (migration 0007) -------------------------------------------------------------
 # Every (signer key, nonce) pair of a signed request accepted within the freshness window, shared by every server
 # process on the database so that neither a restart nor another replica accepts a replay (DESIGN section 7). The
 # primary key makes claiming a nonce atomic; rows are deleted once expired (expires_ms, in ms since the epoch).
@@ -282,3 +282,18 @@ request_nonces = Table(
     **_MYSQL,
 )
 __all__ += ["request_nonces"]
+
+# --- signers (migration 0008) --------------------------------------------------------------------
+# Every key that signed an entry, with the first entry it signed (StateCommits aside: only the log key signs
+# them). An attested delegation is refused once its patient key is here (core.delegation.check_attestation).
+# Upserted, so a key written twice (a batch replayed after a lost COMMIT) is no conflict.
+signers = Table(
+    "signers",
+    metadata,
+    Column("signer", HASH, nullable=False),
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    PrimaryKeyConstraint("signer"),
+    info={UPSERT: True},
+    **_MYSQL,
+)
+__all__ += ["signers"]

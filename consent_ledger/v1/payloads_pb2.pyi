@@ -96,20 +96,22 @@ class ConsentRevocation(_message.Message):
     def __init__(self, patient: _Optional[bytes] = ..., consent_id: _Optional[str] = ..., reason: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class PartyRegistration(_message.Message):
-    __slots__ = ("party_id", "roles", "public_keys", "display_name", "issued_at_ms", "nonce")
+    __slots__ = ("party_id", "roles", "public_keys", "display_name", "issued_at_ms", "nonce", "capabilities")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     party_id: str
     roles: _containers.RepeatedScalarFieldContainer[str]
     public_keys: _containers.RepeatedScalarFieldContainer[bytes]
     display_name: str
     issued_at_ms: int
     nonce: bytes
-    def __init__(self, party_id: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Iterable[bytes]] = ..., display_name: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, party_id: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Iterable[bytes]] = ..., display_name: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AccessEvent(_message.Message):
     __slots__ = ("patient", "party_id", "action", "purpose", "data", "decision", "consent_ids", "break_glass", "break_glass_reason", "accessed_at_ms", "receipt_sha256", "issued_at_ms", "nonce")

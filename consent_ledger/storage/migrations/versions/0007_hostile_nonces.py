@@ -1,6 +1,6 @@
 """Signed-request nonces kept in the database for the freshness window (DESIGN section 7).
 
-Revision ID: 0007_hostile
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-06
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision: str = "0007_hostile"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
