@@ -659,7 +659,6 @@ class ConsentClient:
             raise VerificationError(f"the decision was made for {r.requester_id}, not for {self.ledger.party_id}")
         if self._policy is not None and decision.policy != self._policy:
             raise VerificationError("the decision was made under another policy than the pinned one")
-        self._check_made_for_now(decision)
         evidence = [self._verify(e, cp) for e in resp.evidence]
         entries = [_as_ledger_entry(v) for v in evidence]
         self._check_registration(evidence, entries, r.requester_id, r.requester_roles)
@@ -667,6 +666,7 @@ class ConsentClient:
         recomputed = decide(grants, r, decision.policy)
         if recomputed != decision:  # frozen dataclasses of tuples: equal exactly when their encodings are
             raise DecisionMismatch(decision, recomputed)
+        self._check_made_for_now(decision)
         event = None
         if decision.break_glass_until_ms and not resp.access_event_recorded:
             raise VerificationError("a break-glass permit must come with the access event the ledger recorded for it")
