@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from consent_ledger.core.decision import LedgerEntry, decide
+from consent_ledger.core.decision import LedgerEntry, consent_states, decide
 from consent_ledger.core.envelope import parse_envelope
 from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.receipt import decision_from_pb, decision_to_pb, receipt_body, sign_receipt
@@ -152,17 +152,28 @@ def redecide(resp: access_pb2.CheckAccessResponse, time_ms: int, key, checkpoint
     with the log key ``key``."""
     if checkpoint_note is not None:
         resp.checkpoint.note = checkpoint_note
-    entries = []
-    for e in resp.evidence:
-        env = parse_envelope(e.entry.envelope)
-        entries.append(LedgerEntry.from_payload(
-            index=e.entry.index, integrated_time_ms=parse_leaf(e.entry.leaf).integrated_time_ms,
-            payload_type=env.payload_type, payload=env.payload, signers=env.signers,
-        ))  # fmt: skip
+    entries = [_ledger_entry(e) for e in resp.evidence]
     old = decision_from_pb(resp.decision)
     d = decide(entries, dataclasses.replace(old.request, time_ms=time_ms), old.policy)
     resp.decision.CopyFrom(decision_to_pb(d))
     resp.receipt = sign_receipt(receipt_body(d, resp.checkpoint.note), key)
+
+
+def restate(resp: consent_pb2.ListConsentsResponse, time_ms: int) -> None:
+    """Make a consent listing one for ``time_ms``: the states its own entries give at that time."""
+    entries = [_ledger_entry(e) for e in (*resp.entries, *resp.related)]
+    states = consent_states(entries, time_ms)
+    resp.time_ms = time_ms
+    for s in resp.states:
+        s.state = states[s.consent_id]
+
+
+def _ledger_entry(e: access_pb2.EvidenceEntry) -> LedgerEntry:
+    env = parse_envelope(e.entry.envelope)
+    return LedgerEntry.from_payload(
+        index=e.entry.index, integrated_time_ms=parse_leaf(e.entry.leaf).integrated_time_ms,
+        payload_type=env.payload_type, payload=env.payload, signers=env.signers,
+    )  # fmt: skip
 
 
 def shift_clock(server, offset_ms: int) -> None:

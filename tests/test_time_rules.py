@@ -20,10 +20,11 @@ from consent_ledger.core.checkpoint import Checkpoint, format_consent_state, par
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.note import open_note, parse_verifier_key
 from consent_ledger.core.payloads import DataItem, Period
-from consent_ledger.v1 import access_pb2, log_pb2
+from consent_ledger.v1 import access_pb2, consent_pb2, log_pb2
 from consent_ledger_client import (
     ConsentClient,
     DecisionTimeMismatch,
+    EntryFromTheFuture,
     MissingAccessEvent,
     StateCommitNotNamed,
     StateFromTheFuture,
@@ -31,9 +32,15 @@ from consent_ledger_client import (
     VerificationError,
 )
 from consent_ledger_client.audit import Auditor
+from consent_ledger_client.bundle import (
+    export_consent_bundle,
+    export_decision_receipt,
+    verify_consent_bundle,
+    verify_decision_receipt,
+)
 
 from .server_support import MTLS, AUDITOR, OPERATOR, connect, ledger_client, log_signer, log_verifier_key, running_server
-from .tamper_support import TamperProxy, now_ms, redecide, shift_clock
+from .tamper_support import TamperProxy, now_ms, redecide, restate, shift_clock
 
 PATIENT = Ed25519PrivateKey.from_seed(b"\x5a" * 32)
 DAY = 86_400_000
@@ -75,6 +82,10 @@ def setup(tmp_path_factory):
             vd = _ask(_insurer(proxy.target), "conditions")
         assert vd.permitted
         server.old_answer, server.old_state = kept[0], vd.state_commit_index
+        listings: list[consent_pb2.ListConsentsResponse] = []
+        with proxy.tampering("ListConsents", lambda resp: listings.append(type(resp).FromString(resp.SerializeToString()))):
+            connect(proxy.target, patient=PATIENT).list_consents(PATIENT.public_key)
+        server.old_listing = listings[0]
         patient.revoke(PATIENT, conditions)
         yield server, proxy
 
@@ -195,6 +206,60 @@ def test_the_old_answer_alone_still_verifies(setup):
     server, proxy = setup
     with proxy.tampering("CheckAccess", _replay_old(server)):
         assert _ask(_insurer(proxy.target), "conditions").permitted
+
+
+def _states(listing) -> dict[str, str]:
+    return {v.grant.data_classes[0]: v.state for v in listing.consents if v.grant.decision == payloads.PERMIT}
+
+
+def test_a_listing_from_before_the_newest_verified_state_is_refused(setup, tmp_path: Path):
+    """The patient's listing kept from before the revocation (the conditions grant active), served after a client
+    sharing the state file (as the CLI's default one is shared) verified a newer StateCommit."""
+    server, proxy = setup
+    state = tmp_path / "state.json"
+    _ask(_insurer(proxy.target, state_path=state), "conditions")
+    old = server.old_listing
+    with proxy.tampering("ListConsents", lambda resp: resp.CopyFrom(old)):
+        assert _states(connect(proxy.target, patient=PATIENT).list_consents(PATIENT.public_key))["conditions"] == "active"
+        with pytest.raises(StateRollback):
+            connect(proxy.target, patient=PATIENT, state_path=state).list_consents(PATIENT.public_key)
+
+
+def test_a_listing_for_another_time_than_asked_is_refused(setup):
+    """Asked for now, the server lists the states as of a month on (the imaging grant active already)."""
+    server, proxy = setup
+    later = now_ms() + 31 * DAY
+    c = connect(proxy.target, patient=PATIENT)
+    assert _states(c.list_consents(PATIENT.public_key))["imaging"] == "pending"
+
+    with proxy.tampering("ListConsents", lambda resp: restate(resp, later)):
+        with pytest.raises(DecisionTimeMismatch):
+            c.list_consents(PATIENT.public_key)
+        with pytest.raises(VerificationError, match="asked for the states at"):
+            c.list_consents(PATIENT.public_key, time_ms=now_ms() - DAY)
+
+
+# -- offline: receipts and bundles ----------------------------------------------------------------------------------
+
+
+def test_offline_receipts_and_bundles_are_checked_against_the_clock(setup):
+    """A receipt whose decision is dated after the verifier's clock, or a bundle whose entry is, is a lie."""
+    server, _ = setup
+    vd = _ask(_insurer(server), "laboratory-results")
+    doc = export_decision_receipt(vd.receipt)
+    assert verify_decision_receipt(doc, log_verifier_key()).valid_now
+    later = lambda: vd.decision.valid_until_ms + 1  # noqa: E731
+    assert not verify_decision_receipt(doc, log_verifier_key(), clock_ms=later).valid_now  # still evidence
+    earlier = lambda: vd.decision.request.time_ms - 60_000  # noqa: E731
+    with pytest.raises(DecisionTimeMismatch):
+        verify_decision_receipt(doc, log_verifier_key(), clock_ms=earlier)
+    grant = next(v for v in vd.evidence if v.leaf.payload_type == payloads.CONSENT_GRANT)
+    entry, note = ledger_client(server, party=AUDITOR).get_entry_with_note(grant.index)
+    bundle = export_consent_bundle(entry, note, log_verifier_key())
+    assert verify_consent_bundle(bundle, log_verifier_key()).entry.index == grant.index
+    with pytest.raises(EntryFromTheFuture) as e:
+        verify_consent_bundle(bundle, log_verifier_key(), clock_ms=lambda: entry.leaf.integrated_time_ms - 60_000)
+    assert e.value.index == grant.index
 
 
 # -- the checkpoint names the state ----------------------------------------------------------------------------------
