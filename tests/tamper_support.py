@@ -146,15 +146,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def redecide(resp: access_pb2.CheckAccessResponse, time_ms: int, key, checkpoint_note: bytes | None = None) -> None:
+def redecide(
+    resp: access_pb2.CheckAccessResponse, time_ms: int, key, checkpoint_note: bytes | None = None, decision_ttl_ms: int = 0
+) -> None:
     """Make the answer a decision for ``time_ms`` from its own evidence (the one decision function, as an honest
-    server would for that time), bound to ``checkpoint_note`` (default: the response's), and re-sign the receipt
-    with the log key ``key``."""
+    server would for that time; with ``decision_ttl_ms``, under a policy with that ttl), bound to
+    ``checkpoint_note`` (default: the response's), and re-sign the receipt with the log key ``key``."""
     if checkpoint_note is not None:
         resp.checkpoint.note = checkpoint_note
     entries = [_ledger_entry(e) for e in resp.evidence]
     old = decision_from_pb(resp.decision)
-    d = decide(entries, dataclasses.replace(old.request, time_ms=time_ms), old.policy)
+    policy = dataclasses.replace(old.policy, decision_ttl_ms=decision_ttl_ms) if decision_ttl_ms else old.policy
+    d = decide(entries, dataclasses.replace(old.request, time_ms=time_ms), policy)
     resp.decision.CopyFrom(decision_to_pb(d))
     resp.receipt = sign_receipt(receipt_body(d, resp.checkpoint.note), key)
 

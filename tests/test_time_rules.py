@@ -25,6 +25,7 @@ from consent_ledger_client import (
     ConsentClient,
     DecisionTimeMismatch,
     EntryFromTheFuture,
+    ExpiredDecision,
     MissingAccessEvent,
     StateCommitNotNamed,
     StateFromTheFuture,
@@ -169,6 +170,15 @@ def test_the_skew_is_configurable(setup):
         strict = ConsentClient(ledger_client(proxy.target, party="insurer-1"), max_clock_skew_ms=1_000)
         with pytest.raises(DecisionTimeMismatch):
             _ask(strict, "laboratory-results")
+
+
+def test_a_decision_already_expired_is_refused(setup):
+    """Made a millisecond ago under a 1 ms ttl (the policy travels in the decision, so re-computation agrees)."""
+    server, proxy = setup
+    with proxy.tampering("CheckAccess", lambda resp: redecide(resp, now_ms() - 1, KEY, decision_ttl_ms=1)):
+        with pytest.raises(ExpiredDecision) as e:
+            _ask(_insurer(proxy.target), "laboratory-results")
+    assert e.value.valid_until_ms < e.value.clock_ms
 
 
 # -- rollback ------------------------------------------------------------------------------------------------------
