@@ -52,6 +52,7 @@ from consent_ledger.core.errors import (
     VerificationError,
 )
 from consent_ledger.core.note import Signer, parse_verifier_key
+from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS
 from consent_ledger.keys import (
     key_from_env_or_file,
     read_key,
@@ -1013,18 +1014,19 @@ def cmd_check_access(args: argparse.Namespace) -> int:
         raise CliError("--reason goes with --break-glass")
     if args.break_glass and not (args.reason or "").strip():
         raise CliError("--break-glass needs --reason TEXT: why this is an emergency (it is recorded and reviewed)")
-    time_ms = parse_when(args.at, "--at") if args.at else 0
     if not args.max_state_age > 0:
         raise CliError("--max-state-age must be a positive number of seconds")
+    if not args.max_clock_skew >= 0:
+        raise CliError("--max-clock-skew must be a number of seconds, 0 or more")
     max_age_ms = round(args.max_state_age * 1000)
+    skew_ms = round(args.max_clock_skew * 1000)
     with connect(args, party=party) as client:
         previous = client.last_checkpoint
-        vd = ConsentClient(client, max_state_age_ms=max_age_ms).check_access(
+        vd = ConsentClient(client, max_state_age_ms=max_age_ms, max_clock_skew_ms=skew_ms).check_access(
             patient,
             action=args.action,
             purpose=args.purpose,
             data=data,
-            time_ms=time_ms,
             break_glass=args.break_glass,
             break_glass_reason=args.reason or "",
             record=args.record,
@@ -1477,7 +1479,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--break-glass", action="store_true", help="emergency access (purpose ETREAT or BTG, role hospital)")
     p.add_argument("--reason", help="why the glass is broken (required with --break-glass; recorded and reviewed)")
     p.add_argument("--record", action="store_true", help="record an access event for this decision in the same call")
-    p.add_argument("--at", metavar="WHEN", help="decide as of this time (default: now)")
+    p.add_argument("--max-clock-skew", type=float, default=MAX_CLOCK_SKEW_MS / 1000, metavar="SECONDS",
+                   help="decisions are made for now: refuse the answer (exit 3) if the decision's time is further than "
+                        "this from this machine's clock, or the consent state is dated later than that "
+                        "(default: %(default)g)")
     p.add_argument("--max-state-age", type=float, default=DEFAULT_MAX_STATE_AGE_S, metavar="SECONDS",
                    help="refuse the answer (exit 3) if the signed consent state it rests on is older than this "
                         "(default: %(default)g; a ledger commits its state every 30 s by default, even when idle)")

@@ -79,6 +79,11 @@ from .merkle_reference import path as ref_path
 __all__ = ["TARGETS", "Target", "decode_items", "encode_items"]
 
 T = 1_800_000_000_000
+
+
+def at_t() -> int:
+    """The verifier's clock for offline checks of the seeds: their time, T (decisions are made for now)."""
+    return T
 LOG_NAME = "ledger.test/log"
 LOG = Signer(LOG_NAME, Ed25519PrivateKey.from_seed(bytes(range(32))))
 LOG_VERIFIER = LOG.verifier()
@@ -464,7 +469,7 @@ def check_receipt(data: bytes) -> None:
 def check_bundle(data: bytes) -> None:
     text = data.decode("utf-8", "surrogateescape")
     try:
-        b = verify_consent_bundle(text, LOG_VERIFIER_KEY)
+        b = verify_consent_bundle(text, LOG_VERIFIER_KEY, clock_ms=at_t)
     except VerificationError:
         return
     assert b.entry.index in BUNDLE_INDICES and b.entry.leaf_bytes == LEAVES[b.entry.index]
@@ -477,7 +482,7 @@ def check_receipt_document(data: bytes) -> None:
         return
     doc: str | bytes = data[1:].decode("utf-8", "surrogateescape") if data[0] & 1 else data[1:]
     try:
-        r = verify_decision_receipt(doc, LOG_VERIFIER_KEY)
+        r = verify_decision_receipt(doc, LOG_VERIFIER_KEY, clock_ms=at_t)
     except VerificationError:
         return
     assert encode_decision(r.decision) in DECISIONS and r.checkpoint == CHECKPOINTS[3]
@@ -604,7 +609,7 @@ def self_check() -> None:
     for r in RECEIPTS:
         open_receipt(r, LOG.public_key)
     for b in BUNDLES:
-        verify_consent_bundle(b.decode(), LOG_VERIFIER_KEY)
+        verify_consent_bundle(b.decode(), LOG_VERIFIER_KEY, clock_ms=at_t)
     for seed in TARGETS["inclusion"].seeds:
         items = decode_items(seed)
         verify_inclusion(_int(items[0]), _int(items[1]), items[2], items[4:], items[3])

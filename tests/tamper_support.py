@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
+from consent_ledger.core.decision import LedgerEntry, consent_states, decide
+from consent_ledger.core.envelope import parse_envelope
+from consent_ledger.core.leaf import parse_leaf
+from consent_ledger.core.receipt import decision_from_pb, decision_to_pb, receipt_body, sign_receipt
 from consent_ledger.v1 import access_pb2, consent_pb2, log_pb2  # noqa: F401 - registers the descriptors
 
 from .server_support import APP_CN, MTLS, client_credentials, session_ca
@@ -37,6 +43,8 @@ class TamperProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.mutate: Mutation = lambda method, resp: None
+        # Rewrites the request bytes sent upstream (by method name); the identity headers go through unchanged.
+        self.rewrite_request: Callable[[str, bytes], bytes] = lambda method, request: request
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -90,6 +98,7 @@ class TamperProxy:
                     # The caller's own headers (party header, request signature), unchanged.
                     md = tuple((k, v) for k, v in context.invocation_metadata() or () if k.startswith("x-"))
                     upstream = upstream_channel(context).unary_unary(method)
+                    request = proxy.rewrite_request(method.rsplit("/", 1)[1], request)
                     try:
                         raw = await upstream(request, metadata=md)
                     except grpc.aio.AioRpcError as e:
@@ -128,3 +137,51 @@ class TamperProxy:
         assert self._stop is not None
         self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+# -- a lying operator: it holds the log key, so it can sign whatever it likes --------------------------------
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def redecide(
+    resp: access_pb2.CheckAccessResponse, time_ms: int, key, checkpoint_note: bytes | None = None, decision_ttl_ms: int = 0
+) -> None:
+    """Make the answer a decision for ``time_ms`` from its own evidence (the one decision function, as an honest
+    server would for that time; with ``decision_ttl_ms``, under a policy with that ttl), bound to
+    ``checkpoint_note`` (default: the response's), and re-sign the receipt with the log key ``key``."""
+    if checkpoint_note is not None:
+        resp.checkpoint.note = checkpoint_note
+    entries = [_ledger_entry(e) for e in resp.evidence]
+    old = decision_from_pb(resp.decision)
+    policy = dataclasses.replace(old.policy, decision_ttl_ms=decision_ttl_ms) if decision_ttl_ms else old.policy
+    d = decide(entries, dataclasses.replace(old.request, time_ms=time_ms), policy)
+    resp.decision.CopyFrom(decision_to_pb(d))
+    resp.receipt = sign_receipt(receipt_body(d, resp.checkpoint.note), key)
+
+
+def restate(resp: consent_pb2.ListConsentsResponse, time_ms: int) -> None:
+    """Make a consent listing one for ``time_ms``: the states its own entries give at that time."""
+    entries = [_ledger_entry(e) for e in (*resp.entries, *resp.related)]
+    states = consent_states(entries, time_ms)
+    resp.time_ms = time_ms
+    for s in resp.states:
+        s.state = states[s.consent_id]
+
+
+def _ledger_entry(e: access_pb2.EvidenceEntry) -> LedgerEntry:
+    env = parse_envelope(e.entry.envelope)
+    return LedgerEntry.from_payload(
+        index=e.entry.index, integrated_time_ms=parse_leaf(e.entry.leaf).integrated_time_ms,
+        payload_type=env.payload_type, payload=env.payload, signers=env.signers,
+    )  # fmt: skip
+
+
+def shift_clock(server, offset_ms: int) -> None:
+    """The operator sets its server's clock ``offset_ms`` ahead: entries, StateCommits and decisions are dated by
+    it (and signed with the log key as usual)."""
+    clock = lambda: now_ms() + offset_ms  # noqa: E731
+    server.service.ledger.sequencer._clock_ms = clock
+    server.service.consents._clock_ms = clock

@@ -280,7 +280,7 @@ def _replace_somewhere(doc: object, path_bits: list[int], value: object) -> obje
 def test_bundle_json_values(which: int, path_bits: list[int], value: object, as_text: bool) -> None:
     doc = _replace_somewhere(json.loads(F.BUNDLES[which]), path_bits, value)
     try:
-        verify_consent_bundle(json.dumps(doc) if as_text else doc, F.LOG_VERIFIER_KEY)  # type: ignore[arg-type]
+        verify_consent_bundle(json.dumps(doc) if as_text else doc, F.LOG_VERIFIER_KEY, clock_ms=F.at_t)  # type: ignore[arg-type]
     except VerificationError:
         return
     original = json.loads(F.BUNDLES[which])

@@ -13,10 +13,26 @@ from consent_ledger_client.client import (
     UnrecordedErasure,
     VerifiedCheckpoint,
 )
+from consent_ledger_client.errors import (
+    DecisionTimeMismatch,
+    EntryFromTheFuture,
+    ExpiredDecision,
+    MissingAccessEvent,
+    StateCommitNotNamed,
+    StateFromTheFuture,
+    StateRollback,
+)
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
 
 __all__ = [
     "ConsentLedgerError",
+    "DecisionTimeMismatch",
+    "EntryFromTheFuture",
+    "ExpiredDecision",
+    "MissingAccessEvent",
+    "StateCommitNotNamed",
+    "StateFromTheFuture",
+    "StateRollback",
     "InconsistentCheckpoints",
     "InvalidInput",
     "LedgerClient",

@@ -4,22 +4,28 @@ patient's grants and revocations by the patient or a delegate then in force, cor
 consent-state map and compare its root with every StateCommit. Erasures and break-glass reviews are checked against
 the rules the ledger applies: every erased body is recorded by an operator's Erasure entry (and every recorded
 erasure really withholds the body); no erasure takes a body that is still evidence; every review is an operator's
-only review of a break-glass access. Stops at the first mismatch and reports it with the evidence. Resumable.
+only review of a break-glass access. Times (core.timing): integration times never decrease, each StateCommit's
+batch time is the integration time of the batch it closes and not after the auditor's clock; and every checkpoint
+the audit is shown names, in its ``consent-state`` line, the latest StateCommit at its size. Stops at the first
+mismatch and reports it with the evidence. Resumable.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from consent_ledger.core import delegation, payloads, smt
+from consent_ledger.core.checkpoint import Checkpoint, format_checkpoint
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.core.state_rules import ErasureFacts, InForceSets
+from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS, integration_time_problem, state_commit_time_problem
 from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry
 
@@ -62,8 +68,24 @@ class Auditor:
     in-force sets are complete there), and a new Auditor on the same file resumes from that point.
     """
 
-    def __init__(self, client: LedgerClient, *, operator_keys: tuple[bytes, ...] = (), resume_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        client: LedgerClient,
+        *,
+        operator_keys: tuple[bytes, ...] = (),
+        resume_file: Path | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+    ) -> None:
+        """``clock_ms``: the auditor's clock, which no StateCommit may be dated after (by more than the skew)."""
         self._client = client
+        self._clock_ms = clock_ms
+        self._max_skew_ms = max_clock_skew_ms
+        # The latest StateCommit replayed and the integration time of the last entry replayed.
+        self._last_state_commit: int | None = None
+        self._last_time_ms: int | None = None
+        # Checkpoints shown to the audit beyond the replayed point, by size: checked once replay reaches the size.
+        self._pending_checkpoints: dict[int, Checkpoint] = {}
         client.trust_operator_keys(operator_keys)
         self._operators = client.operator_keys
         self._resume_file = resume_file
@@ -100,6 +122,11 @@ class Auditor:
             self._book.add(delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"]))
             self._delegation_payloads[did] = raw
         self._unreviewed = {int(i) for i in data.get("break_glass_unreviewed", [])}
+        # Saved right after a StateCommit (files without these keys: that StateCommit is the entry before).
+        sc = data.get("state_commit_index", self._next - 1 if self._next else None)
+        self._last_state_commit = None if sc is None else int(sc)
+        t = data.get("integrated_time_ms")
+        self._last_time_ms = None if t is None else int(t)
         self._reviewed = {int(i) for i in data.get("break_glass_reviewed", [])}
         root, changed, _ = smt.apply_batch(self._map, {k: smt.value_hash(v.items()) for k, v in self._sets.sets.items()})
         self._map.apply(changed, ())
@@ -124,6 +151,8 @@ class Auditor:
             },
             "break_glass_unreviewed": sorted(self._unreviewed),
             "break_glass_reviewed": sorted(self._reviewed),
+            "state_commit_index": self._last_state_commit,
+            "integrated_time_ms": self._last_time_ms,
         }
 
     def _save(self) -> None:
@@ -136,18 +165,25 @@ class Auditor:
 
     def run(self, *, end: int | None = None, progress: Progress | None = None) -> AuditReport:
         """Audit entries from the saved point (or 0) to ``end`` (default: the latest checkpoint's size)."""
-        size = self._client.checkpoint().checkpoint.size
+        latest = self._client.checkpoint().checkpoint
+        size = latest.size
         end = size if end is None else min(end, size)
         report = AuditReport(start=self._next, end=end, checkpoint_size=size)
+        self._see_checkpoint(latest)
         try:
             while self._next < end:
                 page = self._client.get_entries(self._next, min(end, self._next + PAGE))
                 for entry in page:
-                    finding = self._audit_entry(entry, report)
+                    self._see_checkpoint(entry.checkpoint)
+                    finding = self._time_problem(entry) or self._audit_entry(entry, report)
                     if finding is not None:
                         report.finding = finding
                         return report
                     self._next = entry.index + 1
+                    finding = self._checkpoint_problem(self._next)
+                    if finding is not None:
+                        report.finding = finding
+                        return report
                 self._save()
                 if progress:
                     progress(self._next, end)
@@ -157,6 +193,54 @@ class Auditor:
         except VerificationError as e:
             report.finding = Finding(self._next, f"verification failed: {e}")
         return report
+
+    def _see_checkpoint(self, cp: Checkpoint) -> None:
+        if cp.size > self._next:
+            self._pending_checkpoints.setdefault(cp.size, cp)
+
+    def _checkpoint_problem(self, size: int) -> Finding | None:
+        """A checkpoint of ``size`` (every entry below it replayed) must name the latest StateCommit below it."""
+        cp = self._pending_checkpoints.pop(size, None)
+        if cp is None or cp.consent_state == self._last_state_commit:
+            return None
+        return Finding(
+            size - 1,
+            f"the checkpoint of size {size} names consent state {cp.consent_state}, but the latest StateCommit at "
+            f"that size is {self._last_state_commit}",
+            {"checkpoint": format_checkpoint(cp), "latest_state_commit": str(self._last_state_commit)},
+        )
+
+    def _time_problem(self, entry: VerifiedEntry) -> Finding | None:
+        """Integration times never decrease; a StateCommit is dated by its batch, not ahead of the auditor's clock."""
+        t = entry.leaf.integrated_time_ms
+        problem = integration_time_problem(t, self._last_time_ms)
+        if problem:
+            return Finding(
+                entry.index,
+                problem + (f" (the StateCommit at {self._last_state_commit} was dated ahead of the entries it closes)"
+                           if self._last_state_commit == entry.index - 1 else ""),
+                {"integrated_time_ms": str(t), "previous_integrated_time_ms": str(self._last_time_ms),
+                 "leaf": entry.leaf_bytes.hex()},
+            )
+        self._last_time_ms = t
+        env = entry.envelope
+        if entry.leaf.payload_type == payloads.STATE_COMMIT and env is not None:
+            try:
+                p = payloads.parse_payload(env.payload_type, env.payload)
+            except InvalidInput:
+                return None  # reported as a malformed payload by _audit_entry
+            assert isinstance(p, payloads.StateCommitPayload)
+            now = self._clock_ms()
+            problem = state_commit_time_problem(p.batch_time_ms, t, now, self._max_skew_ms)
+            if problem:
+                return Finding(
+                    entry.index,
+                    problem,
+                    {"batch_time_ms": str(p.batch_time_ms), "integrated_time_ms": str(t),
+                     "auditor_clock_ms": str(now), "leaf": entry.leaf_bytes.hex()},
+                )
+            self._last_state_commit = entry.index
+        return None
 
     def _audit_entry(self, entry: VerifiedEntry, report: AuditReport) -> Finding | None:
         report.entries += 1

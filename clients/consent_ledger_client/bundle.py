@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,15 @@ from consent_ledger.core.decision import Decision
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.note import parse_verifier_key
 from consent_ledger.core.receipt import open_receipt
+from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS, is_ahead
+from consent_ledger_client.errors import DecisionTimeMismatch, EntryFromTheFuture
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+Clock = Callable[[], int]  # ms since the epoch
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 BUNDLE_FORMAT = "consent-ledger-consent-bundle/v1"
 RECEIPT_FORMAT = "consent-ledger-decision-receipt/v1"
@@ -106,11 +116,18 @@ class VerifiedBundle:
     consent_record: dict[str, Any]
 
 
-def verify_consent_bundle(bundle: dict[str, Any] | str, verifier_key: str) -> VerifiedBundle:
+def verify_consent_bundle(
+    bundle: dict[str, Any] | str,
+    verifier_key: str,
+    *,
+    clock_ms: Clock = _now_ms,
+    max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+) -> VerifiedBundle:
     """Verify a bundle offline against the pinned ``verifier_key`` (never the one the bundle names).
 
     Raises VerificationError when anything fails: the checkpoint signature, the inclusion proof, the body's
-    commitment, the envelope's signatures, or a description that does not match the signed payload.
+    commitment, the envelope's signatures, or a description that does not match the signed payload; and
+    EntryFromTheFuture when the entry is dated after ``clock_ms`` plus the skew.
     """
     try:
         data = json.loads(bundle) if isinstance(bundle, str) else bundle
@@ -132,6 +149,9 @@ def verify_consent_bundle(bundle: dict[str, Any] | str, verifier_key: str) -> Ve
     except InvalidInput as e:
         raise VerificationError(f"bundle checkpoint: {e}") from e
     entry = verify_entry(index, leaf, envelope, proof, cp)
+    now = clock_ms()
+    if is_ahead(entry.leaf.integrated_time_ms, now, max_clock_skew_ms):
+        raise EntryFromTheFuture(index, entry.leaf.integrated_time_ms, now, max_clock_skew_ms)
     try:
         record = consent_record(entry)
     except InvalidInput as e:
@@ -147,12 +167,24 @@ def export_decision_receipt(receipt: bytes) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class VerifiedReceipt:
+    """A verified receipt; ``valid_now``: its ``valid_until`` was still ahead by the verifier's clock (a receipt
+    stays evidence of what the ledger stated after that, but is no longer a decision to act on)."""
+
     decision: Decision
     checkpoint: Checkpoint
+    valid_now: bool = False
 
 
-def verify_decision_receipt(data: dict[str, Any] | str | bytes, verifier_key: str) -> VerifiedReceipt:
-    """Verify a decision receipt offline: the ledger's signature and the checkpoint it is bound to."""
+def verify_decision_receipt(
+    data: dict[str, Any] | str | bytes,
+    verifier_key: str,
+    *,
+    clock_ms: Clock = _now_ms,
+    max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+) -> VerifiedReceipt:
+    """Verify a decision receipt offline: the ledger's signature and the checkpoint it is bound to, and that the
+    decision is not made for a time after ``clock_ms`` plus the skew (DecisionTimeMismatch): decisions are made
+    for now, so a receipt from the future is a lie."""
     try:
         if isinstance(data, bytes):
             raw = data
@@ -169,4 +201,8 @@ def verify_decision_receipt(data: dict[str, Any] | str | bytes, verifier_key: st
         cp = open_checkpoint(receipt.checkpoint_note, verifier)
     except InvalidInput as e:
         raise VerificationError(f"receipt checkpoint: {e}") from e
-    return VerifiedReceipt(receipt.decision, cp)
+    now = clock_ms()
+    d = receipt.decision
+    if is_ahead(d.request.time_ms, now, max_clock_skew_ms):
+        raise DecisionTimeMismatch(d.request.time_ms, now, max_clock_skew_ms)
+    return VerifiedReceipt(d, cp, d.valid_until_ms > now)

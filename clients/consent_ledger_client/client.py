@@ -33,6 +33,7 @@ from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
 from consent_ledger.core.request_auth import PARTY_HEADER
 from consent_ledger.core.request_auth import sign_request
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
+from consent_ledger_client.errors import StateRollback
 from consent_ledger_client.state import TrustState, load_state, save_state
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
 
@@ -147,6 +148,8 @@ class LedgerClient:
         self._state_path = state_path
         self._lock = threading.Lock()
         self._last: tuple[Checkpoint, bytes] | None = None
+        # The newest StateCommit verified for this log: (index, batch time ms). Only moves forward.
+        self._state_commit: tuple[int, int] | None = None
         self._operator_keys = frozenset({self._verifier.public_key, *operator_keys})
         # Erasures already checked: erased entry index -> (index, payload) of the Erasure entry (both permanent).
         self._erasures: dict[int, tuple[int, payloads.ErasurePayload]] = {}
@@ -157,6 +160,8 @@ class LedgerClient:
                     raise InvalidInput(f"state file {state_path} belongs to another log key")
                 if saved.checkpoint_note:
                     self._last = (open_checkpoint(saved.checkpoint_note, self._verifier), saved.checkpoint_note)
+                if saved.state_commit_index is not None and saved.state_commit_time_ms is not None:
+                    self._state_commit = (saved.state_commit_index, saved.state_commit_time_ms)
 
     @classmethod
     def connect(
@@ -269,8 +274,42 @@ class LedgerClient:
             if self._last is not None and self._last[0].size >= cp.size:
                 return
             self._last = (cp, note)
-            if self._state_path is not None:
-                save_state(self._state_path, TrustState(self._verifier_key, note))
+            self._save_locked()
+
+    def _save_locked(self) -> None:
+        if self._state_path is None:
+            return
+        note = self._last[1] if self._last else None
+        index, time_ms = self._state_commit if self._state_commit else (None, None)
+        save_state(self._state_path, TrustState(self._verifier_key, note, index, time_ms))
+
+    # -- consent state: no rollback ---------------------------------------------------------------------------
+
+    @property
+    def newest_state_commit(self) -> tuple[int, int] | None:
+        """The newest StateCommit this client verified for the log, (index, batch time ms), kept in the state file."""
+        with self._lock:
+            return self._state_commit
+
+    def check_no_rollback(self, index: int, batch_time_ms: int | None = None) -> None:
+        """Refuse an answer resting on the StateCommit at ``index`` (dated ``batch_time_ms``, if known) when it is
+        older than the newest one verified. Raises StateRollback."""
+        with self._lock:
+            newest = self._state_commit
+        if newest is not None and (index < newest[0] or (batch_time_ms is not None and batch_time_ms < newest[1])):
+            raise StateRollback(index, batch_time_ms, *newest)
+
+    def accept_state_commit(self, index: int, batch_time_ms: int) -> None:
+        """Remember a verified StateCommit if it is newer than the one remembered (and save the state file); refuse
+        an older one (StateRollback). The check and the update are one step, so concurrent answers cannot move
+        the mark back."""
+        with self._lock:
+            newest = self._state_commit
+            if newest is not None and (index < newest[0] or batch_time_ms < newest[1]):
+                raise StateRollback(index, batch_time_ms, *newest)
+            if newest is None or index > newest[0]:
+                self._state_commit = (index, batch_time_ms)
+                self._save_locked()
 
     def checkpoint(self) -> VerifiedCheckpoint:
         """The log's latest checkpoint, verified."""

@@ -44,6 +44,7 @@ from consent_ledger.core.receipt import (
 )
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.core.state_rules import ErasureFacts, erasure_facts
+from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS, is_ahead, is_within_skew
 from consent_ledger.v1 import (
     access_pb2,
     access_pb2_grpc,
@@ -53,6 +54,13 @@ from consent_ledger.v1 import (
 )
 from consent_ledger_client.client import LedgerClient, SubmitReceipt
 from consent_ledger_client.client import body_of as _body
+from consent_ledger_client.errors import (
+    DecisionTimeMismatch,
+    ExpiredDecision,
+    MissingAccessEvent,
+    StateCommitNotNamed,
+    StateFromTheFuture,
+)
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
 
 
@@ -262,13 +270,16 @@ class ConsentClient:
         operator_keys: Iterable[bytes] = (),
         max_state_age_ms: int = 120_000,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
     ) -> None:
         """``policy``: if given, decisions made under any other policy are refused. ``operator_keys``: keys
         trusted to register parties, besides the log's own key. ``max_state_age_ms``: evidence whose
-        StateCommit is older than this (by ``clock_ms``) is refused as stale."""
+        StateCommit is older than this (by ``clock_ms``) is refused as stale. ``max_clock_skew_ms``: how far a
+        decision's time may be from ``clock_ms``, and a StateCommit's batch time after it (DESIGN section 4)."""
         self.ledger = ledger
         self._policy = policy
         self._max_state_age_ms = max_state_age_ms
+        self._max_skew_ms = max_clock_skew_ms
         self._clock_ms = clock_ms
         ledger.trust_operator_keys(operator_keys)
         self._access = access_pb2_grpc.AccessServiceStub(ledger.channel)
@@ -462,6 +473,7 @@ class ConsentClient:
         req = consent_pb2.ListConsentsRequest(patient=patient, page_size=page_size, page_token=page_token, time_ms=time_ms)
         resp = self.ledger.call(self._consent.ListConsents, req)
         cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
+        self._check_listing_current(cp, time_ms, resp.time_ms)
         page = [self._verify(e, cp) for e in resp.entries]
         related = [self._verify(e, cp) for e in resp.related]
         erased = tuple(v for v in page if v.envelope is None)
@@ -659,11 +671,16 @@ class ConsentClient:
         recomputed = decide(grants, r, decision.policy)
         if recomputed != decision:  # frozen dataclasses of tuples: equal exactly when their encodings are
             raise DecisionMismatch(decision, recomputed)
+        self._check_made_for_now(decision)
         event = None
         if decision.break_glass_until_ms and not resp.access_event_recorded:
             raise VerificationError("a break-glass permit must come with the access event the ledger recorded for it")
+        if req.record_access_event and not resp.access_event_recorded:
+            raise MissingAccessEvent(bytes(resp.receipt))
         if resp.access_event_recorded:
             event = self._verify_recorded_event(resp.access_event_index, resp.receipt, decision)
+        assert isinstance(sc.payload, payloads.StateCommitPayload)
+        self.ledger.accept_state_commit(sc.index, sc.payload.batch_time_ms)  # verified: the mark moves forward
         return VerifiedDecision(
             decision,
             tuple(evidence),
@@ -693,6 +710,7 @@ class ConsentClient:
         assert isinstance(sc.payload, payloads.StateCommitPayload) and v.envelope is not None
         if self.ledger.log_public_key not in v.envelope.signers:
             raise VerificationError("the state commit is not signed by the log's key")
+        self._check_state_commit(v, bytes(resp.checkpoint.note), sc.payload.batch_time_ms)
         age = self._clock_ms() - sc.payload.batch_time_ms
         if age > self._max_state_age_ms:
             raise StaleEvidence(
@@ -758,6 +776,37 @@ class ConsentClient:
                     f"the evidence for {sel} is not the in-force set the consent state commits to"
                 )
         return [*(e for sel in selectors for e in grants[sel]), *support], sc
+
+    def _check_made_for_now(self, decision: Decision) -> None:
+        """Decisions are made for now (DESIGN section 4): the decision's time within the skew of this client's clock,
+        and its ``valid_until`` after it. Raises DecisionTimeMismatch, ExpiredDecision."""
+        now = self._clock_ms()
+        if not is_within_skew(decision.request.time_ms, now, self._max_skew_ms):
+            raise DecisionTimeMismatch(decision.request.time_ms, now, self._max_skew_ms)
+        if decision.valid_until_ms <= now:
+            raise ExpiredDecision(decision.valid_until_ms, now)
+
+    def _check_state_commit(self, v: VerifiedEntry, note: bytes, batch_time_ms: int) -> None:
+        """The evidence's StateCommit must be the one its checkpoint names, not dated after this client's clock plus
+        the skew, and not older than the newest one this client verified (no rollback). Raises
+        StateCommitNotNamed, StateFromTheFuture, StateRollback."""
+        if v.checkpoint.consent_state != v.index:
+            raise StateCommitNotNamed(v.index, v.checkpoint.consent_state, note)
+        now = self._clock_ms()
+        if is_ahead(batch_time_ms, now, self._max_skew_ms):
+            raise StateFromTheFuture(v.index, batch_time_ms, now, self._max_skew_ms)
+        self.ledger.check_no_rollback(v.index, batch_time_ms)
+
+    def _check_listing_current(self, cp: Checkpoint, asked_ms: int, answered_ms: int) -> None:
+        """A listing is computed for the time asked (0: now, within the skew of this client's clock), at a checkpoint
+        whose consent state is not older than the newest StateCommit this client verified. Raises
+        VerificationError, DecisionTimeMismatch, StateRollback."""
+        if asked_ms and answered_ms != asked_ms:
+            raise VerificationError(f"asked for the states at {asked_ms}, got them at {answered_ms}")
+        now = self._clock_ms()
+        if not asked_ms and not is_within_skew(answered_ms, now, self._max_skew_ms):
+            raise DecisionTimeMismatch(answered_ms, now, self._max_skew_ms)
+        self.ledger.check_no_rollback(-1 if cp.consent_state is None else cp.consent_state)
 
     def _check_registration(
         self, evidence: Sequence[VerifiedEntry], entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]

@@ -19,10 +19,13 @@ FORMAT = "consent-ledger-client-state/v1"
 
 @dataclass(frozen=True)
 class TrustState:
-    """The pinned log and the latest checkpoint verified against it."""
+    """The pinned log, the latest checkpoint verified against it, and the newest StateCommit verified (its index
+    and batch time; both only move forward, so an answer resting on an older consent state is a rollback)."""
 
     verifier_key: str
     checkpoint_note: bytes | None = None
+    state_commit_index: int | None = None
+    state_commit_time_ms: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -30,6 +33,9 @@ class TrustState:
                 "format": FORMAT,
                 "verifier_key": self.verifier_key,
                 "checkpoint": self.checkpoint_note.decode("utf-8") if self.checkpoint_note else None,
+                "state_commit": None
+                if self.state_commit_index is None
+                else {"index": self.state_commit_index, "batch_time_ms": self.state_commit_time_ms},
             },
             indent=2,
         )
@@ -41,7 +47,14 @@ class TrustState:
             if data.get("format") != FORMAT:
                 raise InvalidInput(f"state file is not in format {FORMAT}")
             note = data.get("checkpoint")
-            return cls(str(data["verifier_key"]), note.encode("utf-8") if note else None)
+            # Absent in files written before StateCommits were remembered: nothing verified yet.
+            sc = data.get("state_commit")
+            index = time_ms = None
+            if sc is not None:
+                index, time_ms = sc["index"], sc["batch_time_ms"]
+                if type(index) is not int or type(time_ms) is not int or index < 0:
+                    raise InvalidInput("state file: state_commit must hold a non-negative index and a batch time")
+            return cls(str(data["verifier_key"]), note.encode("utf-8") if note else None, index, time_ms)
         except (ValueError, KeyError, AttributeError, TypeError) as e:
             raise InvalidInput(f"state file is malformed: {e}") from None
 

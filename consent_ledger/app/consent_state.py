@@ -233,7 +233,7 @@ class ConsentState:
             change = smt.apply_batch(self._nodes, updates)
         due = self.latest is None or batch_time_ms - self.latest.batch_time_ms >= self.policy.max_age_ms
         if change is None and not heartbeat and not (entries and due):
-            return PreparedBatch()
+            return PreparedBatch(state_index=self.latest.index if self.latest is not None else None)
         root, changed, deleted = change if change is not None else smt.apply_batch(self._nodes, {})
         self._pending = (closing_index, changed, deleted, sets)
         payload = payloads.build_state_commit(map_root=root, batch_time_ms=batch_time_ms)
@@ -242,7 +242,7 @@ class ConsentState:
             **self._map.rows(changed, deleted),
             "state_commits": [{"idx": closing_index, "map_root": root, "batch_time_ms": batch_time_ms}],
         }
-        return PreparedBatch(closing, extra)
+        return PreparedBatch(closing, extra, state_index=closing_index)
 
     def committed(self, extra: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
         """Move to the batch's StateCommit once the batch committed."""

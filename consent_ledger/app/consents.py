@@ -66,6 +66,7 @@ from consent_ledger.core.merkle import prove_inclusion
 from consent_ledger.core.note import Signer
 from consent_ledger.core.receipt import access_event_for, receipt_body, sign_receipt
 from consent_ledger.core.state_rules import erasure_facts
+from consent_ledger.core.timing import check_request_time
 
 log = logging.getLogger(__name__)
 
@@ -621,7 +622,7 @@ class ConsentLedger:
         """Index rows for the batch, the consent map's update, and the StateCommit that closes the batch."""
         rows, erasures = self._index_batch(entries, envs)
         state = self.state.prepare(entries, rows.get("consents", []), batch_time_ms, closing_index, heartbeat)
-        return PreparedBatch(state.closing, {**rows, **state.extra}, erasures)
+        return PreparedBatch(state.closing, {**rows, **state.extra}, erasures, state.state_index)
 
     def index_rows(self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]) -> dict[str, list[dict[str, object]]]:
         return self._index_batch(entries, envs)[0]
@@ -824,6 +825,7 @@ class ConsentLedger:
         Nothing about other grantees is returned.
         """
         payloads.check_patient_key(patient)
+        check_request_time(time_ms, self._clock_ms())
         _, cp = self._ready()
         party = self.party(requester_id, cp.size)
         selectors = grantee_selectors(requester_id, party.roles)

@@ -20,7 +20,7 @@ from consent_ledger.app.errors import CorruptStorage, Unavailable
 from consent_ledger.app.ports import ConcurrentIntegration, IntegrationBatch, LogStore, NewEntry, StoredCheckpoint
 from consent_ledger.app.tree import OverlayReader, TreeReader
 from consent_ledger.core import tiles
-from consent_ledger.core.checkpoint import Checkpoint, sign_checkpoint
+from consent_ledger.core.checkpoint import Checkpoint, format_consent_state, sign_checkpoint
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.leaf import encode_leaf
 from consent_ledger.core.merkle import prove_inclusion, tree_root
@@ -35,12 +35,16 @@ ExtraRows = Mapping[str, Sequence[Mapping[str, object]]]
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """What the application adds to a batch: an entry that closes it (the StateCommit), extra rows, and the bodies
-    of earlier entries to erase in the batch's transaction (index -> reason; the batch holds the Erasure entries)."""
+    """What the application adds to a batch: an entry that closes it (the StateCommit), extra rows, the bodies
+    of earlier entries to erase in the batch's transaction (index -> reason; the batch holds the Erasure entries),
+    and the StateCommit the batch's checkpoint names."""
 
     closing: ParsedEnvelope | None = None
     extra: ExtraRows = field(default_factory=dict)
     erasures: Mapping[int, str] = field(default_factory=dict)
+    # The index of the latest StateCommit once the batch is in (the closing entry's, or an earlier one): the
+    # batch's checkpoint names it in its `consent-state` line. None: the log holds none, and the line is left out.
+    state_index: int | None = None
 
 
 # Called in the integration thread before each batch's transaction with the batch's entries and envelopes, the
@@ -234,9 +238,10 @@ class Sequencer:
                 new_envs.append(env)
             extra: ExtraRows = {}
             erasures: Mapping[int, str] = {}
+            state_index: int | None = None
             if self._prepare_batch is not None and (new_entries or heartbeat):
                 prepared = self._prepare_batch(new_entries, new_envs, now, self._size + len(new_entries), heartbeat)
-                extra, erasures = prepared.extra, prepared.erasures
+                extra, erasures, state_index = prepared.extra, prepared.erasures, prepared.state_index
                 if prepared.closing is not None:
                     env = prepared.closing
                     leaf = encode_leaf(now, env.payload_type, env.sha256)
@@ -245,7 +250,7 @@ class Sequencer:
                     new_envs.append(env)
             if new_entries:
                 try:
-                    self._publish(new_entries, extra, now=now, erasures=erasures)
+                    self._publish(new_entries, extra, now=now, erasures=erasures, state_index=state_index)
                 except ConcurrentIntegration:
                     log.error("another writer integrated into this log; reloading its state")
                     self.open()
@@ -292,14 +297,17 @@ class Sequencer:
         *,
         now: int | None = None,
         erasures: Mapping[int, str] | None = None,
+        state_index: int | None = None,
     ) -> None:
-        """Write a batch and its checkpoint in one transaction, then move the in-memory state forward."""
+        """Write a batch and its checkpoint in one transaction, then move the in-memory state forward. The
+        checkpoint names ``state_index`` in a `consent-state` line (core.checkpoint), when there is one."""
         now = self._clock_ms() if now is None else now
         changed = tiles.append_leaves(self._size, self._edge, [e.leaf_hash for e in new_entries])
         new_size = self._size + len(new_entries)
         root = tree_root(new_size, OverlayReader(self._reader, changed))
         with instruments.tracer.start_as_current_span("ledger.sign_checkpoint"):
-            note = sign_checkpoint(Checkpoint(self._signer.name, new_size, root), self._signer)
+            ext = () if state_index is None else (format_consent_state(state_index),)
+            note = sign_checkpoint(Checkpoint(self._signer.name, new_size, root, ext), self._signer)
         cp = StoredCheckpoint(new_size, root, note, now)
         with instruments.tracer.start_as_current_span("ledger.commit"):
             self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra, erasures or {}))

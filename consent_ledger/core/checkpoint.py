@@ -4,6 +4,13 @@
 
 Parsing accepts exactly the text `format_checkpoint` produces and nothing else (no
 "+5", no "05", no unpadded or non-canonical base64), like Go's sumdb/tlog.
+
+The ledger's checkpoints name their consent state (DESIGN section 2): one extension line
+``consent-state <index>``, the index of the latest StateCommit entry at that size, written as a
+canonical decimal. The line is absent only while the log holds no StateCommit (a new log's empty
+checkpoint, or a log without consent state). Other extension lines are allowed, as C2SP permits, and
+kept as opaque text (this log writes none); but any line whose first word is ``consent-state`` must be
+that one canonical line, and there is at most one, so a checkpoint names one state or none.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from consent_ledger.core.note import Signer, Verifier, open_note, sign_note
 __all__ = [
     "MAX_CHECKPOINT_SIZE",
     "MAX_EXTENSION_LINES",
+    "CONSENT_STATE",
     "Checkpoint",
     "format_checkpoint",
+    "format_consent_state",
+    "parse_consent_state",
     "open_checkpoint",
     "parse_checkpoint",
     "sign_checkpoint",
@@ -32,6 +42,7 @@ _MAX_TREE_SIZE = 2**63 - 1  # sizes travel as int64 elsewhere (protobuf, SQL)
 _HASH_SIZE = 32
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
+CONSENT_STATE = "consent-state"
 # A line may hold no ASCII control character at all (newline included: it ends lines).
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
@@ -53,13 +64,19 @@ class Checkpoint:
 
     Construction validates every field, so any Checkpoint formats to text that
     `parse_checkpoint` accepts: a non-empty origin line, 0 <= size < 2**63, a 32-byte
-    root hash, and at most 16 non-empty extension lines, all within 4 KiB.
+    root hash, and at most 16 non-empty extension lines, all within 4 KiB; at most one of them a
+    canonical ``consent-state <index>`` line, with index < size.
     """
 
     origin: str
     size: int
     root_hash: bytes
     extensions: tuple[str, ...] = ()
+
+    @property
+    def consent_state(self) -> int | None:
+        """The index of the latest StateCommit at this size, from the ``consent-state`` line; None without one."""
+        return parse_consent_state(self.extensions)
 
     def __post_init__(self) -> None:
         _check_line(self.origin, "origin")
@@ -76,6 +93,9 @@ class Checkpoint:
             )
         for line in self.extensions:
             _check_line(line, "extension line")
+        named = parse_consent_state(self.extensions)
+        if named is not None and named >= self.size:
+            raise InvalidInput(f"checkpoint names consent state {named}, not an entry of a tree of size {self.size}")
         if len(format_checkpoint(self).encode("utf-8")) > MAX_CHECKPOINT_SIZE:
             raise InvalidInput(f"checkpoint is larger than {MAX_CHECKPOINT_SIZE} bytes")
 
@@ -86,6 +106,34 @@ def format_checkpoint(cp: Checkpoint) -> str:
     return "".join(
         f"{line}\n" for line in (cp.origin, str(cp.size), root, *cp.extensions)
     )
+
+
+def format_consent_state(index: int) -> str:
+    """The extension line naming the latest StateCommit entry at a checkpoint's size. Requires 0 <= index < 2**63."""
+    if type(index) is not int or not 0 <= index <= _MAX_TREE_SIZE:
+        raise InvalidInput("a consent-state index must be an integer in [0, 2**63)")
+    return f"{CONSENT_STATE} {index}"
+
+
+def parse_consent_state(extensions: tuple[str, ...]) -> int | None:
+    """The index named by the one ``consent-state <index>`` line among ``extensions``, or None if there is none.
+
+    Raises InvalidInput for a second such line, or one that is not exactly the keyword, one space and a canonical
+    decimal (no "+5", "05", tabs or trailing text). Other extension lines are ignored.
+    """
+    found: int | None = None
+    for line in extensions:
+        word, _, rest = line.partition(" ")
+        if word != CONSENT_STATE:
+            continue
+        if found is not None:
+            raise InvalidInput(f"checkpoint has more than one {CONSENT_STATE} line")
+        if not _DECIMAL.fullmatch(rest):
+            raise InvalidInput(f"checkpoint {CONSENT_STATE} index is not a canonical decimal number")
+        found = int(rest)
+        if found > _MAX_TREE_SIZE:
+            raise InvalidInput(f"checkpoint {CONSENT_STATE} index is out of range")
+    return found
 
 
 def parse_checkpoint(text: str) -> Checkpoint:
