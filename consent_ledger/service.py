@@ -17,6 +17,8 @@ from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.core.decision import Policy
 from consent_ledger.core.note import Signer
+from consent_ledger.core.vrf import MapKeyProver, VrfPrivateKey
+from consent_ledger.keys import derived_map_vrf_key
 from consent_ledger.server.app import TlsFiles, create_server
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.storage import open_store
@@ -69,12 +71,16 @@ class RunningService:
         await self.server.wait_for_termination()
 
 
-async def start_service(config: ServiceConfig, signer: Signer) -> RunningService:
-    """Open (and migrate) the database, load the log's right edge, and serve."""
+async def start_service(
+    config: ServiceConfig, signer: Signer, map_vrf_key: VrfPrivateKey | None = None
+) -> RunningService:
+    """Open (and migrate) the database, load the log's right edge, and serve. Without ``map_vrf_key``, the map
+    VRF key is derived from the log key (keys.derived_map_vrf_key)."""
     store = open_store(config.database_url)
     try:
         index = SqlConsentIndex(store)
-        state = ConsentState(index, SqlMapStore(store), signer, config.state)
+        vrf_key = map_vrf_key or derived_map_vrf_key(signer)
+        state = ConsentState(index, SqlMapStore(store), signer, config.state, MapKeyProver(vrf_key))
         consents = ConsentLedger(index, state, signer, policy=config.policy, operator_keys=config.operator_keys)
         ledger = Ledger(
             store,

@@ -12,6 +12,7 @@ from consent_ledger_client.client import (
     SubmitReceipt,
     UnrecordedErasure,
     VerifiedCheckpoint,
+    WrongMapVrfKey,
 )
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
 
@@ -26,6 +27,7 @@ __all__ = [
     "VerificationError",
     "VerifiedCheckpoint",
     "VerifiedEntry",
+    "WrongMapVrfKey",
     "verify_entry",
 ]
 

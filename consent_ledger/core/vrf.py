@@ -19,6 +19,7 @@ also refuses points outside the main subgroup, which a candidate almost always i
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -222,27 +223,31 @@ class ProvenKey:
 
 
 class _Lru:
+    """Bounded, least recently used out first; thread-safe."""
+
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._items: OrderedDict[object, object] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, k: object) -> object | None:
-        v = self._items.get(k)
-        if v is not None:
-            self._items.move_to_end(k)
-        return v
+        with self._lock:
+            v = self._items.get(k)
+            if v is not None:
+                self._items.move_to_end(k)
+            return v
 
     def put(self, k: object, v: object) -> None:
-        self._items[k] = v
-        self._items.move_to_end(k)
-        while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[k] = v
+            self._items.move_to_end(k)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
 
 
 class MapKeyProver:
     """The ledger's side: map keys with their proofs, from the map VRF secret key. Keeps the latest
-    ``capacity`` outputs (a prove costs about 0.4 ms; a key never changes). Not thread-safe by itself: dict
-    operations under the GIL keep it consistent, and two threads proving the same alpha get equal answers."""
+    ``capacity`` outputs (a prove costs about 0.4 ms; a key never changes). Thread-safe: two threads proving the same alpha get equal answers."""
 
     def __init__(self, key: VrfPrivateKey, capacity: int = 100_000) -> None:
         self.private_key = key
