@@ -754,7 +754,13 @@ class ConsentLedger:
             (reg,), _ = self._entries_at({party.index}, set())
             if proofs[party_key.key].leaf == (party_key.key, smt.value_hash([(party.index, hash_leaf(reg.leaf))])):
                 break
-            party = self.party(requester_id, sc.index)
+            newer = self.party(requester_id, sc.index)
+            if newer.index == party.index:
+                raise FailedPrecondition(
+                    f"the consent-state map does not hold the registration of {requester_id} (a map written before "
+                    "party keys or with other map keys: run consent-ledger rebuild-map)"
+                )
+            party = newer
         else:
             raise Unavailable(f"the registration of {requester_id} is being updated; try again")
         t = time_ms or max(self._clock_ms(), sc.batch_time_ms)
