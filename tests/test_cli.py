@@ -432,14 +432,14 @@ def test_register_party(
     parties: dict[str, dict], conn: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ed = parties["ed-1"]
-    # The log's first batch is closed by a StateCommit (#1); registrations change no consent, so none follows them.
-    assert [p["index"] for p in parties.values()] == [0, 2, 3]
+    # Each registration changes its party's key in the consent-state map, so a StateCommit closes its batch.
+    assert [p["index"] for p in parties.values()] == [0, 2, 4]
     kinds = [e["kind"] for e in run_json(capsys, "entries", "0", "10", *conn, *AS_AUDITOR)["entries"]]
-    assert kinds == ["party registration", "state commit", "party registration", "party registration"]
+    assert kinds[:6] == ["party registration", "state commit"] * 3
     assert ed["roles"] == ["hospital"] and ed["display_name"] == "City ED"
     pub = (tmp_path / "ed-1.key.pub").read_text().strip()
     assert ed["public_keys"] == [parse_pub(pub).hex()]
-    assert ed["verified"]["inclusion"]["tree_size"] == 4
+    assert ed["verified"]["inclusion"]["tree_size"] == 6
 
 
 def parse_pub(text: str) -> bytes:
