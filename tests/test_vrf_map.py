@@ -200,3 +200,22 @@ def test_get_entries_carries_map_key_proofs(setup):
         else:
             assert pi == b""
     assert parse_envelope  # noqa: B018 - imported for readers of the evidence
+
+
+def test_an_erasure_records_the_vrf_map_key(tmp_path):
+    """The Erasure of a grant carries the grant's map key, now the VRF one (the operator's client takes it from the
+    VRF proof GetEntries gives, verified), and the audit replays the erased grant with it."""
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}") as server:
+        op = connect(server, party=OPERATOR)
+        key = log_signer().private_key
+        op.register_party(key, party_id="insurer-1", roles=["insurer"], public_keys=[ORG_KEY.public_key], display_name="I1")
+        alice = connect(server, patient=ALICE)
+        cid, g = alice.grant(ALICE, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
+        alice.revoke(ALICE, cid)
+        erased = op.erase(key, g.index, reason="entered in error")
+        record = payloads.parse_payload(erased.entry.envelope.payload_type, erased.entry.envelope.payload)
+        prover = vrf.MapKeyProver(derived_map_vrf_key(log_signer()))
+        assert record.map_key == prover.consent_key(ALICE.public_key, "org:insurer-1")
+        assert record.map_key != _old_key(ALICE.public_key, "org:insurer-1")
+        report = Auditor(connect(server, party=AUDITOR).ledger).run()
+        assert report.ok and report.erased == 1, report.finding
