@@ -21,9 +21,9 @@ from consent_ledger.app.lru import Lru
 from consent_ledger.app.ports import ConsentIndex, ConsentMap, NewEntry, StateCommitRow
 from consent_ledger.app.sequencer import PreparedBatch
 from consent_ledger.core import payloads, smt
-from consent_ledger.core.vrf import MapKeyProver
 from consent_ledger.core.envelope import parse_envelope, sign_envelope
 from consent_ledger.core.note import Signer
+from consent_ledger.core.vrf import MapKeyProver
 
 log = logging.getLogger(__name__)
 
