@@ -110,6 +110,7 @@ def state_commit_json(entry: VerifiedEntry, commit: payloads.StateCommitPayload)
     return {
         "index": entry.index,
         "map_root": commit.map_root.hex(),
+        "map_vrf_public_key": commit.map_vrf_public_key.hex(),
         "batch_time_ms": commit.batch_time_ms,
         "batch_time": iso_time(commit.batch_time_ms),
         "signed_by_log_key": True,

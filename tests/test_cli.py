@@ -148,7 +148,9 @@ def assert_closed_by_state_commit(submitted: dict, conn: list[str], capsys: pyte
     reported = dict(submitted["state_commit"])
     assert reported.pop("batch_time").startswith(commit["integrated_time"][:19])
     assert reported == {"index": index + 1, "map_root": commit["payload"]["map_root"],
+                        "map_vrf_public_key": commit["payload"]["map_vrf_public_key"],
                         "batch_time_ms": commit["payload"]["batch_time_ms"], "signed_by_log_key": True}
+    assert len(reported["map_vrf_public_key"]) == 64
     return commit
 
 
