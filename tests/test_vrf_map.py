@@ -219,3 +219,30 @@ def test_an_erasure_records_the_vrf_map_key(tmp_path):
         assert record.map_key != _old_key(ALICE.public_key, "org:insurer-1")
         report = Auditor(connect(server, party=AUDITOR).ledger).run()
         assert report.ok and report.erased == 1, report.finding
+
+
+def test_cli_pins_the_map_vrf_key(tmp_path, capsys):
+    """serve's map VRF key from `keygen map-vrf`; `check-access --map-vrf-key-file` pins its .pub: the right key
+    verifies, another one is refused (exit 3, verification failed)."""
+    from consent_ledger.cli import main
+    from consent_ledger.core.note import format_verifier_key
+    from consent_ledger.keys import read_key
+
+    assert main(["keygen", "map-vrf", "--out", str(tmp_path / "map-vrf.key")]) == 0
+    assert main(["keygen", "map-vrf", "--out", str(tmp_path / "other.key")]) == 0
+    assert (tmp_path / "map-vrf.key").stat().st_mode & 0o777 == 0o600
+    key = vrf.VrfPrivateKey.from_seed(read_key(tmp_path / "map-vrf.key").private_key.seed)
+    signer = log_signer()
+    (tmp_path / "log.key.pub").write_text(format_verifier_key(signer.name, signer.public_key) + "\n")
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}", map_vrf_key=key) as server:
+        op = connect(server, party=OPERATOR)
+        op.register_party(signer.private_key, party_id="insurer-1", roles=["insurer"], public_keys=[ORG_KEY.public_key], display_name="I1")
+        base = ["check-access", "--patient", ALICE.public_key.hex(), "--action", "access", "--purpose", "HPAYMT",
+                "--data", "laboratory-results", "--as", "insurer-1", "--server", server.target, "--insecure",
+                "--log-key-file", str(tmp_path / "log.key.pub"), "--state", str(tmp_path / "state.json")]
+        capsys.readouterr()
+        assert main([*base, "--map-vrf-key-file", str(tmp_path / "map-vrf.key.pub")]) == 0
+        assert main([*base, "--map-vrf-key", key.public_key.hex()]) == 0
+        assert main([*base, "--map-vrf-key-file", str(tmp_path / "other.key.pub")]) == 3
+        assert "map VRF key" in capsys.readouterr().err
+        assert main([*base, "--map-vrf-key-file", str(tmp_path / "map-vrf.key")]) != 0  # a private key: refused
