@@ -44,6 +44,7 @@ from consent_ledger_client.consent import (  # noqa: E402
     ReviewQueue,
     ReviewView,
     StaleEvidence,
+    StaleRegistration,
     VerifiedDecision,
 )
 
@@ -60,5 +61,6 @@ __all__ += [
     "ReviewQueue",
     "ReviewView",
     "StaleEvidence",
+    "StaleRegistration",
     "VerifiedDecision",
 ]

@@ -261,8 +261,9 @@ class _ProvenKeys:
         self._ledger, self._index, self._pi = ledger, index, pi
 
     def _vrf_key(self) -> bytes:
-        if self.ledger_key() is not None:
-            return self.ledger_key()  # type: ignore[return-value]
+        known = self._ledger.map_vrf_public_key
+        if known is not None:
+            return known
         # Learn it from the StateCommit that closed the entry's batch (the first one after it).
         start = self._index + 1
         size = self._ledger.checkpoint().checkpoint.size
@@ -275,9 +276,6 @@ class _ProvenKeys:
                         return self._ledger.accept_map_vrf_key(p.map_vrf_public_key)
                 start = v.index + 1
         raise VerificationError(f"no state commit after entry {self._index} names the map VRF key")
-
-    def ledger_key(self) -> bytes | None:
-        return self._ledger.map_vrf_public_key
 
     def consent_key(self, patient: bytes, selector: str) -> bytes:
         return self._ledger.map_keys.key(self._vrf_key(), vrf.consent_alpha(patient, selector), self._pi)
