@@ -54,7 +54,9 @@ from consent_ledger.core.errors import (
 from consent_ledger.core.note import Signer, parse_verifier_key
 from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS
 from consent_ledger.keys import (
+    MAP_VRF_KEY_ENV,
     key_from_env_or_file,
+    map_vrf_key_from_env_or_file,
     read_key,
     verifier_key_of,
     write_new_key,
@@ -97,6 +99,7 @@ from consent_ledger.service import (
     DEFAULT_DATABASE_URL,
     DEFAULT_LISTEN,
     ServiceConfig,
+    rebuild_map,
     start_service,
 )
 from consent_ledger.telemetry import EXPORTERS, configure_telemetry
@@ -114,6 +117,8 @@ STATE_DIR = Path("~/.consent-ledger/state")
 ENV_SERVER = "CONSENT_LEDGER_SERVER"
 ENV_LOG_KEY = "CONSENT_LEDGER_LOG_KEY"
 ENV_LOG_KEY_FILE = "CONSENT_LEDGER_LOG_KEY_FILE"
+ENV_MAP_VRF_PUBLIC_KEY = "CONSENT_LEDGER_MAP_VRF_PUBLIC_KEY"
+ENV_MAP_VRF_PUBLIC_KEY_FILE = "CONSENT_LEDGER_MAP_VRF_PUBLIC_KEY_FILE"
 ENV_STATE = "CONSENT_LEDGER_STATE"
 ENV_INSECURE = "CONSENT_LEDGER_INSECURE"
 ENV_CA_CERT = "CONSENT_LEDGER_CA_CERT"
@@ -163,6 +168,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     name = args.name
     if not name and args.kind == "patient":
         name = "patient"
+    elif not name and args.kind == "map-vrf":
+        name = "map-vrf"
     elif not name and args.kind == "org":
         # An organisation's key is named after the file (insurer-1.key -> insurer-1) unless --name says otherwise.
         name = _UNSAFE.sub("-", Path(args.out).name.removesuffix(".key")).strip("-") or "org"
@@ -190,10 +197,18 @@ def tls_from_args(args: argparse.Namespace) -> TlsFiles | None:
     return TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
 
 
+def _map_vrf_key(args: argparse.Namespace) -> Any:
+    try:
+        return map_vrf_key_from_env_or_file(Path(args.map_vrf_key_file) if args.map_vrf_key_file else None)
+    except OSError as e:
+        raise CliError(f"cannot read --map-vrf-key-file {args.map_vrf_key_file}: {e.strerror or e}") from None
+
+
 async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None = None) -> int:
     signer = key_from_env_or_file(Path(args.key_file) if args.key_file else None)
     if args.cache_mb < 0:
         raise SystemExit("--cache-mb must not be negative")
+    map_vrf_key = _map_vrf_key(args)
     config = ServiceConfig(
         database_url=args.database_url,
         listen=args.listen,
@@ -215,13 +230,15 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         auditors=tuple(_split(args.auditor)),
         cache=CacheBudget.megabytes(args.cache_mb),
     )
-    service = await start_service(config, signer)
+    service = await start_service(config, signer, map_vrf_key)
     host = args.listen.rsplit(":", 1)[0]
     if args.port_file:
         Path(args.port_file).write_text(f"{service.port}\n")
     print(
         f"serving log {signer.name} on {host}:{service.port} (tree size {service.ledger.sequencer.latest.size}, "
-        f"database {config.database_url})\nverifier key: {verifier_key_of(signer)}",
+        f"database {config.database_url})\nverifier key: {verifier_key_of(signer)}\n"
+        f"map VRF public key: {service.consents.state.map_keys.public_key.hex()}"
+        + ("" if map_vrf_key else " (derived from the log key: no --map-vrf-key-file given)"),
         flush=True,
     )
     stop = asyncio.Event()
@@ -235,6 +252,19 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
     finally:
         print("stopping: finishing in-flight requests", flush=True)
         await service.stop()
+    return 0
+
+
+def cmd_rebuild_map(args: argparse.Namespace) -> int:
+    signer = key_from_env_or_file(Path(args.key_file) if args.key_file else None)
+    done = rebuild_map(args.database_url, signer, _map_vrf_key(args))
+    emit(
+        args,
+        f"rebuilt the consent-state map of {args.database_url} from {done.entries:,} entries: {done.keys:,} keys, "
+        f"root {done.map_root.hex()}\nclosed by StateCommit #{done.state_commit_index}, which names the map VRF key",
+        {"entries": done.entries, "keys": done.keys, "map_root": done.map_root.hex(),
+         "state_commit_index": done.state_commit_index},
+    )
     return 0
 
 
@@ -255,6 +285,9 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="host:port to listen on (default: $CONSENT_LEDGER_LISTEN or %(default)s)")
     p.add_argument("--key-file", default=_env("CONSENT_LEDGER_KEY_FILE"),
                    help="the log's signing key file (default: $CONSENT_LEDGER_KEY_FILE, else $CONSENT_LEDGER_KEY)")
+    p.add_argument("--map-vrf-key-file", default=_env("CONSENT_LEDGER_MAP_VRF_KEY_FILE"),
+                   help=f"the map VRF key file (keygen map-vrf; default: $CONSENT_LEDGER_MAP_VRF_KEY_FILE, else "
+                        f"${MAP_VRF_KEY_ENV}, else a key derived from the log key)")
     p.add_argument("--insecure", action="store_true", default=_env_flag(ENV_INSECURE),
                    help=f"serve plaintext (loopback only, for development; or set ${ENV_INSECURE}=1)")
     p.add_argument("--tls-cert", default=_env("CONSENT_LEDGER_TLS_CERT"), help="server certificate (PEM)")
@@ -347,6 +380,27 @@ def log_key_from_args(args: argparse.Namespace) -> str:
     return text
 
 
+def map_vrf_key_from_args(args: argparse.Namespace) -> bytes | None:
+    """The map VRF public key to pin, from --map-vrf-key or --map-vrf-key-file (hex or verifier key text)."""
+    text_arg, file_arg = getattr(args, "map_vrf_key", None), getattr(args, "map_vrf_key_file", None)
+    if text_arg and file_arg:
+        raise CliError("give --map-vrf-key or --map-vrf-key-file, not both")
+    if text_arg:
+        text, source = text_arg.strip(), "--map-vrf-key"
+    elif file_arg:
+        text, source = _read_file(file_arg, "map VRF key file").decode("utf-8", "replace").strip(), file_arg
+    else:
+        return None
+    if text.startswith("PRIVATE+KEY+"):
+        raise CliError(f"{source} holds a private key; pass the map VRF public key (the .pub file)")
+    if re.fullmatch(r"[0-9a-f]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        return parse_verifier_key(text).public_key
+    except InvalidInput as e:
+        raise CliError(f"{source}: not a map VRF public key ({e})") from None
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -395,6 +449,7 @@ def connect(
             timeout=args.timeout,
             party_id=party,
             patient_key=request_signer.private_key if request_signer and not party else None,
+            map_vrf_key=map_vrf_key_from_args(args),
         )
     except BaseException:
         channel.close()
@@ -442,6 +497,13 @@ def add_client_options(p: argparse.ArgumentParser, *, call_timeout: bool = True)
     add_connection_options(p, call_timeout=call_timeout)
     g = p.add_argument_group("trust")
     add_log_key_options(g)
+    g.add_argument("--map-vrf-key", default=_env(ENV_MAP_VRF_PUBLIC_KEY),
+                   help=f"the map VRF public key to pin (64 hex digits, or the name+hash+key text of keygen map-vrf's "
+                        f".pub; default: ${ENV_MAP_VRF_PUBLIC_KEY}); without it the key named by the first verified "
+                        f"StateCommit is taken")
+    g.add_argument("--map-vrf-key-file", default=_env(ENV_MAP_VRF_PUBLIC_KEY_FILE),
+                   help=f"file holding the map VRF public key, e.g. map-vrf.key.pub (default: "
+                        f"${ENV_MAP_VRF_PUBLIC_KEY_FILE})")
     g.add_argument("--state", default=_env(ENV_STATE),
                    help=f"client state file: the last verified checkpoint (default: ${ENV_STATE} or "
                         f"{STATE_DIR}/<origin>-<key hash>.json)")
@@ -1384,8 +1446,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("keygen", help="create a key (log, patient or organisation)")
-    p.add_argument("kind", choices=["log", "patient", "org"])
+    p = sub.add_parser("keygen", help="create a key (log, patient, organisation or the map VRF key)")
+    p.add_argument("kind", choices=["log", "patient", "org", "map-vrf"],
+                   help="map-vrf: the ledger's map VRF key (derives the consent-state map's keys; never signs)")
     p.add_argument("--name", help="key name; for a log key, the log's origin")
     p.add_argument("--out", required=True, help="private key file to create (mode 0600); FILE.pub gets the public key")
     p.add_argument("--force", action="store_true", help="replace an existing key file")
@@ -1395,6 +1458,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the ledger service")
     add_serve_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "rebuild-map",
+        help="rebuild the consent-state map with the map VRF key's keys from the log (server stopped), and append "
+             "a StateCommit with the new root",
+    )
+    p.add_argument("--database-url", default=_env("CONSENT_LEDGER_DATABASE_URL", DEFAULT_DATABASE_URL),
+                   help="SQLAlchemy URL (default: $CONSENT_LEDGER_DATABASE_URL or %(default)s)")
+    p.add_argument("--key-file", default=_env("CONSENT_LEDGER_KEY_FILE"),
+                   help="the log's signing key file (default: $CONSENT_LEDGER_KEY_FILE, else $CONSENT_LEDGER_KEY)")
+    p.add_argument("--map-vrf-key-file", default=_env("CONSENT_LEDGER_MAP_VRF_KEY_FILE"),
+                   help=f"the map VRF key file (default: $CONSENT_LEDGER_MAP_VRF_KEY_FILE, else ${MAP_VRF_KEY_ENV}, "
+                        f"else the key serve derives from the log key)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rebuild_map)
 
     p = sub.add_parser("demo", help="start a server on a fresh SQLite file and play a short verified story")
     p.add_argument("--dir", default=".consent-ledger/demo", help="working directory for keys and data (default: %(default)s)")

@@ -44,6 +44,7 @@ from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.note import Signer
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.keys import read_key, verifier_key_of, write_new_key
+from consent_ledger.core.vrf import VrfPrivateKey
 from consent_ledger.service import RunningService, ServiceConfig, start_service
 
 DEMO_ORIGIN = "demo.consent-ledger.local/log"
@@ -89,6 +90,8 @@ class DemoContext:
     indices: dict[str, int] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     receipts: dict[str, SubmitReceipt] = field(default_factory=dict)
+    # The map VRF public key file (map-vrf.key.pub) the clients pin beside the log key.
+    map_vrf_key_file: Path | None = None
 
     def say(self, text: str = "") -> None:
         for line in text.splitlines() or [""]:
@@ -196,7 +199,8 @@ def register_parties(ctx: DemoContext) -> None:
     if commits:
         ctx.say(
             f"entry #{commits[0]} is the ledger's own StateCommit: the signed root of its consent-state map, written "
-            "after the log's first batch and after every batch that changes consents"
+            "after the log's first batch and after every batch that changes the map (consents, registrations: each "
+            "party's key holds its latest registration)"
         )
     path = ctx.workdir / "checkpoint-first.note"
     path.write_bytes(last.note)
@@ -409,7 +413,12 @@ def environment_line(ctx: DemoContext) -> str:
     return (
         f"export CONSENT_LEDGER_SERVER={ctx.target} CONSENT_LEDGER_INSECURE=1 "
         f"CONSENT_LEDGER_LOG_KEY_FILE={q(_show_path(ctx.log_key_file))} "
-        f"CONSENT_LEDGER_STATE={q(_show_path(ctx.state_file))}"
+        + (
+            f"CONSENT_LEDGER_MAP_VRF_PUBLIC_KEY_FILE={q(_show_path(ctx.map_vrf_key_file))} "
+            if ctx.map_vrf_key_file is not None
+            else ""
+        )
+        + f"CONSENT_LEDGER_STATE={q(_show_path(ctx.state_file))}"
     )
 
 
@@ -490,6 +499,7 @@ def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
     log_key, patient_key = workdir / "log.key", workdir / "alice.key"
     write_new_key(log_key, DEMO_ORIGIN, overwrite=True)
     write_new_key(patient_key, "alice", overwrite=True)
+    write_new_key(workdir / "map-vrf.key", "map-vrf", overwrite=True)
     for party in PARTIES:
         write_new_key(workdir / f"{party.party_id}.key", party.party_id, overwrite=True)
     return db, state, log_key, patient_key
@@ -529,13 +539,16 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
         operators=(OPERATOR,),
         auditors=(AUDITOR,),
     )
-    service: RunningService = await start_service(config, signer)
+    map_vrf_key_file = workdir / "map-vrf.key"
+    map_vrf_key = VrfPrivateKey.from_seed(read_key(map_vrf_key_file).private_key.seed)
+    service: RunningService = await start_service(config, signer, map_vrf_key)
     target = f"127.0.0.1:{service.port}"
     vkey = verifier_key_of(signer)
     patient = read_key(patient_key_file)
     keys = ", ".join(
         [
             "log.key (the log and its operator)",
+            "map-vrf.key (derives the consent-state map's keys)",
             f"alice.key (the patient, {show.short_key(patient.public_key)})",
             *(f"{p.party_id}.key" for p in PARTIES),
         ]
@@ -550,7 +563,8 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
         party: str | None = None, state_path: Path | None = None, patient_key: Ed25519PrivateKey | None = None
     ) -> ConsentClient:
         c = LedgerClient.connect(
-            target, verifier_key=vkey, state_path=state_path, insecure=True, party_id=party, patient_key=patient_key
+            target, verifier_key=vkey, state_path=state_path, insecure=True, party_id=party, patient_key=patient_key,
+            map_vrf_key=map_vrf_key.public_key,
         )
         clients.append(c)
         return ConsentClient(c)
@@ -568,6 +582,7 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
             orgs={p.party_id: connect(p.party_id) for p in PARTIES},
             watching=_watcher_probe(service),
             write=write,
+            map_vrf_key_file=map_vrf_key_file.with_name(map_vrf_key_file.name + ".pub"),
         )
         # The client is synchronous; the server runs on this event loop, so the story runs in a thread.
         await asyncio.to_thread(play, ctx)

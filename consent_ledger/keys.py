@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import stat
@@ -16,8 +17,10 @@ from pathlib import Path
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.note import Signer, format_signer_key, format_verifier_key, parse_signer_key
+from consent_ledger.core.vrf import VrfPrivateKey
 
 KEY_ENV = "CONSENT_LEDGER_KEY"
+MAP_VRF_KEY_ENV = "CONSENT_LEDGER_MAP_VRF_KEY"
 
 
 def write_new_key(path: Path, name: str, *, overwrite: bool = False) -> Signer:
@@ -78,3 +81,21 @@ def key_from_env_or_file(path: Path | None) -> Signer:
 
 def verifier_key_of(signer: Signer) -> str:
     return format_verifier_key(signer.name, signer.public_key)
+
+
+def map_vrf_key_from_env_or_file(path: Path | None) -> VrfPrivateKey | None:
+    """The map VRF key (DESIGN section 5) from a file, else from $CONSENT_LEDGER_MAP_VRF_KEY (the key text); None
+    when neither is given. The file format is the log key's (an Ed25519-format key pair; ``keygen map-vrf``)."""
+    if path is not None:
+        return VrfPrivateKey.from_seed(read_key(path).private_key.seed)
+    text = os.environ.get(MAP_VRF_KEY_ENV)
+    if not text:
+        return None
+    return VrfPrivateKey.from_seed(parse_signer_key(text.strip()).private_key.seed)
+
+
+def derived_map_vrf_key(log_key: Signer) -> VrfPrivateKey:
+    """The map VRF key a ledger uses when none is configured: derived from the log key's seed (SHA-256 under a
+    label of its own), so it differs from the log key and is never used to sign, and a restart keeps it."""
+    seed = hashlib.sha256(b"consent-ledger/map-vrf-key/v1\n" + log_key.private_key.seed).digest()
+    return VrfPrivateKey.from_seed(seed)

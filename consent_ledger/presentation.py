@@ -110,6 +110,7 @@ def state_commit_json(entry: VerifiedEntry, commit: payloads.StateCommitPayload)
     return {
         "index": entry.index,
         "map_root": commit.map_root.hex(),
+        "map_vrf_public_key": commit.map_vrf_public_key.hex(),
         "batch_time_ms": commit.batch_time_ms,
         "batch_time": iso_time(commit.batch_time_ms),
         "signed_by_log_key": True,
@@ -511,7 +512,9 @@ def state_verification(vd: VerifiedDecision, *, now_ms: int | None = None, max_s
             age += f", at most {max_state_age_ms / 1000:g} s accepted"
     return (
         f"verified: consent state as of {format_time(c.batch_time_ms)} (StateCommit #{state.entry.index}, signed by "
-        f"the log key{age}): map proofs for {selectors} hold; {_in_force_phrase(state)}"
+        f"the log key{age}): map proofs for {selectors} hold; {_in_force_phrase(state)}; each map key proven by "
+        f"its VRF proof under the map VRF key the StateCommit names, and {r.requester_id}'s registration is its latest "
+        f"(its party key)"
     )
 
 

@@ -16,8 +16,14 @@ from consent_ledger.app.consent_state import ConsentState, StatePolicy
 from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.app.lru import CacheBudget
+from consent_ledger.core import payloads
 from consent_ledger.core.decision import Policy
+from consent_ledger.core.envelope import parse_envelope
+from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.core.state_rules import ErasureFacts, InForceSets
 from consent_ledger.core.note import Signer
+from consent_ledger.core.vrf import MapKeyProver, VrfPrivateKey
+from consent_ledger.keys import derived_map_vrf_key
 from consent_ledger.server.app import TlsFiles, create_server
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.storage import open_store
@@ -73,12 +79,16 @@ class RunningService:
         await self.server.wait_for_termination()
 
 
-async def start_service(config: ServiceConfig, signer: Signer) -> RunningService:
-    """Open (and migrate) the database, load the log's right edge, and serve."""
+async def start_service(
+    config: ServiceConfig, signer: Signer, map_vrf_key: VrfPrivateKey | None = None
+) -> RunningService:
+    """Open (and migrate) the database, load the log's right edge, and serve. Without ``map_vrf_key``, the map
+    VRF key is derived from the log key (keys.derived_map_vrf_key)."""
     store = open_store(config.database_url)
     try:
         index = SqlConsentIndex(store)
-        state = ConsentState(index, SqlMapStore(store), signer, config.state, config.cache)
+        vrf_key = map_vrf_key or derived_map_vrf_key(signer)
+        state = ConsentState(index, SqlMapStore(store), signer, config.state, MapKeyProver(vrf_key), config.cache)
         consents = ConsentLedger(
             index, state, signer, policy=config.policy, operator_keys=config.operator_keys, cache=config.cache
         )
@@ -120,3 +130,66 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
     log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     return RunningService(server, port, ledger, consents, health)
+
+
+REBUILD_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class RebuiltMap:
+    state_commit_index: int
+    map_root: bytes
+    keys: int
+    entries: int
+
+
+def rebuild_map(database_url: str, signer: Signer, map_vrf_key: VrfPrivateKey | None = None) -> RebuiltMap:
+    """Rebuild the consent-state map with the map VRF key's keys (DESIGN section 5), for a log written before map
+    keys were VRF outputs (or to move to another VRF key): replay the log's consent entries and registrations
+    through core.state_rules.InForceSets (erased bodies through their Erasure records), delete the stored map
+    nodes, write the whole map afresh in one batch and close it with a StateCommit naming the VRF key and the
+    new root. Run it with the server stopped; if it is interrupted, run it again."""
+    store = open_store(database_url)
+    try:
+        vrf_key = map_vrf_key or derived_map_vrf_key(signer)
+        prover = MapKeyProver(vrf_key)
+        index = SqlConsentIndex(store)
+        cmap = SqlMapStore(store)
+        state = ConsentState(index, cmap, signer, StatePolicy(), prover)
+        consents = ConsentLedger(index, state, signer)
+        ledger = Ledger(store, signer, check_payload=consents.check, prepare_batch=consents.prepare_batch,
+                        on_integrated=consents.on_integrated, admit=consents.admit)
+        consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, None)
+        ledger.open()
+        size = ledger.sequencer.latest.size
+        sets = InForceSets(prover)
+        for start in range(0, size, REBUILD_PAGE):
+            page = index.read_indices(range(start, min(size, start + REBUILD_PAGE)))
+            records = {e.erased_by for e in page if e.envelope is None and e.erased_by is not None}
+            erasures = {r.index: r for r in index.read_indices(records)} if records else {}
+            for e in page:
+                leaf_hash = hash_leaf(e.leaf)
+                if e.envelope is None:
+                    record = erasures.get(e.erased_by) if e.erased_by is not None else None
+                    if record is not None and record.envelope is not None:
+                        env = parse_envelope(record.envelope)
+                        p = payloads.parse_payload(env.payload_type, env.payload)
+                        if isinstance(p, payloads.ErasurePayload):
+                            sets.add_erased(e.index, leaf_hash, ErasureFacts(p.consent_id, p.map_key, p.ends))
+                    continue
+                env = parse_envelope(e.envelope)
+                p = payloads.parse_payload(env.payload_type, env.payload)
+                sets.add(e.index, leaf_hash, payloads.consent_id(env.payload), p)
+        values = sets.all_values()
+        cmap.clear()
+        # A fresh ConsentState: nothing cached from the map that was just deleted.
+        state = ConsentState(index, cmap, signer, StatePolicy(), prover)
+        consents.state = state
+        state.rebuild_next(values)
+        ledger.sequencer.integrate_batch([], heartbeat=True, prove=False)
+        latest = state.latest
+        assert latest is not None
+        log.info("rebuilt the consent-state map: %d keys, StateCommit #%d", len(values), latest.index)
+        return RebuiltMap(latest.index, latest.map_root, len(values), size)
+    finally:
+        store.close()

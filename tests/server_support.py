@@ -50,9 +50,10 @@ def log_verifier_key() -> str:
 
 
 class ServerThread:
-    def __init__(self, config: ServiceConfig, signer: Signer) -> None:
+    def __init__(self, config: ServiceConfig, signer: Signer, map_vrf_key: object = None) -> None:
         self.config = config
         self.signer = signer
+        self.map_vrf_key = map_vrf_key  # a core.vrf.VrfPrivateKey; None: the one derived from the log key
         self.loop = asyncio.new_event_loop()
         self.service: RunningService | None = None
         self._ready = threading.Event()
@@ -67,7 +68,7 @@ class ServerThread:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         try:
-            self.service = await start_service(self.config, self.signer)
+            self.service = await start_service(self.config, self.signer, self.map_vrf_key)  # type: ignore[arg-type]
         except BaseException as e:  # noqa: BLE001 - reported to the starting thread
             self._error = e
             self._ready.set()
@@ -162,7 +163,7 @@ def connect(
 
 
 @contextmanager
-def running_server(database_url: str, **config: object) -> Iterator[ServerThread]:
+def running_server(database_url: str, map_vrf_key: object = None, **config: object) -> Iterator[ServerThread]:
     server = ServerThread(
         ServiceConfig(  # type: ignore[arg-type]
             database_url=database_url,
@@ -170,6 +171,7 @@ def running_server(database_url: str, **config: object) -> Iterator[ServerThread
             **{"operators": (OPERATOR,), "auditors": (AUDITOR,), **transport_config(), **config},
         ),
         log_signer(),
+        map_vrf_key,
     )
     server.start()
     try:

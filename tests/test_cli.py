@@ -148,7 +148,9 @@ def assert_closed_by_state_commit(submitted: dict, conn: list[str], capsys: pyte
     reported = dict(submitted["state_commit"])
     assert reported.pop("batch_time").startswith(commit["integrated_time"][:19])
     assert reported == {"index": index + 1, "map_root": commit["payload"]["map_root"],
+                        "map_vrf_public_key": commit["payload"]["map_vrf_public_key"],
                         "batch_time_ms": commit["payload"]["batch_time_ms"], "signed_by_log_key": True}
+    assert len(reported["map_vrf_public_key"]) == 64
     return commit
 
 
@@ -432,14 +434,14 @@ def test_register_party(
     parties: dict[str, dict], conn: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ed = parties["ed-1"]
-    # The log's first batch is closed by a StateCommit (#1); registrations change no consent, so none follows them.
-    assert [p["index"] for p in parties.values()] == [0, 2, 3]
+    # Each registration changes its party's key in the consent-state map, so a StateCommit closes its batch.
+    assert [p["index"] for p in parties.values()] == [0, 2, 4]
     kinds = [e["kind"] for e in run_json(capsys, "entries", "0", "10", *conn, *AS_AUDITOR)["entries"]]
-    assert kinds == ["party registration", "state commit", "party registration", "party registration"]
+    assert kinds[:6] == ["party registration", "state commit"] * 3
     assert ed["roles"] == ["hospital"] and ed["display_name"] == "City ED" and ed["capabilities"] == []
     pub = (tmp_path / "ed-1.key.pub").read_text().strip()
     assert ed["public_keys"] == [parse_pub(pub).hex()]
-    assert ed["verified"]["inclusion"]["tree_size"] == 4
+    assert ed["verified"]["inclusion"]["tree_size"] == 6
 
 
 def parse_pub(text: str) -> bytes:

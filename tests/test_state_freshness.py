@@ -38,16 +38,27 @@ def test_idle_heartbeat_writes_state_commits(tmp_path):
 
 def test_old_state_is_refreshed_by_any_batch(tmp_path):
     with running_server(f"sqlite:///{tmp_path / 'l.db'}", state=StatePolicy(max_age_ms=3000, heartbeat_s=3600)) as server:
-        c = connect(server, party=OPERATOR)  # registers parties and reads the log
+        # Delegations do not change the map (registrations do: a party key holds each party's latest one).
+        c = connect(server, patient=PATIENT)
+        for name in (b"a", b"b"):
+            c.delegate(PATIENT, delegate=Ed25519PrivateKey.from_seed(name * 32).public_key, relationship="proxy", scope=["revoke"])
+        time.sleep(3.1)
+        c.delegate(PATIENT, delegate=Ed25519PrivateKey.from_seed(b"c" * 32).public_key, relationship="proxy", scope=["revoke"])
+        kinds = _kinds(ledger_client(server, party=AUDITOR))
+    d, sc = payloads.DELEGATION, payloads.STATE_COMMIT
+    # The first batch of a log gets one; the second (fresh state, no map change) does not; the third does.
+    assert kinds == [d, sc, d, d, sc]
+
+
+def test_a_registration_closes_its_batch(tmp_path):
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}", state=StatePolicy(max_age_ms=3000, heartbeat_s=3600)) as server:
+        c = connect(server, party=OPERATOR)
         key = log_signer().private_key
         c.register_party(key, party_id="a", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="A")
         c.register_party(key, party_id="b", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="B")
-        time.sleep(3.1)
-        c.register_party(key, party_id="c", roles=["insurer"], public_keys=[PATIENT.public_key], display_name="C")
         kinds = _kinds(c.ledger)
     reg, sc = payloads.PARTY_REGISTRATION, payloads.STATE_COMMIT
-    # The first batch of a log gets one; the second (fresh state, no consent change) does not; the third does.
-    assert kinds == [reg, sc, reg, reg, sc]
+    assert kinds == [reg, sc, reg, sc]
 
 
 def test_consent_changes_are_committed_in_their_batch(tmp_path):

@@ -12,6 +12,7 @@ from consent_ledger_client.client import (
     SubmitReceipt,
     UnrecordedErasure,
     VerifiedCheckpoint,
+    WrongMapVrfKey,
 )
 from consent_ledger_client.errors import (
     DecisionTimeMismatch,
@@ -42,6 +43,7 @@ __all__ = [
     "VerificationError",
     "VerifiedCheckpoint",
     "VerifiedEntry",
+    "WrongMapVrfKey",
     "verify_entry",
 ]
 
@@ -58,6 +60,7 @@ from consent_ledger_client.consent import (  # noqa: E402
     ReviewQueue,
     ReviewView,
     StaleEvidence,
+    StaleRegistration,
     VerifiedDecision,
 )
 
@@ -74,5 +77,6 @@ __all__ += [
     "ReviewQueue",
     "ReviewView",
     "StaleEvidence",
+    "StaleRegistration",
     "VerifiedDecision",
 ]

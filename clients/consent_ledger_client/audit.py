@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consent_ledger.core import delegation, payloads, smt
+from consent_ledger.core import delegation, payloads, smt, vrf
 from consent_ledger.core.checkpoint import Checkpoint, format_checkpoint
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
@@ -33,6 +33,36 @@ FORMAT = "consent-ledger-audit/v1"
 PAGE = 256
 
 Progress = Callable[[int, int], None]
+
+
+class _AuditKeys:
+    """Map keys as an auditor replays them: each from the VRF proof the server gave with its entry
+    (``use(pi)`` before the entry is replayed). The key is the proof's output at once; the proof itself is
+    verified for the alpha the entry gives, under the map VRF key (pinned, or named by the StateCommit), before
+    the next StateCommit's root is compared (``verify_pending``)."""
+
+    def __init__(self) -> None:
+        self.pi = b""
+        self.pending: list[tuple[bytes, bytes, bytes]] = []  # (alpha, pi, key used)
+
+    def _key(self, alpha: bytes) -> bytes:
+        if not self.pi:
+            raise VerificationError("the server gave no VRF proof of the map key of this entry")
+        key = vrf.map_key(vrf.proof_to_hash(self.pi))
+        self.pending.append((alpha, self.pi, key))
+        return key
+
+    def consent_key(self, patient: bytes, selector: str) -> bytes:
+        return self._key(vrf.consent_alpha(patient, selector))
+
+    def party_key(self, party_id: str) -> bytes:
+        return self._key(vrf.party_alpha(party_id))
+
+    def verify_pending(self, cache: vrf.VerifiedMapKeys, public_key: bytes) -> None:
+        for alpha, pi, key in self.pending:
+            if cache.key(public_key, alpha, pi) != key:
+                raise VerificationError("a map key differs from its VRF output")
+        self.pending = []
 
 
 @dataclass
@@ -52,6 +82,8 @@ class AuditReport:
     state_commits: int = 0
     signatures: int = 0
     erased: int = 0
+    # StateCommits written before map keys were VRF outputs (no map VRF key named): not compared.
+    legacy_state_commits: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     checkpoint_size: int = 0
     finding: Finding | None = None
@@ -89,8 +121,12 @@ class Auditor:
         client.trust_operator_keys(operator_keys)
         self._operators = client.operator_keys
         self._resume_file = resume_file
-        self._sets = InForceSets()
+        self._keys = _AuditKeys()
+        self._sets = InForceSets(self._keys)
         self._map = smt.MemoryMapNodes()
+        # Map VRF proofs the server gave with the current page, by entry index.
+        self._pis: dict[int, bytes] = {}
+        self._vrf_seen = False
         self._next = 0
         self._party_keys: dict[str, frozenset[bytes]] = {}
         self._party_capabilities: dict[str, frozenset[str]] = {}
@@ -114,13 +150,17 @@ class Auditor:
         self._party_keys = {p: frozenset(bytes.fromhex(k) for k in ks) for p, ks in data["party_keys"].items()}
         self._party_capabilities = {p: frozenset(cs) for p, cs in data.get("party_capabilities", {}).items()}
         self._signed = {bytes.fromhex(k) for k in data.get("signed", [])}
-        self._sets = InForceSets.from_json(data["in_force"])
+        self._sets = InForceSets.from_json(data["in_force"], self._keys)
+        self._keys.pending = [
+            (bytes.fromhex(a), bytes.fromhex(p), bytes.fromhex(k)) for a, p, k in data.get("pending_map_keys", [])
+        ]
         for did, d in data.get("delegations", {}).items():
             raw = bytes.fromhex(d["payload"])
             p = payloads.parse_payload(payloads.DELEGATION, raw)
             assert isinstance(p, payloads.DelegationPayload)
             self._book.add(delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"]))
             self._delegation_payloads[did] = raw
+        self._vrf_seen = bool(data.get("vrf_seen", False))
         self._unreviewed = {int(i) for i in data.get("break_glass_unreviewed", [])}
         # Saved right after a StateCommit (files without these keys: that StateCommit is the entry before).
         sc = data.get("state_commit_index", self._next - 1 if self._next else None)
@@ -128,7 +168,7 @@ class Auditor:
         t = data.get("integrated_time_ms")
         self._last_time_ms = None if t is None else int(t)
         self._reviewed = {int(i) for i in data.get("break_glass_reviewed", [])}
-        root, changed, _ = smt.apply_batch(self._map, {k: smt.value_hash(v.items()) for k, v in self._sets.sets.items()})
+        root, changed, _ = smt.apply_batch(self._map, self._sets.all_values())
         self._map.apply(changed, ())
         if root.hex() != data["map_root"]:
             raise InvalidInput(f"{path} is corrupt: its in-force sets do not give its map root")
@@ -153,6 +193,8 @@ class Auditor:
             "break_glass_reviewed": sorted(self._reviewed),
             "state_commit_index": self._last_state_commit,
             "integrated_time_ms": self._last_time_ms,
+            "vrf_seen": self._vrf_seen,
+            "pending_map_keys": [[a.hex(), p.hex(), k.hex()] for a, p, k in self._keys.pending],
         }
 
     def _save(self) -> None:
@@ -172,7 +214,8 @@ class Auditor:
         self._see_checkpoint(latest)
         try:
             while self._next < end:
-                page = self._client.get_entries(self._next, min(end, self._next + PAGE))
+                page, pis = self._client.get_entries_with_map_proofs(self._next, min(end, self._next + PAGE))
+                self._pis = {e.index: pi for e, pi in zip(page, pis)}
                 for entry in page:
                     self._see_checkpoint(entry.checkpoint)
                     finding = self._time_problem(entry) or self._audit_entry(entry, report)
@@ -276,11 +319,23 @@ class Auditor:
             self._delegation_payloads.setdefault(cid, env.payload)
         elif isinstance(p, payloads.ConsentRevocationPayload) and p.consent_id in self._book.by_id:
             self._book.revoke(p.consent_id, entry.leaf.integrated_time_ms)
+        self._keys.pi = self._pis.get(entry.index, b"")
         if isinstance(p, payloads.StateCommitPayload):
             report.state_commits += 1
             updates = self._sets.take_updates()
             root, changed, deleted = smt.apply_batch(self._map, updates)
             self._map.apply(changed, deleted)
+            if not p.map_vrf_public_key and not self._vrf_seen:
+                # Written before map keys were VRF outputs (a log whose map was rebuilt since, see
+                # `consent-ledger rebuild-map`): its root used other keys, so it is not compared.
+                report.legacy_state_commits += 1
+                self._snapshot(entry.index + 1)
+                return None
+            try:
+                self._keys.verify_pending(self._client.map_keys, self._client.accept_map_vrf_key(p.map_vrf_public_key))
+                self._vrf_seen = True
+            except VerificationError as e:
+                return Finding(entry.index, f"a map key of the entries before this StateCommit does not verify: {e}")
             if root != p.map_root:
                 return Finding(
                     entry.index,

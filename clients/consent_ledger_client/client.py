@@ -32,10 +32,23 @@ from consent_ledger.core.note import Verifier, parse_verifier_key
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
 from consent_ledger.core.request_auth import PARTY_HEADER
 from consent_ledger.core.request_auth import sign_request
+from consent_ledger.core.vrf import VerifiedMapKeys
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client.errors import StateRollback
 from consent_ledger_client.state import TrustState, load_state, save_state
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+
+class WrongMapVrfKey(VerificationError):
+    """A StateCommit names another map VRF key than the one pinned (or learned first), or none. Carries both."""
+
+    def __init__(self, expected: bytes | None, named: bytes) -> None:
+        super().__init__(
+            f"the state commit names map VRF key {named.hex() or '(none)'}, expected "
+            f"{expected.hex() if expected else '(any)'}"
+        )
+        self.expected = expected
+        self.named = named
 
 
 class UnrecordedErasure(VerificationError):
@@ -132,9 +145,18 @@ class LedgerClient:
         party_id: str | None = None,
         patient_key: Ed25519PrivateKey | None = None,
         operator_keys: Iterable[bytes] = (),
+        map_vrf_key: bytes | None = None,
     ) -> None:
         """``operator_keys``: keys, besides the pinned log key, trusted to sign operator entries (erasures, party
-        registrations, reviews)."""
+        registrations, reviews). ``map_vrf_key``: the map VRF public key to pin beside the log key (DESIGN section
+        5); without it, the key named by the first StateCommit the client verifies (signed by the log key) is
+        taken and held to from then on."""
+        if map_vrf_key is not None and len(map_vrf_key) != 32:
+            raise InvalidInput("a map VRF public key is 32 bytes")
+        self._map_vrf_key = map_vrf_key
+        self.map_vrf_key_pinned = map_vrf_key is not None
+        # Verified map keys: (VRF public key, alpha, pi) -> key (a verify costs about 0.9 ms; keys never change).
+        self.map_keys = VerifiedMapKeys()
         self.party_id = party_id
         self.patient_key = patient_key
         self._verifier: Verifier = parse_verifier_key(verifier_key)
@@ -177,6 +199,7 @@ class LedgerClient:
         party_id: str | None = None,
         patient_key: Ed25519PrivateKey | None = None,
         operator_keys: Iterable[bytes] = (),
+        map_vrf_key: bytes | None = None,
     ) -> LedgerClient:
         """Open a channel to ``target``: TLS (mTLS with ``client_cert`` = (key, cert)), or plaintext if insecure."""
         if insecure:
@@ -193,6 +216,7 @@ class LedgerClient:
             party_id=party_id,
             patient_key=patient_key,
             operator_keys=operator_keys,
+            map_vrf_key=map_vrf_key,
         )
 
     def close(self) -> None:
@@ -217,6 +241,23 @@ class LedgerClient:
     def operator_keys(self) -> frozenset[bytes]:
         """The keys trusted to sign operator entries: the log key and any operator keys given."""
         return self._operator_keys
+
+    @property
+    def map_vrf_public_key(self) -> bytes | None:
+        """The map VRF public key: pinned, or learned from a verified StateCommit; None before either."""
+        return self._map_vrf_key
+
+    def accept_map_vrf_key(self, named: bytes) -> bytes:
+        """The map VRF key a verified StateCommit (signed by the log key) names: it must be the pinned one, or,
+        with none pinned, the one learned first. Returns it. Raises WrongMapVrfKey."""
+        with self._lock:
+            if not named:
+                raise WrongMapVrfKey(self._map_vrf_key, named)
+            if self._map_vrf_key is None:
+                self._map_vrf_key = bytes(named)
+            elif self._map_vrf_key != named:
+                raise WrongMapVrfKey(self._map_vrf_key, named)
+            return self._map_vrf_key
 
     def trust_operator_keys(self, keys: Iterable[bytes]) -> None:
         """Also trust ``keys`` as operator keys."""
@@ -388,6 +429,11 @@ class LedgerClient:
 
     def get_entries(self, start: int, end: int) -> list[VerifiedEntry]:
         """Entries start <= index < end (the server may return fewer, never other ones), each proven."""
+        return self.get_entries_with_map_proofs(start, end)[0]
+
+    def get_entries_with_map_proofs(self, start: int, end: int) -> tuple[list[VerifiedEntry], list[bytes]]:
+        """get_entries, and for each entry the VRF proof of its map key the server gave (empty when none; not
+        verified here: the caller knows which alpha to expect)."""
         resp = self.call(self._log.GetEntries, log_pb2.GetEntriesRequest(start=start, end=end))
         cp = self.accept_checkpoint(resp.checkpoint.note)
         if len(resp.proofs) != len(resp.entries):
@@ -400,7 +446,8 @@ class LedgerClient:
             out.append(self.verify_erasure(verified, entry.erased_by_index))
         if not out and start < min(end, cp.size):
             raise VerificationError(f"the server returned no entries for [{start}, {end}) of a log of {cp.size}")
-        return out
+        pis = list(resp.map_vrf_proofs)
+        return out, [bytes(pis[i]) if i < len(pis) else b"" for i in range(len(out))]
 
     def prove_included(self, leaf_hash: bytes) -> tuple[int, Checkpoint]:
         """Find a leaf by its hash and verify its inclusion in the latest verified checkpoint.

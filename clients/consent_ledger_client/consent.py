@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from consent_ledger.core import delegation, payloads, smt
+from consent_ledger.core import delegation, payloads, smt, vrf
 from consent_ledger.core.checkpoint import Checkpoint
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.decision import (
@@ -67,6 +67,18 @@ from consent_ledger_client.verify import VerifiedEntry, verify_entry
 class IncompleteEvidence(VerificationError):
     """The evidence is not exactly the in-force consent set the ledger's signed state commits to: something in
     force was left out, or something not in force was added."""
+
+
+class StaleRegistration(VerificationError):
+    """The registration the decision took the requester's roles from is not its latest: the consent state's party
+    key for the requester holds another registration (or none). Carries the index relied on."""
+
+    def __init__(self, party_id: str, index: int) -> None:
+        super().__init__(
+            f"the registration of {party_id} at entry {index} is not its latest one in the consent state"
+        )
+        self.party_id = party_id
+        self.index = index
 
 
 class StaleEvidence(VerificationError):
@@ -250,6 +262,37 @@ def delegation_state(d: delegation.Delegate, t_ms: int) -> str:
     return "active"
 
 
+class _ProvenKeys:
+    """The map key of one grant, from the VRF proof the server gave with it (verified for the grant's alpha
+    under the map VRF key: pinned, or named by the StateCommit that closed the grant's batch)."""
+
+    def __init__(self, ledger: LedgerClient, index: int, pi: bytes) -> None:
+        self._ledger, self._index, self._pi = ledger, index, pi
+
+    def _vrf_key(self) -> bytes:
+        known = self._ledger.map_vrf_public_key
+        if known is not None:
+            return known
+        # Learn it from the StateCommit that closed the entry's batch (the first one after it).
+        start = self._index + 1
+        size = self._ledger.checkpoint().checkpoint.size
+        while start < size:
+            for v in self._ledger.get_entries(start, min(size, start + 256)):
+                if v.envelope is not None and v.leaf.payload_type == payloads.STATE_COMMIT:
+                    p = payloads.parse_payload(v.envelope.payload_type, v.envelope.payload)
+                    assert isinstance(p, payloads.StateCommitPayload)
+                    if self._ledger.log_public_key in v.envelope.signers:
+                        return self._ledger.accept_map_vrf_key(p.map_vrf_public_key)
+                start = v.index + 1
+        raise VerificationError(f"no state commit after entry {self._index} names the map VRF key")
+
+    def consent_key(self, patient: bytes, selector: str) -> bytes:
+        return self._ledger.map_keys.key(self._vrf_key(), vrf.consent_alpha(patient, selector), self._pi)
+
+    def party_key(self, party_id: str) -> bytes:
+        return self._ledger.map_keys.key(self._vrf_key(), vrf.party_alpha(party_id), self._pi)
+
+
 def _page_start(token: str) -> int:
     """Indices on a page follow the token's index (the token is the last index of the page before)."""
     return int(token) + 1 if token.isascii() and token.isdigit() else 0
@@ -322,11 +365,11 @@ class ConsentClient:
     def erasure_payload(self, index: int, reason: str) -> bytes:
         """Erasure payload bytes for entry ``index``, with the facts replaying the consent state needs once the
         body is gone (read from the verified body; the ledger checks them too)."""
-        entry = self.ledger.get_entry(index)
+        (entry,), (pi,) = self.ledger.get_entries_with_map_proofs(index, index + 1)
         facts = ErasureFacts()
         if entry.envelope is not None:
             try:
-                facts = erasure_facts(entry.envelope.payload_type, entry.envelope.payload)
+                facts = erasure_facts(entry.envelope.payload_type, entry.envelope.payload, _ProvenKeys(self.ledger, index, pi))
             except InvalidInput as e:
                 raise VerificationError(f"entry {index} does not hold a valid payload: {e}") from e
         return payloads.build_erasure(
@@ -761,12 +804,14 @@ class ConsentClient:
                     "let it sign"
                 ) from None
         leaf_hashes = {v.index: hash_leaf(v.leaf_bytes) for v in evidence}
+        # Map keys are VRF outputs: each proof's key is taken only once its pi verifies for the expected alpha.
+        vrf_key = self.ledger.accept_map_vrf_key(sc.payload.map_vrf_public_key)
+        self._check_party_key(resp, evidence, entries, r.requester_id, sc.payload.map_root, vrf_key, sc.index)
         for sel in selectors:
             sp = proofs[sel]
             leaf = (bytes(sp.leaf_key), bytes(sp.leaf_value_hash)) if sp.leaf_key else None
-            proven = smt.verify_map_proof(
-                sc.payload.map_root, smt.map_key(r.patient, sel), smt.MapProof(tuple(sp.siblings), leaf)
-            )
+            key = self.ledger.map_keys.key(vrf_key, vrf.consent_alpha(r.patient, sel), bytes(sp.vrf_proof))
+            proven = smt.verify_map_proof(sc.payload.map_root, key, smt.MapProof(tuple(sp.siblings), leaf))
             mine = grants[sel]
             if len({e.consent_id for e in mine}) != len(mine):
                 raise IncompleteEvidence(f"the evidence for {sel} lists a consent twice")
@@ -807,6 +852,32 @@ class ConsentClient:
         if not asked_ms and not is_within_skew(answered_ms, now, self._max_skew_ms):
             raise DecisionTimeMismatch(answered_ms, now, self._max_skew_ms)
         self.ledger.check_no_rollback(-1 if cp.consent_state is None else cp.consent_state)
+    def _check_party_key(
+        self,
+        resp: access_pb2.CheckAccessResponse,
+        evidence: Sequence[VerifiedEntry],
+        entries: Sequence[LedgerEntry],
+        party_id: str,
+        map_root: bytes,
+        vrf_key: bytes,
+        sc_index: int,
+    ) -> None:
+        """The requester's registration in the evidence (the latest there, checked by _check_registration) must be
+        the one its party key holds in the consent state: its latest. Raises StaleRegistration."""
+        pp = resp.party_proof
+        if pp.party_id != party_id:
+            raise IncompleteEvidence(f"the evidence holds no map proof of the party key of {party_id}")
+        key = self.ledger.map_keys.key(vrf_key, vrf.party_alpha(party_id), bytes(pp.vrf_proof))
+        leaf = (bytes(pp.leaf_key), bytes(pp.leaf_value_hash)) if pp.leaf_key else None
+        proven = smt.verify_map_proof(map_root, key, smt.MapProof(tuple(pp.siblings), leaf))
+        regs = [
+            (v, e)
+            for v, e in zip(evidence, entries)
+            if isinstance(e.payload, payloads.PartyRegistrationPayload) and e.payload.party_id == party_id
+        ]
+        v, reg = max(regs, key=lambda ve: ve[1].index)
+        if reg.index >= sc_index or proven != smt.value_hash([(reg.index, hash_leaf(v.leaf_bytes))]):
+            raise StaleRegistration(party_id, reg.index)
 
     def _check_registration(
         self, evidence: Sequence[VerifiedEntry], entries: Sequence[LedgerEntry], party_id: str, roles: Sequence[str]

@@ -23,6 +23,7 @@ from consent_ledger.app.sequencer import PreparedBatch
 from consent_ledger.core import payloads, smt
 from consent_ledger.core.envelope import parse_envelope, sign_envelope
 from consent_ledger.core.note import Signer
+from consent_ledger.core.vrf import MapKeyProver
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +164,19 @@ class ConsentState:
     """Keeps the consent map in step with the log, and hands out the latest StateCommit."""
 
     def __init__(
-        self, index: ConsentIndex, cmap: ConsentMap, signer: Signer, policy: StatePolicy, cache: CacheBudget = CacheBudget()
+        self,
+        index: ConsentIndex,
+        cmap: ConsentMap,
+        signer: Signer,
+        policy: StatePolicy,
+        map_keys: MapKeyProver,
+        cache: CacheBudget = CacheBudget(),
     ) -> None:
         self._index = index
+        # Map keys are map VRF outputs (DESIGN section 5), cached by the prover (a prove costs about 0.4 ms).
+        self.map_keys = map_keys
+        # Updates the next batch applies besides its own (set by rebuild_map: every key, into an emptied map).
+        self._forced: dict[bytes, bytes | None] = {}
         self._map = cmap
         self._nodes = NodeCache(cmap, cache.of("map_nodes"))
         self._sets = InForceCache(index, cache.of("in_force"))
@@ -202,6 +213,20 @@ class ConsentState:
                     keys.add((patient, str(grantee)))
         return keys
 
+    def rebuild_next(self, updates: Mapping[bytes, bytes | None]) -> None:
+        """Have the next batch apply ``updates`` too (the whole map, when the stored map was emptied to rebuild
+        it with new keys): that batch is closed by a StateCommit."""
+        self._forced = dict(updates)
+
+    def party_updates(self, entries: Sequence[NewEntry], party_rows: Sequence[Mapping[str, object]]) -> dict[bytes, bytes]:
+        """The party keys a batch's registrations change: each party's key holds its latest registration alone."""
+        leaf_hash = {e.index: e.leaf_hash for e in entries}
+        latest: dict[str, int] = {}
+        for row in party_rows:
+            pid, idx = str(row["party_id"]), int(row["idx"])  # type: ignore[call-overload]
+            latest[pid] = max(idx, latest.get(pid, -1))
+        return {self.map_keys.party_key(pid): smt.value_hash([(i, leaf_hash[i])]) for pid, i in latest.items()}
+
     def prepare(
         self,
         entries: Sequence[NewEntry],
@@ -209,11 +234,16 @@ class ConsentState:
         batch_time_ms: int,
         closing_index: int,
         heartbeat: bool,
+        party_rows: Sequence[Mapping[str, object]] = (),
     ) -> PreparedBatch:
         """Update the map for a batch and decide whether a StateCommit closes it."""
         keys = self.touched_keys(consent_rows)
         change = None
         sets: dict[Key, Members] = {}
+        extra_updates: dict[bytes, bytes | None] = {**self._forced, **self.party_updates(entries, party_rows)}
+        self._forced = {}
+        if extra_updates and not keys:
+            change = smt.apply_batch(self._nodes, extra_updates)
         if keys:
             sets = {k: dict(v) for k, v in self._sets.get(keys).items()}
             leaf_hash = {e.index: e.leaf_hash for e in entries}
@@ -228,15 +258,18 @@ class ConsentState:
                     for members in sets.values():
                         members.pop(str(target), None)
             updates = {
-                smt.map_key(p, sel): smt.value_hash(m.values()) if m else None for (p, sel), m in sets.items()
+                self.map_keys.consent_key(p, sel): smt.value_hash(m.values()) if m else None
+                for (p, sel), m in sets.items()
             }
-            change = smt.apply_batch(self._nodes, updates)
+            change = smt.apply_batch(self._nodes, {**extra_updates, **updates})
         due = self.latest is None or batch_time_ms - self.latest.batch_time_ms >= self.policy.max_age_ms
         if change is None and not heartbeat and not (entries and due):
             return PreparedBatch(state_index=self.latest.index if self.latest is not None else None)
         root, changed, deleted = change if change is not None else smt.apply_batch(self._nodes, {})
         self._pending = (closing_index, changed, deleted, sets)
-        payload = payloads.build_state_commit(map_root=root, batch_time_ms=batch_time_ms)
+        payload = payloads.build_state_commit(
+            map_root=root, batch_time_ms=batch_time_ms, map_vrf_public_key=self.map_keys.public_key
+        )
         closing = parse_envelope(sign_envelope(payloads.STATE_COMMIT, payload, [self._signer.private_key]))
         extra = {
             **self._map.rows(changed, deleted),

@@ -28,6 +28,7 @@ from consent_ledger.app.errors import (
     AlreadyExists,
     CorruptStorage,
     FailedPrecondition,
+    Unavailable,
     NotFound,
     PermissionDenied,
     WouldBlock,
@@ -46,7 +47,7 @@ from consent_ledger.app.ports import (
 from consent_ledger.app.consent_state import DELEGATION, EVERYTHING, GRANT, REVOCATION, ConsentState, in_force
 from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
-from consent_ledger.core import delegation, payloads, smt
+from consent_ledger.core import delegation, payloads, smt, vrf
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
     MAX_IN_FORCE,
@@ -65,6 +66,7 @@ from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.merkle import prove_inclusion
 from consent_ledger.core.note import Signer
 from consent_ledger.core.receipt import access_event_for, receipt_body, sign_receipt
+from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.core.state_rules import erasure_facts
 from consent_ledger.core.timing import check_request_time
 
@@ -106,6 +108,10 @@ class AccessAnswer:
     receipt: bytes
     state_commit_index: int
     selector_proofs: dict[str, smt.MapProof]
+    # The VRF proof of each selector's map key, and the map proof (with its VRF proof) of the requester's party key.
+    selector_pis: dict[str, bytes] = field(default_factory=dict)
+    party_proof: smt.MapProof | None = None
+    party_pi: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -363,7 +369,7 @@ class ConsentLedger:
             if not self._index.reviews_of([i], EVERYTHING):
                 raise FailedPrecondition(f"cannot erase entry {i}: it is a break-glass access awaiting review; review it first")
         body = parse_envelope(stored.envelope)
-        facts = erasure_facts(body.payload_type, body.payload)
+        facts = erasure_facts(body.payload_type, body.payload, self.state.map_keys)
         if (p.consent_id, p.map_key, p.ends) != (facts.consent_id, facts.map_key, facts.ends):
             raise InvalidInput(
                 f"the erasure of entry {i} must record what replaying the consent state needs without its body: "
@@ -621,7 +627,9 @@ class ConsentLedger:
     ) -> PreparedBatch:
         """Index rows for the batch, the consent map's update, and the StateCommit that closes the batch."""
         rows, erasures = self._index_batch(entries, envs)
-        state = self.state.prepare(entries, rows.get("consents", []), batch_time_ms, closing_index, heartbeat)
+        state = self.state.prepare(
+            entries, rows.get("consents", []), batch_time_ms, closing_index, heartbeat, rows.get("parties", [])
+        )
         return PreparedBatch(state.closing, {**rows, **state.extra}, erasures, state.state_index)
 
     def index_rows(self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]) -> dict[str, list[dict[str, object]]]:
@@ -799,6 +807,20 @@ class ConsentLedger:
             for e in entries
         )
 
+    def map_vrf_proof(self, envelope: bytes | None) -> bytes:
+        """The VRF proof of an entry's map key (a grant's consent key, a registration's party key), so an auditor
+        can replay the map (DESIGN section 5); empty for other entries and erased bodies."""
+        if envelope is None:
+            return b""
+        env = parse_envelope(envelope)
+        if env.payload_type not in (payloads.CONSENT_GRANT, payloads.PARTY_REGISTRATION):
+            return b""
+        p = payloads.parse_payload(env.payload_type, env.payload)
+        if isinstance(p, payloads.ConsentGrantPayload):
+            return self.state.map_keys.prove(vrf.consent_alpha(p.patient, p.grantee)).pi
+        assert isinstance(p, payloads.PartyRegistrationPayload)
+        return self.state.map_keys.prove(vrf.party_alpha(p.party_id)).pi
+
     def _prove(self, entries: Iterable[StoredEntry], size: int) -> list[Proven]:
         reader, _ = self._ready()
         return [Proven(e, prove_inclusion(e.index, size, reader)) for e in entries]
@@ -828,9 +850,25 @@ class ConsentLedger:
         check_request_time(time_ms, self._clock_ms())
         _, cp = self._ready()
         party = self.party(requester_id, cp.size)
-        selectors = grantee_selectors(requester_id, party.roles)
-        keys = {sel: smt.map_key(patient, sel) for sel in selectors}
-        sc, proofs = self.state.proofs(keys.values())
+        prover = self.state.map_keys
+        party_key = prover.prove(vrf.party_alpha(requester_id))
+        for _ in range(5):
+            selectors = grantee_selectors(requester_id, party.roles)
+            keys = {sel: prover.prove(vrf.consent_alpha(patient, sel)) for sel in selectors}
+            sc, proofs = self.state.proofs([*(k.key for k in keys.values()), party_key.key])
+            # The requester's party key holds its latest registration as of sc: the roles used must be its.
+            (reg,), _ = self._entries_at({party.index}, set())
+            if proofs[party_key.key].leaf == (party_key.key, smt.value_hash([(party.index, hash_leaf(reg.leaf))])):
+                break
+            newer = self.party(requester_id, sc.index)
+            if newer.index == party.index:
+                raise FailedPrecondition(
+                    f"the consent-state map does not hold the registration of {requester_id} (a map written before "
+                    "party keys or with other map keys: run consent-ledger rebuild-map)"
+                )
+            party = newer
+        else:
+            raise Unavailable(f"the registration of {requester_id} is being updated; try again")
         t = time_ms or max(self._clock_ms(), sc.batch_time_ms)
         if t < sc.batch_time_ms:
             raise InvalidInput("decisions are made on the latest consent state: ask for now or a later time")
@@ -857,7 +895,15 @@ class ConsentLedger:
         decision = decide(entries, request, self.policy)
         receipt = sign_receipt(receipt_body(decision, cp.note), self._signer.private_key)
         return AccessAnswer(
-            decision, self._prove(stored, cp.size), cp, receipt, sc.index, {sel: proofs[k] for sel, k in keys.items()}
+            decision,
+            self._prove(stored, cp.size),
+            cp,
+            receipt,
+            sc.index,
+            {sel: proofs[k.key] for sel, k in keys.items()},
+            {sel: k.pi for sel, k in keys.items()},
+            proofs[party_key.key],
+            party_key.pi,
         )
 
     def _in_force_at(self, patient: bytes, selectors: Sequence[str], sc: StateCommitRow) -> dict[str, dict[str, int]]:

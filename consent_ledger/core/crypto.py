@@ -21,6 +21,14 @@ __all__ = [
     "SEED_SIZE",
     "SIGNATURE_SIZE",
     "Ed25519PrivateKey",
+    "ed25519_add",
+    "ed25519_is_valid_point",
+    "ed25519_scalar_add",
+    "ed25519_scalar_mul",
+    "ed25519_scalar_reduce",
+    "ed25519_scalarmult",
+    "ed25519_scalarmult_base",
+    "ed25519_sub",
     "generate_seed",
     "verify_signature",
 ]
@@ -121,3 +129,56 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> Non
         )
     except (nacl.exceptions.BadSignatureError, ValueError) as exc:
         raise VerificationError("signature does not verify") from exc
+
+
+# Low-level edwards25519 group operations, for the map VRF (core.vrf). Points are 32-byte encodings, scalars
+# 32-byte little-endian integers below the group order L. libsodium refuses what is not a point of the main
+# subgroup (and results that are the identity); each refusal is one VerificationError here.
+
+
+def _group_op(fn: Any, *args: bytes) -> bytes:
+    try:
+        return bytes(fn(*(bytes(a) for a in args)))
+    except (nacl.exceptions.RuntimeError, nacl.exceptions.ValueError, nacl.exceptions.TypeError, ValueError) as exc:
+        raise VerificationError("not a valid edwards25519 point or scalar for this operation") from exc
+
+
+def ed25519_is_valid_point(point: bytes) -> bool:
+    """Whether ``point`` is the canonical encoding of a point of the main subgroup, not of small order."""
+    return len(point) == 32 and bool(nacl.bindings.crypto_core_ed25519_is_valid_point(bytes(point)))
+
+
+def ed25519_add(p: bytes, q: bytes) -> bytes:
+    """p + q, for any two points on the curve (not only the main subgroup)."""
+    return _group_op(nacl.bindings.crypto_core_ed25519_add, p, q)
+
+
+def ed25519_sub(p: bytes, q: bytes) -> bytes:
+    """p - q, for any two points on the curve."""
+    return _group_op(nacl.bindings.crypto_core_ed25519_sub, p, q)
+
+
+def ed25519_scalarmult(n: bytes, point: bytes) -> bytes:
+    """n * point, unclamped. Requires a main-subgroup point; raises VerificationError otherwise or for an
+    identity result."""
+    return _group_op(nacl.bindings.crypto_scalarmult_ed25519_noclamp, n, point)
+
+
+def ed25519_scalarmult_base(n: bytes) -> bytes:
+    """n * B, unclamped. Raises VerificationError for n = 0 mod L."""
+    return _group_op(nacl.bindings.crypto_scalarmult_ed25519_base_noclamp, n)
+
+
+def ed25519_scalar_reduce(n: bytes) -> bytes:
+    """A 64-byte little-endian integer reduced mod L (32 bytes)."""
+    return _group_op(nacl.bindings.crypto_core_ed25519_scalar_reduce, n)
+
+
+def ed25519_scalar_add(a: bytes, b: bytes) -> bytes:
+    """(a + b) mod L."""
+    return _group_op(nacl.bindings.crypto_core_ed25519_scalar_add, a, b)
+
+
+def ed25519_scalar_mul(a: bytes, b: bytes) -> bytes:
+    """(a * b) mod L."""
+    return _group_op(nacl.bindings.crypto_core_ed25519_scalar_mul, a, b)

@@ -328,6 +328,8 @@ class StateCommitPayload:
     batch_time_ms: int
     issued_at_ms: int
     nonce: bytes
+    # The map VRF public key the map's keys are derived with; empty before map keys were VRF outputs.
+    map_vrf_public_key: bytes = b""
 
 
 Payload: TypeAlias = (
@@ -606,6 +608,8 @@ def _validate_state_commit(p: StateCommitPayload) -> None:
     _check_time(p.batch_time_ms, "batch time")
     _check_time(p.issued_at_ms, "issued at")
     _check_nonce(p.nonce)
+    if not isinstance(p.map_vrf_public_key, bytes) or len(p.map_vrf_public_key) not in (0, 32):
+        raise InvalidInput("map VRF public key: must be 32 bytes (or empty)")
 
 
 # --- protobuf <-> domain ------------------------------------------------------------------------
@@ -787,13 +791,15 @@ def _review_from_pb(m: pb.BreakGlassReview) -> BreakGlassReviewPayload:
 
 def _state_commit_to_pb(p: StateCommitPayload) -> pb.StateCommit:
     return pb.StateCommit(
-        map_root=p.map_root, batch_time_ms=p.batch_time_ms, issued_at_ms=p.issued_at_ms, nonce=p.nonce
+        map_root=p.map_root, batch_time_ms=p.batch_time_ms, issued_at_ms=p.issued_at_ms, nonce=p.nonce,
+        map_vrf_public_key=p.map_vrf_public_key,
     )
 
 
 def _state_commit_from_pb(m: pb.StateCommit) -> StateCommitPayload:
     return StateCommitPayload(
-        map_root=m.map_root, batch_time_ms=m.batch_time_ms, issued_at_ms=m.issued_at_ms, nonce=m.nonce
+        map_root=m.map_root, batch_time_ms=m.batch_time_ms, issued_at_ms=m.issued_at_ms, nonce=m.nonce,
+        map_vrf_public_key=m.map_vrf_public_key,
     )
 
 
@@ -1080,11 +1086,17 @@ def build_break_glass_review(
 
 
 def build_state_commit(
-    *, map_root: bytes, batch_time_ms: int, issued_at_ms: int | None = None, nonce: bytes | None = None
+    *,
+    map_root: bytes,
+    batch_time_ms: int,
+    issued_at_ms: int | None = None,
+    nonce: bytes | None = None,
+    map_vrf_public_key: bytes = b"",
 ) -> bytes:
     """StateCommit payload bytes (written by the sequencer, signed by the ledger's key)."""
     return encode_payload(
         StateCommitPayload(
-            map_root=map_root, batch_time_ms=batch_time_ms, **_fresh(issued_at_ms, nonce)
+            map_root=map_root, batch_time_ms=batch_time_ms, map_vrf_public_key=map_vrf_public_key,
+            **_fresh(issued_at_ms, nonce),
         )
     )

@@ -104,7 +104,9 @@ def hash_children(left: bytes, right: bytes) -> bytes:
 
 
 def map_key(patient_public_key: bytes, selector: str) -> bytes:
-    """The map key of a patient's consents for one grantee selector: SHA-256(patient || 0x00 || selector).
+    """SHA-256(patient || 0x00 || selector): the map key derivation of smt_vectors.json's examples, which the
+    ledger no longer uses (anyone knowing a patient's key could test selectors against it): its map keys are map
+    VRF outputs (core.vrf, DESIGN section 5). Kept so the vectors' derivation example stays checked.
 
     Requires a 32-byte (Ed25519) public key and a non-empty selector; raises InvalidInput otherwise.
     """

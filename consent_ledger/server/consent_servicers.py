@@ -86,10 +86,22 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
                     siblings=proof.siblings,
                     leaf_key=proof.leaf[0] if proof.leaf else b"",
                     leaf_value_hash=proof.leaf[1] if proof.leaf else b"",
+                    vrf_proof=answer.selector_pis.get(sel, b""),
                 )
                 for sel, proof in answer.selector_proofs.items()
             ],
         )
+        if answer.party_proof is not None:
+            pp = answer.party_proof
+            resp.party_proof.CopyFrom(
+                access_pb2.PartyProof(
+                    party_id=requester,
+                    siblings=pp.siblings,
+                    leaf_key=pp.leaf[0] if pp.leaf else b"",
+                    leaf_value_hash=pp.leaf[1] if pp.leaf else b"",
+                    vrf_proof=answer.party_pi,
+                )
+            )
         if records_access_event(answer, request.record_access_event):
             done = await self._ledger.sequencer.append(self._consents.access_event_envelope(answer))
             resp.access_event_recorded = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 
@@ -18,9 +19,10 @@ def checkpoint_pb(cp: StoredCheckpoint) -> log_pb2.Checkpoint:
 
 
 class LogServicer(log_pb2_grpc.LogServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, map_vrf_proof: Callable[[bytes | None], bytes] | None = None) -> None:
         self._ledger = ledger
         self._q = ledger.queries
+        self._map_vrf_proof = map_vrf_proof
 
     @unary("Submit")
     async def Submit(self, request: log_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> log_pb2.SubmitResponse:
@@ -45,10 +47,15 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
         self, request: log_pb2.GetEntriesRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetEntriesResponse:
         cp, proven = await asyncio.to_thread(self._q.entries, request.start, request.end)
+        pis: list[bytes] = []
+        if self._map_vrf_proof is not None:
+            f = self._map_vrf_proof
+            pis = await asyncio.to_thread(lambda: [f(p.entry.envelope) for p in proven])
         return log_pb2.GetEntriesResponse(
             entries=[entry_pb(p.entry) for p in proven],
             checkpoint=checkpoint_pb(cp),
             proofs=[log_pb2.InclusionProof(hashes=p.proof) for p in proven],
+            map_vrf_proofs=pis,
         )
 
     @unary("GetCheckpoint")

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, delete, func, select
 
 from consent_ledger.core.smt import (
     DEFAULT_WINDOW,
@@ -166,6 +166,11 @@ class SqlMapStore:
         """
         root, changed, deleted = apply_batch(self, updates, window=self._window)
         return MapUpdate(root, map_rows(changed, deleted))
+
+    def clear(self) -> None:
+        """Delete every stored node (rebuilding the map with new keys, see service.rebuild_map)."""
+        with self._store.begin() as conn:
+            conn.execute(delete(_m))
 
     def node_count(self) -> int:
         """The number of stored nodes (cleared positions not counted). Scans the table: for tools and tests."""

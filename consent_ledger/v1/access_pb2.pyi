@@ -145,19 +145,35 @@ class EvidenceEntry(_message.Message):
     def __init__(self, entry: _Optional[_Union[_log_pb2.Entry, _Mapping]] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SelectorProof(_message.Message):
-    __slots__ = ("selector", "siblings", "leaf_key", "leaf_value_hash")
+    __slots__ = ("selector", "siblings", "leaf_key", "leaf_value_hash", "vrf_proof")
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     SIBLINGS_FIELD_NUMBER: _ClassVar[int]
     LEAF_KEY_FIELD_NUMBER: _ClassVar[int]
     LEAF_VALUE_HASH_FIELD_NUMBER: _ClassVar[int]
+    VRF_PROOF_FIELD_NUMBER: _ClassVar[int]
     selector: str
     siblings: _containers.RepeatedScalarFieldContainer[bytes]
     leaf_key: bytes
     leaf_value_hash: bytes
-    def __init__(self, selector: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ...) -> None: ...
+    vrf_proof: bytes
+    def __init__(self, selector: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ..., vrf_proof: _Optional[bytes] = ...) -> None: ...
+
+class PartyProof(_message.Message):
+    __slots__ = ("party_id", "siblings", "leaf_key", "leaf_value_hash", "vrf_proof")
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    LEAF_KEY_FIELD_NUMBER: _ClassVar[int]
+    LEAF_VALUE_HASH_FIELD_NUMBER: _ClassVar[int]
+    VRF_PROOF_FIELD_NUMBER: _ClassVar[int]
+    party_id: str
+    siblings: _containers.RepeatedScalarFieldContainer[bytes]
+    leaf_key: bytes
+    leaf_value_hash: bytes
+    vrf_proof: bytes
+    def __init__(self, party_id: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ..., vrf_proof: _Optional[bytes] = ...) -> None: ...
 
 class CheckAccessResponse(_message.Message):
-    __slots__ = ("decision", "evidence", "checkpoint", "receipt", "access_event_recorded", "access_event_index", "state_commit_index", "selector_proofs")
+    __slots__ = ("decision", "evidence", "checkpoint", "receipt", "access_event_recorded", "access_event_index", "state_commit_index", "selector_proofs", "party_proof")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +182,7 @@ class CheckAccessResponse(_message.Message):
     ACCESS_EVENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     STATE_COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_PROOFS_FIELD_NUMBER: _ClassVar[int]
+    PARTY_PROOF_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     evidence: _containers.RepeatedCompositeFieldContainer[EvidenceEntry]
     checkpoint: _log_pb2.Checkpoint
@@ -174,4 +191,5 @@ class CheckAccessResponse(_message.Message):
     access_event_index: int
     state_commit_index: int
     selector_proofs: _containers.RepeatedCompositeFieldContainer[SelectorProof]
-    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[EvidenceEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., receipt: _Optional[bytes] = ..., access_event_recorded: _Optional[bool] = ..., access_event_index: _Optional[int] = ..., state_commit_index: _Optional[int] = ..., selector_proofs: _Optional[_Iterable[_Union[SelectorProof, _Mapping]]] = ...) -> None: ...
+    party_proof: PartyProof
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[EvidenceEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., receipt: _Optional[bytes] = ..., access_event_recorded: _Optional[bool] = ..., access_event_index: _Optional[int] = ..., state_commit_index: _Optional[int] = ..., selector_proofs: _Optional[_Iterable[_Union[SelectorProof, _Mapping]]] = ..., party_proof: _Optional[_Union[PartyProof, _Mapping]] = ...) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onsent_ledger/v1/log.proto\x12\x11\x63onsent_ledger.v1\"\x1a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"d\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62ody_erased\x18\x04 \x01(\x08\x12\x17\n\x0f\x65rased_by_index\x18\x05 \x01(\x04\"!\n\rSubmitRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\x8c\x01\n\x0eSubmitResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x31\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\" \n\x0fGetEntryRequest\x12\r\n\x05index\x18\x01 \x01(\x04\"\x87\x01\n\x10GetEntryResponse\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\" \n\x0eInclusionProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\xa5\x01\n\x12GetEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x06proofs\x18\x03 \x03(\x0b\x32!.consent_ledger.v1.InclusionProof\"\x16\n\x14GetCheckpointRequest\"J\n\x15GetCheckpointResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"M\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\xd5\x04\n\nLogService\x12M\n\x06Submit\x12 .consent_ledger.v1.SubmitRequest\x1a!.consent_ledger.v1.SubmitResponse\x12S\n\x08GetEntry\x12\".consent_ledger.v1.GetEntryRequest\x1a#.consent_ledger.v1.GetEntryResponse\x12Y\n\nGetEntries\x12$.consent_ledger.v1.GetEntriesRequest\x1a%.consent_ledger.v1.GetEntriesResponse\x12\x62\n\rGetCheckpoint\x12\'.consent_ledger.v1.GetCheckpointRequest\x1a(.consent_ledger.v1.GetCheckpointResponse\x12n\n\x11GetInclusionProof\x12+.consent_ledger.v1.GetInclusionProofRequest\x1a,.consent_ledger.v1.GetInclusionProofResponse\x12t\n\x13GetConsistencyProof\x12-.consent_ledger.v1.GetConsistencyProofRequest\x1a..consent_ledger.v1.GetConsistencyProofResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onsent_ledger/v1/log.proto\x12\x11\x63onsent_ledger.v1\"\x1a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"d\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62ody_erased\x18\x04 \x01(\x08\x12\x17\n\x0f\x65rased_by_index\x18\x05 \x01(\x04\"!\n\rSubmitRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\x8c\x01\n\x0eSubmitResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x31\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\" \n\x0fGetEntryRequest\x12\r\n\x05index\x18\x01 \x01(\x04\"\x87\x01\n\x10GetEntryResponse\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\" \n\x0eInclusionProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\xbd\x01\n\x12GetEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x06proofs\x18\x03 \x03(\x0b\x32!.consent_ledger.v1.InclusionProof\x12\x16\n\x0emap_vrf_proofs\x18\x46 \x03(\x0c\"\x16\n\x14GetCheckpointRequest\"J\n\x15GetCheckpointResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"M\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\xd5\x04\n\nLogService\x12M\n\x06Submit\x12 .consent_ledger.v1.SubmitRequest\x1a!.consent_ledger.v1.SubmitResponse\x12S\n\x08GetEntry\x12\".consent_ledger.v1.GetEntryRequest\x1a#.consent_ledger.v1.GetEntryResponse\x12Y\n\nGetEntries\x12$.consent_ledger.v1.GetEntriesRequest\x1a%.consent_ledger.v1.GetEntriesResponse\x12\x62\n\rGetCheckpoint\x12\'.consent_ledger.v1.GetCheckpointRequest\x1a(.consent_ledger.v1.GetCheckpointResponse\x12n\n\x11GetInclusionProof\x12+.consent_ledger.v1.GetInclusionProofRequest\x1a,.consent_ledger.v1.GetInclusionProofResponse\x12t\n\x13GetConsistencyProof\x12-.consent_ledger.v1.GetConsistencyProofRequest\x1a..consent_ledger.v1.GetConsistencyProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,19 +48,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INCLUSIONPROOF']._serialized_start=579
   _globals['_INCLUSIONPROOF']._serialized_end=611
   _globals['_GETENTRIESRESPONSE']._serialized_start=614
-  _globals['_GETENTRIESRESPONSE']._serialized_end=779
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=781
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=803
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=805
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=879
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=881
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=972
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=974
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1051
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1053
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1112
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1114
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1159
-  _globals['_LOGSERVICE']._serialized_start=1162
-  _globals['_LOGSERVICE']._serialized_end=1759
+  _globals['_GETENTRIESRESPONSE']._serialized_end=803
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=805
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=827
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=829
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=903
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=905
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=996
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=998
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1075
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1077
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1136
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1138
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1183
+  _globals['_LOGSERVICE']._serialized_start=1186
+  _globals['_LOGSERVICE']._serialized_end=1783
 # @@protoc_insertion_point(module_scope)

@@ -77,14 +77,16 @@ class InclusionProof(_message.Message):
     def __init__(self, hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class GetEntriesResponse(_message.Message):
-    __slots__ = ("entries", "checkpoint", "proofs")
+    __slots__ = ("entries", "checkpoint", "proofs", "map_vrf_proofs")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     PROOFS_FIELD_NUMBER: _ClassVar[int]
+    MAP_VRF_PROOFS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
     checkpoint: Checkpoint
     proofs: _containers.RepeatedCompositeFieldContainer[InclusionProof]
-    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., proofs: _Optional[_Iterable[_Union[InclusionProof, _Mapping]]] = ...) -> None: ...
+    map_vrf_proofs: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., proofs: _Optional[_Iterable[_Union[InclusionProof, _Mapping]]] = ..., map_vrf_proofs: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class GetCheckpointRequest(_message.Message):
     __slots__ = ()

@@ -200,13 +200,15 @@ class BreakGlassReview(_message.Message):
     def __init__(self, event_index: _Optional[int] = ..., outcome: _Optional[str] = ..., notes: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class StateCommit(_message.Message):
-    __slots__ = ("map_root", "batch_time_ms", "issued_at_ms", "nonce")
+    __slots__ = ("map_root", "batch_time_ms", "issued_at_ms", "nonce", "map_vrf_public_key")
     MAP_ROOT_FIELD_NUMBER: _ClassVar[int]
     BATCH_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
+    MAP_VRF_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     map_root: bytes
     batch_time_ms: int
     issued_at_ms: int
     nonce: bytes
-    def __init__(self, map_root: _Optional[bytes] = ..., batch_time_ms: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+    map_vrf_public_key: bytes
+    def __init__(self, map_root: _Optional[bytes] = ..., batch_time_ms: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., map_vrf_public_key: _Optional[bytes] = ...) -> None: ...
