@@ -83,6 +83,7 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
             prepare_batch=consents.prepare_batch,
             on_integrated=consents.on_integrated,
             admit=consents.admit,
+            on_reset=consents.reset,
             heartbeat_s=config.state.heartbeat_s,
             max_batch=config.max_batch,
         )

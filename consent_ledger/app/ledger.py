@@ -29,6 +29,7 @@ class Ledger:
         on_integrated: OnIntegrated | None = None,
         admit: Admit | None = None,
         heartbeat_s: float | None = None,
+        on_reset: Callable[[], None] | None = None,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
         max_batch: int = 4096,
         cache_tiles: int = 4096,
@@ -45,6 +46,7 @@ class Ledger:
             on_integrated=on_integrated,
             admit=admit,
             heartbeat_s=heartbeat_s,
+            on_reset=on_reset,
         )
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
         self._check_payload = check_payload
