@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -20,13 +23,17 @@ from consent_ledger.core.note import Signer
 from consent_ledger.server.app import TlsFiles, create_server
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.storage import open_store
+from consent_ledger.storage.engine import Timeouts
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
+from consent_ledger.v1 import access_pb2, consent_pb2, log_pb2
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///consent-ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# Threads that run blocking work (storage reads, validation) for the event loop: asyncio's default count.
+DEFAULT_IO_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,15 @@ class ServiceConfig:
     # Configured identities (TLS client certificate common names; the party header on a development server).
     operators: tuple[str, ...] = ()
     auditors: tuple[str, ...] = ()
+    # The database: connect and statement timeouts; how often health probes it.
+    db_connect_timeout_s: float = 5.0
+    db_statement_timeout_s: float = 30.0
+    health_probe_s: float = 1.0
+    # A submission not acknowledged within this long is answered UNAVAILABLE (None: wait for the batch).
+    ack_timeout_s: float | None = 10.0
+    # Worker threads for blocking calls; the database pool holds one connection for each, plus the integration
+    # thread's and the health probe's.
+    io_threads: int = DEFAULT_IO_THREADS
 
 
 @dataclass
@@ -55,11 +71,14 @@ class RunningService:
     consents: ConsentLedger
     health: HealthServicer
     stopped: bool = field(default=False)
+    probe: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.stopped:
             return
         self.stopped = True
+        if self.probe is not None:
+            self.probe.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.ledger.stop()
@@ -70,8 +89,16 @@ class RunningService:
 
 
 async def start_service(config: ServiceConfig, signer: Signer) -> RunningService:
-    """Open (and migrate) the database, load the log's right edge, and serve."""
-    store = open_store(config.database_url)
+    """Open (and migrate) the database, load the log's right edge, and serve. Raises StorageUnavailable (naming
+    the database) when it cannot be reached within the connect timeout."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="ledger-io")
+    )
+    timeouts = Timeouts(config.db_connect_timeout_s, config.db_statement_timeout_s)
+    store = await asyncio.to_thread(
+        open_store, config.database_url, timeouts=timeouts, pool_size=config.io_threads + 2
+    )
     try:
         index = SqlConsentIndex(store)
         state = ConsentState(index, SqlMapStore(store), signer, config.state)
@@ -86,10 +113,11 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
             on_reset=consents.reset,
             heartbeat_s=config.state.heartbeat_s,
             max_batch=config.max_batch,
+            ack_timeout_s=config.ack_timeout_s,
         )
         broker = Broker(asyncio.get_running_loop())
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)
-        ledger.open()
+        await asyncio.to_thread(ledger.open)
         authorizer = Authorizer(
             consents,
             operators=frozenset(config.operators),
@@ -112,4 +140,51 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
     cp = ledger.sequencer.latest
     log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(server, port, ledger, consents, health)
+    running = RunningService(server, port, ledger, consents, health)
+    running.probe = asyncio.create_task(
+        probe_database(ledger.store.ping, health, config.health_probe_s, config.db_connect_timeout_s + 1),
+        name="database-probe",
+    )
+    return running
+
+
+async def probe_database(ping: Callable[[], None], health: HealthServicer, interval_s: float, timeout_s: float) -> None:
+    """Health follows the database: every ``interval_s`` a cheap round trip (in its own thread, bounded by
+    ``timeout_s`` even when the database stalls); NOT_SERVING for every service while it fails, SERVING again
+    once it answers. Logs each change once."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-probe")
+    loop = asyncio.get_running_loop()
+    names = ["", *_service_names()]
+    serving = True
+    pending: asyncio.Future[None] | None = None
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            if pending is None or pending.done():
+                pending = loop.run_in_executor(executor, ping)
+            try:
+                await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+                ok, why = True, ""
+            except TimeoutError:
+                ok, why = False, f"no answer within {timeout_s:g} s"
+            except Exception as e:  # noqa: BLE001 - any failure means not serving
+                ok, why = False, getattr(e, "detail", None) or f"{type(e).__name__}: {e}"
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in names:
+                    await health.set(name, status)
+                if ok:
+                    log.warning("the database answers again: health SERVING")
+                else:
+                    log.warning("the database cannot be reached (%s): health NOT_SERVING", why)
+    finally:
+        executor.shutdown(wait=False)
+
+
+def _service_names() -> list[str]:
+    return [
+        log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+        access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+        consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+    ]

@@ -132,3 +132,142 @@ def test_commit_with_lost_outcome_is_reconciled(db: tuple[FaultProxy, str], when
         watcher.join(0)
     with running_server(url) as server:
         _check_state(server, g_id)
+
+
+def _health(server: ServerThread) -> int:
+    stub = health_pb2_grpc.HealthStub(transport_channel(server.target))
+    return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+
+def _wait_for(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _fresh_grant(i: int, key: Ed25519PrivateKey = PATIENT) -> bytes:
+    payload = payloads.build_grant(
+        patient=key.public_key, grantee=f"org:other-{i}", actions=["access"], purposes=["TREAT"],
+        data_classes=["imaging"],
+    )
+    return sign_envelope(payloads.CONSENT_GRANT, payload, [key])
+
+
+def test_outage_is_unavailable_and_health_follows_the_database(db: tuple[FaultProxy, str]) -> None:
+    """While the database refuses every connection, Submit and GetEntry answer UNAVAILABLE (never INTERNAL) and
+    health says NOT_SERVING; once it is back, health says SERVING and the ledger works (and audits) again."""
+    proxy, url = db
+    with running_server(url) as server:
+        _register_hospital(server)
+        patient = connect(server, patient=PATIENT)
+        auditor = connect(server, party=AUDITOR)
+        patient.ledger.submit(_fresh_grant(0))
+        assert _health(server) == health_pb2.HealthCheckResponse.SERVING
+        proxy.refuse(True)
+        codes: list[grpc.StatusCode] = []
+        for i in range(1, 6):
+            for call in (lambda: patient.ledger.submit(_fresh_grant(i)), lambda: auditor.ledger.get_entry(0)):
+                try:
+                    call()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+        assert set(codes) == {grpc.StatusCode.UNAVAILABLE}, codes
+        _wait_for(lambda: _health(server) == health_pb2.HealthCheckResponse.NOT_SERVING, 10, "health stayed SERVING")
+        proxy.refuse(False)
+        _wait_for(lambda: _health(server) == health_pb2.HealthCheckResponse.SERVING, 15, "health did not recover")
+        patient.ledger.submit(_fresh_grant(99))
+        report = Auditor(auditor.ledger).run()
+        assert report.ok, report.finding
+
+
+def test_start_with_a_stalled_database_fails_clearly_within_its_timeout(db: tuple[FaultProxy, str]) -> None:
+    """The database accepts TCP connections but never answers: start-up gives up after the connect timeout with
+    a message that names the database, instead of hanging."""
+    from consent_ledger.service import ServiceConfig
+
+    proxy, url = db
+    proxy.stall(True)
+    try:
+        server = ServerThread(
+            ServiceConfig(database_url=url, listen="127.0.0.1:0", insecure=True, db_connect_timeout_s=2.0),
+            log_signer(),
+        )
+        started = time.monotonic()
+        with pytest.raises(Exception, match="database") as err:
+            server.start()
+        elapsed = time.monotonic() - started
+        assert elapsed < 10, f"start-up took {elapsed:.1f} s with a 2 s connect timeout"
+        assert "timeout" in str(err.value).lower() or "timed out" in str(err.value).lower(), err.value
+    finally:
+        proxy.stall(False)
+
+
+def _load(server: ServerThread, seconds: float, threads: int = 16) -> list[tuple[float, grpc.StatusCode]]:
+    """``threads`` patients submitting fresh grants for ``seconds`` (client deadline 20 s): each call's duration
+    and status."""
+    out: list[tuple[float, grpc.StatusCode]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def run(t: int) -> None:
+        key = Ed25519PrivateKey.from_seed(bytes([t + 1]) * 32)
+        c = connect(server, patient=key, timeout=20.0)
+        i = 0
+        while time.monotonic() < stop:
+            i += 1
+            started = time.monotonic()
+            try:
+                c.ledger.submit(_fresh_grant(i, key))
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                code = e.code()
+            with lock:
+                out.append((time.monotonic() - started, code))
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    return out
+
+
+def test_acknowledgement_latency_is_bounded_on_a_slow_database(db: tuple[FaultProxy, str]) -> None:
+    """With 200 ms added to every packet (a batch then takes longer than the bound), every caller is answered
+    within the configured bound, UNAVAILABLE when its entry could not be integrated in time, instead of waiting
+    until its own deadline; once the database is fast again, entries are acknowledged within the bound and the
+    log audits clean."""
+    proxy, url = db
+    bound = 3.0
+    with running_server(url, ack_timeout_s=bound) as server:
+        _register_hospital(server)
+        try:
+            proxy.latency_s = 0.2
+            slow = _load(server, 6.0)
+        finally:
+            proxy.latency_s = 0.0
+        fast = _load(server, 3.0)
+        for calls in (slow, fast):
+            codes = {code for _, code in calls}
+            slowest = max(d for d, _ in calls)
+            assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+            assert slowest < bound + 2.0, f"a call took {slowest:.1f} s with a {bound:g} s acknowledgement bound"
+        assert {code for _, code in fast} == {grpc.StatusCode.OK}, "the ledger did not recover from the slow phase"
+        report = Auditor(connect(server, party=AUDITOR).ledger).run()
+        assert report.ok, report.finding
+
+
+def test_database_connections_are_pooled_under_load(db: tuple[FaultProxy, str]) -> None:
+    """16 submitters do not make the server open new database connections all the time: the pool is as large
+    as the number of threads that use it."""
+    proxy, url = db
+    with running_server(url) as server:
+        _register_hospital(server)
+        before = proxy.accepted
+        calls = _load(server, 4.0)
+        opened = proxy.accepted - before
+        pool = server.service.ledger.store.engine.pool.size()  # type: ignore[attr-defined]
+    assert {code for _, code in calls} == {grpc.StatusCode.OK}
+    assert opened <= pool, f"{opened} new connections during the load with a pool of {pool}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.ports import LogStore
 from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Sequencer
@@ -33,6 +34,7 @@ class Ledger:
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
         max_batch: int = 4096,
         cache_tiles: int = 4096,
+        ack_timeout_s: float | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -51,6 +53,7 @@ class Ledger:
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
         self._check_payload = check_payload
         self._max_envelope_size = max_envelope_size
+        self._ack_timeout_s = ack_timeout_s
 
     @property
     def origin(self) -> str:
@@ -75,6 +78,18 @@ class Ledger:
     async def submit(self, raw: bytes) -> Appended:
         """Validate, then append. Nothing reaches the log unless it passed every check.
 
-        Validation reads storage (stateful consent rules), so it runs off the event loop.
+        Validation reads storage (stateful consent rules), so it runs off the event loop. With an
+        ``ack_timeout_s``, a submission not acknowledged within it (a slow or stalled database) is answered
+        Unavailable: it was not integrated, unless its batch was already being committed, so the caller submits it
+        again and learns its index if it was logged.
         """
-        return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+        if self._ack_timeout_s is None:
+            return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+        try:
+            async with asyncio.timeout(self._ack_timeout_s):
+                return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+        except TimeoutError:
+            raise Unavailable(
+                f"the ledger could not acknowledge the entry within {self._ack_timeout_s:g} s (its database is slow or "
+                "unavailable); submit it again: if it was logged after all, the answer is its index"
+            ) from None
