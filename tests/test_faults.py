@@ -259,6 +259,43 @@ def test_acknowledgement_latency_is_bounded_on_a_slow_database(db: tuple[FaultPr
         assert report.ok, report.finding
 
 
+def test_stalled_database_bounds_callers_and_health_then_recovers(db: tuple[FaultProxy, str]) -> None:
+    """The database stops answering mid-load (connections stay open): callers get UNAVAILABLE within the bound,
+    health goes NOT_SERVING; when it answers again, health is SERVING, entries are acknowledged, the log audits
+    clean."""
+    proxy, url = db
+    bound = 2.0
+    with running_server(url, ack_timeout_s=bound, db_connect_timeout_s=2.0) as server:
+        _register_hospital(server)
+        statuses: list[int] = []
+        stalled = threading.Event()
+
+        def stall() -> None:
+            time.sleep(1.0)
+            proxy.stall(True)
+            stalled.set()
+            try:
+                _wait_for(lambda: _health(server) == health_pb2.HealthCheckResponse.NOT_SERVING, 10, "")
+                statuses.append(health_pb2.HealthCheckResponse.NOT_SERVING)
+            except AssertionError:
+                statuses.append(health_pb2.HealthCheckResponse.SERVING)
+            finally:
+                proxy.stall(False)
+
+        t = threading.Thread(target=stall)
+        t.start()
+        calls = _load(server, 6.0, threads=8)
+        t.join(20)
+        assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING], "health stayed SERVING during the stall"
+        assert {code for _, code in calls} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+        slowest = max(d for d, _ in calls)
+        assert slowest < bound + 2.0, f"a call took {slowest:.1f} s with a {bound:g} s acknowledgement bound"
+        _wait_for(lambda: _health(server) == health_pb2.HealthCheckResponse.SERVING, 15, "health did not recover")
+        assert {code for _, code in _load(server, 2.0, threads=4)} == {grpc.StatusCode.OK}
+        report = Auditor(connect(server, party=AUDITOR).ledger).run()
+        assert report.ok, report.finding
+
+
 def test_database_connections_are_pooled_under_load(db: tuple[FaultProxy, str]) -> None:
     """16 submitters do not make the server open new database connections all the time: the pool is as large
     as the number of threads that use it."""
@@ -271,3 +308,47 @@ def test_database_connections_are_pooled_under_load(db: tuple[FaultProxy, str]) 
         pool = server.service.ledger.store.engine.pool.size()  # type: ignore[attr-defined]
     assert {code for _, code in calls} == {grpc.StatusCode.OK}
     assert opened <= pool, f"{opened} new connections during the load with a pool of {pool}"
+
+
+def test_full_disk_answers_unavailable_and_logs_a_line_per_failure(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A database that cannot grow (SQLite's max_page_count stands in for a full disk): submissions get
+    UNAVAILABLE, the log has a rate-limited line per failed batch and no traceback; once there is room again the
+    ledger appends and audits clean."""
+    import logging
+
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_server(url) as server:
+        _register_hospital(server)
+        patient = connect(server, patient=PATIENT)
+        patient.ledger.submit(_fresh_grant(0))
+        engine = server.service.ledger.store.engine
+
+        def no_room(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            dbapi_conn.execute("PRAGMA max_page_count = 1")  # clamped to the current size: the file cannot grow
+
+        event.listen(engine, "connect", no_room)
+        engine.dispose()
+        caplog.clear()
+        codes = []
+        with caplog.at_level(logging.INFO, logger="consent_ledger"):
+            started = time.monotonic()
+            for i in range(1, 40):
+                try:
+                    patient.ledger.submit(_fresh_grant(i) + b"")
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+            elapsed = time.monotonic() - started
+        assert grpc.StatusCode.UNAVAILABLE in codes and set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+        records = [r for r in caplog.records if r.name.startswith("consent_ledger")]
+        assert not [r for r in records if r.exc_info], "an expected storage failure was logged with a traceback"
+        failures = [r for r in records if "failed" in r.getMessage()]
+        assert 1 <= len(failures) <= elapsed / 5 + 2, [r.getMessage() for r in failures]
+        assert "full" in failures[0].getMessage(), failures[0].getMessage()
+        event.remove(engine, "connect", no_room)
+        engine.dispose()
+        patient.ledger.submit(_fresh_grant(100))
+        report = Auditor(connect(server, party=AUDITOR).ledger).run()
+        assert report.ok, report.finding

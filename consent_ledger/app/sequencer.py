@@ -300,11 +300,10 @@ class Sequencer:
             and all(found.get(e.envelope_sha256) == e.index for e in attempt.entries)
         )
         start = attempt.start if attempt is not None else before
-        if attempt is not None and attempt.entries:
+        if committed and attempt is not None:  # the COMMIT's reply was lost: worth a line of its own
             log.warning(
-                "reconciled a batch of %d entries from storage: %s (log size %d)",
+                "a failed batch of %d entries had committed after all (read back from storage; log size %d)",
                 len(attempt.entries),
-                "it committed" if committed else "it did not commit",
                 self._size,
             )
         if committed and attempt is not None and self._on_integrated is not None:

@@ -83,6 +83,18 @@ def make_engine(url: str | URL, *, timeouts: Timeouts = Timeouts(), pool_size: i
         if backend == "postgresql":
             connect_args.setdefault("connect_timeout", max(2, math.ceil(timeouts.connect_s)))
             statement_ms = math.ceil(timeouts.statement_s * 1000)
+            # A peer that vanished (no RST: a partition, a failed-over host) is noticed while waiting for a reply
+            # (keepalives) or while sent data stays unacknowledged (tcp_user_timeout), within about the statement
+            # timeout; the server-side statement_timeout cannot answer through a dead network.
+            probe_s = max(1, math.ceil(timeouts.statement_s / 4))
+            for name, value in (
+                ("keepalives", 1),
+                ("keepalives_idle", probe_s),
+                ("keepalives_interval", probe_s),
+                ("keepalives_count", 3),
+                ("tcp_user_timeout", statement_ms),
+            ):
+                connect_args.setdefault(name, value)
             options = connect_args.get("options", u.query.get("options", ""))
             connect_args["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
             return create_engine(u, connect_args=connect_args, **kwargs)
