@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from consent_ledger.app import instruments
 from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.broker import Broker
 from consent_ledger.app.consent_state import ConsentState, StatePolicy
@@ -169,6 +170,7 @@ async def probe_database(ping: Callable[[], None], health: HealthServicer, inter
                 ok, why = False, f"no answer within {timeout_s:g} s"
             except Exception as e:  # noqa: BLE001 - any failure means not serving
                 ok, why = False, getattr(e, "detail", None) or f"{type(e).__name__}: {e}"
+            instruments.database_available.set(1 if ok else 0)
             if ok != serving:
                 serving = ok
                 status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING

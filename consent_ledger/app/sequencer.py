@@ -227,6 +227,11 @@ class Sequencer:
                     raise
                 except Exception as e:
                     self._failures.report("could not read the log back from storage after a failed batch", e)
+                    # What waits in the queue was never in a batch: it is not in the log, and storage is down.
+                    while not self._queue.empty():
+                        _, fut = self._queue.get_nowait()
+                        if not fut.done():
+                            fut.set_exception(_not_logged())
                     await asyncio.sleep(0.5)
                     continue
             try:
@@ -300,6 +305,7 @@ class Sequencer:
             and all(found.get(e.envelope_sha256) == e.index for e in attempt.entries)
         )
         start = attempt.start if attempt is not None else before
+        instruments.batch_failures.add(1, {"ledger.batch.outcome": "committed" if committed else "not_committed"})
         if committed and attempt is not None:  # the COMMIT's reply was lost: worth a line of its own
             log.warning(
                 "a failed batch of %d entries had committed after all (read back from storage; log size %d)",
