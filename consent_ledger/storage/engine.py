@@ -21,7 +21,9 @@ and closed per call under load): size it to the threads that use the store.
 from __future__ import annotations
 
 import pathlib
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,15 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "WRITE_OPTION", "Timeouts", "is_memory_sqlite", "make_engine", "normalize_url"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "WRITE_OPTION",
+    "Timeouts",
+    "is_memory_sqlite",
+    "make_engine",
+    "normalize_url",
+    "unbounded_statements",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -125,6 +135,47 @@ def make_engine(url: str | URL, *, timeouts: Timeouts = Timeouts(), pool_size: i
 
         return engine
     return create_engine(u, **kwargs)
+
+
+@contextlib.contextmanager
+def unbounded_statements(conn: Connection) -> Iterator[None]:
+    """Lift the statement timeout on ``conn`` for a while (schema migrations: DDL on a large table, or waiting
+    for another process's migration, may take longer); restored before the connection goes back to the pool."""
+    backend = conn.dialect.name
+    dbapi_conn: Any = conn.connection.dbapi_connection
+    if backend == "postgresql":
+        conn.exec_driver_sql("SET statement_timeout = 0")
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.rollback()
+            conn.exec_driver_sql("RESET statement_timeout")  # to the connection's configured value
+            conn.commit()
+    elif backend in ("mysql", "mariadb"):
+        saved = getattr(dbapi_conn, "_read_timeout", None), getattr(dbapi_conn, "_write_timeout", None)
+        dbapi_conn._read_timeout = dbapi_conn._write_timeout = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SELECT @@max_statement_time")
+            server_limit = cur.fetchone()[0]
+            cur.execute("SET SESSION max_statement_time = 0")
+        except Exception:  # noqa: BLE001 - MySQL, TiDB: no such variable (their limit covers SELECTs only)
+            server_limit = None
+        finally:
+            cur.close()
+        try:
+            yield
+        finally:
+            dbapi_conn._read_timeout, dbapi_conn._write_timeout = saved
+            if server_limit is not None:
+                cur = dbapi_conn.cursor()
+                try:
+                    cur.execute(f"SET SESSION max_statement_time = {float(server_limit):.3f}")
+                finally:
+                    cur.close()
+    else:
+        yield
 
 
 def _sqlite_engine(u: URL, **kwargs: Any) -> Engine:
