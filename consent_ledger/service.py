@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -18,16 +19,16 @@ from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.broker import Broker
 from consent_ledger.app.consent_state import ConsentState, StatePolicy
 from consent_ledger.app.consents import ConsentLedger
+from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.core.decision import Policy
 from consent_ledger.core.note import Signer
-from consent_ledger.server.app import TlsFiles, create_server
+from consent_ledger.server.app import TlsFiles, create_server, service_names
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.storage import open_store
 from consent_ledger.storage.engine import Timeouts
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
-from consent_ledger.v1 import access_pb2, consent_pb2, log_pb2
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,19 @@ async def start_service(config: ServiceConfig, signer: Signer) -> RunningService
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     running = RunningService(server, port, ledger, consents, health)
     running.probe = asyncio.create_task(
-        probe_database(ledger.store.ping, health, config.health_probe_s, config.db_connect_timeout_s + 1),
+        probe_database(
+            functools.partial(_check_database, ledger), health, config.health_probe_s, config.db_connect_timeout_s + 1
+        ),
         name="database-probe",
     )
     return running
+
+
+def _check_database(ledger: Ledger) -> None:
+    """Raises unless the database answers and appends are not failing (a full disk answers reads)."""
+    ledger.store.ping()
+    if ledger.sequencer.write_failure is not None:
+        raise Unavailable(f"the latest batch failed: {ledger.sequencer.write_failure}")
 
 
 async def probe_database(ping: Callable[[], None], health: HealthServicer, interval_s: float, timeout_s: float) -> None:
@@ -155,7 +165,7 @@ async def probe_database(ping: Callable[[], None], health: HealthServicer, inter
     once it answers. Logs each change once."""
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-probe")
     loop = asyncio.get_running_loop()
-    names = ["", *_service_names()]
+    names = ["", *service_names()]
     serving = True
     pending: asyncio.Future[None] | None = None
     try:
@@ -169,7 +179,7 @@ async def probe_database(ping: Callable[[], None], health: HealthServicer, inter
             except TimeoutError:
                 ok, why = False, f"no answer within {timeout_s:g} s"
             except Exception as e:  # noqa: BLE001 - any failure means not serving
-                ok, why = False, getattr(e, "detail", None) or f"{type(e).__name__}: {e}"
+                ok, why = False, getattr(e, "detail", None) or str(e) or type(e).__name__
             instruments.database_available.set(1 if ok else 0)
             if ok != serving:
                 serving = ok
@@ -184,9 +194,3 @@ async def probe_database(ping: Callable[[], None], health: HealthServicer, inter
         executor.shutdown(wait=False)
 
 
-def _service_names() -> list[str]:
-    return [
-        log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
-        access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
-        consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
-    ]

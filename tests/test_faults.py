@@ -1,19 +1,25 @@
-"""Faults between the ledger and its database (issue 10): a COMMIT whose reply is lost, outages, stalls, latency.
+"""Faults between the ledger and its database (issue 10): a COMMIT whose reply is lost, outages, stalls, latency,
+a full disk.
 
-Every test runs a real server against PostgreSQL or MariaDB through tests/fault_proxy.py (skipped without their
-URLs, see tests/db_support.py) and checks the outcome through the verifying client library.
+The network faults run a real server against PostgreSQL or MariaDB through tests/fault_proxy.py (skipped without
+their URLs, see tests/db_support.py); the full disk is SQLite's. Outcomes are checked through the verifying client
+library and the audit.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import event
 
 from consent_ledger.app.consent_state import StatePolicy
 from consent_ledger.core import payloads
@@ -139,7 +145,7 @@ def _health(server: ServerThread) -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
 
 
-def _wait_for(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
         assert time.monotonic() < deadline, what
@@ -310,14 +316,12 @@ def test_database_connections_are_pooled_under_load(db: tuple[FaultProxy, str]) 
     assert opened <= pool, f"{opened} new connections during the load with a pool of {pool}"
 
 
-def test_full_disk_answers_unavailable_and_logs_a_line_per_failure(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_full_disk_answers_unavailable_and_logs_a_line_per_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A database that cannot grow (SQLite's max_page_count stands in for a full disk): submissions get
     UNAVAILABLE, the log has a rate-limited line per failed batch and no traceback; once there is room again the
     ledger appends and audits clean."""
-    import logging
-
-    from sqlalchemy import event
-
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with running_server(url) as server:
         _register_hospital(server)
@@ -325,7 +329,7 @@ def test_full_disk_answers_unavailable_and_logs_a_line_per_failure(tmp_path, cap
         patient.ledger.submit(_fresh_grant(0))
         engine = server.service.ledger.store.engine
 
-        def no_room(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def no_room(dbapi_conn: Any, _record: object) -> None:
             dbapi_conn.execute("PRAGMA max_page_count = 1")  # clamped to the current size: the file cannot grow
 
         event.listen(engine, "connect", no_room)
@@ -336,7 +340,7 @@ def test_full_disk_answers_unavailable_and_logs_a_line_per_failure(tmp_path, cap
             started = time.monotonic()
             for i in range(1, 40):
                 try:
-                    patient.ledger.submit(_fresh_grant(i) + b"")
+                    patient.ledger.submit(_fresh_grant(i))
                     codes.append(grpc.StatusCode.OK)
                 except grpc.RpcError as e:
                     codes.append(e.code())
@@ -347,8 +351,11 @@ def test_full_disk_answers_unavailable_and_logs_a_line_per_failure(tmp_path, cap
         failures = [r for r in records if "failed" in r.getMessage()]
         assert 1 <= len(failures) <= elapsed / 5 + 2, [r.getMessage() for r in failures]
         assert "full" in failures[0].getMessage(), failures[0].getMessage()
+        # Reads still work, but appends fail: health says so.
+        _wait_for(lambda: _health(server) == health_pb2.HealthCheckResponse.NOT_SERVING, 10, "health stayed SERVING")
         event.remove(engine, "connect", no_room)
         engine.dispose()
         patient.ledger.submit(_fresh_grant(100))
+        _wait_for(lambda: _health(server) == health_pb2.HealthCheckResponse.SERVING, 10, "health did not recover")
         report = Auditor(connect(server, party=AUDITOR).ledger).run()
         assert report.ok, report.finding

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.log_queries import LogQueries
@@ -78,16 +79,26 @@ class Ledger:
     async def submit(self, raw: bytes) -> Appended:
         """Validate, then append. Nothing reaches the log unless it passed every check.
 
-        Validation reads storage (stateful consent rules), so it runs off the event loop. With an
-        ``ack_timeout_s``, a submission not acknowledged within it (a slow or stalled database) is answered
-        Unavailable: it was not integrated, unless its batch was already being committed, so the caller submits it
-        again and learns its index if it was logged.
+        Validation reads storage (stateful consent rules), so it runs off the event loop. Bounded like append().
         """
+        return await self._bounded(self._validate_and_append(raw))
+
+    async def append(self, env: ParsedEnvelope) -> Appended:
+        """Append an envelope the ledger made or validated itself (an access event it records). With an
+        ``ack_timeout_s``, an entry not acknowledged within it (a slow or stalled database) is answered
+        Unavailable: it was not integrated, unless its batch was already being committed, so the caller submits it
+        again and learns its index if it was logged."""
+        return await self._bounded(self.sequencer.append(env))
+
+    async def _validate_and_append(self, raw: bytes) -> Appended:
+        return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+
+    async def _bounded(self, work: Coroutine[Any, Any, Appended]) -> Appended:
         if self._ack_timeout_s is None:
-            return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+            return await work
         try:
             async with asyncio.timeout(self._ack_timeout_s):
-                return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+                return await work
         except TimeoutError:
             raise Unavailable(
                 f"the ledger could not acknowledge the entry within {self._ack_timeout_s:g} s (its database is slow or "

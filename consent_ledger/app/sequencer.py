@@ -97,6 +97,10 @@ class FailureLog:
             self._log.error("%s: %s%s", what, type(exc).__name__, more, exc_info=exc)
 
 
+def _why(exc: BaseException) -> str:
+    return exc.detail if isinstance(exc, StorageUnavailable) else f"{type(exc).__name__}: {exc}"
+
+
 def _not_logged() -> Unavailable:
     return Unavailable("the ledger could not integrate this entry (storage failure); it is not in the log: submit it again")
 
@@ -139,6 +143,8 @@ class Sequencer:
         self._attempt: _Attempt | None = None
         self._needs_reconcile = False
         self._failures = FailureLog(log)
+        # Why the latest batch failed; None once a batch committed (health reads it: appends are failing).
+        self.write_failure: str | None = None
         self._admit = admit
         self._signer = signer
         self._reader = reader
@@ -244,6 +250,7 @@ class Sequencer:
                     raise
                 except Exception as e:
                     self._failures.report("heartbeat batch failed", e)
+                    self.write_failure = _why(e)
                     self._needs_reconcile = True
                 continue
             batch = [first]
@@ -265,6 +272,7 @@ class Sequencer:
                 raise
             except Exception as e:  # the batch's outcome is unknown: read it back before anything else
                 self._failures.report(f"batch of {len(batch)} submissions failed", e)
+                self.write_failure = _why(e)
                 self._needs_reconcile = True
                 try:
                     results = await asyncio.shield(loop.run_in_executor(self._executor, self.reconcile, envelopes))
@@ -436,7 +444,7 @@ class Sequencer:
         self._attempt = _Attempt(self._size, new_entries, extra)
         with instruments.tracer.start_as_current_span("ledger.commit"):
             self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra, erasures or {}))
-        self._attempt = None
+        self._attempt, self.write_failure = None, None
         merged = {**self._edge, **changed}
         self._edge = {t: merged[t] for t in tiles.edge_tiles(new_size)}
         for tile, data in changed.items():

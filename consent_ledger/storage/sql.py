@@ -27,11 +27,11 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, tuple_, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -118,9 +118,6 @@ def open_store(
     try:
         if migrate:
             migrate_schema(engine)
-        else:
-            with engine.connect():
-                pass
     except BaseException as e:
         engine.dispose()
         mapped = storage_unavailable(e)
