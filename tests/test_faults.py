@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import event
 
 from consent_ledger.app.consent_state import StatePolicy
+from consent_ledger.cli import main
 from consent_ledger.core import payloads
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.envelope import sign_envelope
@@ -359,3 +361,24 @@ def test_full_disk_answers_unavailable_and_logs_a_line_per_failure(
         _wait_for(lambda: _health(server) == health_pb2.HealthCheckResponse.SERVING, 10, "health did not recover")
         report = Auditor(connect(server, party=AUDITOR).ledger).run()
         assert report.ok, report.finding
+
+
+def test_serve_with_an_unreachable_database_exits_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`consent-ledger serve` against a database nobody listens on: exit 1 and one line naming the database and
+    the timeouts, not a traceback."""
+    with socket.socket() as s:  # a loopback port that is free, so nothing answers there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = tmp_path / "log.key"
+    assert main(["keygen", "log", "--name", "ledger.test/log", "--out", str(key)]) == 0
+    capsys.readouterr()
+    code = main([
+        "serve", "--key-file", str(key), "--insecure", "--listen", "127.0.0.1:0", "--db-connect-timeout", "2",
+        "--database-url", f"postgresql+psycopg://nobody@127.0.0.1:{port}/ledger",
+    ])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "cannot open the database postgresql+psycopg://nobody@127.0.0.1" in err and "connect timeout 2 s" in err, err
+    assert "Traceback" not in err
