@@ -102,7 +102,9 @@ def _why(exc: BaseException) -> str:
 
 
 def _not_logged() -> Unavailable:
-    return Unavailable("the ledger could not integrate this entry (storage failure); it is not in the log: submit it again")
+    return Unavailable(
+        "the ledger could not integrate this entry (storage failure); it is not in the log: submit it again"
+    )
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,9 @@ class Timeouts:
             raise ValueError("database timeouts must be positive")
 
 
-def make_engine(url: str | URL, *, timeouts: Timeouts = Timeouts(), pool_size: int | None = None, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str | URL, *, timeouts: Timeouts = Timeouts(), pool_size: int | None = None, **kwargs: Any
+) -> Engine:
     """An Engine for ``url`` (see the module docstring for the forms), with ``timeouts`` applied; ``pool_size``
     connections (networked backends; default SQLAlchemy's 5). Extra kwargs go to create_engine."""
     u = normalize_url(url)
