@@ -94,6 +94,7 @@ from consent_ledger.server.app import TlsFiles
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.app.consent_state import StatePolicy
 from consent_ledger.app.lru import CacheBudget
+from consent_ledger.app.errors import Unavailable
 from consent_ledger.core.decision import IMPLICIT_DENY, IMPLICIT_POLICIES, Policy
 from consent_ledger.service import (
     DEFAULT_DATABASE_URL,
@@ -229,6 +230,9 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         operators=tuple(_split(args.operator)),
         auditors=tuple(_split(args.auditor)),
         cache=CacheBudget.megabytes(args.cache_mb),
+        db_connect_timeout_s=args.db_connect_timeout,
+        db_statement_timeout_s=args.db_statement_timeout,
+        ack_timeout_s=args.ack_timeout or None,
     )
     service = await start_service(config, signer, map_vrf_key)
     host = args.listen.rsplit(":", 1)[0]
@@ -273,6 +277,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_serve(args))
     except ValueError as e:  # refused configuration, e.g. plaintext on a public address
+        raise CliError(str(e)) from None
+    except Unavailable as e:  # the database cannot be reached (the message names it and the timeouts)
         raise CliError(str(e)) from None
     finally:
         shutdown()
@@ -330,6 +336,16 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="a client certificate common name (or --as name) that reads everything, read-only; "
                         "repeatable (default: $CONSENT_LEDGER_AUDITORS, comma-separated)")
     p.add_argument("--port-file", help="write the bound port to this file (useful with port 0)")
+    p.add_argument("--db-connect-timeout", type=float, default=_float_env("CONSENT_LEDGER_DB_CONNECT_TIMEOUT", 5.0),
+                   metavar="SECONDS", help="give up connecting to the database after this long (default: "
+                   "$CONSENT_LEDGER_DB_CONNECT_TIMEOUT or %(default)g)")
+    p.add_argument("--db-statement-timeout", type=float,
+                   default=_float_env("CONSENT_LEDGER_DB_STATEMENT_TIMEOUT", 30.0), metavar="SECONDS",
+                   help="abandon a database statement after this long (default: $CONSENT_LEDGER_DB_STATEMENT_TIMEOUT "
+                   "or %(default)g)")
+    p.add_argument("--ack-timeout", type=float, default=_float_env("CONSENT_LEDGER_ACK_TIMEOUT", 10.0),
+                   metavar="SECONDS", help="answer a submission UNAVAILABLE when it is not acknowledged within this "
+                   "long; 0: wait for its batch (default: $CONSENT_LEDGER_ACK_TIMEOUT or %(default)g)")
 
 
 # -- connecting ---------------------------------------------------------------------------------------------

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from consent_ledger.app import instruments
 from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.broker import Broker
 from consent_ledger.app.consent_state import ConsentState, StatePolicy
 from consent_ledger.app.consents import ConsentLedger
+from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.app.lru import CacheBudget
 from consent_ledger.core import payloads
@@ -24,9 +30,10 @@ from consent_ledger.core.state_rules import ErasureFacts, InForceSets
 from consent_ledger.core.note import Signer
 from consent_ledger.core.vrf import MapKeyProver, VrfPrivateKey
 from consent_ledger.keys import derived_map_vrf_key
-from consent_ledger.server.app import TlsFiles, create_server
+from consent_ledger.server.app import TlsFiles, create_server, service_names
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.storage import open_store
+from consent_ledger.storage.engine import Timeouts
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
 from consent_ledger.storage.nonces import SqlNonceStore
@@ -35,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///consent-ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# Threads that run blocking work (storage reads, validation) for the event loop: asyncio's default count.
+DEFAULT_IO_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,15 @@ class ServiceConfig:
     auditors: tuple[str, ...] = ()
     # What the server's caches may hold together (app.lru.CacheBudget; serve --cache-mb).
     cache: CacheBudget = field(default_factory=CacheBudget)
+    # The database: connect and statement timeouts; how often health probes it.
+    db_connect_timeout_s: float = 5.0
+    db_statement_timeout_s: float = 30.0
+    health_probe_s: float = 1.0
+    # A submission not acknowledged within this long is answered UNAVAILABLE (None: wait for the batch).
+    ack_timeout_s: float | None = 10.0
+    # Worker threads for blocking calls; the database pool holds one connection for each, plus the integration
+    # thread's and the health probe's.
+    io_threads: int = DEFAULT_IO_THREADS
 
 
 @dataclass
@@ -65,11 +83,14 @@ class RunningService:
     consents: ConsentLedger
     health: HealthServicer
     stopped: bool = field(default=False)
+    probe: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.stopped:
             return
         self.stopped = True
+        if self.probe is not None:
+            self.probe.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.ledger.stop()
@@ -83,8 +104,16 @@ async def start_service(
     config: ServiceConfig, signer: Signer, map_vrf_key: VrfPrivateKey | None = None
 ) -> RunningService:
     """Open (and migrate) the database, load the log's right edge, and serve. Without ``map_vrf_key``, the map
-    VRF key is derived from the log key (keys.derived_map_vrf_key)."""
-    store = open_store(config.database_url)
+    VRF key is derived from the log key (keys.derived_map_vrf_key). Raises StorageUnavailable (naming the
+    database) when it cannot be reached within the connect timeout."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="ledger-io")
+    )
+    timeouts = Timeouts(config.db_connect_timeout_s, config.db_statement_timeout_s)
+    store = await asyncio.to_thread(
+        open_store, config.database_url, timeouts=timeouts, pool_size=config.io_threads + 2
+    )
     try:
         index = SqlConsentIndex(store)
         vrf_key = map_vrf_key or derived_map_vrf_key(signer)
@@ -99,13 +128,15 @@ async def start_service(
             prepare_batch=consents.prepare_batch,
             on_integrated=consents.on_integrated,
             admit=consents.admit,
+            on_reset=consents.reset,
             heartbeat_s=config.state.heartbeat_s,
             max_batch=config.max_batch,
             cache=config.cache,
+            ack_timeout_s=config.ack_timeout_s,
         )
         broker = Broker(asyncio.get_running_loop())
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)
-        ledger.open()
+        await asyncio.to_thread(ledger.open)
         authorizer = Authorizer(
             consents,
             operators=frozenset(config.operators),
@@ -129,7 +160,56 @@ async def start_service(
     cp = ledger.sequencer.latest
     log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(server, port, ledger, consents, health)
+    running = RunningService(server, port, ledger, consents, health)
+    running.probe = asyncio.create_task(
+        probe_database(
+            functools.partial(_check_database, ledger), health, config.health_probe_s, config.db_connect_timeout_s + 1
+        ),
+        name="database-probe",
+    )
+    return running
+
+
+def _check_database(ledger: Ledger) -> None:
+    """Raises unless the database answers and appends are not failing (a full disk answers reads)."""
+    ledger.store.ping()
+    if ledger.sequencer.write_failure is not None:
+        raise Unavailable(f"the latest batch failed: {ledger.sequencer.write_failure}")
+
+
+async def probe_database(ping: Callable[[], None], health: HealthServicer, interval_s: float, timeout_s: float) -> None:
+    """Health follows the database: every ``interval_s`` a cheap round trip (in its own thread, bounded by
+    ``timeout_s`` even when the database stalls); NOT_SERVING for every service while it fails, SERVING again
+    once it answers. Logs each change once."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-probe")
+    loop = asyncio.get_running_loop()
+    names = ["", *service_names()]
+    serving = True
+    pending: asyncio.Future[None] | None = None
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            if pending is None or pending.done():
+                pending = loop.run_in_executor(executor, ping)
+            try:
+                await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+                ok, why = True, ""
+            except TimeoutError:
+                ok, why = False, f"no answer within {timeout_s:g} s"
+            except Exception as e:  # noqa: BLE001 - any failure means not serving
+                ok, why = False, getattr(e, "detail", None) or str(e) or type(e).__name__
+            instruments.database_available.set(1 if ok else 0)
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in names:
+                    await health.set(name, status)
+                if ok:
+                    log.warning("the database answers again: health SERVING")
+                else:
+                    log.warning("the database cannot be reached (%s): health NOT_SERVING", why)
+    finally:
+        executor.shutdown(wait=False)
 
 
 REBUILD_PAGE = 1000

@@ -287,6 +287,16 @@ class ConsentState:
             self._pending = None
             self.latest = sc
 
+    def reset(self) -> None:
+        """Forget the cached map nodes and in-force sets and the pending change, and read the latest StateCommit
+        back from storage: after a batch whose outcome is unknown, the next batch's map update starts from the
+        stored nodes. (Fresh caches, not cleared ones: a request thread still reading into the old cache cannot
+        put a node read before the batch into the new one.)"""
+        self._nodes = NodeCache(self._map)
+        self._sets = InForceCache(self._index)
+        self._pending = None
+        self.latest = self._index.latest_state_commit()
+
     def proofs(self, keys: Iterable[bytes], attempts: int = 5) -> tuple[StateCommitRow, dict[bytes, smt.MapProof]]:
         """Map proofs for ``keys`` against the latest StateCommit's root (retrying while a batch moves it)."""
         keys = list(keys)

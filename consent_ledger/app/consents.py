@@ -739,6 +739,13 @@ class ConsentLedger:
         items.sort(key=lambda kv: kv[1].entry.index)
         self.broker.publish_threadsafe(items)
 
+    def reset(self) -> None:
+        """Drop every cache written through on commit (the consent state's, the party registrations, the
+        entries): the sequencer calls this after a batch whose outcome is unknown, once it read the log back."""
+        self.state.reset()
+        self._parties = {}
+        self._entry_cache = Lru(50_000)
+
     # -- the access check -------------------------------------------------------------------------------
 
     def _ready(self) -> tuple[TreeReader, StoredCheckpoint]:

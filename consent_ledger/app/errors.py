@@ -21,6 +21,16 @@ class Unavailable(ConsentLedgerError):
     """The ledger cannot serve this now (shutting down, storage failure); retrying later may help."""
 
 
+class StorageUnavailable(Unavailable):
+    """Storage could not do the work (connection refused or lost, timeout, disk full). Expected during an outage:
+    callers get UNAVAILABLE; ``detail`` (the driver's message, for the log) is not shown to callers. A write in
+    flight has an unknown outcome."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
+
+
 class CorruptStorage(ConsentLedgerError):
     """What storage holds contradicts what the ledger signed. Never expected; the server refuses to go on."""
 

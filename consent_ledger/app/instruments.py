@@ -24,3 +24,9 @@ rpc_requests = meter.create_counter(
     "ledger.rpc.requests", unit="{request}", description="RPCs handled, by method and status code"
 )
 rpc_duration = meter.create_histogram("ledger.rpc.duration", unit="ms", description="RPC handling time by method")
+batch_failures = meter.create_counter(
+    "ledger.batch.failures", unit="{batch}", description="Batches that failed in storage, by outcome read back"
+)
+database_available = meter.create_gauge(
+    "ledger.database.available", unit="1", description="1 while the health probe reaches the database, else 0"
+)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.lru import CacheBudget
 from consent_ledger.app.ports import LogStore
@@ -30,9 +32,11 @@ class Ledger:
         on_integrated: OnIntegrated | None = None,
         admit: Admit | None = None,
         heartbeat_s: float | None = None,
+        on_reset: Callable[[], None] | None = None,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
         max_batch: int = 4096,
         cache: CacheBudget = CacheBudget(),
+        ack_timeout_s: float | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -46,10 +50,12 @@ class Ledger:
             on_integrated=on_integrated,
             admit=admit,
             heartbeat_s=heartbeat_s,
+            on_reset=on_reset,
         )
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
         self._check_payload = check_payload
         self._max_envelope_size = max_envelope_size
+        self._ack_timeout_s = ack_timeout_s
 
     @property
     def origin(self) -> str:
@@ -74,6 +80,28 @@ class Ledger:
     async def submit(self, raw: bytes) -> Appended:
         """Validate, then append. Nothing reaches the log unless it passed every check.
 
-        Validation reads storage (stateful consent rules), so it runs off the event loop.
+        Validation reads storage (stateful consent rules), so it runs off the event loop. Bounded like append().
         """
+        return await self._bounded(self._validate_and_append(raw))
+
+    async def append(self, env: ParsedEnvelope) -> Appended:
+        """Append an envelope the ledger made or validated itself (an access event it records). With an
+        ``ack_timeout_s``, an entry not acknowledged within it (a slow or stalled database) is answered
+        Unavailable: it was not integrated, unless its batch was already being committed, so the caller submits it
+        again and learns its index if it was logged."""
+        return await self._bounded(self.sequencer.append(env))
+
+    async def _validate_and_append(self, raw: bytes) -> Appended:
         return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+
+    async def _bounded(self, work: Coroutine[Any, Any, Appended]) -> Appended:
+        if self._ack_timeout_s is None:
+            return await work
+        try:
+            async with asyncio.timeout(self._ack_timeout_s):
+                return await work
+        except TimeoutError:
+            raise Unavailable(
+                f"the ledger could not acknowledge the entry within {self._ack_timeout_s:g} s (its database is slow or "
+                "unavailable); submit it again: if it was logged after all, the answer is its index"
+            ) from None

@@ -91,6 +91,10 @@ class LogStore(Protocol):
         """Write a batch atomically. Raises ConcurrentIntegration if the log is no longer at the batch's start."""
         ...
 
+    def ping(self) -> None:
+        """A cheap round trip to storage (health). Raises Unavailable when storage cannot be reached."""
+        ...
+
     def close(self) -> None:
         ...
 

@@ -4,6 +4,13 @@ Submissions queue up while a batch commits; the next batch takes everything queu
 writes the batch's leaves, bodies, tiles and the new signed checkpoint, and only then is each caller answered,
 with its index, that checkpoint and an inclusion proof against it. Start-up reads the latest checkpoint and
 the right edge of the tree (a handful of tile rows), never the log.
+
+An error anywhere in a batch leaves its outcome unknown (a COMMIT whose reply was lost may have committed;
+DESIGN section 7). The sequencer then reconciles from the database before it integrates anything else: it
+reloads the right edge and latest checkpoint, looks up which of the batch's envelopes are in the log, tells the
+listeners of a batch that did commit (watchers, caches), has every cache written through on commit dropped
+(``on_reset``) so the next batch starts from what storage holds, and answers each caller with the truth: its
+index, or UNAVAILABLE when its entry is not in the log.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from consent_ledger.app import instruments
-from consent_ledger.app.errors import CorruptStorage, Unavailable
+from consent_ledger.app.errors import CorruptStorage, StorageUnavailable, Unavailable
 from consent_ledger.app.ports import ConcurrentIntegration, IntegrationBatch, LogStore, NewEntry, StoredCheckpoint
 from consent_ledger.app.tree import OverlayReader, TreeReader
 from consent_ledger.core import tiles
@@ -59,6 +66,52 @@ Admit = Callable[[Sequence[ParsedEnvelope]], Mapping[bytes, Exception]]
 
 
 @dataclass(frozen=True)
+class _Attempt:
+    """A batch whose transaction was sent to storage and not (yet) known to have committed."""
+
+    start: int
+    entries: Sequence[NewEntry]
+    extra: ExtraRows
+
+
+class FailureLog:
+    """One log line per failure with its cause, at most one per ``interval_s`` (the rest are counted and the count
+    reported with the next line). Expected storage failures (StorageUnavailable) get no traceback; anything else
+    does."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
+        self._log = logger
+        self._interval_s = interval_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def report(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._interval_s
+        more = f" ({self._suppressed} more failures since the last report)" if self._suppressed else ""
+        self._suppressed = 0
+        if isinstance(exc, StorageUnavailable):
+            self._log.warning("%s: %s%s", what, exc.detail, more)
+        elif isinstance(exc, Unavailable | ConcurrentIntegration):
+            self._log.warning("%s: %s: %s%s", what, type(exc).__name__, exc, more)
+        else:
+            self._log.error("%s: %s%s", what, type(exc).__name__, more, exc_info=exc)
+
+
+def _why(exc: BaseException) -> str:
+    return exc.detail if isinstance(exc, StorageUnavailable) else f"{type(exc).__name__}: {exc}"
+
+
+def _not_logged() -> Unavailable:
+    return Unavailable(
+        "the ledger could not integrate this entry (storage failure); it is not in the log: submit it again"
+    )
+
+
+@dataclass(frozen=True)
 class Appended:
     """The answer to one submission: where it is, and the evidence."""
 
@@ -88,8 +141,16 @@ class Sequencer:
         on_integrated: OnIntegrated | None = None,
         admit: Admit | None = None,
         heartbeat_s: float | None = None,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        # Drops every cache written through on commit (consent state, parties), after an unknown outcome.
+        self._on_reset = on_reset
+        self._attempt: _Attempt | None = None
+        self._needs_reconcile = False
+        self._failures = FailureLog(log)
+        # Why the latest batch failed; None once a batch committed (health reads it: appends are failing).
+        self.write_failure: str | None = None
         self._admit = admit
         self._signer = signer
         self._reader = reader
@@ -170,6 +231,21 @@ class Sequencer:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
+            if self._needs_reconcile:
+                # Nothing else is integrated until storage has been read back.
+                try:
+                    await asyncio.shield(loop.run_in_executor(self._executor, self.reconcile, []))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    self._failures.report("could not read the log back from storage after a failed batch", e)
+                    # What waits in the queue was never in a batch: it is not in the log, and storage is down.
+                    while not self._queue.empty():
+                        _, fut = self._queue.get_nowait()
+                        if not fut.done():
+                            fut.set_exception(_not_logged())
+                    await asyncio.sleep(0.5)
+                    continue
             try:
                 first = await asyncio.wait_for(self._queue.get(), self._heartbeat_s)
             except TimeoutError:
@@ -178,13 +254,20 @@ class Sequencer:
                     await asyncio.shield(loop.run_in_executor(self._executor, self._heartbeat))
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("heartbeat batch failed")
+                except Exception as e:
+                    self._failures.report("heartbeat batch failed", e)
+                    self.write_failure = _why(e)
+                    self._needs_reconcile = True
                 continue
             batch = [first]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            # A caller that gave up (deadline, cancellation) has a done future: its entry is not integrated.
+            batch = [(env, fut) for env, fut in batch if not fut.done()]
+            if not batch:
+                continue
             envelopes = [env for env, _ in batch]
+            results: list[Appended | Exception]
             try:
                 # Shielded: a cancelled worker still lets the batch in flight finish and answer its callers.
                 results = await asyncio.shield(loop.run_in_executor(self._executor, self.integrate_batch, envelopes))
@@ -193,12 +276,21 @@ class Sequencer:
                     if not fut.done():
                         fut.set_exception(Unavailable("the ledger is shutting down"))
                 raise
-            except Exception as e:  # storage failure: nothing was committed; callers may retry
-                log.exception("batch integration failed")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(Unavailable(f"could not integrate the batch: {type(e).__name__}"))
-                continue
+            except Exception as e:  # the batch's outcome is unknown: read it back before anything else
+                self._failures.report(f"batch of {len(batch)} submissions failed", e)
+                self.write_failure = _why(e)
+                self._needs_reconcile = True
+                try:
+                    results = await asyncio.shield(loop.run_in_executor(self._executor, self.reconcile, envelopes))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e2:
+                    self._failures.report("could not read the log back from storage after a failed batch", e2)
+                    unknown = Unavailable(
+                        "storage failed while integrating this entry and the outcome is not known yet; submit it "
+                        "again: if it was logged, the answer is its index"
+                    )
+                    results = [unknown] * len(batch)
             for (_, fut), result in zip(batch, results):
                 if fut.done():
                     continue
@@ -206,6 +298,55 @@ class Sequencer:
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+    def reconcile(self, envelopes: Sequence[ParsedEnvelope]) -> list[Appended | Exception]:
+        """After an error in a batch, whose outcome is then unknown: read the log back from storage (latest
+        checkpoint and right edge), find which of the batch's envelopes are there, tell ``on_integrated`` about a
+        batch that did commit (its watchers, its caches), have every write-through cache dropped, and answer each
+        of ``envelopes``: its index if it is in the log, else Unavailable. Runs in the integration thread.
+
+        Raises (storage still failing, CorruptStorage) with the need to reconcile kept for the next try."""
+        attempt = self._attempt
+        before = self._size
+        self.open()
+        shas = {e.sha256 for e in envelopes}
+        if attempt is not None:
+            shas.update(e.envelope_sha256 for e in attempt.entries)
+        found = self._store.find_envelopes(shas)
+        committed = (
+            attempt is not None
+            and bool(attempt.entries)
+            and all(found.get(e.envelope_sha256) == e.index for e in attempt.entries)
+        )
+        start = attempt.start if attempt is not None else before
+        instruments.batch_failures.add(1, {"ledger.batch.outcome": "committed" if committed else "not_committed"})
+        if committed and attempt is not None:  # the COMMIT's reply was lost: worth a line of its own
+            log.warning(
+                "a failed batch of %d entries had committed after all (read back from storage; log size %d)",
+                len(attempt.entries),
+                self._size,
+            )
+        if committed and attempt is not None and self._on_integrated is not None:
+            try:
+                self._on_integrated(attempt.entries, attempt.extra, self.latest)
+            except Exception:
+                log.exception("on_integrated listener failed")
+        # Whatever happened, no cache written through on commit is trusted: the next batch reads storage.
+        if self._on_reset is not None:
+            self._on_reset()
+        self._attempt = None
+        self._needs_reconcile = False
+        wanted = sorted({found[e.sha256] for e in envelopes if e.sha256 in found})
+        leaves = dict(self._read_existing(wanted)) if wanted else {}
+        latest = self.latest
+        results: list[Appended | Exception] = []
+        for env in envelopes:
+            i = found.get(env.sha256)
+            if i is None:
+                results.append(_not_logged())
+            else:
+                results.append(Appended(i, leaves[i], i < start, latest, prove_inclusion(i, self._size, self._reader)))
+        return results
 
     def _heartbeat(self) -> None:
         self.integrate_batch([], heartbeat=True)
@@ -309,8 +450,11 @@ class Sequencer:
             ext = () if state_index is None else (format_consent_state(state_index),)
             note = sign_checkpoint(Checkpoint(self._signer.name, new_size, root, ext), self._signer)
         cp = StoredCheckpoint(new_size, root, note, now)
+        # Until integrate returns, the batch may or may not be in storage (see reconcile).
+        self._attempt = _Attempt(self._size, new_entries, extra)
         with instruments.tracer.start_as_current_span("ledger.commit"):
             self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra, erasures or {}))
+        self._attempt, self.write_failure = None, None
         merged = {**self._edge, **changed}
         self._edge = {t: merged[t] for t in tiles.edge_tiles(new_size)}
         for tile, data in changed.items():

@@ -59,6 +59,15 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def service_names() -> list[str]:
+    """The full names of the ledger's gRPC services (health reports each, and "" for the whole server)."""
+    return [
+        log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+        access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+        consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+    ]
+
+
 async def create_server(
     ledger: Ledger,
     consents: ConsentLedger,
@@ -100,11 +109,7 @@ async def create_server(
     log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(ledger, consents.map_vrf_proof), server)
     access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(ledger, consents), server)
     consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(consents), server)
-    names = [
-        log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
-        access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
-        consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
-    ]
+    names = service_names()
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for name in ["", *names]:

@@ -103,7 +103,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
                 )
             )
         if records_access_event(answer, request.record_access_event):
-            done = await self._ledger.sequencer.append(self._consents.access_event_envelope(answer))
+            done = await self._ledger.append(self._consents.access_event_envelope(answer))
             resp.access_event_recorded = True
             resp.access_event_index = done.index
         return resp

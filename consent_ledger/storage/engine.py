@@ -9,19 +9,38 @@ URL forms:
 - PostgreSQL: ``postgresql+psycopg://user@host:5432/db`` (``postgresql://`` is taken to mean psycopg 3).
 - MySQL family (MariaDB, and the dialect TiDB and OceanBase speak): ``mysql+pymysql://user:pw@host:3306/db``
   (``mysql://`` and ``mariadb://`` are taken to mean PyMySQL); the connection character set is utf8mb4.
+
+Every backend bounds the time to connect and to run a statement (``Timeouts``), so a database that is down or
+stalled fails calls instead of hanging them: PostgreSQL gets libpq's ``connect_timeout`` and a server-side
+``statement_timeout``; MySQL/MariaDB PyMySQL's connect timeout (for the handshake too), client-side read and
+write timeouts and, where the server has it, ``max_statement_time``; SQLite its busy timeout. The pool of a
+networked backend holds ``pool_size`` connections and never opens overflow connections (a connection opened
+and closed per call under load): size it to the threads that use the store.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "WRITE_OPTION", "is_memory_sqlite", "make_engine", "normalize_url"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "WRITE_OPTION",
+    "Timeouts",
+    "is_memory_sqlite",
+    "make_engine",
+    "normalize_url",
+    "unbounded_statements",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -46,17 +65,78 @@ def is_memory_sqlite(url: str | URL) -> bool:
     return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
-def make_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """An Engine for ``url`` (see the module docstring for the forms). Extra kwargs go to create_engine."""
+@dataclass(frozen=True)
+class Timeouts:
+    """How long to wait for the database: to connect (handshake included), and for one statement."""
+
+    connect_s: float = 5.0
+    statement_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.connect_s > 0 and self.statement_s > 0):
+            raise ValueError("database timeouts must be positive")
+
+
+def make_engine(
+    url: str | URL, *, timeouts: Timeouts = Timeouts(), pool_size: int | None = None, **kwargs: Any
+) -> Engine:
+    """An Engine for ``url`` (see the module docstring for the forms), with ``timeouts`` applied; ``pool_size``
+    connections (networked backends; default SQLAlchemy's 5). Extra kwargs go to create_engine."""
     u = normalize_url(url)
     backend = u.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(u, **kwargs)
     if backend in ("postgresql", "mysql", "mariadb"):
         kwargs.setdefault("pool_pre_ping", True)
-        if backend != "postgresql":
-            # Servers drop idle connections after wait_timeout (8 h by default).
-            kwargs.setdefault("pool_recycle", 3600)
+        if pool_size is not None and "poolclass" not in kwargs:
+            kwargs.setdefault("pool_size", pool_size)
+            kwargs.setdefault("max_overflow", 0)
+            kwargs.setdefault("pool_timeout", timeouts.statement_s)
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        if backend == "postgresql":
+            connect_args.setdefault("connect_timeout", max(2, math.ceil(timeouts.connect_s)))
+            statement_ms = math.ceil(timeouts.statement_s * 1000)
+            # A peer that vanished (no RST: a partition, a failed-over host) is noticed while waiting for a reply
+            # (keepalives) or while sent data stays unacknowledged (tcp_user_timeout), within about the statement
+            # timeout; the server-side statement_timeout cannot answer through a dead network.
+            probe_s = max(1, math.ceil(timeouts.statement_s / 4))
+            for name, value in (
+                ("keepalives", 1),
+                ("keepalives_idle", probe_s),
+                ("keepalives_interval", probe_s),
+                ("keepalives_count", 3),
+                ("tcp_user_timeout", statement_ms),
+            ):
+                connect_args.setdefault(name, value)
+            options = connect_args.get("options", u.query.get("options", ""))
+            connect_args["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
+            return create_engine(u, connect_args=connect_args, **kwargs)
+        # Servers drop idle connections after wait_timeout (8 h by default).
+        kwargs.setdefault("pool_recycle", 3600)
+        # PyMySQL reads the handshake with the read timeout: the connect timeout until connected (see _on_connect).
+        connect_args.setdefault("connect_timeout", max(1, math.ceil(timeouts.connect_s)))
+        connect_args.setdefault("read_timeout", max(1, math.ceil(timeouts.connect_s)))
+        connect_args.setdefault("write_timeout", max(1, math.ceil(timeouts.connect_s)))
+        engine = create_engine(u, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # A statement may take up to the statement timeout, client side (a stalled server included)...
+            io_s = max(1, math.ceil(timeouts.statement_s)) + 1
+            dbapi_conn._read_timeout = io_s
+            dbapi_conn._write_timeout = io_s
+            cur = dbapi_conn.cursor()
+            try:  # ...and server side where the server knows how (MariaDB; MySQL bounds SELECTs only).
+                cur.execute(f"SET SESSION max_statement_time = {timeouts.statement_s:.3f}")
+            except Exception:  # noqa: BLE001 - MySQL, TiDB: no such variable
+                try:
+                    cur.execute(f"SET SESSION max_execution_time = {math.ceil(timeouts.statement_s * 1000)}")
+                except Exception:  # noqa: BLE001
+                    pass
+            finally:
+                cur.close()
+
+        return engine
     return create_engine(u, **kwargs)
 
 
@@ -80,6 +160,45 @@ def _create_private(path: pathlib.Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         return
+@contextlib.contextmanager
+def unbounded_statements(conn: Connection) -> Iterator[None]:
+    """Lift the statement timeout on ``conn`` for a while (schema migrations: DDL on a large table, or waiting
+    for another process's migration, may take longer); restored before the connection goes back to the pool."""
+    backend = conn.dialect.name
+    dbapi_conn: Any = conn.connection.dbapi_connection
+    if backend == "postgresql":
+        conn.exec_driver_sql("SET statement_timeout = 0")
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.rollback()
+            conn.exec_driver_sql("RESET statement_timeout")  # to the connection's configured value
+            conn.commit()
+    elif backend in ("mysql", "mariadb"):
+        saved = getattr(dbapi_conn, "_read_timeout", None), getattr(dbapi_conn, "_write_timeout", None)
+        dbapi_conn._read_timeout = dbapi_conn._write_timeout = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SELECT @@max_statement_time")
+            server_limit = cur.fetchone()[0]
+            cur.execute("SET SESSION max_statement_time = 0")
+        except Exception:  # noqa: BLE001 - MySQL, TiDB: no such variable (their limit covers SELECTs only)
+            server_limit = None
+        finally:
+            cur.close()
+        try:
+            yield
+        finally:
+            dbapi_conn._read_timeout, dbapi_conn._write_timeout = saved
+            if server_limit is not None:
+                cur = dbapi_conn.cursor()
+                try:
+                    cur.execute(f"SET SESSION max_statement_time = {float(server_limit):.3f}")
+                finally:
+                    cur.close()
+    else:
+        yield
 
 
 def _sqlite_engine(u: URL, **kwargs: Any) -> Engine:

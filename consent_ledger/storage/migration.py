@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
-from consent_ledger.storage.engine import WRITE_OPTION, is_memory_sqlite, make_engine
+from consent_ledger.storage.engine import WRITE_OPTION, is_memory_sqlite, make_engine, unbounded_statements
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "migrate"]
 
@@ -72,7 +72,7 @@ def migrate(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
 
 
 def _upgrade(engine: Engine, revision: str) -> None:
-    with engine.connect() as conn:
+    with engine.connect() as conn, unbounded_statements(conn):
         conn.execution_options(**{WRITE_OPTION: True})
         backend = conn.dialect.name
         if backend in ("mysql", "mariadb"):

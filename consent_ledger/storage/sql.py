@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, tuple_, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -34,6 +35,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from consent_ledger.app.errors import StorageUnavailable
 from consent_ledger.app.ports import (
     ConcurrentIntegration,
     IntegrationBatch,
@@ -42,10 +44,10 @@ from consent_ledger.app.ports import (
 )
 from consent_ledger.core.tiles import TILE_WIDTH, TileId
 from consent_ledger.storage import schema
-from consent_ledger.storage.engine import WRITE_OPTION, is_memory_sqlite, make_engine
+from consent_ledger.storage.engine import WRITE_OPTION, Timeouts, is_memory_sqlite, make_engine
 from consent_ledger.storage.migration import migrate as migrate_schema
 
-__all__ = ["MAX_READ_ENTRIES", "BatchConflict", "SqlLogStore", "open_store"]
+__all__ = ["MAX_READ_ENTRIES", "BatchConflict", "SqlLogStore", "open_store", "storage_unavailable"]
 
 HASH_SIZE = 32
 MAX_READ_ENTRIES = 1000
@@ -74,16 +76,58 @@ class BatchConflict(ValueError):
     other writer moved the log: the caller broke the batch's contract. Nothing was written."""
 
 
-def open_store(url: str | URL, *, migrate: bool = True) -> SqlLogStore:
+def storage_unavailable(e: BaseException) -> StorageUnavailable | None:
+    """The app's StorageUnavailable for a database error that means "the database cannot do this now" (the
+    connection refused, lost or timed out, a statement timeout, a full disk: the driver's OperationalError and
+    InterfaceError, a connection SQLAlchemy invalidated, the pool's timeout); None for anything else (a
+    constraint, a bug). The one place where storage errors become UNAVAILABLE for callers."""
+    if isinstance(e, DBAPIError) and (
+        isinstance(e, sa_exc.OperationalError | sa_exc.InterfaceError) or e.connection_invalidated
+    ):
+        cause = e.orig if e.orig is not None else e
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        return StorageUnavailable(
+            f"the ledger's database is unavailable ({type(cause).__name__}); try again later",
+            f"{type(cause).__name__}: {detail}",
+        )
+    if isinstance(e, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return StorageUnavailable(f"the ledger's database is unavailable ({type(e).__name__}); try again later", str(e))
+    return None
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    try:
+        yield
+    except (DBAPIError, sa_exc.TimeoutError, sa_exc.DisconnectionError) as e:
+        if isinstance(e, DBAPIError) and _is_lock_conflict(e):
+            raise  # integrate() tells a racing writer from a failure
+        mapped = storage_unavailable(e)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+def open_store(
+    url: str | URL, *, migrate: bool = True, timeouts: Timeouts = Timeouts(), pool_size: int | None = None
+) -> SqlLogStore:
     """Open the log stored at ``url`` (forms in consent_ledger.storage.engine), upgrading its schema first
-    unless ``migrate`` is False."""
-    engine = make_engine(url)
+    unless ``migrate`` is False. Raises StorageUnavailable, naming the database, when it cannot be reached
+    within ``timeouts``."""
+    engine = make_engine(url, timeouts=timeouts, pool_size=pool_size)
     try:
         if migrate:
             migrate_schema(engine)
-    except BaseException:
+    except BaseException as e:
         engine.dispose()
-        raise
+        mapped = storage_unavailable(e)
+        if mapped is None:
+            raise
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageUnavailable(
+            f"cannot open the database {where}: {mapped.detail} (connect timeout {timeouts.connect_s:g} s, "
+            f"statement timeout {timeouts.statement_s:g} s)"
+        ) from e
     return SqlLogStore(engine)
 
 
@@ -103,17 +147,24 @@ class SqlLogStore:
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A connection for reading; its transaction is rolled back at the end."""
-        with self._lock, self._engine.connect() as conn:
+        """A connection for reading; its transaction is rolled back at the end. A database that cannot be
+        reached raises StorageUnavailable (see storage_unavailable)."""
+        with _storage_errors(), self._lock, self._engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection in a write transaction, committed at the end unless an exception escapes."""
-        with self._lock, self._engine.connect() as conn:
+        """A connection in a write transaction, committed at the end unless an exception escapes. A failure to
+        reach the database raises StorageUnavailable; during the COMMIT its outcome is then unknown."""
+        with _storage_errors(), self._lock, self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+
+    def ping(self) -> None:
+        """A cheap round trip to the database (health). Raises StorageUnavailable when it cannot be reached."""
+        with self.connect() as conn:
+            conn.exec_driver_sql("SELECT 1").scalar()
 
     def close(self) -> None:
         self._engine.dispose()
@@ -274,7 +325,10 @@ class SqlLogStore:
                 raise
             explained = self._explain_conflict(start, e)
             if explained is e:
-                raise
+                mapped = storage_unavailable(e)
+                if mapped is None:
+                    raise
+                raise mapped from e
             raise explained from e
 
     def erase_body(self, index: int, reason: str) -> None:
