@@ -35,9 +35,14 @@ class NonceBook:
     group-committed: the calls that arrive while a claim is running are claimed together in the next one, so a
     signed call costs a share of one worker-thread hop and one transaction, not one each."""
 
-    def __init__(self, store: NonceStore, *, clock_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(
+        self, store: NonceStore, *, clock_ms: Callable[[], int] = _now_ms, timeout_s: float | None = None
+    ) -> None:
+        """``timeout_s``: how long a call waits for its nonce to be recorded (a slow or stalled database) before it
+        is answered Unavailable (None: as long as it takes)."""
         self._store = store
         self._clock_ms = clock_ms
+        self._timeout_s = timeout_s
         self._pending: list[tuple[SpentNonce, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -47,7 +52,16 @@ class NonceBook:
         self._pending.append((nonce, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await future
+        if self._timeout_s is None:
+            return await future
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise Unavailable(
+                f"could not check this signed request for replay within {self._timeout_s:g} s (the database is slow "
+                "or unavailable); retry"
+            ) from None
 
     async def _flush(self) -> None:
         while self._pending:
@@ -74,14 +88,15 @@ class Authenticator:
         nonces: NonceStore,
         max_skew_ms: int = MAX_SKEW_MS,
         clock_ms: Callable[[], int] = _now_ms,
+        timeout_s: float | None = None,
     ) -> None:
         """``origin``: the log's origin, which every signed request must name; ``nonces``: where the nonces of
-        signed requests are kept."""
+        signed requests are kept; ``timeout_s``: how long a call waits for its nonce to be recorded."""
         self._authorizer = authorizer
         self._origin = origin
         self._max_skew_ms = max_skew_ms
         self._clock_ms = clock_ms
-        self._nonces = NonceBook(nonces, clock_ms=clock_ms)
+        self._nonces = NonceBook(nonces, clock_ms=clock_ms, timeout_s=timeout_s)
 
     def caller(self, *, name: str | None, io: bool = True) -> Caller:
         """The caller of an unsigned call. A name may need its party registration: with ``io=False`` that raises

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
 from typing import Any
 
 from consent_ledger.app.errors import Unavailable
@@ -17,6 +19,9 @@ from consent_ledger.core.note import Signer
 
 # Checks an envelope's payload (type registered, payload well-formed, signed by whom it must be); raises.
 PayloadCheck = Callable[[ParsedEnvelope], object]
+# When the call being served started (time.monotonic()), set by the server as it authenticates the call: an
+# acknowledgement bound counts from there.
+CALL_STARTED: ContextVar[float | None] = ContextVar("CALL_STARTED", default=None)
 
 
 class Ledger:
@@ -77,6 +82,11 @@ class Ledger:
         self._check_payload(env)
         return env
 
+    @property
+    def ack_timeout_s(self) -> float | None:
+        """How long a submission may wait for its acknowledgement (None: as long as its batch takes)."""
+        return self._ack_timeout_s
+
     async def submit(self, raw: bytes) -> Appended:
         """Validate, then append. Nothing reaches the log unless it passed every check.
 
@@ -97,8 +107,12 @@ class Ledger:
     async def _bounded(self, work: Coroutine[Any, Any, Appended]) -> Appended:
         if self._ack_timeout_s is None:
             return await work
+        # The bound runs from the start of the call (CALL_STARTED, set by the server as it authenticates), so the
+        # time a signed call waited for its nonce counts too.
+        started = CALL_STARTED.get()
+        timeout = self._ack_timeout_s if started is None else self._ack_timeout_s - (time.monotonic() - started)
         try:
-            async with asyncio.timeout(self._ack_timeout_s):
+            async with asyncio.timeout(max(timeout, 0.0)):
                 return await work
         except TimeoutError:
             raise Unavailable(

@@ -93,7 +93,10 @@ async def create_server(
         log.warning("serving WITHOUT TLS on %s (development only)", address)
     authorizer = authorizer or Authorizer(consents)
     # Without TLS there are no client certificates: the development-only party header stands in (loopback).
-    authenticator = Authenticator(authorizer, origin=ledger.signer.name, nonces=nonces)
+    # A signed call waits for its nonce no longer than an entry waits for its acknowledgement.
+    authenticator = Authenticator(
+        authorizer, origin=ledger.signer.name, nonces=nonces, timeout_s=ledger.ack_timeout_s
+    )
     auth = AuthInterceptor(authenticator, authorizer, trust_party_header=tls is None)
     server = grpc.aio.server(
         interceptors=[aio_server_interceptor(), RateLimitInterceptor(rate_limit, authenticator.verify), auth],

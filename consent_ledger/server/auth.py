@@ -19,6 +19,7 @@ import grpc
 from consent_ledger.app.authentication import Authenticator
 from consent_ledger.app.authorization import PUBLIC_PREFIXES, RULES, Authorizer, Caller, Rule
 from consent_ledger.app.errors import WouldBlock
+from consent_ledger.app.ledger import CALL_STARTED
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
 from consent_ledger.core.request_auth import PARTY_HEADER
 from consent_ledger.server.errors import record_rpc, status_for
@@ -69,6 +70,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         delegation, the entry a read names) is decided in a worker thread. A signed request's nonce is spent in
         the database, batched with the other signed calls of the moment (app/authentication.py)."""
         started = time.perf_counter()
+        CALL_STARTED.set(time.monotonic())
         name, signature = self._credentials(context)
         try:
             if signature is not None:
