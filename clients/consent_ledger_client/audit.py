@@ -1,10 +1,13 @@
 """Audit a ledger from the outside: replay the log from the start (or a saved point), verify every entry's
-inclusion, body and signatures and every checkpoint seen, check every entry is signed by whom it must be (a
-patient's grants and revocations by the patient or a delegate then in force, core.delegation), recompute the
-consent-state map and compare its root with every StateCommit. Erasures and break-glass reviews are checked against
+inclusion, body and signatures and every checkpoint seen, check every entry is signed by whom it must be, re-check
+the admission of every grant, revocation and delegation with the core rules the ledger applies (core.state_rules:
+signed by the patient or a delegate then in force with the right scope, a revocation or supersession of the same
+patient's logged grant, a consent id logged once), recompute the consent-state map by the one rule of what ends a
+grant and compare its root with every StateCommit. Erasures and break-glass reviews are checked against
 the rules the ledger applies: every erased body is recorded by an operator's Erasure entry (and every recorded
 erasure really withholds the body); no erasure takes a body that is still evidence; every review is an operator's
-only review of a break-glass access. Stops at the first mismatch and reports it with the evidence. Resumable.
+only review of a break-glass access. Stops at the first mismatch and reports it with the evidence; an entry that
+only breaks an admission rule is reported (index, rule, entry) and the replay goes on. Resumable.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from consent_ledger.core import delegation, payloads, smt
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.core import state_rules
 from consent_ledger.core.state_rules import ErasureFacts, InForceSets
 from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry
@@ -49,6 +53,9 @@ class AuditReport:
     by_kind: dict[str, int] = field(default_factory=dict)
     checkpoint_size: int = 0
     finding: Finding | None = None
+    # Entries an honest ledger would have refused at admission (core.state_rules): the replay goes on past them,
+    # applying the one rule to them as the ledger's map must; the first is also ``finding``.
+    refusals: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,11 +74,11 @@ class Auditor:
         client.trust_operator_keys(operator_keys)
         self._operators = client.operator_keys
         self._resume_file = resume_file
-        self._sets = InForceSets()
+        self._book = delegation.DelegationBook()
+        self._sets = InForceSets(self._book)
         self._map = smt.MemoryMapNodes()
         self._next = 0
         self._party_keys: dict[str, frozenset[bytes]] = {}
-        self._book = delegation.DelegationBook()
         self._delegation_payloads: dict[str, bytes] = {}
         # Break-glass accesses not reviewed yet (a review must name one of them, once).
         self._unreviewed: set[int] = set()
@@ -86,13 +93,15 @@ class Auditor:
             raise InvalidInput(f"{path} is not an audit state of this log")
         self._next = int(data["next_index"])
         self._party_keys = {p: frozenset(bytes.fromhex(k) for k in ks) for p, ks in data["party_keys"].items()}
-        self._sets = InForceSets.from_json(data["in_force"])
         for did, d in data.get("delegations", {}).items():
             raw = bytes.fromhex(d["payload"])
             p = payloads.parse_payload(payloads.DELEGATION, raw)
             assert isinstance(p, payloads.DelegationPayload)
-            self._book.add(delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"]))
+            self._book.add(
+                delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"], d.get("revoked_index"))
+            )
             self._delegation_payloads[did] = raw
+        self._sets = InForceSets.from_json(data["in_force"], self._book)
         self._unreviewed = {int(i) for i in data.get("break_glass_unreviewed", [])}
         self._reviewed = {int(i) for i in data.get("break_glass_reviewed", [])}
         root, changed, _ = smt.apply_batch(self._map, {k: smt.value_hash(v.items()) for k, v in self._sets.sets.items()})
@@ -111,7 +120,7 @@ class Auditor:
             "party_keys": {p: sorted(k.hex() for k in ks) for p, ks in self._party_keys.items()},
             "delegations": {
                 did: {"index": d.index, "integrated_ms": d.integrated_ms, "revoked_ms": d.revoked_ms,
-                      "payload": self._delegation_payloads[did].hex()}
+                      "revoked_index": d.revoked_index, "payload": self._delegation_payloads[did].hex()}
                 for did, d in self._book.by_id.items()
             },
             "break_glass_unreviewed": sorted(self._unreviewed),
@@ -148,6 +157,8 @@ class Auditor:
             report.finding = Finding(e.index, f"an erased body without an Erasure entry recording it: {e}", evidence)
         except VerificationError as e:
             report.finding = Finding(self._next, f"verification failed: {e}")
+        if report.finding is None and report.refusals:
+            report.finding = report.refusals[0]
         return report
 
     def _audit_entry(self, entry: VerifiedEntry, report: AuditReport) -> Finding | None:
@@ -167,7 +178,7 @@ class Auditor:
                 kind == payloads.CONSENT_REVOCATION and not facts.ends
             ):
                 return Finding(entry.index, f"the erasure of this {kind} does not record what replaying the consent state needs")
-            self._sets.add_erased(entry.index, hash_leaf(entry.leaf_bytes), facts)
+            self._sets.add_erased(entry.index, hash_leaf(entry.leaf_bytes), facts, entry.leaf.integrated_time_ms)
             return None
         report.signatures += len(env.signers)  # verify_entry checked every one of them
         try:
@@ -178,11 +189,21 @@ class Auditor:
         if problem:
             return Finding(entry.index, problem)
         cid = payloads.consent_id(env.payload)
+        refusal = self._admission_refusal(entry.index, entry.leaf.integrated_time_ms, cid, env, p)
+        if refusal is not None:
+            report.refusals.append(
+                Finding(
+                    entry.index,
+                    f"an entry an honest ledger refuses at admission: {refusal.text}",
+                    {"rule": refusal.rule, "entry": entry.leaf_bytes.hex(), "payload_type": env.payload_type,
+                     "payload": env.payload.hex()},
+                )
+            )
         if isinstance(p, payloads.DelegationPayload):
             self._book.add(delegation.Delegate(cid, entry.index, entry.leaf.integrated_time_ms, p))
             self._delegation_payloads.setdefault(cid, env.payload)
         elif isinstance(p, payloads.ConsentRevocationPayload) and p.consent_id in self._book.by_id:
-            self._book.revoke(p.consent_id, entry.leaf.integrated_time_ms)
+            self._book.revoke(p.consent_id, entry.leaf.integrated_time_ms, entry.index)
         if isinstance(p, payloads.StateCommitPayload):
             report.state_commits += 1
             updates = self._sets.take_updates()
@@ -210,8 +231,24 @@ class Auditor:
             problem = self._erasure_problem(entry.index, p)
             if problem:
                 return Finding(entry.index, problem, {"erased_index": str(p.index)})
-        self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), payloads.consent_id(env.payload), p)
+        self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), cid, p, env.signers, entry.leaf.integrated_time_ms)
         return None
+
+    def _admission_refusal(
+        self, index: int, integrated_ms: int, cid: str, env: ParsedEnvelope, p: payloads.Payload
+    ) -> state_rules.Refusal | None:
+        """The core admission rule an entry breaks, judged at its integration time against the entries before it."""
+        e = state_rules.ConsentEntry.of(index, integrated_ms, cid, p, env.signers)
+        if e is None:
+            return None
+        facts = self._sets.facts
+        if e.kind == state_rules.GRANT:
+            return state_rules.grant_refusal(e, facts)
+        if e.kind == state_rules.DELEGATION:
+            return state_rules.logged_once_refusal(e, facts)
+        if e.target in self._book.by_id:
+            return None  # a delegation's revocation: checked by _signer_problem (core.delegation.may_revoke)
+        return state_rules.revocation_refusal(e, facts)
 
     def _review_problem(self, index: int, p: payloads.BreakGlassReviewPayload) -> str | None:
         if p.event_index in self._unreviewed:
@@ -250,9 +287,6 @@ class Auditor:
             d = self._book.by_id[p.consent_id].payload
             if d.patient != p.patient or not delegation.may_revoke(d, signers, self._party_keys.get(d.attested_by, frozenset())):
                 return "a delegation revoked by someone other than its patient or attesting organisation"
-        elif isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in signers:
-            if self._book.authorising(p.patient, signers, integrated_ms, delegation.required_scope(p)) is None:
-                return "a consent entry signed by neither its patient nor a delegate in force"
         if isinstance(p, payloads.DelegationPayload):
             if not delegation.signed_validly(p, signers, self._party_keys.get(p.attested_by, frozenset())):
                 return "a delegation not signed by its patient or by the organisation attesting it"

@@ -43,10 +43,18 @@ from consent_ledger.app.ports import (
     StoredCheckpoint,
     StoredEntry,
 )
-from consent_ledger.app.consent_state import DELEGATION, EVERYTHING, GRANT, REVOCATION, ConsentState, in_force
+from consent_ledger.app.consent_state import (
+    DELEGATION,
+    EVERYTHING,
+    GRANT,
+    REVOCATION,
+    ConsentState,
+    IndexFacts,
+    in_force,
+)
 from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
-from consent_ledger.core import delegation, payloads, smt
+from consent_ledger.core import delegation, payloads, smt, state_rules
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
     STATE_ACTIVE,
@@ -163,6 +171,15 @@ def _page(fetch: Callable[[int], list[T]], limit: int) -> tuple[list[T], bool]:
     return items[:limit], len(items) > limit
 
 
+# The errors a refusal by a core admission rule (core.state_rules) gets.
+_ADMISSION_ERRORS: dict[str, Callable[[str], Exception]] = {
+    state_rules.RULE_LOGGED_ONCE: AlreadyExists,
+    state_rules.RULE_UNKNOWN_CONSENT: NotFound,
+    state_rules.RULE_SAME_PATIENT: PermissionDenied,
+    state_rules.RULE_SIGNER: PermissionDenied,
+}
+
+
 def _already_logged(consent_id: str) -> AlreadyExists:
     return AlreadyExists(f"entry {consent_id} is already in the log (in another envelope)")
 
@@ -242,16 +259,13 @@ class ConsentLedger:
                     return p  # the same envelope again: the sequencer answers with its first index
                 raise _already_logged(cid)
         if isinstance(p, payloads.ConsentGrantPayload):
-            self._check_consent_signer(env, p)
-            if p.supersedes:
-                self._own_grant(p.supersedes, p.patient, "supersede")
+            self._admit_consent(env, p, state_rules.grant_refusal)
         elif isinstance(p, payloads.ConsentRevocationPayload):
             target = self._index.consent(p.consent_id)
             if target is not None and target.kind == DELEGATION:
                 self._check_delegation_revocation(env, p, target)
             else:
-                self._own_grant(p.consent_id, p.patient, "revoke")
-                self._check_consent_signer(env, p)
+                self._admit_consent(env, p, state_rules.revocation_refusal)
         elif isinstance(p, payloads.DelegationPayload):
             self._check_delegation_signer(env, p)
         elif isinstance(p, payloads.PartyRegistrationPayload):
@@ -269,13 +283,22 @@ class ConsentLedger:
             raise PermissionDenied(f"{env.payload_type} entries are not accepted by this ledger yet")
         return p
 
-    def _own_grant(self, consent_id: str, patient: bytes, verb: str) -> ConsentRow:
-        row = self._index.consent(consent_id)
-        if row is None or row.kind != GRANT:
-            raise NotFound(f"cannot {verb} consent {consent_id}: there is no such consent")
-        if row.patient != patient:
-            raise PermissionDenied(f"cannot {verb} consent {consent_id}: it is another patient's consent")
-        return row
+    def _facts(self, below: int = EVERYTHING) -> IndexFacts:
+        """The rules' facts (core.state_rules.ConsentFacts) from the index, reading entries through the cache."""
+        return IndexFacts(self._index, below, lambda indices: self._entries_at(set(indices), set())[0])
+
+    def _admit_consent(
+        self,
+        env: ParsedEnvelope,
+        p: payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload,
+        rule: Callable[[state_rules.ConsentEntry, state_rules.ConsentFacts, int], state_rules.Refusal | None],
+    ) -> None:
+        """Admit a grant or a revocation of a grant by the core admission rule of its kind, as of now."""
+        e = state_rules.ConsentEntry.of(EVERYTHING, self._clock_ms(), payloads.consent_id(env.payload), p, env.signers)
+        assert e is not None
+        refusal = rule(e, self._facts(), self._clock_ms())
+        if refusal is not None:
+            raise _ADMISSION_ERRORS[refusal.rule](refusal.text)
 
     def _hold(self, kind: str, index: int, env: ParsedEnvelope, error: Exception) -> None:
         """Hold ``index`` for this envelope until its batch is integrated; raise ``error`` if another envelope
@@ -374,23 +397,9 @@ class ConsentLedger:
     # -- delegations ------------------------------------------------------------------------------------
 
     def _delegates(self, patient: bytes, delegate: bytes, below: int) -> list[delegation.Delegate]:
-        """The delegations of ``patient`` naming ``delegate`` among entries below ``below``, each with the time of
-        its first revocation there. Two indexed reads (delegations by pair, revocations by target) and the
-        entries, which are cached. Only entries that passed ``check`` are in the log, so every one is authentic."""
-        rows = self._index.delegations(patient, delegate, below)
-        if not rows:
-            return []
-        indices = {r.index for r in rows}
-        _, entries = self._entries_at(indices, indices)
-        revoked: dict[str, int] = {}
-        for r in self._index.targeting({r.delegation_id for r in rows}, below):
-            if r.kind == REVOCATION and r.target is not None:
-                revoked[r.target] = min(revoked.get(r.target, r.integrated_ms), r.integrated_ms)
-        out = []
-        for e in entries:
-            assert isinstance(e.payload, payloads.DelegationPayload)
-            out.append(delegation.Delegate(e.consent_id, e.index, e.integrated_time_ms, e.payload, revoked.get(e.consent_id)))
-        return out
+        """The delegations of ``patient`` naming ``delegate`` among entries below ``below``, each with its first
+        revocation there (the index's facts, IndexFacts.delegates)."""
+        return self._facts(below).delegates(patient, delegate)
 
     def delegate_in_force(self, patient: bytes, delegate: bytes, t_ms: int, scope: str | None = None) -> bool:
         """Whether ``delegate`` holds a delegation of ``patient`` in force at ``t_ms`` (core.delegation.refusal:
@@ -424,20 +433,6 @@ class ConsentLedger:
                     return None, d
                 why.append(f"the delegation {d.delegation_id[:16]}... of key {_short(key)} does not allow it: {reason}")
         return "; ".join(why) or "no key signed it", None
-
-    def _check_consent_signer(
-        self, env: ParsedEnvelope, p: payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload
-    ) -> None:
-        if p.patient in env.signers:
-            return
-        need = delegation.required_scope(p)
-        why, _ = self._delegate_refusal(p.patient, env.signers, self._clock_ms(), need, EVERYTHING)
-        if why is not None:
-            what = "grant" if isinstance(p, payloads.ConsentGrantPayload) else "revocation"
-            raise PermissionDenied(
-                f"a consent {what} must be signed by the patient's own key or by a delegate in force whose scope "
-                f"covers {' and '.join(need)}: {why}"
-            )
 
     def _check_delegation_signer(self, env: ParsedEnvelope, p: payloads.DelegationPayload) -> None:
         if not p.attested_by:
@@ -765,7 +760,8 @@ class ConsentLedger:
             else:
                 out[sel] = hit
         if missing:
-            for sel, live in in_force(self._index, patient, missing, sc.index).items():
+            read = lambda indices: self._entries_at(set(indices), set())[0]  # noqa: E731 - the entry cache
+            for sel, live in in_force(self._index, patient, missing, sc.index, read).items():
                 self._live_cache.put((patient, sel, sc.map_root), live)
                 out[sel] = live
         return out
