@@ -98,3 +98,151 @@ def test_honest_revocation_still_ends_the_grant(database_url):
         d = connect(server, party="hosp-1").check_access(A.public_key, action="access", purpose="TREAT", data=[LAB])
         assert not d.permitted
         assert Auditor(connect(server, party=AUDITOR).ledger).run().ok
+
+
+# --- decide, the core map rule and a running server agree, on random entry sequences --------------------------
+
+import itertools  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from consent_ledger.app.consent_state import in_force  # noqa: E402
+from consent_ledger.core import smt  # noqa: E402
+from consent_ledger.core.decision import (  # noqa: E402
+    STATE_ACTIVE,
+    STATE_EXPIRED,
+    STATE_PENDING,
+    LedgerEntry,
+    consent_states,
+    delegation_book,
+)
+from consent_ledger.core.payloads import Period  # noqa: E402
+from consent_ledger.core.rfc6962 import hash_leaf  # noqa: E402
+from consent_ledger.core.state_rules import InForceSets  # noqa: E402
+
+from .server_support import ledger_client  # noqa: E402
+
+SELECTORS = ["org:x", "any"]
+_seeds = itertools.count(1)
+H_MS = 3_600_000
+
+# One step: (kind, who signs: 0 the patient, 1 the delegate, 2 a stranger, which patient: 0 A, 1 B, a pick of an
+# earlier grant or delegation, a variant: grantee / validity / scope; a revocation or supersession is of the
+# target's own patient unless the variant is 5).
+STEP = st.tuples(
+    st.sampled_from(["grant", "grant", "supersede", "revoke", "revoke", "delegate", "undelegate"]),
+    st.sampled_from([0, 0, 1, 2]),
+    st.integers(0, 1),
+    st.integers(0, 50),
+    st.integers(0, 5),
+)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('onerule') / 'ledger.db'}"
+    with running_server(url, state=StatePolicy(max_age_ms=0)) as server:
+        yield server
+
+
+def _key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_seed(next(_seeds).to_bytes(4, "big") + b"\x99" * 28)
+
+
+def _entries(server, start: int) -> tuple[list[LedgerEntry], list[object]]:
+    client = ledger_client(server, party=AUDITOR)
+    size = client.checkpoint().checkpoint.size
+    verified = client.get_entries(start, size) if size > start else []
+    out = []
+    for v in verified:
+        env = v.envelope
+        out.append(LedgerEntry.from_payload(index=v.index, integrated_time_ms=v.leaf.integrated_time_ms,
+                                            payload_type=env.payload_type, payload=env.payload, signers=env.signers))
+    return out, verified
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(STEP, min_size=1, max_size=14))
+@example(steps=[("grant", 0, 0, 0, 0), ("revoke", 0, 0, 0, 0)])  # an honest revocation
+@example(steps=[("grant", 0, 0, 0, 0), ("revoke", 0, 1, 0, 5)])  # another patient's revocation
+@example(steps=[("grant", 0, 0, 0, 0), ("supersede", 0, 1, 0, 5)])  # another patient's supersession
+@example(steps=[("grant", 0, 0, 0, 0), ("delegate", 0, 0, 0, 1), ("revoke", 1, 0, 0, 0)])  # a delegate, in scope
+@example(steps=[("grant", 0, 0, 0, 0), ("delegate", 0, 0, 0, 0), ("revoke", 1, 0, 0, 0)])  # out of scope
+@example(steps=[("grant", 0, 0, 0, 0), ("delegate", 0, 0, 0, 5), ("revoke", 1, 0, 0, 0)])  # out of its period
+@example(steps=[("delegate", 0, 0, 0, 2), ("grant", 1, 0, 0, 0), ("undelegate", 0, 0, 0, 0), ("grant", 1, 0, 0, 1)])
+def test_decide_the_core_map_and_the_server_agree(shared_server, steps):
+    server = shared_server
+    start = ledger_client(server, party=AUDITOR).checkpoint().checkpoint.size
+    patients, delegate, stranger = [_key(), _key()], _key(), _key()
+    now = int(time.time() * 1000)
+    grants: list[tuple[int, str]] = []  # (patient number, consent id)
+    delegations: list[tuple[int, str]] = []
+    for kind, who, pn, pick, variant in steps:
+        patient = patients[pn]
+        signer = [patient, delegate, stranger][who]
+        if kind in ("grant", "supersede"):
+            sup = None
+            if kind == "supersede":
+                if not grants:
+                    continue
+                tpn, sup = grants[pick % len(grants)]
+                patient = patients[tpn if variant < 5 else 1 - tpn]
+                signer = [patient, delegate, stranger][who]
+            validity = [Period(), Period(0, now - H_MS), Period(now + H_MS, 0)][variant % 3]
+            g = payloads.build_grant(patient=patient.public_key, grantee=SELECTORS[variant % 2], validity=validity,
+                                     supersedes=sup, **GRANT)  # fmt: skip
+            forge(server, sign_envelope(payloads.CONSENT_GRANT, g, [signer]))
+            grants.append((patients.index(patient), payloads.consent_id(g)))
+        elif kind == "revoke":
+            if not grants:
+                continue
+            tpn, target = grants[pick % len(grants)]
+            patient = patients[tpn if variant < 5 else 1 - tpn]
+            signer = [patient, delegate, stranger][who]
+            r = payloads.build_revocation(patient=patient.public_key, consent_id=target)
+            forge(server, sign_envelope(payloads.CONSENT_REVOCATION, r, [signer]))
+        elif kind == "delegate":
+            scope = [["grant"], ["revoke"], ["*"]][variant % 3]
+            validity = Period(0, now - H_MS) if variant >= 3 else Period()
+            d = payloads.build_delegation(patient=patient.public_key, delegate=delegate.public_key,
+                                          relationship="proxy", scope=scope, validity=validity)  # fmt: skip
+            forge(server, sign_envelope(payloads.DELEGATION, d, [patient]))
+            delegations.append((pn, payloads.consent_id(d)))
+        elif kind == "undelegate" and delegations:
+            dpn, did = delegations[pick % len(delegations)]
+            r = payloads.build_revocation(patient=patients[dpn].public_key, consent_id=did)
+            forge(server, sign_envelope(payloads.CONSENT_REVOCATION, r, [patients[dpn]]))
+    entries, verified = _entries(server, start)
+    if not entries:
+        return
+    t = max(e.integrated_time_ms for e in entries)
+    # decide's view: the grants not ended (active, pending or expired), by (patient, selector).
+    states = consent_states(entries, t)
+    by_id = {e.consent_id: e for e in entries}
+    # The core map rule, replayed.
+    sets = InForceSets(delegation_book(entries))
+    for v, e in zip(verified, entries):
+        sets.add(e.index, hash_leaf(v.leaf_bytes), e.consent_id, e.payload, e.signers, e.integrated_time_ms)
+    index = server.service.consents._index
+    for patient in patients:
+        p = patient.public_key
+        server_sets = in_force(index, p, SELECTORS, 2**62)
+        for sel in SELECTORS:
+            decided = {
+                by_id[cid].index for cid, s in states.items()
+                if s in (STATE_ACTIVE, STATE_PENDING, STATE_EXPIRED)
+                and by_id[cid].payload.patient == p and by_id[cid].payload.grantee == sel
+            }
+            replayed = set(sets.sets.get(smt.map_key(p, sel), {}))
+            served = set(server_sets[sel].values())
+            assert decided == replayed == served, (sel, steps)
+    # The server's StateCommit root is the audit replay's root (the replay goes on past refused entries).
+    auditor = getattr(server, "_onerule_auditor", None)
+    if auditor is None:
+        auditor = server._onerule_auditor = Auditor(ledger_client(server, party=AUDITOR))
+    report = auditor.run()
+    assert report.finding is None or report.finding in report.refusals, report.finding
+    assert report.end == report.checkpoint_size
+    assert auditor._map.root() == server.service.consents.state.latest.map_root
