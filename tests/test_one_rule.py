@@ -58,6 +58,9 @@ def test_forged_cross_patient_revocation_is_flagged_and_does_not_end_the_grant(d
         # the client re-checks the map proofs and gets the grant honoured, not a verified DENY.
         d = hospital.check_access(A.public_key, action="access", purpose="TREAT", data=[LAB])
         assert d.permitted and d.decision.consent_ids == (cid,)
+        # The patient's own view agrees (and is not broken by another patient's entry naming its consent).
+        (view,) = connect(server, patient=A).list_consents(A.public_key).consents
+        assert (view.consent_id, view.state, view.ended_by_index) == (cid, "active", None)
         report = Auditor(connect(server, party=AUDITOR).ledger).run()
     assert not report.ok
     assert report.finding is not None and report.finding.index == forged.index
@@ -88,6 +91,21 @@ def test_forged_revocation_by_a_stranger_is_flagged_and_does_not_end_the_grant(d
         report = Auditor(connect(server, party=AUDITOR).ledger).run()
     assert report.finding is not None and report.finding.index == forged.index
     assert report.finding.evidence["rule"] == "signer"
+
+
+def test_a_grant_another_patient_revoked_is_still_in_force_for_erasure(database_url):
+    """The erasure check asks the same rule: a grant only another patient's entry names is still in force."""
+    import grpc
+    import pytest
+
+    with running_server(database_url, state=StatePolicy(max_age_ms=0)) as server:
+        cid = _setup(server)
+        rev = payloads.build_revocation(patient=B.public_key, consent_id=cid, reason="forged")
+        forge(server, sign_envelope(payloads.CONSENT_REVOCATION, rev, [B]))
+        index = connect(server, patient=A).list_consents(A.public_key).consents[0].entry.index
+        with pytest.raises(grpc.RpcError) as err:
+            connect(server, party=OPERATOR).erase(log_signer().private_key, index, reason="entered in error")
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "still in force" in err.value.details()
 
 
 def test_honest_revocation_still_ends_the_grant(database_url):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 from dataclasses import dataclass, field
 
@@ -65,6 +65,7 @@ from consent_ledger.core.decision import (
     check_request,
     consent_states,
     decide,
+    ended_by,
     grantee_selectors,
 )
 from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, sign_envelope
@@ -283,9 +284,12 @@ class ConsentLedger:
             raise PermissionDenied(f"{env.payload_type} entries are not accepted by this ledger yet")
         return p
 
+    def _read_stored(self, indices: Collection[int]) -> list[StoredEntry]:
+        return self._entries_at(set(indices), set())[0]
+
     def _facts(self, below: int = EVERYTHING) -> IndexFacts:
         """The rules' facts (core.state_rules.ConsentFacts) from the index, reading entries through the cache."""
-        return IndexFacts(self._index, below, lambda indices: self._entries_at(set(indices), set())[0])
+        return IndexFacts(self._index, below, self._read_stored)
 
     def _admit_consent(
         self,
@@ -349,7 +353,8 @@ class ConsentLedger:
         parsed = ledger_entry(stored)
         target = parsed.payload
         if isinstance(target, payloads.ConsentGrantPayload):
-            if not self._index.targeting([parsed.consent_id], EVERYTHING):
+            live = in_force(self._index, target.patient, [target.grantee], EVERYTHING, self._read_stored)
+            if parsed.consent_id in live[target.grantee]:
                 raise FailedPrecondition(
                     f"cannot erase entry {i}: the consent is still in force (decisions rest on it); revoke it first"
                 )
@@ -760,8 +765,7 @@ class ConsentLedger:
             else:
                 out[sel] = hit
         if missing:
-            read = lambda indices: self._entries_at(set(indices), set())[0]  # noqa: E731 - the entry cache
-            for sel, live in in_force(self._index, patient, missing, sc.index, read).items():
+            for sel, live in in_force(self._index, patient, missing, sc.index, self._read_stored).items():
                 self._live_cache.put((patient, sel, sc.map_root), live)
                 out[sel] = live
         return out
@@ -798,7 +802,8 @@ class ConsentLedger:
         erased = {s.index for s in stored if s.envelope is None}
         granted = {r.consent_id for r in rows if r.kind == GRANT and r.index not in erased}
         ended = granted | {r.consent_id for r in rows if r.kind == DELEGATION}
-        ending = [r for r in self._index.targeting(ended, cp.size) if r.index not in on_page] if ended else []
+        # Only the patient's own entries can end its consents (core.state_rules): another patient's never shows.
+        ending = [r for r in self._index.targeting(ended, cp.size) if r.index not in on_page and r.patient == patient] if ended else []
         related = self._index.read_indices({r.index for r in ending})
         t = time_ms or self._clock_ms()
         entries = [ledger_entry(s) for s in (*stored, *related) if s.index not in erased]
@@ -830,12 +835,9 @@ class ConsentLedger:
             related = sorted([*related, *more_related], key=lambda s: s.index)
             entries.extend(ledger_entry(s) for s in more_related)
         states = consent_states(entries, t)
-        ended_by: dict[str, int] = {}
-        for r in sorted([*rows, *ending], key=lambda r: r.index):
-            if r.target and (r.kind == REVOCATION or r.target in granted):
-                ended_by.setdefault(r.target, r.index)
+        ends_at = ended_by(entries, t)
         page_states = {
-            r.consent_id: (states.get(r.consent_id, "pending"), ended_by.get(r.consent_id))
+            r.consent_id: (states.get(r.consent_id, "pending"), ends_at.get(r.consent_id))
             for r in rows
             if r.kind == GRANT and r.index not in erased
         }

@@ -134,6 +134,7 @@ __all__ = [
     "decide",
     "delegation_book",
     "delegation_support",
+    "ended_by",
     "evidence_for",
     "grantee_selectors",
 ]
@@ -430,9 +431,9 @@ def _collect(
     t: int,
     ignored: set[str] | None = None,
     book: delegation.DelegationBook | None = None,
-) -> tuple[dict[str, _Grant], set[str], set[str]]:
+) -> tuple[dict[str, _Grant], dict[str, int], dict[str, int]]:
     """The patient's grants integrated at or before t that joined the in-force sets, and the ids revoked and
-    superseded at or before t, by the one rule (core.state_rules.effect). Grants not signed as core.delegation
+    superseded at or before t (with the index of the entry that ended each), by the one rule (core.state_rules.effect). Grants not signed as core.delegation
     requires are left out (their ids go into ``ignored``). ``book``: the delegations to judge signers by
     (default: those among ``entries``)."""
     entries = list(entries)
@@ -451,8 +452,8 @@ def _collect(
         mine.append(rule_entry)
     facts = state_rules.Replay(book)
     grants: dict[str, _Grant] = {}
-    revoked: set[str] = set()
-    superseded: set[str] = set()
+    revoked: dict[str, int] = {}
+    superseded: dict[str, int] = {}
     for r, eff in state_rules.replay(mine, facts):
         e = by_index[r.index]
         if r.kind == state_rules.GRANT and ignored is not None and state_rules.signer_refusal(r, facts) is not None:
@@ -461,7 +462,7 @@ def _collect(
             assert isinstance(e.payload, ConsentGrantPayload)
             grants[r.consent_id] = _Grant(r.consent_id, e.integrated_time_ms, e.payload)
         if eff.ends:
-            (revoked if r.kind == state_rules.REVOCATION else superseded).add(eff.ends)
+            (revoked if r.kind == state_rules.REVOCATION else superseded).setdefault(eff.ends, r.index)
     return grants, revoked, superseded
 
 
@@ -710,6 +711,18 @@ def evidence_for(entries: Iterable[LedgerEntry], request: AccessRequest) -> tupl
     for e in delegation_support(entries, list(out.values())):
         out[e.index] = e
     return tuple(out[i] for i in sorted(out))
+
+
+def ended_by(entries: Iterable[LedgerEntry], t_ms: int) -> dict[str, int]:
+    """For every grant revoked or superseded at or before t_ms, the index of the entry that ended it (a
+    revocation before a supersession, else the first), by the one rule (core.state_rules)."""
+    entries = list(entries)
+    book = delegation_book(entries)
+    out: dict[str, int] = {}
+    for patient in {e.payload.patient for e in entries if isinstance(e.payload, (ConsentGrantPayload, ConsentRevocationPayload))}:
+        _, revoked, superseded = _collect(entries, patient, t_ms, book=book)
+        out.update({**superseded, **revoked})
+    return out
 
 
 def consent_states(entries: Iterable[LedgerEntry], t_ms: int) -> dict[str, str]:
