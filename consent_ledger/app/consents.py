@@ -200,10 +200,6 @@ def ledger_entry(stored: StoredEntry) -> LedgerEntry:
     )
 
 
-def _short(key: bytes) -> str:
-    return f"ed25519:{key.hex()[:16]}..."
-
-
 class ConsentLedger:
     """The consent side of one ledger. Attach it to the Ledger whose hooks it provides (see service.py)."""
 
@@ -420,25 +416,6 @@ class ConsentLedger:
             raise InvalidInput(f"scope: unknown {scope!r:.40} (grant, revoke, * or none)")
         return any(d.refusal(t_ms, (scope,)) is None for d in self._delegates(patient, delegate, EVERYTHING))
 
-    def _delegate_refusal(
-        self, patient: bytes, signers: Sequence[bytes], t_ms: int, actions: Sequence[str], below: int
-    ) -> tuple[str | None, delegation.Delegate | None]:
-        """(None, the authorising delegation) when a signer is a delegate of ``patient`` in force at ``t_ms`` for
-        ``actions``; else (why not, None)."""
-        why = []
-        for key in signers:
-            if key == patient:
-                continue
-            found = self._delegates(patient, key, below)
-            if not found:
-                why.append(f"key {_short(key)} holds no delegation from the patient")
-            for d in found:
-                reason = d.refusal(t_ms, actions)
-                if reason is None:
-                    return None, d
-                why.append(f"the delegation {d.delegation_id[:16]}... of key {_short(key)} does not allow it: {reason}")
-        return "; ".join(why) or "no key signed it", None
-
     def _check_delegation_signer(self, env: ParsedEnvelope, p: payloads.DelegationPayload) -> None:
         if not p.attested_by:
             if p.patient not in env.signers:
@@ -470,6 +447,7 @@ class ConsentLedger:
         (with ``revocations``) the revocations of those delegations as of now."""
         out: set[int] = set()
         ids: set[str] = set()
+        facts = self._facts()
         for e in entries:
             p = e.payload
             if not isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) or p.patient in e.signers:
@@ -478,7 +456,9 @@ class ConsentLedger:
                 target = self._index.consent(p.consent_id)
                 if target is not None and target.kind == DELEGATION:
                     continue  # an attesting organisation ended a delegation: no delegate involved
-            _, d = self._delegate_refusal(p.patient, e.signers, e.integrated_time_ms, delegation.required_scope(p), e.index)
+            rule_entry = state_rules.ConsentEntry.of(e.index, e.integrated_time_ms, e.consent_id, p, e.signers)
+            assert rule_entry is not None
+            d = state_rules.authorising(rule_entry, facts)
             if d is None:
                 log.error("entry %d is signed by a delegate that no delegation authorises", e.index)
                 continue

@@ -114,17 +114,21 @@ class Effect:
     ends: str | None = None
 
 
-def signer_refusal(e: ConsentEntry, facts: ConsentFacts, t_ms: int | None = None) -> Refusal | None:
-    """Why ``e`` is not validly signed at ``t_ms`` (default: its integration time); None when it is: its patient
-    signed it, or a delegate whose delegation is in force then with a scope covering what it does."""
-    if e.signers is None or e.patient is None or e.patient in e.signers:
-        return None
-    t = e.integrated_ms if t_ms is None else t_ms
-    need = (delegation.GRANT, delegation.REVOKE) if e.kind == GRANT and e.target else (delegation.GRANT,)
+def _scope(e: ConsentEntry) -> tuple[str, ...]:
+    """What a delegate needs to sign ``e`` (core.delegation.required_scope)."""
     if e.kind == REVOCATION:
-        need = (delegation.REVOKE,)
+        return (delegation.REVOKE,)
+    return (delegation.GRANT, delegation.REVOKE) if e.target else (delegation.GRANT,)
+
+
+def _delegations(e: ConsentEntry, facts: ConsentFacts, t: int) -> tuple[delegation.Delegate | None, list[str]]:
+    """The delegation (lowest index first) that lets one of ``e``'s signers sign it at ``t``, and why the others
+    do not."""
+    assert e.signers is not None and e.patient is not None
+    need = _scope(e)
+    ok: list[delegation.Delegate] = []
     why = []
-    for key in sorted(e.signers):
+    for key in sorted(e.signers - {e.patient}):
         found = list(facts.delegates(e.patient, key))
         if not found:
             why.append(f"key ed25519:{key.hex()[:16]}... holds no delegation from the patient")
@@ -140,13 +144,33 @@ def signer_refusal(e: ConsentEntry, facts: ConsentFacts, t_ms: int | None = None
                     actions=need,
                 )
             if reason is None:
-                return None
-            why.append(f"the delegation {d.delegation_id[:16]}... of key ed25519:{key.hex()[:16]}... does not allow it: {reason}")
+                ok.append(d)
+            else:
+                why.append(f"the delegation {d.delegation_id[:16]}... of key ed25519:{key.hex()[:16]}... does not allow it: {reason}")
+    return (min(ok, key=lambda d: d.index) if ok else None), why
+
+
+def authorising(e: ConsentEntry, facts: ConsentFacts, t_ms: int | None = None) -> delegation.Delegate | None:
+    """The delegation that lets a delegate among ``e``'s signers sign it at ``t_ms`` (default: its integration
+    time); None when none does, or when its patient signed it."""
+    if e.signers is None or e.patient is None or e.patient in e.signers:
+        return None
+    return _delegations(e, facts, e.integrated_ms if t_ms is None else t_ms)[0]
+
+
+def signer_refusal(e: ConsentEntry, facts: ConsentFacts, t_ms: int | None = None) -> Refusal | None:
+    """Why ``e`` is not validly signed at ``t_ms`` (default: its integration time); None when it is: its patient
+    signed it, or a delegate whose delegation is in force then with a scope covering what it does."""
+    if e.signers is None or e.patient is None or e.patient in e.signers:
+        return None
+    found, why = _delegations(e, facts, e.integrated_ms if t_ms is None else t_ms)
+    if found is not None:
+        return None
     what = "grant" if e.kind == GRANT else "revocation"
     return Refusal(
         RULE_SIGNER,
         f"a consent {what} must be signed by the patient's own key or by a delegate in force whose scope covers "
-        f"{' and '.join(need)}: {'; '.join(why) or 'no key signed it'}",
+        f"{' and '.join(_scope(e))}: {'; '.join(why) or 'no key signed it'}",
     )
 
 
