@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from consent_ledger.app.consent_state import StatePolicy, in_force
 from consent_ledger.app.sequencer import Appended
+from consent_ledger.core import delegation as DG
 from consent_ledger.core import payloads, smt
+from consent_ledger.core import state_rules as SR
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.decision import (
     STATE_ACTIVE,
@@ -255,3 +257,43 @@ def test_decide_the_core_map_and_the_server_agree(shared_server, steps):
     assert report.finding is None or report.finding in report.refusals, report.finding
     assert report.end == report.checkpoint_size
     assert auditor._map.root() == server.service.consents.state.latest.map_root
+
+
+# --- the rule itself, on a replay (core.state_rules) -------------------------------------------------------------
+
+PA, PB, KD = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+
+
+def _e(index: int, kind: str, cid: str, patient: bytes, target: str | None = None, signers: tuple[bytes, ...] = ()):
+    return SR.ConsentEntry(index, 1000 + index, cid, kind, patient, target, frozenset(signers or (patient,)))
+
+
+def _delegated(scope: tuple[str, ...]) -> SR.Replay:
+    book = DG.DelegationBook()
+    d = payloads.DelegationPayload(patient=PA, delegate=KD, relationship="proxy", scope=scope, issued_at_ms=1, nonce=bytes(16))
+    book.add(DG.Delegate("d", 0, 1000, d))
+    return SR.Replay(book)
+
+
+RULE_CASES = [
+    # (name, entries before, the entry, facts, expected effect, expected admission refusal rule)
+    ("own revocation ends", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.REVOCATION, "r", PA, "g"), SR.Replay, SR.Effect(False, "g"), None),
+    ("another patient's revocation ends nothing", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.REVOCATION, "r", PB, "g"), SR.Replay, SR.Effect(), SR.RULE_SAME_PATIENT),
+    ("another patient's supersession ends nothing, the grant joins", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.GRANT, "h", PB, "g"), SR.Replay, SR.Effect(True, None), SR.RULE_SAME_PATIENT),
+    ("a stranger's revocation ends nothing", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.REVOCATION, "r", PA, "g", (PB,)), SR.Replay, SR.Effect(), SR.RULE_SIGNER),
+    ("a revocation before its grant ends nothing", [], _e(2, SR.REVOCATION, "r", PA, "g"), SR.Replay, SR.Effect(), SR.RULE_UNKNOWN_CONSENT),
+    ("a consent logged twice joins once", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.GRANT, "g", PA), SR.Replay, SR.Effect(), SR.RULE_LOGGED_ONCE),
+    ("a delegate with scope revoke revokes", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.REVOCATION, "r", PA, "g", (KD,)), lambda: _delegated(("revoke",)), SR.Effect(False, "g"), None),
+    ("a delegate with scope grant does not", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.REVOCATION, "r", PA, "g", (KD,)), lambda: _delegated(("grant",)), SR.Effect(), SR.RULE_SIGNER),
+    ("a delegate supersedes only with both scopes", [_e(1, SR.GRANT, "g", PA)], _e(2, SR.GRANT, "h", PA, "g", (KD,)), lambda: _delegated(("grant",)), SR.Effect(), SR.RULE_SIGNER),
+]
+
+
+@pytest.mark.parametrize(("before", "e", "facts", "effect", "refused"), [c[1:] for c in RULE_CASES], ids=[c[0] for c in RULE_CASES])
+def test_the_rule(before, e, facts, effect, refused):
+    replay = facts()
+    for x in before:
+        replay.note(x)
+    assert SR.effect(e, replay) == effect
+    refusal = (SR.grant_refusal if e.kind == SR.GRANT else SR.revocation_refusal)(e, replay)
+    assert (refusal.rule if refusal else None) == refused

@@ -27,7 +27,7 @@ from consent_ledger.core.state_rules import ErasureFacts, InForceSets
 from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry
 
-FORMAT = "consent-ledger-audit/v1"
+FORMAT = "consent-ledger-audit/v2"  # v2: the in-force sets carry the consent ids logged (core.state_rules)
 PAGE = 256
 
 Progress = Callable[[int, int], None]

@@ -1,7 +1,7 @@
 """Consent rules that need the log's state, the access check with its evidence and receipt, and the
 patient's view (DESIGN sections 3 and 4). The rules themselves are the pure core's (core.decision,
-core.delegation); this module gathers the entries they run on, from the consent index, as of one published
-checkpoint.
+core.delegation, core.state_rules: what ends a grant and the admission of grants and revocations); this module
+gathers the entries and facts they run on, from the consent index, as of one published checkpoint.
 
 Who may sign (checked before anything is appended): a grant or revocation of a consent, its patient or a
 delegate in force now whose scope covers it (core.delegation.required_scope); a delegation, its patient, or a
@@ -294,9 +294,10 @@ class ConsentLedger:
         rule: Callable[[state_rules.ConsentEntry, state_rules.ConsentFacts, int], state_rules.Refusal | None],
     ) -> None:
         """Admit a grant or a revocation of a grant by the core admission rule of its kind, as of now."""
-        e = state_rules.ConsentEntry.of(EVERYTHING, self._clock_ms(), payloads.consent_id(env.payload), p, env.signers)
+        now = self._clock_ms()
+        e = state_rules.ConsentEntry.of(EVERYTHING, now, payloads.consent_id(env.payload), p, env.signers)
         assert e is not None
-        refusal = rule(e, self._facts(), self._clock_ms())
+        refusal = rule(e, self._facts(), now)
         if refusal is not None:
             raise _ADMISSION_ERRORS[refusal.rule](refusal.text)
 

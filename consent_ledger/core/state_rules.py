@@ -301,10 +301,11 @@ class InForceSets:
         self._touched: set[bytes] = set()
         self.facts = Replay(book)
 
-    def add(self, index: int, leaf_hash: bytes, consent_id: str, payload: Payload, signers: Collection[bytes] = (),
-            integrated_ms: int = 0) -> None:
-        """Account for one entry, in log order. Entries of other kinds are ignored. Delegations must be in the
-        book before the entries they authorise are added."""
+    def add(
+        self, index: int, leaf_hash: bytes, consent_id: str, payload: Payload, signers: Collection[bytes], integrated_ms: int
+    ) -> None:
+        """Account for one entry (signed by ``signers``, integrated at ``integrated_ms``), in log order. Entries of
+        other kinds are ignored. Delegations must be in the book before the entries they authorise are added."""
         e = ConsentEntry.of(index, integrated_ms, consent_id, payload, signers)
         if e is None:
             return
