@@ -60,7 +60,8 @@ class IndexFacts:
         self._logged: dict[str, state_rules.Logged | None] = {}
         self._delegations: dict[tuple[bytes, bytes], list[delegation.Delegate]] = {}
         self._batch_delegations: list[delegation.Delegate] = []
-        self._batch_revoked: dict[str, tuple[int, int]] = {}
+        # The batch's revocations of delegations, by (delegation id, patient): (integration time, index).
+        self._batch_revoked: dict[tuple[str, bytes | None], tuple[int, int]] = {}
 
     def prefetch(self, consent_ids: Collection[str]) -> None:
         """Learn in one read which of ``consent_ids`` are not logged yet."""
@@ -86,7 +87,7 @@ class IndexFacts:
             if rows:
                 revoked: dict[str, tuple[int, int]] = {}
                 for r in self._index.targeting({r.delegation_id for r in rows}, self._below):
-                    if r.kind == REVOCATION and r.target is not None:
+                    if r.kind == REVOCATION and r.target is not None and r.patient == patient:
                         revoked[r.target] = min(revoked.get(r.target, (r.integrated_ms, r.index)), (r.integrated_ms, r.index))
                 for stored in self._read({r.index for r in rows}):
                     if stored.envelope is None:
@@ -99,8 +100,9 @@ class IndexFacts:
                     found.append(delegation.Delegate(did, stored.index, parse_leaf(stored.leaf).integrated_time_ms, d, ms, idx))
             found.extend(d for d in self._batch_delegations if (d.payload.patient, d.payload.delegate) == key)
             for d in found:
-                if d.revoked_ms is None and d.delegation_id in self._batch_revoked:
-                    d.revoked_ms, d.revoked_index = self._batch_revoked[d.delegation_id]
+                hit = self._batch_revoked.get((d.delegation_id, d.payload.patient))
+                if d.revoked_ms is None and hit is not None:
+                    d.revoked_ms, d.revoked_index = hit
             self._delegations[key] = found
         return self._delegations[key]
 
@@ -120,11 +122,11 @@ class IndexFacts:
             d = delegation.Delegate(e.consent_id, e.index, e.integrated_ms, payload)
             self._batch_delegations.append(d)
             self._delegations.pop((payload.patient, payload.delegate), None)
-        elif e.kind == REVOCATION and e.target and e.target not in self._batch_revoked:
-            self._batch_revoked[e.target] = (e.integrated_ms, e.index)
+        elif e.kind == REVOCATION and e.target and (e.target, e.patient) not in self._batch_revoked:
+            self._batch_revoked[(e.target, e.patient)] = (e.integrated_ms, e.index)
             for found in self._delegations.values():
                 for d in found:
-                    if d.delegation_id == e.target and d.revoked_ms is None:
+                    if d.delegation_id == e.target and d.payload.patient == e.patient and d.revoked_ms is None:
                         d.revoked_ms, d.revoked_index = e.integrated_ms, e.index
 
 
