@@ -10,6 +10,7 @@ cannot turn a permit into a verified deny.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 
@@ -28,8 +29,10 @@ from consent_ledger.core.decision import (
     STATE_ACTIVE,
     STATE_EXPIRED,
     STATE_PENDING,
+    SIGNER_NOT_AUTHORISED,
     LedgerEntry,
     consent_states,
+    decide,
     delegation_book,
 )
 from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, sign_envelope, verify_envelope
@@ -155,6 +158,9 @@ STEP = st.tuples(
 def shared_server(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('onerule') / 'ledger.db'}"
     with running_server(url, state=StatePolicy(max_age_ms=0)) as server:
+        connect(server, party=OPERATOR).register_party(
+            log_signer().private_key, party_id="x", roles=["hospital"], public_keys=[HOSPITAL.public_key], display_name="X"
+        )
         yield server
 
 
@@ -165,7 +171,7 @@ def _key() -> Ed25519PrivateKey:
 def _entries(server, start: int) -> tuple[list[LedgerEntry], list[object]]:
     client = ledger_client(server, party=AUDITOR)
     size = client.checkpoint().checkpoint.size
-    verified = client.get_entries(start, size) if size > start else []
+    verified = [v for i in range(start, size, 256) for v in client.get_entries(i, min(size, i + 256))]
     out = []
     for v in verified:
         env = v.envelope
@@ -229,7 +235,7 @@ def test_decide_the_core_map_and_the_server_agree(shared_server, steps):
     if not entries:
         return
     t = max(e.integrated_time_ms for e in entries)
-    # decide's view: the grants not ended (active, pending or expired), by (patient, selector).
+    # decide's view: the validly signed grants not ended (active, pending or expired), by (patient, selector).
     states = consent_states(entries, t)
     by_id = {e.consent_id: e for e in entries}
     # The core map rule, replayed.
@@ -249,6 +255,14 @@ def test_decide_the_core_map_and_the_server_agree(shared_server, steps):
             replayed = set(sets.sets.get(smt.map_key(p, sel), {}))
             served = set(server_sets[sel].values())
             assert decided == replayed == served, (sel, steps)
+    # A verified access check (map proofs against the evidence, decide re-run on it) decides as decide does on
+    # the whole log: the map left nothing out and kept nothing ended. (Grants not validly signed are not in force,
+    # so not in the evidence: only decide on the whole log can say it ignored one, SIGNER_NOT_AUTHORISED.)
+    for patient in patients:  # (this example's patients appear only in its own entries)
+        vd = connect(server, party="x").check_access(patient.public_key, action="access", purpose="TREAT", data=[LAB])
+        whole = decide(entries, vd.decision.request, vd.decision.policy)
+        reasons = tuple(r for r in whole.reasons if r.code != SIGNER_NOT_AUTHORISED)
+        assert vd.decision == dataclasses.replace(whole, reasons=reasons), steps
     # The server's StateCommit root is the audit replay's root (the replay goes on past refused entries).
     auditor = getattr(server, "_onerule_auditor", None)
     if auditor is None:
