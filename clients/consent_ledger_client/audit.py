@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consent_ledger.core import delegation, payloads, smt
+from consent_ledger.core import delegation, payloads, smt, state_rules
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.rfc6962 import hash_leaf
-from consent_ledger.core import state_rules
 from consent_ledger.core.state_rules import ErasureFacts, InForceSets
 from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry

@@ -432,10 +432,11 @@ def _collect(
     ignored: set[str] | None = None,
     book: delegation.DelegationBook | None = None,
 ) -> tuple[dict[str, _Grant], dict[str, int], dict[str, int]]:
-    """The patient's grants integrated at or before t that joined the in-force sets, and the ids revoked and
-    superseded at or before t (with the index of the entry that ended each), by the one rule (core.state_rules.effect). Grants not signed as core.delegation
-    requires are left out (their ids go into ``ignored``). ``book``: the delegations to judge signers by
-    (default: those among ``entries``)."""
+    """The patient's grants integrated at or before t that joined the in-force sets, and the ids
+    revoked and superseded at or before t (with the index of the entry that ended each), by the
+    one rule (core.state_rules.effect). Grants not signed as core.delegation requires are left out
+    (their ids go into ``ignored``). ``book``: the delegations to judge signers by (default: those
+    among ``entries``)."""
     entries = list(entries)
     book = delegation_book(entries) if book is None else book
     by_index: dict[int, LedgerEntry] = {}
