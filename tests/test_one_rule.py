@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consent_ledger.app.consent_state import StatePolicy, in_force
+from consent_ledger.app.errors import PermissionDenied
 from consent_ledger.app.sequencer import Appended
 from consent_ledger.core import delegation as DG
 from consent_ledger.core import payloads, smt
@@ -51,11 +52,16 @@ GRANT = dict(actions=["access"], purposes=["TREAT"], data_classes=["laboratory-r
 
 
 def forge(server, raw: bytes) -> Appended:
-    """Append an envelope as a dishonest operator would: verified signatures, but no admission check."""
+    """Append an envelope as a dishonest operator would: verified signatures, but no admission check (neither
+    ``check`` before appending nor the sequencer's ``admit`` hook in the batch)."""
     env: ParsedEnvelope = parse_envelope(raw)
     verify_envelope(env)
-    fut = asyncio.run_coroutine_threadsafe(server.service.ledger.sequencer.append(env), server.loop)
-    return fut.result(10)
+    sequencer = server.service.ledger.sequencer
+    admit, sequencer._admit = sequencer._admit, None
+    try:
+        return asyncio.run_coroutine_threadsafe(sequencer.append(env), server.loop).result(10)
+    finally:
+        sequencer._admit = admit
 
 
 def _setup(server):
@@ -126,6 +132,24 @@ def test_a_grant_another_patient_revoked_is_still_in_force_for_erasure(database_
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "still in force" in err.value.details()
 
 
+def test_a_delegate_entry_whose_delegation_ended_before_integration_is_refused(database_url):
+    """Admission checks the delegate when the entry is submitted; the rule judges it at its integration time. A
+    delegation revoked in between must not let the entry into the log (the audit would rightly flag it)."""
+    with running_server(database_url, state=StatePolicy(max_age_ms=0)) as server:
+        _setup(server)
+        proxy = Ed25519PrivateKey.from_seed(b"\x74" * 32)
+        did, _ = connect(server, patient=A).delegate(A, delegate=proxy.public_key, relationship="proxy", scope=["*"])
+        g = payloads.build_grant(patient=A.public_key, grantee="org:hosp-1", **GRANT)
+        ledger = server.service.ledger
+        env = ledger.validate(sign_envelope(payloads.CONSENT_GRANT, g, [proxy]))  # passes: the proxy is in force
+        connect(server, patient=A).revoke(A, did)  # ... and then is not
+        fut = asyncio.run_coroutine_threadsafe(ledger.sequencer.append(env), server.loop)
+        with pytest.raises(PermissionDenied, match="revoked"):
+            fut.result(10)
+        report = Auditor(connect(server, party=AUDITOR).ledger).run()
+    assert report.ok, report.finding
+
+
 def test_honest_revocation_still_ends_the_grant(database_url):
     with running_server(database_url, state=StatePolicy(max_age_ms=0)) as server:
         cid = _setup(server)
@@ -146,7 +170,7 @@ H_MS = 3_600_000
 # earlier grant or delegation, a variant: grantee / validity / scope; a revocation or supersession is of the
 # target's own patient unless the variant is 5).
 STEP = st.tuples(
-    st.sampled_from(["grant", "grant", "supersede", "revoke", "revoke", "delegate", "undelegate"]),
+    st.sampled_from(["grant", "grant", "supersede", "revoke", "revoke", "delegate", "undelegate", "relog"]),
     st.sampled_from([0, 0, 1, 2]),
     st.integers(0, 1),
     st.integers(0, 50),
@@ -189,12 +213,14 @@ def _entries(server, start: int) -> tuple[list[LedgerEntry], list[object]]:
 @example(steps=[("grant", 0, 0, 0, 0), ("delegate", 0, 0, 0, 0), ("revoke", 1, 0, 0, 0)])  # out of scope
 @example(steps=[("grant", 0, 0, 0, 0), ("delegate", 0, 0, 0, 5), ("revoke", 1, 0, 0, 0)])  # out of its period
 @example(steps=[("delegate", 0, 0, 0, 2), ("grant", 1, 0, 0, 0), ("undelegate", 0, 0, 0, 0), ("grant", 1, 0, 0, 1)])
+@example(steps=[("grant", 0, 0, 0, 0), ("revoke", 0, 0, 0, 0), ("relog", 0, 0, 0, 0)])  # a re-logged, revoked grant
 def test_decide_the_core_map_and_the_server_agree(shared_server, steps):
     server = shared_server
     start = ledger_client(server, party=AUDITOR).checkpoint().checkpoint.size
     patients, delegate, stranger = [_key(), _key()], _key(), _key()
     now = int(time.time() * 1000)
     grants: list[tuple[int, str]] = []  # (patient number, consent id)
+    bodies: list[bytes] = []
     delegations: list[tuple[int, str]] = []
     for kind, who, pn, pick, variant in steps:
         patient = patients[pn]
@@ -212,6 +238,11 @@ def test_decide_the_core_map_and_the_server_agree(shared_server, steps):
                                      supersedes=sup, **GRANT)  # fmt: skip
             forge(server, sign_envelope(payloads.CONSENT_GRANT, g, [signer]))
             grants.append((patients.index(patient), payloads.consent_id(g)))
+            bodies.append(g)
+        elif kind == "relog":  # the same consent again, in another envelope: it counts once, from its first index
+            if not bodies:
+                continue
+            forge(server, sign_envelope(payloads.CONSENT_GRANT, bodies[pick % len(bodies)], [signer, _key()]))
         elif kind == "revoke":
             if not grants:
                 continue
@@ -237,7 +268,9 @@ def test_decide_the_core_map_and_the_server_agree(shared_server, steps):
     t = max(e.integrated_time_ms for e in entries)
     # decide's view: the validly signed grants not ended (active, pending or expired), by (patient, selector).
     states = consent_states(entries, t)
-    by_id = {e.consent_id: e for e in entries}
+    by_id: dict[str, LedgerEntry] = {}
+    for e in entries:
+        by_id.setdefault(e.consent_id, e)  # a consent logged twice counts from its first index
     # The core map rule, replayed.
     sets = InForceSets(delegation_book(entries))
     for v, e in zip(verified, entries):

@@ -474,7 +474,39 @@ class ConsentLedger:
     def admit(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
         """In the integration thread, atomically with the batch: refuse a grant or delegation whose consent id is
         already in the log or earlier in the batch. ``check`` refuses those too, but two different envelopes of one
-        payload (another signature added, say) can both pass it before either is logged."""
+        payload (another signature added, say) can both pass it before either is logged. And refuse a grant or
+        revocation whose delegate is no longer in force (``_delegates_still_in_force``)."""
+        refused = self._logged_once(envs)
+        refused.update(self._delegates_still_in_force([env for env in envs if env.sha256 not in refused]))
+        return refused
+
+    def _delegates_still_in_force(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
+        """``check`` judged a delegate-signed grant or revocation when it was submitted; the rule (core.state_rules)
+        judges it at its integration, so judge it again now, counting the delegations and revocations of
+        delegations earlier in the batch: a delegation revoked (or expired) in between lets nothing in."""
+        kinds = (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION, payloads.DELEGATION)
+        parsed = [(env, payloads.parse_payload(env.payload_type, env.payload)) for env in envs if env.payload_type in kinds]
+        if not any(
+            isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in env.signers
+            for env, p in parsed
+        ):
+            return {}
+        facts, now = self._facts(), self._clock_ms()
+        refused: dict[bytes, Exception] = {}
+        for i, (env, p) in enumerate(parsed):
+            # Stand-in indices, in batch order, after everything logged.
+            e = state_rules.ConsentEntry.of(EVERYTHING - len(parsed) + i, now, payloads.consent_id(env.payload), p, env.signers)
+            assert e is not None
+            ends = facts.logged(e.target) if e.kind == REVOCATION and e.target else None
+            if e.kind != DELEGATION and not (ends is not None and ends.kind == DELEGATION):
+                refusal = state_rules.signer_refusal(e, facts, now)
+                if refusal is not None:
+                    refused[env.sha256] = PermissionDenied(refusal.text)
+                    continue
+            facts.note(e, p)
+        return refused
+
+    def _logged_once(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
         ids = {
             env.sha256: payloads.consent_id(env.payload)
             for env in envs
