@@ -805,12 +805,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         "state_commits": report.state_commits,
         "ok": report.ok,
         "finding": None,
+        # Entries an honest ledger refuses at admission (the replay went on past them).
+        "refusals": [{"index": r.index, "problem": r.problem, "evidence": r.evidence} for r in report.refusals],
     }
     if report.finding is not None:
         f = report.finding
         data["finding"] = {"index": f.index, "problem": f.problem, "evidence": f.evidence}
         lines.append(f"AUDIT FAILED at entry {f.index}: {f.problem}")
         lines.extend(f"  {k}: {v}" for k, v in f.evidence.items())
+        lines.extend(f"  also entry {r.index}: {r.problem}" for r in report.refusals if r is not f)
         emit(args, "\n".join(lines), data)
         return EXIT_VERIFICATION
     lines.append("audit passed")

@@ -22,9 +22,10 @@ from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.app.lru import CacheBudget
-from consent_ledger.core import payloads
+from consent_ledger.core import delegation, payloads
 from consent_ledger.core.decision import Policy
 from consent_ledger.core.envelope import parse_envelope
+from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.core.state_rules import ErasureFacts, InForceSets
 from consent_ledger.core.note import Signer
@@ -242,24 +243,33 @@ def rebuild_map(database_url: str, signer: Signer, map_vrf_key: VrfPrivateKey | 
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, None)
         ledger.open()
         size = ledger.sequencer.latest.size
-        sets = InForceSets(prover)
+        # The log's own delegations (admitted by this ledger) authorise delegate-signed entries in the replay.
+        book = delegation.DelegationBook()
+        sets = InForceSets(prover, book)
         for start in range(0, size, REBUILD_PAGE):
             page = index.read_indices(range(start, min(size, start + REBUILD_PAGE)))
             records = {e.erased_by for e in page if e.envelope is None and e.erased_by is not None}
             erasures = {r.index: r for r in index.read_indices(records)} if records else {}
             for e in page:
                 leaf_hash = hash_leaf(e.leaf)
+                integrated_ms = parse_leaf(e.leaf).integrated_time_ms
                 if e.envelope is None:
                     record = erasures.get(e.erased_by) if e.erased_by is not None else None
                     if record is not None and record.envelope is not None:
                         env = parse_envelope(record.envelope)
                         p = payloads.parse_payload(env.payload_type, env.payload)
                         if isinstance(p, payloads.ErasurePayload):
-                            sets.add_erased(e.index, leaf_hash, ErasureFacts(p.consent_id, p.map_key, p.ends))
+                            facts = ErasureFacts(p.consent_id, p.map_key, p.ends)
+                            sets.add_erased(e.index, leaf_hash, facts, integrated_ms)
                     continue
                 env = parse_envelope(e.envelope)
                 p = payloads.parse_payload(env.payload_type, env.payload)
-                sets.add(e.index, leaf_hash, payloads.consent_id(env.payload), p)
+                cid = payloads.consent_id(env.payload)
+                if isinstance(p, payloads.DelegationPayload):
+                    book.add(delegation.Delegate(cid, e.index, integrated_ms, p))
+                elif isinstance(p, payloads.ConsentRevocationPayload) and p.consent_id in book.by_id:
+                    book.revoke(p.consent_id, integrated_ms, e.index)
+                sets.add(e.index, leaf_hash, cid, p, env.signers, integrated_ms)
         values = sets.all_values()
         cmap.clear()
         # A fresh ConsentState: nothing cached from the map that was just deleted.

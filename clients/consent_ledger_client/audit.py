@@ -1,13 +1,16 @@
 """Audit a ledger from the outside: replay the log from the start (or a saved point), verify every entry's
-inclusion, body and signatures and every checkpoint seen, check every entry is signed by whom it must be (a
-patient's grants and revocations by the patient or a delegate then in force, core.delegation), recompute the
-consent-state map and compare its root with every StateCommit. Erasures and break-glass reviews are checked against
+inclusion, body and signatures and every checkpoint seen, check every entry is signed by whom it must be, re-check
+the admission of every grant, revocation and delegation with the core rules the ledger applies (core.state_rules:
+signed by the patient or a delegate then in force with the right scope, a revocation or supersession of the same
+patient's logged grant, a consent id logged once), recompute the consent-state map by the one rule of what ends a
+grant and compare its root with every StateCommit. Erasures and break-glass reviews are checked against
 the rules the ledger applies: every erased body is recorded by an operator's Erasure entry (and every recorded
 erasure really withholds the body); no erasure takes a body that is still evidence; every review is an operator's
 only review of a break-glass access. Times (core.timing): integration times never decrease, each StateCommit's
 batch time is the integration time of the batch it closes and not after the auditor's clock; and every checkpoint
 the audit is shown names, in its ``consent-state`` line, the latest StateCommit at its size. Stops at the first
-mismatch and reports it with the evidence. Resumable.
+mismatch and reports it with the evidence; an entry that only breaks an admission rule is reported (index, rule,
+entry) and the replay goes on. Resumable.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consent_ledger.core import delegation, payloads, smt, vrf
+from consent_ledger.core import delegation, payloads, smt, state_rules, vrf
 from consent_ledger.core.checkpoint import Checkpoint, format_checkpoint
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.errors import InvalidInput, VerificationError
@@ -29,7 +32,7 @@ from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS, integration_time_probl
 from consent_ledger_client.client import LedgerClient, UnrecordedErasure
 from consent_ledger_client.verify import VerifiedEntry
 
-FORMAT = "consent-ledger-audit/v1"
+FORMAT = "consent-ledger-audit/v2"  # v2: the in-force sets carry the consent ids logged (core.state_rules)
 PAGE = 256
 
 Progress = Callable[[int, int], None]
@@ -87,6 +90,9 @@ class AuditReport:
     by_kind: dict[str, int] = field(default_factory=dict)
     checkpoint_size: int = 0
     finding: Finding | None = None
+    # Entries an honest ledger would have refused at admission (core.state_rules): the replay goes on past them,
+    # applying the one rule to them as the ledger's map must; the first is also ``finding``.
+    refusals: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -122,7 +128,8 @@ class Auditor:
         self._operators = client.operator_keys
         self._resume_file = resume_file
         self._keys = _AuditKeys()
-        self._sets = InForceSets(self._keys)
+        self._book = delegation.DelegationBook()
+        self._sets = InForceSets(self._keys, self._book)
         self._map = smt.MemoryMapNodes()
         # Map VRF proofs the server gave with the current page, by entry index.
         self._pis: dict[int, bytes] = {}
@@ -133,7 +140,6 @@ class Auditor:
         # Every key that signed an entry so far: an attested delegation of a patient whose key is among them breaks
         # core.delegation.check_attestation.
         self._signed: set[bytes] = set()
-        self._book = delegation.DelegationBook()
         self._delegation_payloads: dict[str, bytes] = {}
         # Break-glass accesses not reviewed yet (a review must name one of them, once).
         self._unreviewed: set[int] = set()
@@ -150,7 +156,6 @@ class Auditor:
         self._party_keys = {p: frozenset(bytes.fromhex(k) for k in ks) for p, ks in data["party_keys"].items()}
         self._party_capabilities = {p: frozenset(cs) for p, cs in data.get("party_capabilities", {}).items()}
         self._signed = {bytes.fromhex(k) for k in data.get("signed", [])}
-        self._sets = InForceSets.from_json(data["in_force"], self._keys)
         self._keys.pending = [
             (bytes.fromhex(a), bytes.fromhex(p), bytes.fromhex(k)) for a, p, k in data.get("pending_map_keys", [])
         ]
@@ -158,9 +163,12 @@ class Auditor:
             raw = bytes.fromhex(d["payload"])
             p = payloads.parse_payload(payloads.DELEGATION, raw)
             assert isinstance(p, payloads.DelegationPayload)
-            self._book.add(delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"]))
+            self._book.add(
+                delegation.Delegate(did, int(d["index"]), int(d["integrated_ms"]), p, d["revoked_ms"], d.get("revoked_index"))
+            )
             self._delegation_payloads[did] = raw
         self._vrf_seen = bool(data.get("vrf_seen", False))
+        self._sets = InForceSets.from_json(data["in_force"], self._keys, self._book)
         self._unreviewed = {int(i) for i in data.get("break_glass_unreviewed", [])}
         # Saved right after a StateCommit (files without these keys: that StateCommit is the entry before).
         sc = data.get("state_commit_index", self._next - 1 if self._next else None)
@@ -186,7 +194,7 @@ class Auditor:
             "signed": sorted(k.hex() for k in self._signed),
             "delegations": {
                 did: {"index": d.index, "integrated_ms": d.integrated_ms, "revoked_ms": d.revoked_ms,
-                      "payload": self._delegation_payloads[did].hex()}
+                      "revoked_index": d.revoked_index, "payload": self._delegation_payloads[did].hex()}
                 for did, d in self._book.by_id.items()
             },
             "break_glass_unreviewed": sorted(self._unreviewed),
@@ -235,6 +243,8 @@ class Auditor:
             report.finding = Finding(e.index, f"an erased body without an Erasure entry recording it: {e}", evidence)
         except VerificationError as e:
             report.finding = Finding(self._next, f"verification failed: {e}")
+        if report.finding is None and report.refusals:
+            report.finding = report.refusals[0]
         return report
 
     def _see_checkpoint(self, cp: Checkpoint) -> None:
@@ -302,7 +312,7 @@ class Auditor:
                 kind == payloads.CONSENT_REVOCATION and not facts.ends
             ):
                 return Finding(entry.index, f"the erasure of this {kind} does not record what replaying the consent state needs")
-            self._sets.add_erased(entry.index, hash_leaf(entry.leaf_bytes), facts)
+            self._sets.add_erased(entry.index, hash_leaf(entry.leaf_bytes), facts, entry.leaf.integrated_time_ms)
             return None
         report.signatures += len(env.signers)  # verify_entry checked every one of them
         try:
@@ -314,11 +324,21 @@ class Auditor:
             return Finding(entry.index, problem)
         self._signed.update(env.signers)
         cid = payloads.consent_id(env.payload)
+        refusal = self._admission_refusal(entry.index, entry.leaf.integrated_time_ms, cid, env, p)
+        if refusal is not None:
+            report.refusals.append(
+                Finding(
+                    entry.index,
+                    f"an entry an honest ledger refuses at admission: {refusal.text}",
+                    {"rule": refusal.rule, "entry": entry.leaf_bytes.hex(), "payload_type": env.payload_type,
+                     "payload": env.payload.hex()},
+                )
+            )
         if isinstance(p, payloads.DelegationPayload):
             self._book.add(delegation.Delegate(cid, entry.index, entry.leaf.integrated_time_ms, p))
             self._delegation_payloads.setdefault(cid, env.payload)
         elif isinstance(p, payloads.ConsentRevocationPayload) and p.consent_id in self._book.by_id:
-            self._book.revoke(p.consent_id, entry.leaf.integrated_time_ms)
+            self._book.revoke(p.consent_id, entry.leaf.integrated_time_ms, entry.index)
         self._keys.pi = self._pis.get(entry.index, b"")
         if isinstance(p, payloads.StateCommitPayload):
             report.state_commits += 1
@@ -359,8 +379,24 @@ class Auditor:
             problem = self._erasure_problem(entry.index, p)
             if problem:
                 return Finding(entry.index, problem, {"erased_index": str(p.index)})
-        self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), payloads.consent_id(env.payload), p)
+        self._sets.add(entry.index, hash_leaf(entry.leaf_bytes), cid, p, env.signers, entry.leaf.integrated_time_ms)
         return None
+
+    def _admission_refusal(
+        self, index: int, integrated_ms: int, cid: str, env: ParsedEnvelope, p: payloads.Payload
+    ) -> state_rules.Refusal | None:
+        """The core admission rule an entry breaks, judged at its integration time against the entries before it."""
+        e = state_rules.ConsentEntry.of(index, integrated_ms, cid, p, env.signers)
+        if e is None:
+            return None
+        facts = self._sets.facts
+        if e.kind == state_rules.GRANT:
+            return state_rules.grant_refusal(e, facts)
+        if e.kind == state_rules.DELEGATION:
+            return state_rules.logged_once_refusal(e, facts)
+        if e.target in self._book.by_id:
+            return None  # a delegation's revocation: checked by _signer_problem (core.delegation.may_revoke)
+        return state_rules.revocation_refusal(e, facts)
 
     def _review_problem(self, index: int, p: payloads.BreakGlassReviewPayload) -> str | None:
         if p.event_index in self._unreviewed:
@@ -399,9 +435,6 @@ class Auditor:
             d = self._book.by_id[p.consent_id].payload
             if d.patient != p.patient or not delegation.may_revoke(d, signers, self._party_keys.get(d.attested_by, frozenset())):
                 return "a delegation revoked by someone other than its patient or attesting organisation"
-        elif isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in signers:
-            if self._book.authorising(p.patient, signers, integrated_ms, delegation.required_scope(p)) is None:
-                return "a consent entry signed by neither its patient nor a delegate in force"
         if isinstance(p, payloads.DelegationPayload) and p.attested_by:
             try:
                 delegation.check_attestation(

@@ -1,10 +1,12 @@
 """The verifiable consent state (DESIGN section 5): which grants are in force for each (patient, selector), the
 sparse Merkle map that commits to them, and the StateCommit entry that closes each batch.
 
-A grant is in the in-force set of its (patient, grantee selector) key from its integration until a revocation
-or a superseding grant is integrated; its validity period is not applied here (the decision reads it from the
-entry). The map's value for a key is ``smt.value_hash`` over the set's (leaf index, leaf hash) pairs; a key
-with an empty set is absent. One function computes the set, for the sequencer and for the access check.
+A grant is in the in-force set of its (patient, grantee selector) key from its integration until an entry ends
+it, by the one rule of core.state_rules (a revocation or superseding grant of the same patient, validly signed);
+its validity period is not applied here (the decision reads it from the entry). The map's value for a key is
+``smt.value_hash`` over the set's (leaf index, leaf hash) pairs; a key with an empty set is absent. The index
+tables are the server's implementation of the rule's facts (IndexFacts): the sequencer applies the rule entry by
+entry to each batch (ConsentState.prepare), and the access check to what the index finds (in_force).
 """
 
 from __future__ import annotations
@@ -13,21 +15,22 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru, estimate_size
-from consent_ledger.app.ports import ConsentIndex, ConsentMap, NewEntry, StateCommitRow
+from consent_ledger.app.ports import ConsentIndex, ConsentMap, ConsentRow, NewEntry, StateCommitRow, StoredEntry
 from consent_ledger.app.sequencer import PreparedBatch
-from consent_ledger.core import payloads, smt
+from consent_ledger.core import delegation, payloads, smt, state_rules
 from consent_ledger.core.envelope import parse_envelope, sign_envelope
+from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.note import Signer
 from consent_ledger.core.vrf import MapKeyProver
 
 log = logging.getLogger(__name__)
 
-GRANT, REVOCATION, DELEGATION = "grant", "revocation", "delegation"
+GRANT, REVOCATION, DELEGATION = state_rules.GRANT, state_rules.REVOCATION, state_rules.DELEGATION
 EVERYTHING = 2**63 - 1  # "below" that admits every index
 
 Key = tuple[bytes, str]  # (patient public key, grantee selector)
@@ -43,28 +46,114 @@ class StatePolicy:
     heartbeat_s: float = 30.0
 
 
+Read = Callable[[Collection[int]], Sequence[StoredEntry]]
+
+
+class IndexFacts:
+    """The server's implementation of the facts the one rule reads (core.state_rules.ConsentFacts): the consent
+    index tables for entries below ``below``, then the entries of the batch being integrated, noted in order.
+    ``read``: how to read stored entries (a cache, or the index)."""
+
+    def __init__(self, index: ConsentIndex, below: int = EVERYTHING, read: Read | None = None) -> None:
+        self._index = index
+        self._below = below
+        self._read = read or index.read_indices
+        self._logged: dict[str, state_rules.Logged | None] = {}
+        self._delegations: dict[tuple[bytes, bytes], list[delegation.Delegate]] = {}
+        self._batch_delegations: list[delegation.Delegate] = []
+        # The batch's revocations of delegations, by (delegation id, patient): (integration time, index).
+        self._batch_revoked: dict[tuple[str, bytes | None], tuple[int, int]] = {}
+
+    def prefetch(self, consent_ids: Collection[str]) -> None:
+        """Learn in one read which of ``consent_ids`` are not logged yet."""
+        missing = [c for c in consent_ids if c not in self._logged]
+        if missing:
+            found = self._index.logged_ids(missing)
+            self._logged.update({c: None for c in missing if c not in found})
+
+    def logged(self, consent_id: str) -> state_rules.Logged | None:
+        if consent_id not in self._logged:
+            row = self._index.consent(consent_id)
+            ok = row is not None and row.index < self._below
+            self._logged[consent_id] = state_rules.Logged(row.index, row.kind, row.patient) if ok else None  # type: ignore[union-attr]
+        return self._logged[consent_id]
+
+    def delegates(self, patient: bytes, delegate: bytes) -> list[delegation.Delegate]:
+        """The delegations of ``patient`` naming ``delegate``, each with its first revocation. Only entries that
+        passed admission reach an honest log, so every one is taken as authentic."""
+        key = (patient, delegate)
+        if key not in self._delegations:
+            rows = self._index.delegations(patient, delegate, self._below)
+            found: list[delegation.Delegate] = []
+            if rows:
+                revoked: dict[str, tuple[int, int]] = {}
+                for r in self._index.targeting({r.delegation_id for r in rows}, self._below):
+                    if r.kind == REVOCATION and r.target is not None and r.patient == patient:
+                        revoked[r.target] = min(revoked.get(r.target, (r.integrated_ms, r.index)), (r.integrated_ms, r.index))
+                for stored in self._read({r.index for r in rows}):
+                    if stored.envelope is None:
+                        continue
+                    env = parse_envelope(stored.envelope)
+                    d = payloads.parse_payload(env.payload_type, env.payload)
+                    assert isinstance(d, payloads.DelegationPayload)
+                    did = payloads.consent_id(env.payload)
+                    ms, idx = revoked.get(did, (None, None))
+                    found.append(delegation.Delegate(did, stored.index, parse_leaf(stored.leaf).integrated_time_ms, d, ms, idx))
+            found.extend(d for d in self._batch_delegations if (d.payload.patient, d.payload.delegate) == key)
+            for d in found:
+                hit = self._batch_revoked.get((d.delegation_id, d.payload.patient))
+                if d.revoked_ms is None and hit is not None:
+                    d.revoked_ms, d.revoked_index = hit
+            self._delegations[key] = found
+        return self._delegations[key]
+
+    def signers(self, indices: Collection[int]) -> dict[int, frozenset[bytes] | None]:
+        """The keys that signed each entry (None: its body was erased; its index row stands for it)."""
+        out: dict[int, frozenset[bytes] | None] = {i: None for i in indices}
+        for stored in self._read(indices):
+            if stored.envelope is not None:
+                out[stored.index] = frozenset(parse_envelope(stored.envelope).signers)
+        return out
+
+    def note(self, e: state_rules.ConsentEntry, payload: payloads.Payload | None = None) -> None:
+        """Record an entry of the batch being integrated (after the rule was applied to it)."""
+        if self.logged(e.consent_id) is None:
+            self._logged[e.consent_id] = state_rules.Logged(e.index, e.kind, e.patient)
+        if isinstance(payload, payloads.DelegationPayload):
+            d = delegation.Delegate(e.consent_id, e.index, e.integrated_ms, payload)
+            self._batch_delegations.append(d)
+            self._delegations.pop((payload.patient, payload.delegate), None)
+        elif e.kind == REVOCATION and e.target and (e.target, e.patient) not in self._batch_revoked:
+            self._batch_revoked[(e.target, e.patient)] = (e.integrated_ms, e.index)
+            for found in self._delegations.values():
+                for d in found:
+                    if d.delegation_id == e.target and d.payload.patient == e.patient and d.revoked_ms is None:
+                        d.revoked_ms, d.revoked_index = e.integrated_ms, e.index
+
+
+def _rule_entry(row: ConsentRow, signers: frozenset[bytes] | None) -> state_rules.ConsentEntry:
+    return state_rules.ConsentEntry(row.index, row.integrated_ms, row.consent_id, row.kind, row.patient, row.target, signers)
+
+
 def in_force(
-    index: ConsentIndex,
-    patient: bytes,
-    selectors: Collection[str],
-    below: int,
-    batch_rows: Sequence[Mapping[str, object]] = (),
+    index: ConsentIndex, patient: bytes, selectors: Collection[str], below: int, read: Read | None = None
 ) -> dict[str, dict[str, int]]:
-    """For each selector, the patient's in-force grants among entries with index < below plus this batch's
-    rows: consent id -> index of the grant (the first, should the same consent be logged twice). Two reads."""
-    grants: dict[str, dict[str, int]] = {sel: {} for sel in selectors}
-    for r in index.for_selectors(patient, selectors, below):
-        if r.kind == GRANT and r.grantee in grants:
-            grants[r.grantee].setdefault(r.consent_id, r.index)
-    for row in batch_rows:
-        if row["kind"] == GRANT and row["patient"] == patient and row["grantee"] in grants:
-            grants[str(row["grantee"])].setdefault(str(row["consent_id"]), int(row["idx"]))  # type: ignore[call-overload]
-    ids = {cid for g in grants.values() for cid in g}
-    if not ids:
-        return grants
-    ended = {r.target for r in index.targeting(ids, below)}
-    ended.update(str(row["target"]) for row in batch_rows if row["target"] in ids)
-    return {sel: {cid: i for cid, i in g.items() if cid not in ended} for sel, g in grants.items()}
+    """For each selector, the patient's in-force grants among entries with index < below: consent id -> index of
+    the grant. The index finds the candidates (the patient's grants for these selectors and the entries naming
+    them); the one rule (core.state_rules) says which joined and which entries ended them."""
+    grants = [r for r in index.for_selectors(patient, selectors, below) if r.kind == GRANT]
+    out: dict[str, dict[str, int]] = {sel: {} for sel in selectors}
+    if not grants:
+        return out
+    facts = IndexFacts(index, below, read)
+    rows = {r.index: r for r in grants}
+    rows.update((r.index, r) for r in index.targeting({r.consent_id for r in grants}, below))
+    signers = facts.signers(rows.keys())
+    live = state_rules.live((_rule_entry(r, signers[i]) for i, r in rows.items()), state_rules.Replay(delegates=facts.delegates))
+    for r in grants:
+        if r.consent_id in live and live[r.consent_id].index == r.index and r.grantee in out:
+            out[r.grantee][r.consent_id] = r.index
+    return out
 
 
 _ABSENT = None
@@ -195,24 +284,6 @@ class ConsentState:
         admit hook counts them against core.decision.MAX_IN_FORCE)."""
         return {k: set(members) for k, members in self._sets.get(keys).items()}
 
-    def touched_keys(self, rows: Sequence[Mapping[str, object]]) -> set[Key]:
-        """The map keys a batch's consent rows change: each grant's, each revoked or superseded grant's."""
-        keys: set[Key] = set()
-        grantee_in_batch = {row["consent_id"]: row["grantee"] for row in rows if row["kind"] == GRANT}
-        for row in rows:
-            patient = bytes(row["patient"])  # type: ignore[arg-type]
-            if row["grantee"] is not None:
-                keys.add((patient, str(row["grantee"])))
-            target = row["target"]
-            if row["kind"] == GRANT and target:
-                grantee = grantee_in_batch.get(target)
-                if grantee is None:
-                    old = self._index.consent(str(target))
-                    grantee = old.grantee if old else None
-                if grantee is not None:
-                    keys.add((patient, str(grantee)))
-        return keys
-
     def rebuild_next(self, updates: Mapping[bytes, bytes | None]) -> None:
         """Have the next batch apply ``updates`` too (the whole map, when the stored map was emptied to rebuild
         it with new keys): that batch is closed by a StateCommit."""
@@ -236,27 +307,22 @@ class ConsentState:
         heartbeat: bool,
         party_rows: Sequence[Mapping[str, object]] = (),
     ) -> PreparedBatch:
-        """Update the map for a batch and decide whether a StateCommit closes it."""
-        keys = self.touched_keys(consent_rows)
+        """Update the map for a batch by the one rule (core.state_rules.effect) and decide whether a StateCommit
+        closes it."""
+        changes = self._changes(entries, consent_rows)
         change = None
         sets: dict[Key, Members] = {}
         extra_updates: dict[bytes, bytes | None] = {**self._forced, **self.party_updates(entries, party_rows)}
         self._forced = {}
-        if extra_updates and not keys:
+        if extra_updates and not changes:
             change = smt.apply_batch(self._nodes, extra_updates)
-        if keys:
-            sets = {k: dict(v) for k, v in self._sets.get(keys).items()}
-            leaf_hash = {e.index: e.leaf_hash for e in entries}
-            # The batch's own rows, in order: grants join their key's set; revocations and supersessions end one.
-            for row in consent_rows:
-                key = (bytes(row["patient"]), str(row["grantee"]))  # type: ignore[arg-type]
-                if row["kind"] == GRANT and key in sets:
-                    idx = int(row["idx"])  # type: ignore[call-overload]
-                    sets[key].setdefault(str(row["consent_id"]), (idx, leaf_hash[idx]))
-                target = row["target"]
-                if target:
-                    for members in sets.values():
-                        members.pop(str(target), None)
+        if changes:
+            sets = {k: dict(v) for k, v in self._sets.get({key for _, key, _, _ in changes}).items()}
+            for joins, key, cid, member in changes:
+                if joins:
+                    sets[key].setdefault(cid, member)
+                else:
+                    sets[key].pop(cid, None)
             updates = {
                 self.map_keys.consent_key(p, sel): smt.value_hash(m.values()) if m else None
                 for (p, sel), m in sets.items()
@@ -276,6 +342,41 @@ class ConsentState:
             "state_commits": [{"idx": closing_index, "map_root": root, "batch_time_ms": batch_time_ms}],
         }
         return PreparedBatch(closing, extra, state_index=closing_index)
+
+    def _changes(
+        self, entries: Sequence[NewEntry], rows: Sequence[Mapping[str, object]]
+    ) -> list[tuple[bool, Key, str, tuple[int, bytes]]]:
+        """The batch's changes to the in-force sets, in order: (joins, key, consent id, (index, leaf hash))."""
+        if not rows:
+            return []
+        by_index = {e.index: e for e in entries}
+        facts = IndexFacts(self._index)
+        facts.prefetch({str(r["consent_id"]) for r in rows})
+        grantee_of: dict[str, str] = {}
+        out: list[tuple[bool, Key, str, tuple[int, bytes]]] = []
+        for row in rows:
+            idx = int(row["idx"])  # type: ignore[call-overload]
+            new = by_index[idx]
+            env = parse_envelope(new.envelope)
+            p = payloads.parse_payload(env.payload_type, env.payload)
+            e = state_rules.ConsentEntry.of(idx, new.integrated_ms, str(row["consent_id"]), p, env.signers)
+            if e is None:
+                continue
+            eff = state_rules.effect(e, facts)
+            facts.note(e, p)
+            if isinstance(p, payloads.ConsentGrantPayload):
+                grantee_of.setdefault(e.consent_id, p.grantee)
+                if eff.joins:
+                    out.append((True, (p.patient, p.grantee), e.consent_id, (idx, new.leaf_hash)))
+            if eff.ends:
+                ended = facts.logged(eff.ends)
+                grantee = grantee_of.get(eff.ends)
+                if grantee is None:
+                    old = self._index.consent(eff.ends)
+                    grantee = old.grantee if old else None
+                if ended is not None and ended.patient is not None and grantee is not None:
+                    out.append((False, (ended.patient, grantee), eff.ends, (0, b"")))
+        return out
 
     def committed(self, extra: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
         """Move to the batch's StateCommit once the batch committed."""

@@ -1,7 +1,7 @@
 """Consent rules that need the log's state, the access check with its evidence and receipt, and the
 patient's view (DESIGN sections 3 and 4). The rules themselves are the pure core's (core.decision,
-core.delegation); this module gathers the entries they run on, from the consent index, as of one published
-checkpoint.
+core.delegation, core.state_rules: what ends a grant and the admission of grants and revocations); this module
+gathers the entries and facts they run on, from the consent index, as of one published checkpoint.
 
 Who may sign (checked before anything is appended): a grant or revocation of a consent, its patient or a
 delegate in force now whose scope covers it (core.delegation.required_scope); a delegation, its patient, or a
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 from dataclasses import dataclass, field
 
@@ -44,10 +44,18 @@ from consent_ledger.app.ports import (
     StoredCheckpoint,
     StoredEntry,
 )
-from consent_ledger.app.consent_state import DELEGATION, EVERYTHING, GRANT, REVOCATION, ConsentState, in_force
+from consent_ledger.app.consent_state import (
+    DELEGATION,
+    EVERYTHING,
+    GRANT,
+    REVOCATION,
+    ConsentState,
+    IndexFacts,
+    in_force,
+)
 from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
-from consent_ledger.core import delegation, payloads, smt, vrf
+from consent_ledger.core import delegation, payloads, smt, state_rules, vrf
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
     MAX_IN_FORCE,
@@ -59,6 +67,7 @@ from consent_ledger.core.decision import (
     check_request,
     consent_states,
     decide,
+    ended_by,
     grantee_selectors,
 )
 from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, sign_envelope
@@ -178,6 +187,15 @@ def _too_many(p: payloads.ConsentGrantPayload, count: int) -> FailedPrecondition
     )
 
 
+# The errors a refusal by a core admission rule (core.state_rules) gets.
+_ADMISSION_ERRORS: dict[str, Callable[[str], Exception]] = {
+    state_rules.RULE_LOGGED_ONCE: AlreadyExists,
+    state_rules.RULE_UNKNOWN_CONSENT: NotFound,
+    state_rules.RULE_SAME_PATIENT: PermissionDenied,
+    state_rules.RULE_SIGNER: PermissionDenied,
+}
+
+
 def _already_logged(consent_id: str) -> AlreadyExists:
     return AlreadyExists(f"entry {consent_id} is already in the log (in another envelope)")
 
@@ -270,17 +288,14 @@ class ConsentLedger:
                     return p  # the same envelope again: the sequencer answers with its first index
                 raise _already_logged(cid)
         if isinstance(p, payloads.ConsentGrantPayload):
-            self._check_consent_signer(env, p)
-            if p.supersedes:
-                self._own_grant(p.supersedes, p.patient, "supersede")
+            self._admit_consent(env, p, state_rules.grant_refusal)
             self._check_bounded(p)
         elif isinstance(p, payloads.ConsentRevocationPayload):
             target = self._index.consent(p.consent_id)
             if target is not None and target.kind == DELEGATION:
                 self._check_delegation_revocation(env, p, target)
             else:
-                self._own_grant(p.consent_id, p.patient, "revoke")
-                self._check_consent_signer(env, p)
+                self._admit_consent(env, p, state_rules.revocation_refusal)
         elif isinstance(p, payloads.DelegationPayload):
             self._check_delegation_signer(env, p)
         elif isinstance(p, payloads.PartyRegistrationPayload):
@@ -298,13 +313,26 @@ class ConsentLedger:
             raise PermissionDenied(f"{env.payload_type} entries are not accepted by this ledger yet")
         return p
 
-    def _own_grant(self, consent_id: str, patient: bytes, verb: str) -> ConsentRow:
-        row = self._index.consent(consent_id)
-        if row is None or row.kind != GRANT:
-            raise NotFound(f"cannot {verb} consent {consent_id}: there is no such consent")
-        if row.patient != patient:
-            raise PermissionDenied(f"cannot {verb} consent {consent_id}: it is another patient's consent")
-        return row
+    def _read_stored(self, indices: Collection[int]) -> list[StoredEntry]:
+        return self._entries_at(set(indices), set())[0]
+
+    def _facts(self, below: int = EVERYTHING) -> IndexFacts:
+        """The rules' facts (core.state_rules.ConsentFacts) from the index, reading entries through the cache."""
+        return IndexFacts(self._index, below, self._read_stored)
+
+    def _admit_consent(
+        self,
+        env: ParsedEnvelope,
+        p: payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload,
+        rule: Callable[[state_rules.ConsentEntry, state_rules.ConsentFacts, int], state_rules.Refusal | None],
+    ) -> None:
+        """Admit a grant or a revocation of a grant by the core admission rule of its kind, as of now."""
+        now = self._clock_ms()
+        e = state_rules.ConsentEntry.of(EVERYTHING, now, payloads.consent_id(env.payload), p, env.signers)
+        assert e is not None
+        refusal = rule(e, self._facts(), now)
+        if refusal is not None:
+            raise _ADMISSION_ERRORS[refusal.rule](refusal.text)
 
     def _hold(self, kind: str, index: int, env: ParsedEnvelope, error: Exception) -> None:
         """Hold ``index`` for this envelope until its batch is integrated; raise ``error`` if another envelope
@@ -355,7 +383,8 @@ class ConsentLedger:
         parsed = ledger_entry(stored)
         target = parsed.payload
         if isinstance(target, payloads.ConsentGrantPayload):
-            if not self._index.targeting([parsed.consent_id], EVERYTHING):
+            live = in_force(self._index, target.patient, [target.grantee], EVERYTHING, self._read_stored)
+            if parsed.consent_id in live[target.grantee]:
                 raise FailedPrecondition(
                     f"cannot erase entry {i}: the consent is still in force (decisions rest on it); revoke it first"
                 )
@@ -407,23 +436,9 @@ class ConsentLedger:
     # -- delegations ------------------------------------------------------------------------------------
 
     def _delegates(self, patient: bytes, delegate: bytes, below: int) -> list[delegation.Delegate]:
-        """The delegations of ``patient`` naming ``delegate`` among entries below ``below``, each with the time of
-        its first revocation there. Two indexed reads (delegations by pair, revocations by target) and the
-        entries, which are cached. Only entries that passed ``check`` are in the log, so every one is authentic."""
-        rows = self._index.delegations(patient, delegate, below)
-        if not rows:
-            return []
-        indices = {r.index for r in rows}
-        _, entries = self._entries_at(indices, indices)
-        revoked: dict[str, int] = {}
-        for r in self._index.targeting({r.delegation_id for r in rows}, below):
-            if r.kind == REVOCATION and r.target is not None:
-                revoked[r.target] = min(revoked.get(r.target, r.integrated_ms), r.integrated_ms)
-        out = []
-        for e in entries:
-            assert isinstance(e.payload, payloads.DelegationPayload)
-            out.append(delegation.Delegate(e.consent_id, e.index, e.integrated_time_ms, e.payload, revoked.get(e.consent_id)))
-        return out
+        """The delegations of ``patient`` naming ``delegate`` among entries below ``below``, each with its first
+        revocation there (the index's facts, IndexFacts.delegates)."""
+        return self._facts(below).delegates(patient, delegate)
 
     def delegate_in_force(self, patient: bytes, delegate: bytes, t_ms: int, scope: str | None = None) -> bool:
         """Whether ``delegate`` holds a delegation of ``patient`` in force at ``t_ms`` (core.delegation.refusal:
@@ -438,39 +453,6 @@ class ConsentLedger:
         if scope not in (None, delegation.GRANT, delegation.REVOKE, delegation.WILDCARD):
             raise InvalidInput(f"scope: unknown {scope!r:.40} (grant, revoke, * or none)")
         return any(d.refusal(t_ms, (scope,)) is None for d in self._delegates(patient, delegate, EVERYTHING))
-
-    def _delegate_refusal(
-        self, patient: bytes, signers: Sequence[bytes], t_ms: int, actions: Sequence[str], below: int
-    ) -> tuple[str | None, delegation.Delegate | None]:
-        """(None, the authorising delegation) when a signer is a delegate of ``patient`` in force at ``t_ms`` for
-        ``actions``; else (why not, None)."""
-        why = []
-        for key in signers:
-            if key == patient:
-                continue
-            found = self._delegates(patient, key, below)
-            if not found:
-                why.append(f"key {_short(key)} holds no delegation from the patient")
-            for d in found:
-                reason = d.refusal(t_ms, actions)
-                if reason is None:
-                    return None, d
-                why.append(f"the delegation {d.delegation_id[:16]}... of key {_short(key)} does not allow it: {reason}")
-        return "; ".join(why) or "no key signed it", None
-
-    def _check_consent_signer(
-        self, env: ParsedEnvelope, p: payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload
-    ) -> None:
-        if p.patient in env.signers:
-            return
-        need = delegation.required_scope(p)
-        why, _ = self._delegate_refusal(p.patient, env.signers, self._clock_ms(), need, EVERYTHING)
-        if why is not None:
-            what = "grant" if isinstance(p, payloads.ConsentGrantPayload) else "revocation"
-            raise PermissionDenied(
-                f"a consent {what} must be signed by the patient's own key or by a delegate in force whose scope "
-                f"covers {' and '.join(need)}: {why}"
-            )
 
     def _check_bounded(self, p: payloads.ConsentGrantPayload) -> None:
         """Evidence stays bounded: refuse a grant that would make more than MAX_IN_FORCE grants in force for its
@@ -522,6 +504,7 @@ class ConsentLedger:
         (with ``revocations``) the revocations of those delegations as of now."""
         out: set[int] = set()
         ids: set[str] = set()
+        facts = self._facts()
         for e in entries:
             p = e.payload
             if not isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) or p.patient in e.signers:
@@ -530,7 +513,9 @@ class ConsentLedger:
                 target = self._index.consent(p.consent_id)
                 if target is not None and target.kind == DELEGATION:
                     continue  # an attesting organisation ended a delegation: no delegate involved
-            _, d = self._delegate_refusal(p.patient, e.signers, e.integrated_time_ms, delegation.required_scope(p), e.index)
+            rule_entry = state_rules.ConsentEntry.of(e.index, e.integrated_time_ms, e.consent_id, p, e.signers)
+            assert rule_entry is not None
+            d = state_rules.authorising(rule_entry, facts)
             if d is None:
                 log.error("entry %d is signed by a delegate that no delegation authorises", e.index)
                 continue
@@ -547,7 +532,41 @@ class ConsentLedger:
         already in the log or earlier in the batch; a grant that would make more than MAX_IN_FORCE grants in force
         for its patient and selector; an attested delegation whose patient key signed an entry already logged or
         earlier in the batch. ``check`` refuses those too, but concurrent submissions (or two different envelopes
-        of one payload) can all pass it before any is logged."""
+        of one payload) can all pass it before any is logged. And refuse a grant or revocation whose delegate is no
+        longer in force (``_delegates_still_in_force``)."""
+        refused = self._logged_once(envs)
+        self._admit_bounded(envs, refused)
+        self._admit_attested(envs, refused)
+        refused.update(self._delegates_still_in_force([env for env in envs if env.sha256 not in refused]))
+        return refused
+
+    def _delegates_still_in_force(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
+        """``check`` judged a delegate-signed grant or revocation when it was submitted; the rule (core.state_rules)
+        judges it at its integration, so judge it again now, counting the delegations and revocations of
+        delegations earlier in the batch: a delegation revoked (or expired) in between lets nothing in."""
+        kinds = (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION, payloads.DELEGATION)
+        parsed = [(env, payloads.parse_payload(env.payload_type, env.payload)) for env in envs if env.payload_type in kinds]
+        if not any(
+            isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in env.signers
+            for env, p in parsed
+        ):
+            return {}
+        facts, now = self._facts(), self._clock_ms()
+        refused: dict[bytes, Exception] = {}
+        for i, (env, p) in enumerate(parsed):
+            # Stand-in indices, in batch order, after everything logged.
+            e = state_rules.ConsentEntry.of(EVERYTHING - len(parsed) + i, now, payloads.consent_id(env.payload), p, env.signers)
+            assert e is not None
+            ends = facts.logged(e.target) if e.kind == REVOCATION and e.target else None
+            if e.kind != DELEGATION and not (ends is not None and ends.kind == DELEGATION):
+                refusal = state_rules.signer_refusal(e, facts, now)
+                if refusal is not None:
+                    refused[env.sha256] = PermissionDenied(refusal.text)
+                    continue
+            facts.note(e, p)
+        return refused
+
+    def _logged_once(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
         ids = {
             env.sha256: payloads.consent_id(env.payload)
             for env in envs
@@ -564,8 +583,6 @@ class ConsentLedger:
             if cid in logged:
                 refused[env.sha256] = _already_logged(cid)
             logged.add(cid)
-        self._admit_bounded(envs, refused)
-        self._admit_attested(envs, refused)
         return refused
 
     def _admit_bounded(self, envs: Sequence[ParsedEnvelope], refused: dict[bytes, Exception]) -> None:
@@ -924,7 +941,7 @@ class ConsentLedger:
             else:
                 out[sel] = hit
         if missing:
-            for sel, live in in_force(self._index, patient, missing, sc.index).items():
+            for sel, live in in_force(self._index, patient, missing, sc.index, self._read_stored).items():
                 self._live_cache.put((patient, sel, sc.map_root), live)
                 out[sel] = live
         return out
@@ -961,7 +978,8 @@ class ConsentLedger:
         erased = {s.index for s in stored if s.envelope is None}
         granted = {r.consent_id for r in rows if r.kind == GRANT and r.index not in erased}
         ended = granted | {r.consent_id for r in rows if r.kind == DELEGATION}
-        ending = [r for r in self._index.targeting(ended, cp.size) if r.index not in on_page] if ended else []
+        # Only the patient's own entries can end its consents (core.state_rules): another patient's never shows.
+        ending = [r for r in self._index.targeting(ended, cp.size) if r.index not in on_page and r.patient == patient] if ended else []
         related = self._index.read_indices({r.index for r in ending})
         t = time_ms or self._clock_ms()
         entries = [ledger_entry(s) for s in (*stored, *related) if s.index not in erased]
@@ -993,12 +1011,9 @@ class ConsentLedger:
             related = sorted([*related, *more_related], key=lambda s: s.index)
             entries.extend(ledger_entry(s) for s in more_related)
         states = consent_states(entries, t)
-        ended_by: dict[str, int] = {}
-        for r in sorted([*rows, *ending], key=lambda r: r.index):
-            if r.target and (r.kind == REVOCATION or r.target in granted):
-                ended_by.setdefault(r.target, r.index)
+        ends_at = ended_by(entries, t)
         page_states = {
-            r.consent_id: (states.get(r.consent_id, "pending"), ended_by.get(r.consent_id))
+            r.consent_id: (states.get(r.consent_id, "pending"), ends_at.get(r.consent_id))
             for r in rows
             if r.kind == GRANT and r.index not in erased
         }

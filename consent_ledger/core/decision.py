@@ -5,10 +5,12 @@ client re-runs it on the evidence it was given and compares. It implements DESIG
 
 In force. A grant is in force at t (the request's time) if it was integrated at or before t,
 t is inside its validity period [start, end), and no revocation of it and no grant superseding
-it (same patient) was integrated at or before t. Entries integrated after t do not exist for
-the decision. A superseding grant ends the old one when it is integrated, even if its own
-validity starts later. Entries of other patients are ignored; delegations and party
-registrations are read only to know who may sign.
+it was integrated at or before t. What ends a grant is the one rule of core.state_rules (the
+same in the consent-state map and the audit): a revocation or superseding grant of the same
+patient, logged after the grant, validly signed; a consent logged twice counts from its first
+index. Entries integrated after t do not exist for the decision. A superseding grant ends the
+old one when it is integrated, even if its own validity starts later. Entries of other patients
+are ignored; delegations and party registrations are read only to know who may sign.
 
 Signers (core.delegation). A grant or revocation counts only if its patient signed it, or one of
 its signers was then (at the entry's integration time) an in-force delegate of the patient whose
@@ -70,7 +72,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from consent_ledger.core import delegation, vocab
+from consent_ledger.core import delegation, state_rules, vocab
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.payloads import (
     CONSENT_GRANT,
@@ -133,6 +135,7 @@ __all__ = [
     "decide",
     "delegation_book",
     "delegation_support",
+    "ended_by",
     "evidence_for",
     "grantee_selectors",
 ]
@@ -414,16 +417,12 @@ def delegation_book(entries: Iterable[LedgerEntry]) -> delegation.DelegationBook
         if isinstance(p, ConsentRevocationPayload) and p.consent_id in book.by_id:
             d = book.by_id[p.consent_id].payload
             if d.patient == p.patient and delegation.may_revoke(d, e.signers, _org_keys(regs, d.attested_by, e.index)):
-                book.revoke(p.consent_id, e.integrated_time_ms)
+                book.revoke(p.consent_id, e.integrated_time_ms, e.index)
     return book
 
 
-def _authorised(e: LedgerEntry, patient: bytes, book: delegation.DelegationBook) -> bool:
-    """Signed by the patient, or by a delegate in force at the entry's integration time for what it does."""
-    if patient in e.signers:
-        return True
-    need = delegation.required_scope(e.payload)
-    return bool(need) and book.authorising(patient, e.signers, e.integrated_time_ms, need) is not None
+def _rule_entry(e: LedgerEntry) -> state_rules.ConsentEntry | None:
+    return state_rules.ConsentEntry.of(e.index, e.integrated_time_ms, e.consent_id, e.payload, e.signers)
 
 
 def delegation_support(entries: Iterable[LedgerEntry], of: Iterable[LedgerEntry]) -> tuple[LedgerEntry, ...]:
@@ -459,33 +458,39 @@ def _collect(
     t: int,
     ignored: set[str] | None = None,
     book: delegation.DelegationBook | None = None,
-) -> tuple[dict[str, _Grant], set[str], set[str]]:
-    """The patient's grants integrated at or before t (by consent id, earliest integration),
-    and the ids revoked and superseded at or before t. Grants and revocations not signed as
-    core.delegation requires are left out (the grants' ids go into ``ignored``). ``book``: the
-    delegations to judge signers by (default: those among ``entries``)."""
+) -> tuple[dict[str, _Grant], dict[str, int], dict[str, int]]:
+    """The patient's grants integrated at or before t that joined the in-force sets, and the ids
+    revoked and superseded at or before t (with the index of the entry that ended each), by the
+    one rule (core.state_rules.effect). Grants not signed as core.delegation requires are left out
+    (their ids go into ``ignored``). ``book``: the delegations to judge signers by (default: those
+    among ``entries``)."""
     entries = list(entries)
     book = delegation_book(entries) if book is None else book
-    grants: dict[str, _Grant] = {}
-    revoked: set[str] = set()
-    superseded: set[str] = set()
+    by_index: dict[int, LedgerEntry] = {}
+    mine: list[state_rules.ConsentEntry] = []
     for e in entries:
-        if e.integrated_time_ms > t:
-            continue
         p = e.payload
-        if isinstance(p, (ConsentGrantPayload, ConsentRevocationPayload)) and p.patient == patient:
-            if not _authorised(e, patient, book):
-                if ignored is not None and isinstance(p, ConsentGrantPayload):
-                    ignored.add(e.consent_id)
-                continue
-        if isinstance(p, ConsentGrantPayload) and p.patient == patient:
-            old = grants.get(e.consent_id)
-            if old is None or e.integrated_time_ms < old.integrated_time_ms:
-                grants[e.consent_id] = _Grant(e.consent_id, e.integrated_time_ms, p)
-            if p.supersedes is not None:
-                superseded.add(p.supersedes)
-        elif isinstance(p, ConsentRevocationPayload) and p.patient == patient:
-            revoked.add(p.consent_id)
+        if e.integrated_time_ms > t or not isinstance(p, (ConsentGrantPayload, ConsentRevocationPayload)):
+            continue
+        if p.patient != patient:
+            continue
+        rule_entry = _rule_entry(e)
+        assert rule_entry is not None
+        by_index[e.index] = e
+        mine.append(rule_entry)
+    facts = state_rules.Replay(book)
+    grants: dict[str, _Grant] = {}
+    revoked: dict[str, int] = {}
+    superseded: dict[str, int] = {}
+    for r, eff in state_rules.replay(mine, facts):
+        e = by_index[r.index]
+        if r.kind == state_rules.GRANT and ignored is not None and state_rules.signer_refusal(r, facts) is not None:
+            ignored.add(r.consent_id)
+        if eff.joins:
+            assert isinstance(e.payload, ConsentGrantPayload)
+            grants[r.consent_id] = _Grant(r.consent_id, e.integrated_time_ms, e.payload)
+        if eff.ends:
+            (revoked if r.kind == state_rules.REVOCATION else superseded).setdefault(eff.ends, r.index)
     return grants, revoked, superseded
 
 
@@ -734,6 +739,18 @@ def evidence_for(entries: Iterable[LedgerEntry], request: AccessRequest) -> tupl
     for e in delegation_support(entries, list(out.values())):
         out[e.index] = e
     return tuple(out[i] for i in sorted(out))
+
+
+def ended_by(entries: Iterable[LedgerEntry], t_ms: int) -> dict[str, int]:
+    """For every grant revoked or superseded at or before t_ms, the index of the entry that ended it (a
+    revocation before a supersession, else the first), by the one rule (core.state_rules)."""
+    entries = list(entries)
+    book = delegation_book(entries)
+    out: dict[str, int] = {}
+    for patient in {e.payload.patient for e in entries if isinstance(e.payload, (ConsentGrantPayload, ConsentRevocationPayload))}:
+        _, revoked, superseded = _collect(entries, patient, t_ms, book=book)
+        out.update({**superseded, **revoked})
+    return out
 
 
 def consent_states(entries: Iterable[LedgerEntry], t_ms: int) -> dict[str, str]:

@@ -185,13 +185,15 @@ def may_revoke(d: DelegationPayload, signers: Collection[bytes], org_keys: Colle
 
 @dataclass
 class Delegate:
-    """An authentic delegation as logged: its id, index, integration time, terms, and when it was revoked."""
+    """An authentic delegation as logged: its id, index, integration time, terms, and when (and at which index)
+    it was revoked."""
 
     delegation_id: str
     index: int
     integrated_ms: int
     payload: DelegationPayload
     revoked_ms: int | None = None
+    revoked_index: int | None = None
 
     def refusal(self, t_ms: int, actions: Iterable[str | None] = (None,)) -> str | None:
         return refusal(self.payload, integrated_ms=self.integrated_ms, revoked_ms=self.revoked_ms, t_ms=t_ms, actions=actions)
@@ -214,10 +216,10 @@ class DelegationBook:
         if delegate.delegation_id not in ids:
             ids.append(delegate.delegation_id)
 
-    def revoke(self, delegation_id: str, at_ms: int) -> None:
+    def revoke(self, delegation_id: str, at_ms: int, index: int | None = None) -> None:
         d = self.by_id.get(delegation_id)
         if d is not None and (d.revoked_ms is None or at_ms < d.revoked_ms):
-            d.revoked_ms = at_ms
+            d.revoked_ms, d.revoked_index = at_ms, index
 
     def of(self, patient: bytes, delegate: bytes) -> list[Delegate]:
         return [self.by_id[i] for i in self._by_pair.get((patient, delegate), ())]
