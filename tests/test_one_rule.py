@@ -23,7 +23,7 @@ from consent_ledger.app.consent_state import StatePolicy, in_force
 from consent_ledger.app.errors import PermissionDenied
 from consent_ledger.app.sequencer import Appended
 from consent_ledger.core import delegation as DG
-from consent_ledger.core import payloads, smt
+from consent_ledger.core import payloads
 from consent_ledger.core import state_rules as SR
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.decision import (
