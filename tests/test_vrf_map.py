@@ -15,11 +15,11 @@ from consent_ledger.core.envelope import parse_envelope
 from consent_ledger.core.payloads import DataItem
 from consent_ledger.keys import derived_map_vrf_key
 from consent_ledger.v1 import access_pb2, log_pb2
-from consent_ledger_client import VerificationError, WrongMapVrfKey
+from consent_ledger_client import LedgerClient, VerificationError, WrongMapVrfKey
 from consent_ledger_client.audit import Auditor
 from consent_ledger_client.consent import ConsentClient, IncompleteEvidence, StaleRegistration
 
-from .server_support import AUDITOR, OPERATOR, connect, ledger_client, log_signer, running_server
+from .server_support import AUDITOR, OPERATOR, connect, ledger_client, log_signer, log_verifier_key, running_server
 from .tamper_support import TamperProxy
 
 ALICE = Ed25519PrivateKey.from_seed(b"\x51" * 32)
@@ -234,8 +234,11 @@ def test_cli_pins_the_map_vrf_key(tmp_path, capsys):
     key = vrf.VrfPrivateKey.from_seed(read_key(tmp_path / "map-vrf.key").private_key.seed)
     signer = log_signer()
     (tmp_path / "log.key.pub").write_text(format_verifier_key(signer.name, signer.public_key) + "\n")
-    with running_server(f"sqlite:///{tmp_path / 'l.db'}", map_vrf_key=key) as server:
-        op = connect(server, party=OPERATOR)
+    # A development server whatever the suite's transport: the CLI chooses its transport by its own flags.
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}", map_vrf_key=key, insecure=True, tls=None) as server:
+        op = ConsentClient(
+            LedgerClient.connect(server.target, verifier_key=log_verifier_key(), insecure=True, party_id=OPERATOR)
+        )
         op.register_party(signer.private_key, party_id="insurer-1", roles=["insurer"], public_keys=[ORG_KEY.public_key], display_name="I1")
         base = ["check-access", "--patient", ALICE.public_key.hex(), "--action", "access", "--purpose", "HPAYMT",
                 "--data", "laboratory-results", "--as", "insurer-1", "--server", server.target, "--insecure",
