@@ -325,7 +325,7 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help="write a StateCommit after this long without batches (default: %(default)g)")
     p.add_argument("--state-max-age", type=float, default=5.0, metavar="SECONDS",
                    help="close any batch with a StateCommit once the last one is this old (default: %(default)g)")
-    p.add_argument("--cache-mb", type=float, default=_float_env("CONSENT_LEDGER_CACHE_MB", 256.0), metavar="MB",
+    p.add_argument("--cache-mb", type=float, default=_float_env("CONSENT_LEDGER_CACHE_MB", 384.0), metavar="MB",
                    help="memory the server's caches may hold together, in MiB (estimated; default: "
                         "$CONSENT_LEDGER_CACHE_MB or %(default)g)")
     p.add_argument("--operator", action="append", metavar="NAME", default=_split([_env("CONSENT_LEDGER_OPERATORS", "")]),

@@ -289,7 +289,8 @@ class ConsentLedger:
                 raise _already_logged(cid)
         if isinstance(p, payloads.ConsentGrantPayload):
             self._admit_consent(env, p, state_rules.grant_refusal)
-            self._check_bounded(p)
+            # The bound on grants in force (MAX_IN_FORCE) is checked once, atomically with the batch (admit), from
+            # the sequencer's in-force cache: no read per submission here.
         elif isinstance(p, payloads.ConsentRevocationPayload):
             target = self._index.consent(p.consent_id)
             if target is not None and target.kind == DELEGATION:
@@ -453,16 +454,6 @@ class ConsentLedger:
         if scope not in (None, delegation.GRANT, delegation.REVOKE, delegation.WILDCARD):
             raise InvalidInput(f"scope: unknown {scope!r:.40} (grant, revoke, * or none)")
         return any(d.refusal(t_ms, (scope,)) is None for d in self._delegates(patient, delegate, EVERYTHING))
-
-    def _check_bounded(self, p: payloads.ConsentGrantPayload) -> None:
-        """Evidence stays bounded: refuse a grant that would make more than MAX_IN_FORCE grants in force for its
-        patient and selector, as of the latest StateCommit (``admit`` checks again atomically with the batch)."""
-        sc = self.state.latest
-        if sc is None:
-            return
-        live = self._in_force_at(p.patient, [p.grantee], sc)[p.grantee]
-        if len(live) >= MAX_IN_FORCE and p.supersedes not in live:
-            raise _too_many(p, len(live))
 
     def _check_delegation_signer(self, env: ParsedEnvelope, p: payloads.DelegationPayload) -> None:
         if not p.attested_by:

@@ -156,7 +156,11 @@ def prove(key: VrfPrivateKey, alpha: bytes) -> bytes:
 def proof_to_hash(pi: bytes) -> bytes:
     """ECVRF_proof_to_hash (section 5.2): the 64-byte output beta of a proof. Does not verify the proof (use
     :func:`verify`); raises VerificationError when pi is malformed."""
-    gamma = _decode_proof(pi)[0]
+    return _output(_decode_proof(pi)[0])
+
+
+def _output(gamma: bytes) -> bytes:
+    """beta from a decoded Gamma (section 5.2)."""
     return _sha512(SUITE + b"\x03" + _clear_cofactor(gamma) + b"\x00")
 
 
@@ -260,7 +264,8 @@ class MapKeyProver:
             assert isinstance(hit, ProvenKey)
             return hit
         pi = prove(self.private_key, alpha)
-        out = ProvenKey(map_key(proof_to_hash(pi)), pi)
+        # Gamma is our own curve point: no need to decode the proof again (proof_to_hash) to get beta.
+        out = ProvenKey(map_key(_output(pi[:32])), pi)
         self._cache.put(alpha, out)
         return out
 

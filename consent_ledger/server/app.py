@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECEIVE_BYTES = 256 * 1024
 MAX_SEND_BYTES = 32 * 1024 * 1024
-MAX_STREAMS_PER_CONNECTION = 100
+MAX_STREAMS_PER_CONNECTION = 256
 
 
 @dataclass(frozen=True)
