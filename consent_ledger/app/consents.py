@@ -281,14 +281,18 @@ class ConsentLedger:
         """Check a verified envelope against the log's state. Raises InvalidInput, NotFound, PermissionDenied
         or AlreadyExists; nothing is appended unless this passes."""
         p = check_payload(env)
+        facts = self._facts()
         if isinstance(p, payloads.ConsentGrantPayload | payloads.DelegationPayload):
             cid = payloads.consent_id(env.payload)
-            if self._index.consent(cid) is not None:
+            if facts.logged(cid) is not None:  # one read, which the admission rule below reuses
                 if self._index.envelope_logged(env.sha256):
                     return p  # the same envelope again: the sequencer answers with its first index
                 raise _already_logged(cid)
         if isinstance(p, payloads.ConsentGrantPayload):
-            self._admit_consent(env, p, state_rules.grant_refusal)
+            # Prove the grant's map key here, in a worker thread, so that the integration thread (which every
+            # batch waits for) finds it in the prover's cache.
+            self.state.map_keys.consent_key(p.patient, p.grantee)
+            self._admit_consent(env, p, state_rules.grant_refusal, facts)
             # The bound on grants in force (MAX_IN_FORCE) is checked once, atomically with the batch (admit), from
             # the sequencer's in-force cache: no read per submission here.
         elif isinstance(p, payloads.ConsentRevocationPayload):
@@ -326,12 +330,13 @@ class ConsentLedger:
         env: ParsedEnvelope,
         p: payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload,
         rule: Callable[[state_rules.ConsentEntry, state_rules.ConsentFacts, int], state_rules.Refusal | None],
+        facts: IndexFacts | None = None,
     ) -> None:
         """Admit a grant or a revocation of a grant by the core admission rule of its kind, as of now."""
         now = self._clock_ms()
         e = state_rules.ConsentEntry.of(EVERYTHING, now, payloads.consent_id(env.payload), p, env.signers)
         assert e is not None
-        refusal = rule(e, self._facts(), now)
+        refusal = rule(e, facts or self._facts(), now)
         if refusal is not None:
             raise _ADMISSION_ERRORS[refusal.rule](refusal.text)
 
