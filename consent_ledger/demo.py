@@ -549,7 +549,7 @@ def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
     db = workdir / "ledger.db"
     state = workdir / "client-state.json"
     stale = [db, db.with_name("ledger.db-wal"), db.with_name("ledger.db-shm"), state]
-    stale += [workdir / f"{name}.db" for name in DEMO_WITNESSES]
+    stale += [workdir / f"{name}.db{suffix}" for name in DEMO_WITNESSES for suffix in ("", "-wal", "-shm")]
     stale += [*workdir.glob("*.note"), *workdir.glob("*.json")]
     for path in stale:
         path.unlink(missing_ok=True)

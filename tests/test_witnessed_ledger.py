@@ -81,7 +81,7 @@ def test_get_checkpoint_serves_both_cosignatures(database_url: str, tmp_path: Pa
     with w1, w2, running_server(database_url, witnesses=(_endpoint(w1), _endpoint(w2)), witness_quorum=2) as server:
         with ledger_client(server, party=OPERATOR, state_path=tmp_path / "state.json") as client:
             done = client.submit(grant_envelope())
-        size = done.checkpoint.size
+        size = done.entry.checkpoint.size
         resp = _wait_witnessed(server, size)
         witnessed = resp.witnessed_checkpoint.note
         assert _cosigners(witnessed, [w1, w2]) == {w1.signer.name, w2.signer.name}
@@ -131,7 +131,7 @@ def test_a_witness_that_is_down_does_not_slow_submit_and_the_ledger_catches_up(
         assert not _checkpoint(server).HasField("witnessed_checkpoint")  # one of two cosigned: no quorum
         hung.close()
         with w2:
-            resp = _wait_witnessed(server, done.checkpoint.size, timeout_s=30)
+            resp = _wait_witnessed(server, done.entry.checkpoint.size, timeout_s=30)
             assert _cosigners(resp.witnessed_checkpoint.note, [w1, w2]) == {w1.signer.name, w2.signer.name}
     outcomes = {(p.attributes["witness"], p.attributes["outcome"]) for p in _points("ledger.witness.requests")}
     assert (w2.signer.name, "unreachable") in outcomes
@@ -144,7 +144,7 @@ def test_restart_serves_the_persisted_witnessed_checkpoint_and_resyncs(database_
         with running_server(database_url, witnesses=endpoints, witness_quorum=2) as server:
             with ledger_client(server, party=OPERATOR, state_path=tmp_path / "state.json") as client:
                 done = client.submit(grant_envelope())
-            first = _wait_witnessed(server, done.checkpoint.size).witnessed_checkpoint.note
+            first = _wait_witnessed(server, done.entry.checkpoint.size).witnessed_checkpoint.note
         # Restarted, with both witnesses unreachable: the persisted witnessed checkpoint is served at once.
         dead = tuple(WitnessEndpoint("http://127.0.0.1:9", e.key) for e in endpoints)
         with running_server(database_url, witnesses=dead, witness_quorum=2) as server:
@@ -157,7 +157,7 @@ def test_restart_serves_the_persisted_witnessed_checkpoint_and_resyncs(database_
         with running_server(database_url, witnesses=endpoints, witness_quorum=2) as server:
             with ledger_client(server, party=OPERATOR, state_path=tmp_path / "state2.json") as client:
                 again = client.submit(grant_envelope(grantee="org:hospital-2"))
-            resp = _wait_witnessed(server, again.checkpoint.size)
+            resp = _wait_witnessed(server, again.entry.checkpoint.size)
             assert _cosigners(resp.witnessed_checkpoint.note, [w1, w2]) == {w1.signer.name, w2.signer.name}
     outcomes = {(p.attributes["witness"], p.attributes["outcome"]) for p in _points("ledger.witness.requests")}
     assert (w1.signer.name, "resync") in outcomes and (w2.signer.name, "resync") in outcomes
@@ -173,5 +173,5 @@ def test_quorum_of_one_with_one_witness_down(database_url: str, tmp_path: Path, 
     ) as server:
         with ledger_client(server, party=OPERATOR, state_path=tmp_path / "state.json") as client:
             done = client.submit(grant_envelope())
-        resp = _wait_witnessed(server, done.checkpoint.size)
+        resp = _wait_witnessed(server, done.entry.checkpoint.size)
         assert _cosigners(resp.witnessed_checkpoint.note, [w1]) == {w1.signer.name}

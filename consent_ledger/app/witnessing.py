@@ -97,6 +97,10 @@ class Witnessing:
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._changed = asyncio.Event()
+        # Every witness is sent the same checkpoint (the target) so that their cosignatures meet on one; the
+        # target moves to the latest checkpoint once a quorum cosigned it or every witness has had its try.
+        self._target: StoredCheckpoint | None = None
+        self._tried: set[str] = set()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
@@ -147,7 +151,7 @@ class Witnessing:
         sent: tuple[int, bytes] | None = None  # (size, root) last cosigned by this witness
         while True:
             await asyncio.sleep(max(self._poll_s, backoff))
-            cp = self._latest()
+            cp = self._next_target()
             if sent is not None and sent == (cp.size, cp.root_hash):
                 continue
             try:
@@ -156,6 +160,8 @@ class Witnessing:
                 raise
             except Exception as e:  # noqa: BLE001 - a witness that fails is retried, never fatal
                 outcome = f"error: {type(e).__name__}: {e}"
+            if outcome != "resync" and self._target is cp:
+                self._tried.add(name)
             if outcome == "ok":
                 sent = (cp.size, cp.root_hash)
                 backoff = 0.0
@@ -166,6 +172,20 @@ class Witnessing:
                 self.failures[name] = outcome
                 backoff = min(_MAX_BACKOFF_S, max(0.1, backoff * 2))
                 log.warning("witness %s: %s (retrying in %.1f s)", name, outcome, backoff)
+
+    def _next_target(self) -> StoredCheckpoint:
+        """The checkpoint to send: the current target until a quorum cosigned it or every witness tried it,
+        then the latest one."""
+        t = self._target
+        if t is not None:
+            got = self._collected.get(t.size)
+            quorum = got is not None and got.checkpoint.root_hash == t.root_hash and len(got.lines) >= self.quorum
+            if not quorum and len(self._tried) < len(self.witnesses):
+                return t
+        latest = self._latest()
+        if t is None or (latest.size, latest.root_hash) != (t.size, t.root_hash):
+            self._target, self._tried = latest, set()
+        return self._target  # type: ignore[return-value]
 
     async def _add_checkpoint(self, w: WitnessEndpoint, cp: StoredCheckpoint) -> str:
         name = w.key.name
