@@ -2,7 +2,7 @@
 their cosignatures (DESIGN section 2, witnessed checkpoints).
 
 One task per witness: whenever the log's latest checkpoint is newer than what the witness last cosigned (checked
-every ``poll_s``, so under load the newest checkpoint goes out at least every second), it POSTs ``add-checkpoint``
+every ``poll_s``, 0.2 s by default, so under load the newest checkpoint goes out at least every second), it POSTs ``add-checkpoint``
 with the consistency proof from the size the witness last cosigned. A 409 with ``text/x.tlog.size`` resyncs to the
 size the witness reports; any other failure retries with exponential backoff. Nothing here is on Submit's path:
 the tasks only read the published checkpoint.
@@ -74,7 +74,7 @@ class Witnessing:
         prove: Callable[[int, int], list[bytes]],
         save: Callable[[int, bytes], None] | None = None,
         witnessed: tuple[int, bytes] | None = None,
-        poll_s: float = 0.05,
+        poll_s: float = 0.2,
         timeout_s: float = 5.0,
     ) -> None:
         if not witnesses:
