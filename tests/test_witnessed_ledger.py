@@ -175,3 +175,38 @@ def test_quorum_of_one_with_one_witness_down(database_url: str, tmp_path: Path, 
             done = client.submit(grant_envelope())
         resp = _wait_witnessed(server, done.entry.checkpoint.size)
         assert _cosigners(resp.witnessed_checkpoint.note, [w1]) == {w1.signer.name}
+
+
+def test_check_access_carries_the_witnessed_checkpoint(database_url: str, tmp_path: Path) -> None:
+    from consent_ledger.core import payloads
+    from consent_ledger.core.crypto import Ed25519PrivateKey
+    from consent_ledger.core.payloads import DataItem
+    from consent_ledger.v1 import access_pb2, access_pb2_grpc
+
+    from .entries_support import PATIENT
+    from .server_support import connect, log_signer
+
+    w1, w2 = _witness("witness.test/c1", tmp_path), _witness("witness.test/c2", tmp_path)
+    with w1, w2, running_server(database_url, witnesses=(_endpoint(w1), _endpoint(w2)), witness_quorum=2) as server:
+        op = connect(server, party=OPERATOR)
+        op.register_party(log_signer().private_key, party_id="hospital-1", roles=["hospital"],
+                          public_keys=[Ed25519PrivateKey.from_seed(bytes([9]) * 32).public_key], display_name="H")
+        op.ledger.submit(grant_envelope())
+        size = op.ledger.checkpoint().checkpoint.size
+        op.ledger.close()
+        _wait_witnessed(server, size)
+        with open_channel(server.target, "hospital-1") as ch:
+            resp = access_pb2_grpc.AccessServiceStub(ch).CheckAccess(
+                access_pb2.CheckAccessRequest(
+                    patient=PATIENT.public_key, action="access", purpose="TREAT",
+                    data=[payloads.data_item_to_pb(DataItem("laboratory-results"))],
+                ),
+                timeout=10,
+            )
+        assert resp.HasField("witnessed_checkpoint")
+        assert _cosigners(resp.witnessed_checkpoint.note, [w1, w2]) == {w1.signer.name, w2.signer.name}
+        log_v = parse_verifier_key(log_verifier_key())
+        wcp = parse_checkpoint(open_note(resp.witnessed_checkpoint.note, [log_v]).text)
+        cp = parse_checkpoint(open_note(resp.checkpoint.note, [log_v]).text)
+        assert wcp.size <= cp.size
+        verify_consistency(wcp.size, cp.size, wcp.root_hash, cp.root_hash, list(resp.witnessed_consistency))
