@@ -187,3 +187,21 @@ def test_cli_witness_and_witness_status(tmp_path: Path, log: SmallLog) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_witness_over_tls(tmp_path: Path, log: SmallLog) -> None:
+    import ssl
+
+    from .tls_support import ThrowawayCA
+
+    ca = ThrowawayCA(tmp_path)
+    pem = ca.issue("localhost", server=True)
+    with WitnessThread("witness.test/tls", {log.origin: [log.verifier]}, f"sqlite:///{tmp_path / 'w.db'}",
+                       tls=(pem.cert, pem.key)) as w:
+        url = w.url.replace("http://", "https://")
+        ctx = ssl.create_default_context(cafile=str(ca.ca_file))
+        resp = post(url, log.request(0, 4), context=ctx)
+        assert resp.status == 200
+        independent_cosignature_check(resp.body, w.signer.name, w.signer.public_key, log.body(4))
+        with pytest.raises(OSError):  # plaintext HTTP to the TLS port is not served
+            post(w.url, log.request(4, 4))

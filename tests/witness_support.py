@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -34,9 +35,12 @@ class WitnessThread:
         database_url: str,
         evidence_dir: Path | None = None,
         port: int = 0,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.signer = Signer(name, Ed25519PrivateKey.from_seed(hashlib.sha256(name.encode()).digest()))
-        self.config = WitnessConfig(self.signer, logs, "127.0.0.1", port, evidence_dir)
+        self.config = WitnessConfig(
+            self.signer, logs, "127.0.0.1", port, evidence_dir, *(tls if tls is not None else (None, None))
+        )
         self.database_url = database_url
         self.loop = asyncio.new_event_loop()
         self.running: RunningWitness | None = None
@@ -100,10 +104,10 @@ class Response:
     body: bytes
 
 
-def post(url: str, body: bytes, path: str = "/add-checkpoint") -> Response:
+def post(url: str, body: bytes, path: str = "/add-checkpoint", context: ssl.SSLContext | None = None) -> Response:
     req = urllib.request.Request(url + path, data=body, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return Response(resp.status, resp.headers.get("Content-Type", ""), resp.read())
     except urllib.error.HTTPError as e:
         return Response(e.code, e.headers.get("Content-Type", ""), e.read())
