@@ -65,6 +65,7 @@ def test_every_protocol_outcome(witness: WitnessThread, log: SmallLog, tmp_path:
     # 422: a consistency proof that does not verify.
     bad_proof = format_add_checkpoint(3, [bytes(32)] * len(log.proof(3, 5)), log.note(5))
     assert post(url, bad_proof).status == 422
+    assert post(url, bad_proof).status == 422  # repeated: still one evidence file for this pair of notes
     # 200 again with the right proof; a repeat of the same checkpoint is cosigned again.
     ok = post(url, log.request(3, 5))
     assert ok.status == 200

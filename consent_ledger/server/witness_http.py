@@ -9,6 +9,7 @@ as evidence files (core.splitview) into the evidence directory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -71,7 +72,6 @@ class _Witness:
     def __init__(self, config: WitnessConfig, store: WitnessStateStore) -> None:
         self.config = config
         self.store = store
-        self._evidence_seq = 0
 
     def decide(self, body: bytes) -> tuple[int, bytes, str]:
         """(status, body, content type) for one add-checkpoint body. Blocking (database)."""
@@ -111,9 +111,15 @@ class _Witness:
             log.error("cannot write split-view evidence: %s", e)
             return
         d.mkdir(parents=True, exist_ok=True)
-        self._evidence_seq += 1
-        path = d / f"split-view-{time.time_ns()}-{os.getpid()}-{self._evidence_seq}.json"
-        path.write_bytes(data)
+        # Named by the two notes: one file per pair of log-signed notes, however often a request repeats them
+        # (anyone may send a signed note with a bad proof: the files stay bounded by the log's checkpoints).
+        digest = hashlib.sha256(smaller + b"\0" + larger).hexdigest()[:32]
+        path = d / f"split-view-{digest}.json"
+        if path.exists():
+            return
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
         log.error("split-view evidence written to %s", path)
 
     async def add_checkpoint(self, request: web.Request) -> web.Response:
