@@ -249,6 +249,7 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         ack_timeout_s=args.ack_timeout or None,
         witnesses=tuple(_witness_endpoints(args.witness)),
         witness_quorum=args.witness_quorum,
+        witness_ca=args.witness_ca,
     )
     if config.witnesses and not 0 <= config.witness_quorum <= len(config.witnesses):
         raise CliError(f"--witness-quorum must be between 1 and the number of --witness ({len(config.witnesses)})")
@@ -455,6 +456,8 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                         "verifier key (keygen witness); repeatable")
     p.add_argument("--witness-quorum", type=int, default=0, metavar="K",
                    help="cosignatures a checkpoint needs to be served as witnessed (default: every --witness)")
+    p.add_argument("--witness-ca", metavar="FILE",
+                   help="CA certificate(s) that HTTPS witnesses' certificates must chain to (default: system roots)")
     p.add_argument("--ack-timeout", type=float, default=_float_env("CONSENT_LEDGER_ACK_TIMEOUT", 10.0),
                    metavar="SECONDS", help="answer a submission UNAVAILABLE when it is not acknowledged within this "
                    "long; 0: wait for its batch (default: $CONSENT_LEDGER_ACK_TIMEOUT or %(default)g)")

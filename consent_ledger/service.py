@@ -82,6 +82,8 @@ class ServiceConfig:
     # checkpoint for it to be served as witnessed (--witness-quorum; 0: all of them).
     witnesses: tuple[WitnessEndpoint, ...] = ()
     witness_quorum: int = 0
+    # CA certificate file for HTTPS witnesses (serve --witness-ca); None: the system's roots.
+    witness_ca: str | None = None
 
 
 @dataclass
@@ -180,6 +182,7 @@ async def start_service(
             ledger.queries.consistency,
             save=saved.save,
             witnessed=await asyncio.to_thread(saved.load),
+            ca_file=config.witness_ca,
         )
         ledger.witnessing = witnessing
         await witnessing.start()

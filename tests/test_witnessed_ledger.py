@@ -210,3 +210,22 @@ def test_check_access_carries_the_witnessed_checkpoint(database_url: str, tmp_pa
         cp = parse_checkpoint(open_note(resp.checkpoint.note, [log_v]).text)
         assert wcp.size <= cp.size
         verify_consistency(wcp.size, cp.size, wcp.root_hash, cp.root_hash, list(resp.witnessed_consistency))
+
+
+def test_https_witness_with_a_private_ca(database_url: str, tmp_path: Path) -> None:
+    from .tls_support import ThrowawayCA
+
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ca = ThrowawayCA(ca_dir)
+    pem = ca.issue("localhost", server=True)
+    verifier = parse_verifier_key(log_verifier_key())
+    w = WitnessThread("witness.test/https", {LOG_NAME: [verifier]}, f"sqlite:///{tmp_path / 'https.db'}",
+                      tls=(pem.cert, pem.key))
+    with w:
+        https = WitnessEndpoint(w.url.replace("http://", "https://"), w.key)
+        with running_server(database_url, witnesses=(https,), witness_ca=str(ca.ca_file)) as server:
+            with ledger_client(server, party=OPERATOR, state_path=tmp_path / "state.json") as client:
+                done = client.submit(grant_envelope())
+            resp = _wait_witnessed(server, done.entry.checkpoint.size)
+            assert _cosigners(resp.witnessed_checkpoint.note, [w]) == {w.signer.name}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -76,6 +77,7 @@ class Witnessing:
         witnessed: tuple[int, bytes] | None = None,
         poll_s: float = 0.2,
         timeout_s: float = 5.0,
+        ca_file: str | None = None,
     ) -> None:
         if not witnesses:
             raise InvalidInput("no witnesses configured")
@@ -88,6 +90,8 @@ class Witnessing:
         self._save = save
         self._poll_s = poll_s
         self._timeout_s = timeout_s
+        # HTTPS witnesses are checked against the system's roots, or only against ca_file when given.
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._collected: OrderedDict[int, _Collected] = OrderedDict()
         # (size, note with the quorum's cosignature lines) of the newest witnessed checkpoint.
         self.witnessed: tuple[int, bytes] | None = witnessed
@@ -103,7 +107,9 @@ class Witnessing:
         self._tried: set[str] = set()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s), connector=aiohttp.TCPConnector(ssl=self._ssl)
+        )
         self._tasks = [
             asyncio.create_task(self._run(w), name=f"witness-{w.key.name}") for w in self.witnesses
         ]
