@@ -1580,7 +1580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("keygen", help="create a key (log, patient, organisation or the map VRF key)")
+    p = sub.add_parser("keygen", help="create a key (log, patient, organisation, the map VRF key or a witness key)")
     p.add_argument("kind", choices=["log", "patient", "org", "map-vrf", "witness"],
                    help="map-vrf: the ledger's map VRF key (derives the consent-state map's keys; never signs)")
     p.add_argument("--name", help="key name; for a log key, the log's origin")
