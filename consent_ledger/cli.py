@@ -96,13 +96,21 @@ from consent_ledger.app.consent_state import StatePolicy
 from consent_ledger.app.lru import CacheBudget
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.core.decision import IMPLICIT_DENY, IMPLICIT_POLICIES, Policy
+from consent_ledger.app.witnessing import WitnessEndpoint
+from consent_ledger.core.note import Verifier
+from consent_ledger.core.witness import WitnessKey, format_witness_key, parse_witness_key
+from consent_ledger.server.witness_http import WitnessConfig
 from consent_ledger.service import (
     DEFAULT_DATABASE_URL,
     DEFAULT_LISTEN,
+    DEFAULT_WITNESS_DATABASE_URL,
+    DEFAULT_WITNESS_LISTEN,
     ServiceConfig,
     rebuild_map,
     start_service,
+    start_witness_service,
 )
+from consent_ledger.storage.witness_store import WitnessStore
 from consent_ledger.telemetry import EXPORTERS, configure_telemetry
 
 log = logging.getLogger("consent_ledger")
@@ -171,6 +179,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         name = "patient"
     elif not name and args.kind == "map-vrf":
         name = "map-vrf"
+    elif not name and args.kind == "witness":
+        name = "witness"
     elif not name and args.kind == "org":
         # An organisation's key is named after the file (insurer-1.key -> insurer-1) unless --name says otherwise.
         name = _UNSAFE.sub("-", Path(args.out).name.removesuffix(".key")).strip("-") or "org"
@@ -178,6 +188,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         raise SystemExit("keygen log needs --name (the log's origin, e.g. ledger.example.org/consent)")
     signer = write_new_key(Path(args.out), name, overwrite=args.force)
     vkey = verifier_key_of(signer)
+    if args.kind == "witness":
+        # A witness signs cosignature/v1 lines: its verifier key has algorithm 0x04 (C2SP tlog-cosignature).
+        vkey = format_witness_key(WitnessKey(signer.name, signer.public_key))
+        Path(args.out + ".pub").write_text(vkey + "\n")
     emit(
         args,
         f"wrote {args.kind} key {args.out} (mode 0600) and {args.out}.pub\n"
@@ -233,7 +247,12 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         db_connect_timeout_s=args.db_connect_timeout,
         db_statement_timeout_s=args.db_statement_timeout,
         ack_timeout_s=args.ack_timeout or None,
+        witnesses=tuple(_witness_endpoints(args.witness)),
+        witness_quorum=args.witness_quorum,
+        witness_ca=args.witness_ca,
     )
+    if config.witnesses and not 0 <= config.witness_quorum <= len(config.witnesses):
+        raise CliError(f"--witness-quorum must be between 1 and the number of --witness ({len(config.witnesses)})")
     service = await start_service(config, signer, map_vrf_key)
     host = args.listen.rsplit(":", 1)[0]
     if args.port_file:
@@ -259,6 +278,20 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
     return 0
 
 
+def _witness_endpoints(specs: list[str]) -> list[WitnessEndpoint]:
+    """--witness URL=VERIFIER-KEY values."""
+    out = []
+    for spec in specs or []:
+        url, sep, key = spec.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise CliError(f"--witness {spec!r} is not URL=VERIFIER-KEY (an http:// or https:// URL)")
+        try:
+            out.append(WitnessEndpoint(url, parse_witness_key(key)))
+        except InvalidInput as e:
+            raise CliError(f"--witness {url}: {e}") from None
+    return out
+
+
 def cmd_rebuild_map(args: argparse.Namespace) -> int:
     signer = key_from_env_or_file(Path(args.key_file) if args.key_file else None)
     done = rebuild_map(args.database_url, signer, _map_vrf_key(args))
@@ -269,6 +302,81 @@ def cmd_rebuild_map(args: argparse.Namespace) -> int:
         {"entries": done.entries, "keys": done.keys, "map_root": done.map_root.hex(),
          "state_commit_index": done.state_commit_index},
     )
+    return 0
+
+
+def _witness_logs(specs: list[str]) -> dict[str, list[Verifier]]:
+    logs: dict[str, list[Verifier]] = {}
+    for spec in specs:
+        origin, sep, key = spec.partition("=")
+        if not sep:
+            raise CliError(f"--log {spec!r} is not ORIGIN=VERIFIER-KEY")
+        try:
+            v = parse_verifier_key(key)
+        except InvalidInput as e:
+            raise CliError(f"--log {origin}: {e}") from None
+        if v.name != origin:
+            raise CliError(f"--log {origin}: the verifier key is named {v.name!r}, not the origin")
+        logs.setdefault(origin, []).append(v)
+    return logs
+
+
+async def _witness(args: argparse.Namespace) -> int:
+    signer = read_key(Path(args.key_file))
+    host, _, port = args.listen.rpartition(":")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    config = WitnessConfig(
+        signer=signer,
+        logs=_witness_logs(args.log),
+        listen_host=host or "127.0.0.1",
+        listen_port=int(port),
+        evidence_dir=Path(args.evidence_dir) if args.evidence_dir else None,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+    )
+    running = await start_witness_service(config, args.database_url)
+    if args.port_file:
+        Path(args.port_file).write_text(f"{running.port}\n")
+    print(
+        f"witness {signer.name} on {config.listen_host}:{running.port} ({'https' if config.tls_cert else 'http'}), "
+        f"witnessing {', '.join(sorted(config.logs))}\nverifier key: "
+        f"{format_witness_key(WitnessKey(signer.name, signer.public_key))}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()
+    return 0
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    return asyncio.run(_witness(args))
+
+
+def cmd_witness_status(args: argparse.Namespace) -> int:
+    if args.url:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(args.url.rstrip("/") + "/status", timeout=10) as resp:
+                doc = json.loads(resp.read())
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot read {args.url}/status: {e}") from None
+        origins = doc["origins"]
+    else:
+        store = WitnessStore(args.database_url)
+        try:
+            origins = [{"origin": r.origin, "size": r.size, "root_hash": r.root_hash.hex()} for r in store.all()]
+        finally:
+            store.close()
+    human = "\n".join(f"{o['origin']}  size {o['size']}" for o in origins) or "no checkpoints cosigned yet"
+    emit(args, human, {"origins": origins})
     return 0
 
 
@@ -343,6 +451,13 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    default=_float_env("CONSENT_LEDGER_DB_STATEMENT_TIMEOUT", 30.0), metavar="SECONDS",
                    help="abandon a database statement after this long (default: $CONSENT_LEDGER_DB_STATEMENT_TIMEOUT "
                    "or %(default)g)")
+    p.add_argument("--witness", action="append", default=[], metavar="URL=VERIFIER-KEY",
+                   help="a C2SP tlog-witness to send checkpoints to (URL prefix of add-checkpoint) and its cosignature "
+                        "verifier key (keygen witness); repeatable")
+    p.add_argument("--witness-quorum", type=int, default=0, metavar="K",
+                   help="cosignatures a checkpoint needs to be served as witnessed (default: every --witness)")
+    p.add_argument("--witness-ca", metavar="FILE",
+                   help="CA certificate(s) that HTTPS witnesses' certificates must chain to (default: system roots)")
     p.add_argument("--ack-timeout", type=float, default=_float_env("CONSENT_LEDGER_ACK_TIMEOUT", 10.0),
                    metavar="SECONDS", help="answer a submission UNAVAILABLE when it is not acknowledged within this "
                    "long; 0: wait for its batch (default: $CONSENT_LEDGER_ACK_TIMEOUT or %(default)g)")
@@ -1465,14 +1580,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("keygen", help="create a key (log, patient, organisation or the map VRF key)")
-    p.add_argument("kind", choices=["log", "patient", "org", "map-vrf"],
+    p = sub.add_parser("keygen", help="create a key (log, patient, organisation, the map VRF key or a witness key)")
+    p.add_argument("kind", choices=["log", "patient", "org", "map-vrf", "witness"],
                    help="map-vrf: the ledger's map VRF key (derives the consent-state map's keys; never signs)")
     p.add_argument("--name", help="key name; for a log key, the log's origin")
     p.add_argument("--out", required=True, help="private key file to create (mode 0600); FILE.pub gets the public key")
     p.add_argument("--force", action="store_true", help="replace an existing key file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("witness", help="run a C2SP tlog-witness that cosigns the checkpoints of configured logs")
+    p.add_argument("--listen", default=_env("CONSENT_LEDGER_WITNESS_LISTEN", DEFAULT_WITNESS_LISTEN),
+                   help="host:port to listen on (default: $CONSENT_LEDGER_WITNESS_LISTEN or %(default)s)")
+    p.add_argument("--database-url", default=_env("CONSENT_LEDGER_WITNESS_DATABASE_URL", DEFAULT_WITNESS_DATABASE_URL),
+                   help="SQLAlchemy URL of the witness's state (default: %(default)s)")
+    p.add_argument("--key-file", required=True, help="the witness key (keygen witness)")
+    p.add_argument("--log", action="append", default=[], metavar="ORIGIN=VERIFIER-KEY", required=True,
+                   help="a log to witness: its origin and a verifier key trusted for it; repeatable")
+    p.add_argument("--evidence-dir", help="write split-view evidence files here")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    p.add_argument("--port-file", help="write the bound port to this file (useful with port 0)")
+    p.set_defaults(func=cmd_witness)
+
+    p = sub.add_parser("witness-status", help="the origins a witness follows and the sizes it cosigned")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--database-url", help="read the witness's database")
+    where.add_argument("--url", help="ask a running witness (GET URL/status)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_witness_status)
 
     p = sub.add_parser("serve", help="run the ledger service")
     add_serve_options(p)

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from consent_ledger_client import (
     ConsentClient,
     LedgerClient,
@@ -45,7 +47,14 @@ from consent_ledger.core.note import Signer
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.keys import read_key, verifier_key_of, write_new_key
 from consent_ledger.core.vrf import VrfPrivateKey
-from consent_ledger.service import RunningService, ServiceConfig, start_service
+from consent_ledger.app.witnessing import WitnessEndpoint
+from consent_ledger.core.checkpoint import open_checkpoint
+from consent_ledger.core.merkle import verify_consistency
+from consent_ledger.core.note import open_note, parse_verifier_key
+from consent_ledger.core.witness import WitnessKey
+from consent_ledger.server.witness_http import RunningWitness, WitnessConfig
+from consent_ledger.service import RunningService, ServiceConfig, start_service, start_witness_service
+from consent_ledger.v1 import log_pb2, log_pb2_grpc
 
 DEMO_ORIGIN = "demo.consent-ledger.local/log"
 DEFAULT_PORT = 50051
@@ -92,6 +101,8 @@ class DemoContext:
     receipts: dict[str, SubmitReceipt] = field(default_factory=dict)
     # The map VRF public key file (map-vrf.key.pub) the clients pin beside the log key.
     map_vrf_key_file: Path | None = None
+    # The witnesses running beside the ledger (their cosignature keys).
+    witnesses: list[WitnessKey] = field(default_factory=list)
 
     def say(self, text: str = "") -> None:
         for line in text.splitlines() or [""]:
@@ -349,6 +360,9 @@ def offline_checks(ctx: DemoContext) -> None:
         "nothing was changed or removed, only appended"
     )
 
+    if ctx.witnesses:
+        _witnessed(ctx, latest.size)
+
     vkey = verifier_key_of(ctx.operator_key)
     grant = ctx.receipts["hospital"]
     bundle_path = ctx.workdir / "consent-hospital.json"
@@ -365,6 +379,36 @@ def offline_checks(ctx: DemoContext) -> None:
         f"verified offline: {_show_path(ctx.files['receipt'])} carries the log's signature on the "
         f"{r.decision.decision} decision for {r.decision.request.requester_id}, bound to checkpoint of size "
         f"{r.checkpoint.size}"
+    )
+
+
+def _witnessed(ctx: DemoContext, size: int) -> None:
+    """Fetch the witnessed checkpoint (waiting a little for the witnesses) and verify every cosignature."""
+    log_verifier = parse_verifier_key(verifier_key_of(ctx.operator_key))
+    deadline = time.monotonic() + 15
+    with grpc.insecure_channel(ctx.target) as ch:
+        stub = log_pb2_grpc.LogServiceStub(ch)
+        while True:
+            resp = stub.GetCheckpoint(log_pb2.GetCheckpointRequest(), timeout=10)
+            if resp.HasField("witnessed_checkpoint"):
+                wcp = open_checkpoint(resp.witnessed_checkpoint.note, log_verifier)
+                if wcp.size >= size or time.monotonic() > deadline:
+                    break
+            elif time.monotonic() > deadline:
+                ctx.say("no checkpoint was cosigned by the witnesses yet")
+                return
+            time.sleep(0.1)
+    note = open_note(resp.witnessed_checkpoint.note, [log_verifier])
+    latest = open_checkpoint(resp.checkpoint.note, log_verifier)
+    verify_consistency(wcp.size, latest.size, wcp.root_hash, latest.root_hash, list(resp.witnessed_consistency))
+    names = []
+    for w in ctx.witnesses:
+        sig = next(s for s in note.unverified_sigs if s.name == w.name and s.key_hash == w.key_hash)
+        t = w.verify(note.text, sig)
+        names.append(f"{w.name} (at {dt.datetime.fromtimestamp(t, dt.timezone.utc):%H:%M:%S} UTC)")
+    ctx.say(
+        f"witnessed checkpoint: size {wcp.size}, cosigned by {' and '.join(names)}; verified: each C2SP "
+        f"tlog-cosignature/v1 with its witness key, the log's signature, and consistency with size {latest.size}"
     )
 
 
@@ -485,6 +529,18 @@ def choose_port(port: int | None) -> int:
     return 0
 
 
+DEMO_WITNESSES = ("witness-1", "witness-2")
+
+
+async def _start_witnesses(workdir: Path, log_signer: Signer) -> list[RunningWitness]:
+    """Two C2SP tlog-witnesses beside the ledger, on loopback ports chosen by the system, each with its database."""
+    started: list[RunningWitness] = []
+    for name in DEMO_WITNESSES:
+        config = WitnessConfig(read_key(workdir / f"{name}.key"), {log_signer.name: [log_signer.verifier()]})
+        started.append(await start_witness_service(config, f"sqlite:///{(workdir / f'{name}.db').resolve()}"))
+    return started
+
+
 def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
     """A fresh start in ``workdir``: new keys (log, Alice, each organisation), no database, no client state, none
     of the files an earlier run wrote. Returns (database, state file, log key, patient key)."""
@@ -493,6 +549,7 @@ def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
     db = workdir / "ledger.db"
     state = workdir / "client-state.json"
     stale = [db, db.with_name("ledger.db-wal"), db.with_name("ledger.db-shm"), state]
+    stale += [workdir / f"{name}.db{suffix}" for name in DEMO_WITNESSES for suffix in ("", "-wal", "-shm")]
     stale += [*workdir.glob("*.note"), *workdir.glob("*.json")]
     for path in stale:
         path.unlink(missing_ok=True)
@@ -500,6 +557,8 @@ def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
     write_new_key(log_key, DEMO_ORIGIN, overwrite=True)
     write_new_key(patient_key, "alice", overwrite=True)
     write_new_key(workdir / "map-vrf.key", "map-vrf", overwrite=True)
+    for name in DEMO_WITNESSES:
+        write_new_key(workdir / f"{name}.key", name, overwrite=True)
     for party in PARTIES:
         write_new_key(workdir / f"{party.party_id}.key", party.party_id, overwrite=True)
     return db, state, log_key, patient_key
@@ -532,7 +591,13 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
     # The banner below says the demo serves plaintext on loopback; the server's own warning would repeat it.
     logging.getLogger("consent_ledger.server.app").setLevel(logging.ERROR)
     signer = read_key(log_key_file)
+    witnesses = await _start_witnesses(workdir, signer)
+    witness_keys = [WitnessKey(n, read_key(workdir / f"{n}.key").public_key) for n in DEMO_WITNESSES]
     config = ServiceConfig(
+        witnesses=tuple(
+            WitnessEndpoint(f"http://127.0.0.1:{w.port}", k) for w, k in zip(witnesses, witness_keys, strict=True)
+        ),
+        witness_quorum=len(witnesses),
         database_url=f"sqlite:///{db.resolve()}",
         listen=f"127.0.0.1:{choose_port(port)}",
         insecure=True,
@@ -555,6 +620,8 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
     )
     write(f"consent-ledger demo: log {signer.name} serving on {target} (plaintext, loopback only)")
     write(f"  database  {_show_path(db)} (a fresh SQLite file)")
+    write("  witnesses " + ", ".join(f"{k.name} on 127.0.0.1:{w.port}" for w, k in zip(witnesses, witness_keys, strict=True))
+          + " (C2SP tlog-witness; each cosigns the log's checkpoints)")
     write(f"  keys      in {_show_path(workdir)}/: {keys}")
     write("  every answer below is verified by the client library against the log's public key before it is shown")
     clients: list[LedgerClient] = []
@@ -583,6 +650,7 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
             watching=_watcher_probe(service),
             write=write,
             map_vrf_key_file=map_vrf_key_file.with_name(map_vrf_key_file.name + ".pub"),
+            witnesses=witness_keys,
         )
         # The client is synchronous; the server runs on this event loop, so the story runs in a thread.
         await asyncio.to_thread(play, ctx)
@@ -606,6 +674,8 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
         for c in clients:
             c.close()
         await service.stop()
+        for w in witnesses:
+            await w.stop()
     return 0
 
 

@@ -22,6 +22,7 @@ from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.app.lru import CacheBudget
+from consent_ledger.app.witnessing import WitnessEndpoint, Witnessing
 from consent_ledger.core import delegation, payloads
 from consent_ledger.core.decision import Policy
 from consent_ledger.core.envelope import parse_envelope
@@ -33,16 +34,21 @@ from consent_ledger.core.vrf import MapKeyProver, VrfPrivateKey
 from consent_ledger.keys import derived_map_vrf_key
 from consent_ledger.server.app import TlsFiles, create_server, service_names
 from consent_ledger.server.limits import RateLimit
+from consent_ledger.server.witness_http import RunningWitness, WitnessConfig, start_witness
 from consent_ledger.storage import open_store
 from consent_ledger.storage.engine import Timeouts
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
 from consent_ledger.storage.nonces import SqlNonceStore
+from consent_ledger.storage.witness_store import WitnessStore
+from consent_ledger.storage.witnessed import SqlWitnessedCheckpoint
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///consent-ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_WITNESS_DATABASE_URL = "sqlite:///consent-ledger-witness.db"
+DEFAULT_WITNESS_LISTEN = "127.0.0.1:8380"
 # Threads that run blocking work (storage reads, validation) for the event loop: asyncio's default count.
 DEFAULT_IO_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
@@ -72,6 +78,12 @@ class ServiceConfig:
     # Worker threads for blocking calls; the database pool holds one connection for each, plus the integration
     # thread's and the health probe's.
     io_threads: int = DEFAULT_IO_THREADS
+    # C2SP tlog-witness witnesses to send checkpoints to (serve --witness URL=KEY), and how many must cosign a
+    # checkpoint for it to be served as witnessed (--witness-quorum; 0: all of them).
+    witnesses: tuple[WitnessEndpoint, ...] = ()
+    witness_quorum: int = 0
+    # CA certificate file for HTTPS witnesses (serve --witness-ca); None: the system's roots.
+    witness_ca: str | None = None
 
 
 @dataclass
@@ -85,6 +97,7 @@ class RunningService:
     health: HealthServicer
     stopped: bool = field(default=False)
     probe: asyncio.Task[None] | None = None
+    witnessing: Witnessing | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.stopped:
@@ -94,6 +107,8 @@ class RunningService:
             self.probe.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         await self.ledger.stop()
         self.ledger.store.close()
 
@@ -157,11 +172,25 @@ async def start_service(
         store.close()
         raise
     await ledger.start()
+    witnessing = None
+    if config.witnesses:
+        saved = SqlWitnessedCheckpoint(store)
+        witnessing = Witnessing(
+            list(config.witnesses),
+            config.witness_quorum or len(config.witnesses),
+            lambda: ledger.sequencer.latest,
+            ledger.queries.consistency,
+            save=saved.save,
+            witnessed=await asyncio.to_thread(saved.load),
+            ca_file=config.witness_ca,
+        )
+        ledger.witnessing = witnessing
+        await witnessing.start()
     await server.start()
     cp = ledger.sequencer.latest
     log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    running = RunningService(server, port, ledger, consents, health)
+    running = RunningService(server, port, ledger, consents, health, witnessing=witnessing)
     running.probe = asyncio.create_task(
         probe_database(
             functools.partial(_check_database, ledger), health, config.health_probe_s, config.db_connect_timeout_s + 1
@@ -283,3 +312,15 @@ def rebuild_map(database_url: str, signer: Signer, map_vrf_key: VrfPrivateKey | 
         return RebuiltMap(latest.index, latest.map_root, len(values), size)
     finally:
         store.close()
+
+
+async def start_witness_service(
+    config: WitnessConfig, database_url: str = DEFAULT_WITNESS_DATABASE_URL
+) -> RunningWitness:
+    """Open the witness's database (its own; created on first use) and serve C2SP tlog-witness over HTTP."""
+    store = await asyncio.to_thread(WitnessStore, database_url)
+    try:
+        return await start_witness(config, store)
+    except BaseException:
+        store.close()
+        raise

@@ -779,6 +779,11 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
         f"the consistency proof from the first checkpoint (size {first_size}) to size",
         "consent record matches the signed consent",
         "carries the log's signature on the PARTIAL decision for insurer-1",
+        # the two witnesses beside the ledger cosigned a checkpoint; each cosignature verified
+        "witnessed checkpoint: size ",
+        "cosigned by witness-1 (at ",
+        "and witness-2 (at ",
+        "each C2SP tlog-cosignature/v1 with its witness key",
         "The story is over",
     ):
         assert expected in out, expected

@@ -61,6 +61,8 @@ class Ledger:
         self._check_payload = check_payload
         self._max_envelope_size = max_envelope_size
         self._ack_timeout_s = ack_timeout_s
+        # Set by the service when witnesses are configured (app.witnessing.Witnessing).
+        self.witnessing: Any = None
 
     @property
     def origin(self) -> str:

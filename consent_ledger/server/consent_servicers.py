@@ -23,7 +23,7 @@ from consent_ledger.core.payloads import Period, data_item_from_pb
 from consent_ledger.core.receipt import decision_to_pb
 from consent_ledger.server.errors import streaming, unary
 from consent_ledger.server.auth import caller_of
-from consent_ledger.server.log_servicer import checkpoint_pb, entry_pb
+from consent_ledger.server.log_servicer import checkpoint_pb, entry_pb, witnessed_fields
 from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc
 
 # A watch ends after this long; clients reconnect (bounded stream durations, DESIGN section 7).
@@ -102,6 +102,10 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
                     vrf_proof=answer.party_pi,
                 )
             )
+        witnessed, proof = await witnessed_fields(self._ledger, answer.checkpoint.size)
+        if witnessed is not None:
+            resp.witnessed_checkpoint.CopyFrom(witnessed)
+            resp.witnessed_consistency.extend(proof)
         if records_access_event(answer, request.record_access_event):
             done = await self._ledger.append(self._consents.access_event_envelope(answer))
             resp.access_event_recorded = True

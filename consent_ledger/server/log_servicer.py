@@ -18,6 +18,21 @@ def checkpoint_pb(cp: StoredCheckpoint) -> log_pb2.Checkpoint:
     return log_pb2.Checkpoint(note=cp.note)
 
 
+async def witnessed_fields(ledger: Ledger, size: int) -> tuple[log_pb2.Checkpoint | None, list[bytes]]:
+    """The newest witnessed checkpoint no larger than ``size`` and the consistency proof from it to ``size``;
+    (None, []) without witnesses or a quorum yet."""
+    w = ledger.witnessing
+    got = w.witnessed_at_most(size) if w is not None else None
+    if got is None:
+        return None, []
+    wsize, note = got
+    proof: list[bytes] = []
+    if wsize < size:
+        fast = ledger.queries.consistency_fast(wsize, size)
+        proof = fast if fast is not None else await asyncio.to_thread(ledger.queries.consistency, wsize, size)
+    return log_pb2.Checkpoint(note=note), proof
+
+
 class LogServicer(log_pb2_grpc.LogServiceServicer):
     def __init__(self, ledger: Ledger, map_vrf_proof: Callable[[bytes | None], bytes] | None = None) -> None:
         self._ledger = ledger
@@ -62,7 +77,14 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
     async def GetCheckpoint(
         self, request: log_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetCheckpointResponse:
-        return log_pb2.GetCheckpointResponse(checkpoint=checkpoint_pb(self._q.checkpoint()))
+        cp = self._q.checkpoint()
+        w = self._ledger.witnessing
+        resp = log_pb2.GetCheckpointResponse(checkpoint=log_pb2.Checkpoint(note=w.note_for(cp) if w else cp.note))
+        witnessed, proof = await witnessed_fields(self._ledger, cp.size)
+        if witnessed is not None:
+            resp.witnessed_checkpoint.CopyFrom(witnessed)
+            resp.witnessed_consistency.extend(proof)
+        return resp
 
     @unary("GetInclusionProof")
     async def GetInclusionProof(

@@ -297,3 +297,17 @@ signers = Table(
     **_MYSQL,
 )
 __all__ += ["signers"]
+
+# --- witnessed checkpoint (migration 0009) ------------------------------------------------------------------
+# The newest checkpoint that collected cosignatures from a quorum of the configured witnesses: the log's signed
+# note with those cosignature lines (app.witnessing), so a restart serves it. One row (id 1), replaced by larger sizes.
+witnessed_checkpoint = Table(
+    "witnessed_checkpoint",
+    metadata,
+    Column("id", BigInteger, nullable=False, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("note", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("id"),
+    **_MYSQL,
+)
+__all__ += ["witnessed_checkpoint"]
