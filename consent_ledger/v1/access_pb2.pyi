@@ -173,7 +173,7 @@ class PartyProof(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ..., vrf_proof: _Optional[bytes] = ...) -> None: ...
 
 class CheckAccessResponse(_message.Message):
-    __slots__ = ("decision", "evidence", "checkpoint", "receipt", "access_event_recorded", "access_event_index", "state_commit_index", "selector_proofs", "party_proof")
+    __slots__ = ("decision", "evidence", "checkpoint", "receipt", "access_event_recorded", "access_event_index", "state_commit_index", "selector_proofs", "party_proof", "witnessed_checkpoint", "witnessed_consistency")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,8 @@ class CheckAccessResponse(_message.Message):
     STATE_COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_PROOFS_FIELD_NUMBER: _ClassVar[int]
     PARTY_PROOF_FIELD_NUMBER: _ClassVar[int]
+    WITNESSED_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    WITNESSED_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     evidence: _containers.RepeatedCompositeFieldContainer[EvidenceEntry]
     checkpoint: _log_pb2.Checkpoint
@@ -192,4 +194,6 @@ class CheckAccessResponse(_message.Message):
     state_commit_index: int
     selector_proofs: _containers.RepeatedCompositeFieldContainer[SelectorProof]
     party_proof: PartyProof
-    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[EvidenceEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., receipt: _Optional[bytes] = ..., access_event_recorded: _Optional[bool] = ..., access_event_index: _Optional[int] = ..., state_commit_index: _Optional[int] = ..., selector_proofs: _Optional[_Iterable[_Union[SelectorProof, _Mapping]]] = ..., party_proof: _Optional[_Union[PartyProof, _Mapping]] = ...) -> None: ...
+    witnessed_checkpoint: _log_pb2.Checkpoint
+    witnessed_consistency: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[EvidenceEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., receipt: _Optional[bytes] = ..., access_event_recorded: _Optional[bool] = ..., access_event_index: _Optional[int] = ..., state_commit_index: _Optional[int] = ..., selector_proofs: _Optional[_Iterable[_Union[SelectorProof, _Mapping]]] = ..., party_proof: _Optional[_Union[PartyProof, _Mapping]] = ..., witnessed_checkpoint: _Optional[_Union[_log_pb2.Checkpoint, _Mapping]] = ..., witnessed_consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...

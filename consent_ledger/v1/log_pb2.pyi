@@ -93,10 +93,14 @@ class GetCheckpointRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCheckpointResponse(_message.Message):
-    __slots__ = ("checkpoint",)
+    __slots__ = ("checkpoint", "witnessed_checkpoint", "witnessed_consistency")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    WITNESSED_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    WITNESSED_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     checkpoint: Checkpoint
-    def __init__(self, checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
+    witnessed_checkpoint: Checkpoint
+    witnessed_consistency: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., witnessed_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., witnessed_consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class GetInclusionProofRequest(_message.Message):
     __slots__ = ("index", "leaf_hash", "tree_size")
