@@ -440,11 +440,13 @@ def witness_policy_from_args(args: argparse.Namespace) -> WitnessPolicy | None:
         if getattr(args, "witness_quorum", None) is not None:
             raise CliError("--witness-quorum needs the witnesses' keys: --witness-key VKEY or --witness-key-file FILE")
         return None
-    quorum = args.witness_quorum if args.witness_quorum is not None else len(texts)
-    if not args.witness_max_age > 0:
+    quorum = getattr(args, "witness_quorum", None)
+    max_age = getattr(args, "witness_max_age", None)
+    max_age = 600 if max_age is None else max_age
+    if not max_age > 0:
         raise CliError("--witness-max-age must be a positive number of seconds")
     try:
-        return WitnessPolicy.from_keys(texts, quorum=quorum, max_age_s=int(args.witness_max_age))
+        return WitnessPolicy.from_keys(texts, quorum=len(texts) if quorum is None else quorum, max_age_s=int(max_age))
     except InvalidInput as e:
         raise CliError(f"witness policy: {e}") from None
 

@@ -321,11 +321,12 @@ class ConsentClient:
         max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
         witness_policy: WitnessPolicy | None = None,
     ) -> None:
-        """``witness_policy``: accept answers only on checkpoints a quorum of pinned witnesses cosigned recently
-        (set on ``ledger``; see LedgerClient). ``policy``: if given, decisions made under any other policy are refused. ``operator_keys``: keys
+        """``policy``: if given, decisions made under any other policy are refused. ``operator_keys``: keys
         trusted to register parties, besides the log's own key. ``max_state_age_ms``: evidence whose
         StateCommit is older than this (by ``clock_ms``) is refused as stale. ``max_clock_skew_ms``: how far a
-        decision's time may be from ``clock_ms``, and a StateCommit's batch time after it (DESIGN section 4)."""
+        decision's time may be from ``clock_ms``, and a StateCommit's batch time after it (DESIGN section 4).
+        ``witness_policy``: accept answers only on checkpoints a quorum of pinned witnesses cosigned recently (set
+        on ``ledger``; see LedgerClient)."""
         self.ledger = ledger
         self._policy = policy
         self._max_state_age_ms = max_state_age_ms
