@@ -52,7 +52,8 @@ from consent_ledger.core.errors import (
     VerificationError,
 )
 from consent_ledger.core.note import Signer, parse_verifier_key
-from consent_ledger.core.splitview import parse_split_view, verify_split_view
+from consent_ledger.core.equivocation import verify_split_view
+from consent_ledger.core.splitview import parse_split_view
 from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS
 from consent_ledger.core.witness_policy import WitnessPolicy
 from consent_ledger.keys import (
@@ -920,6 +921,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         "previous_size": previous.size if previous else None,
         "consistent_with_previous": True if previous else None,
     }
+    if verified.witnessed is not None:
+        lines.append(witnessed_line(verified.witnessed, cp.size))
+        data["witnessed"] = witnessed_json(verified.witnessed)
     emit(args, "\n".join(lines), data)
     return EXIT_OK
 

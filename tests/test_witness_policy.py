@@ -22,12 +22,8 @@ from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.errors import InconsistentCheckpoints, InvalidInput, VerificationError
 from consent_ledger.core.note import parse_verifier_key
 from consent_ledger.core.payloads import DataItem
-from consent_ledger.core.splitview import (
-    SPLIT_VIEW_FORMAT,
-    format_split_view,
-    parse_split_view,
-    verify_split_view,
-)
+from consent_ledger.core.equivocation import verify_split_view
+from consent_ledger.core.splitview import SPLIT_VIEW_FORMAT, format_split_view, parse_split_view
 from consent_ledger.core.witness_policy import (
     NotCosigned,
     StaleCosignatures,

@@ -166,11 +166,6 @@ class WitnessedCheckpoint:
     note: bytes
     cosignatures: tuple[tuple[str, int], ...]
 
-    @property
-    def oldest_counted_s(self) -> int:
-        """The time of the oldest counted cosignature: the checkpoint was current at least until then."""
-        return min(t for _, t in self.cosignatures)
-
 
 @dataclass(frozen=True)
 class WitnessPolicy:
