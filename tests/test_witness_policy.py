@@ -66,7 +66,8 @@ def _now() -> int:
 def _fork(note: bytes, size: int | None = None) -> bytes:
     """The operator re-signs a checkpoint of another history: same origin, a different root (and ``size``)."""
     cp = open_checkpoint(note, VERIFIER)
-    forked = Checkpoint(cp.origin, cp.size if size is None else size, bytes(32 - 1) + b"\x01", cp.extensions)
+    ext = cp.extensions if size is None else ()  # a smaller fork names no StateCommit beyond its size
+    forked = Checkpoint(cp.origin, cp.size if size is None else size, bytes(32 - 1) + b"\x01", ext)
     return sign_checkpoint(forked, log_signer())
 
 
