@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 
 import pytest
@@ -43,6 +44,7 @@ from consent_ledger_client.bundle import (
 )
 
 from .server_support import (
+    MTLS,
     OPERATOR,
     connect,
     ledger_client,
@@ -490,3 +492,37 @@ def test_bundles_carry_the_witnessed_checkpoint(ledger, proxy, tmp_path):
     assert cli_main(["verify-bundle", str(path), "--log-key", vkey, "--witness-key-file", str(keys)]) == 0
     assert cli_main(["verify-bundle", str(path), "--log-key", vkey, "--witness-key-file", str(keys),
                      "--witness-quorum", "2", "--json"]) == 0
+
+
+@pytest.mark.skipif(MTLS, reason="the CLI speaks plaintext to the proxy here; tests/test_tls.py covers its TLS")
+def test_cli_witness_options(ledger, proxy, tmp_path, capsys, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("CONSENT_LEDGER_") and not name.startswith("CONSENT_LEDGER_TEST_"):
+            monkeypatch.delenv(name)
+    key = tmp_path / "log.pub"
+    key.write_text(log_verifier_key() + "\n")
+    base = ["--server", proxy.target, "--insecure", "--log-key-file", str(key), "--state", str(tmp_path / "s.json")]
+    flags = [a for k in W.vkeys() for a in ("--witness-key", k)] + ["--witness-quorum", "2"]
+    code, _, err = _cli("checkpoint", *base, *flags, capsys=capsys)
+    assert code == 3 and "no cosignature by a pinned witness" in err  # the server serves none
+    witnessing(proxy, W, names=("w0", "w2"))
+    code, out, err = _cli("checkpoint", *base, *flags, "--json", capsys=capsys)
+    assert code == 0, err
+    assert [c["witness"] for c in json.loads(out)["witnessed"]["cosignatures"]] == ["w0", "w2"]
+    code, _, err = _cli("checkpoint", *base, *flags, "--witness-quorum", "3", capsys=capsys)
+    assert code == 3 and "3 needed" in err
+    # The environment instead of flags; check-access keeps a receipt that carries the witnessed checkpoint.
+    monkeypatch.setenv("CONSENT_LEDGER_WITNESS_KEYS", " ".join(W.vkeys()))
+    monkeypatch.setenv("CONSENT_LEDGER_WITNESS_QUORUM", "2")
+    receipt = tmp_path / "receipt.json"
+    code, out, err = _cli("check-access", *base, "--as", "insurer-1", "--patient", PATIENT.public_key.hex(),
+                          "--action", "access", "--purpose", "HPAYMT", "--data", "laboratory-results",
+                          "--receipt-out", str(receipt), capsys=capsys)
+    assert code == 0 and "witnessed:" in out, err
+    assert "witnessed" in json.loads(receipt.read_text())
+    code, out, err = _cli("verify-receipt", str(receipt), "--log-key-file", str(key), capsys=capsys)
+    assert code == 0 and "witnessed:" in out, err
+    # A genuine state an hour old: refused.
+    witnessing(proxy, W, time_s=lambda: _now() - 3600)
+    code, _, err = _cli("checkpoint", *base, capsys=capsys)
+    assert code == 3 and "stale" in err
