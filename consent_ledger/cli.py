@@ -55,7 +55,7 @@ from consent_ledger.core.note import Signer, parse_verifier_key
 from consent_ledger.core.equivocation import verify_split_view
 from consent_ledger.core.splitview import parse_split_view
 from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS
-from consent_ledger.core.witness_policy import WitnessPolicy
+from consent_ledger.core.witness_policy import WitnessedCheckpoint, WitnessPolicy
 from consent_ledger.keys import (
     MAP_VRF_KEY_ENV,
     key_from_env_or_file,
@@ -1516,7 +1516,7 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     emit(args, "\n".join(lines), data)
 
 
-def witnessed_line(wc: Any, size: int, *, age_checked: bool = True) -> str:
+def witnessed_line(wc: WitnessedCheckpoint, size: int, *, age_checked: bool = True) -> str:
     """What the witness policy checked, in one line."""
     names = ", ".join(f"{n} at {format_time(t * 1000)}" for n, t in wc.cosignatures)
     extends = "is" if wc.checkpoint.size == size else f"extends (consistency proof from size {wc.checkpoint.size})"
@@ -1524,7 +1524,7 @@ def witnessed_line(wc: Any, size: int, *, age_checked: bool = True) -> str:
     return f"witnessed: the checkpoint {extends} a checkpoint cosigned by {len(wc.cosignatures)} pinned witness(es) {age}: {names}"
 
 
-def witnessed_json(wc: Any) -> dict[str, Any]:
+def witnessed_json(wc: WitnessedCheckpoint) -> dict[str, Any]:
     return {
         "checkpoint": checkpoint_json(wc.checkpoint),
         "cosignatures": [{"witness": n, "time_s": t} for n, t in wc.cosignatures],

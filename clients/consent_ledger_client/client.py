@@ -3,7 +3,8 @@
 For every checkpoint it receives it checks the signature and consistency with the last checkpoint it verified
 (kept in a state file); for every entry, inclusion of the exact leaf bytes and that the body hashes to the
 leaf's commitment. A failed check raises VerificationError; a split view raises InconsistentCheckpoints with
-both signed checkpoints and the proof.
+both signed checkpoints and the proof, and writes them as one evidence file (core.splitview). With a witness policy
+(core.witness_policy) every checkpoint must be, or extend, one that a quorum of pinned witnesses cosigned recently.
 """
 
 from __future__ import annotations
