@@ -52,7 +52,10 @@ from consent_ledger.core.errors import (
     VerificationError,
 )
 from consent_ledger.core.note import Signer, parse_verifier_key
+from consent_ledger.core.equivocation import verify_split_view
+from consent_ledger.core.splitview import parse_split_view
 from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS
+from consent_ledger.core.witness_policy import WitnessedCheckpoint, WitnessPolicy
 from consent_ledger.keys import (
     MAP_VRF_KEY_ENV,
     key_from_env_or_file,
@@ -137,6 +140,11 @@ ENV_TLS_SERVER_NAME = "CONSENT_LEDGER_TLS_SERVER_NAME"
 ENV_PATIENT_KEY_FILE = "CONSENT_LEDGER_PATIENT_KEY_FILE"
 ENV_PARTY = "CONSENT_LEDGER_PARTY"
 ENV_SIGN_WITH = "CONSENT_LEDGER_SIGN_WITH"
+ENV_WITNESS_KEYS = "CONSENT_LEDGER_WITNESS_KEYS"
+ENV_WITNESS_KEY_FILE = "CONSENT_LEDGER_WITNESS_KEY_FILE"
+ENV_WITNESS_QUORUM = "CONSENT_LEDGER_WITNESS_QUORUM"
+ENV_WITNESS_MAX_AGE = "CONSENT_LEDGER_WITNESS_MAX_AGE"
+ENV_EVIDENCE_DIR = "CONSENT_LEDGER_EVIDENCE_DIR"
 
 MS_PER_DAY = 86_400_000
 DEFAULT_MAX_STATE_AGE_S = 120.0
@@ -532,6 +540,62 @@ def map_vrf_key_from_args(args: argparse.Namespace) -> bytes | None:
         raise CliError(f"{source}: not a map VRF public key ({e})") from None
 
 
+def witness_policy_from_args(args: argparse.Namespace) -> WitnessPolicy | None:
+    """The witness policy of --witness-key (repeatable), --witness-key-file (one key a line, # comments),
+    --witness-quorum and --witness-max-age, or their environment variables; None when no witness key is given."""
+    texts: list[str] = list(getattr(args, "witness_key", None) or [])
+    if not texts:
+        texts = (os.environ.get(ENV_WITNESS_KEYS) or "").split()
+    path = getattr(args, "witness_key_file", None)
+    if path:
+        for line in _read_file(path, "witness key file").decode("utf-8", "replace").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                texts.append(line)
+    if not texts:
+        if getattr(args, "witness_quorum", None) is not None:
+            raise CliError("--witness-quorum needs the witnesses' keys: --witness-key VKEY or --witness-key-file FILE")
+        return None
+    quorum = getattr(args, "witness_quorum", None)
+    max_age = getattr(args, "witness_max_age", None)
+    max_age = 600 if max_age is None else max_age
+    if not max_age > 0:
+        raise CliError("--witness-max-age must be a positive number of seconds")
+    try:
+        return WitnessPolicy.from_keys(texts, quorum=len(texts) if quorum is None else quorum, max_age_s=int(max_age))
+    except InvalidInput as e:
+        raise CliError(f"witness policy: {e}") from None
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    try:
+        return int(text) if text else None
+    except ValueError:
+        raise CliError(f"${name} is not a whole number: {text!r}") from None
+
+
+def add_witness_options(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--witness-key", action="append", metavar="VKEY",
+                   help=f"a witness's cosignature verifier key, name+hash+base64(0x04||key) (repeatable; default: "
+                        f"${ENV_WITNESS_KEYS}, space-separated): accept only checkpoints cosigned by the witnesses")
+    p.add_argument("--witness-key-file", default=_env(ENV_WITNESS_KEY_FILE), metavar="FILE",
+                   help=f"file of witness verifier keys, one a line (default: ${ENV_WITNESS_KEY_FILE})")
+    p.add_argument("--witness-quorum", type=int, default=None, metavar="K",
+                   help=f"how many of the witnesses must have cosigned (default: ${ENV_WITNESS_QUORUM}, else all)")
+    p.add_argument("--witness-max-age", type=float, default=None, metavar="SECONDS",
+                   help=f"how old the quorum's cosignatures may be (default: ${ENV_WITNESS_MAX_AGE}, else 600); "
+                        "offline, a receipt's against its decision time, and a bundle's not at all")
+
+
+def _witness_defaults(args: argparse.Namespace) -> None:
+    if getattr(args, "witness_quorum", "absent") is None:
+        args.witness_quorum = _env_int(ENV_WITNESS_QUORUM)
+    if getattr(args, "witness_max_age", "absent") is None:
+        age = _env_int(ENV_WITNESS_MAX_AGE)
+        args.witness_max_age = 600 if age is None else age
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -581,6 +645,8 @@ def connect(
             party_id=party,
             patient_key=request_signer.private_key if request_signer and not party else None,
             map_vrf_key=map_vrf_key_from_args(args),
+            witness_policy=witness_policy_from_args(args),
+            evidence_dir=Path(args.evidence_dir).expanduser() if getattr(args, "evidence_dir", None) else None,
         )
     except BaseException:
         channel.close()
@@ -638,6 +704,10 @@ def add_client_options(p: argparse.ArgumentParser, *, call_timeout: bool = True)
     g.add_argument("--state", default=_env(ENV_STATE),
                    help=f"client state file: the last verified checkpoint (default: ${ENV_STATE} or "
                         f"{STATE_DIR}/<origin>-<key hash>.json)")
+    g.add_argument("--evidence-dir", default=_env(ENV_EVIDENCE_DIR), metavar="DIR",
+                   help=f"where a split view's evidence file is written (default: ${ENV_EVIDENCE_DIR}, else beside "
+                        "the state file); check one with verify-evidence")
+    add_witness_options(g)
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
@@ -966,6 +1036,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         "previous_size": previous.size if previous else None,
         "consistent_with_previous": True if previous else None,
     }
+    if verified.witnessed is not None:
+        lines.append(witnessed_line(verified.witnessed, cp.size))
+        data["witnessed"] = witnessed_json(verified.witnessed)
     emit(args, "\n".join(lines), data)
     return EXIT_OK
 
@@ -1235,11 +1308,15 @@ def cmd_check_access(args: argparse.Namespace) -> int:
     if vd.access_event_index is not None:
         lines.append(f"recorded as access event #{vd.access_event_index} (signed by the ledger)")
     if args.receipt_out:
-        _write_output(args.receipt_out, json.dumps(export_decision_receipt(vd.receipt), indent=2) + "\n")
+        witnessed = (vd.witnessed.note, vd.witnessed_consistency) if vd.witnessed is not None else None
+        _write_output(args.receipt_out, json.dumps(export_decision_receipt(vd.receipt, witnessed), indent=2) + "\n")
         if args.receipt_out != "-":
             lines.append(f"signed receipt saved to {args.receipt_out} (check it offline with verify-receipt)")
     data_out = verified_decision_json(vd, previous, max_state_age_ms=max_age_ms)
     data_out["receipt_out"] = args.receipt_out
+    if vd.witnessed is not None:
+        lines.append(witnessed_line(vd.witnessed, vd.checkpoint.size))
+        data_out["witnessed"] = witnessed_json(vd.witnessed)
     emit(args, "\n".join(lines), data_out)
     return EXIT_OK
 
@@ -1460,16 +1537,21 @@ def cmd_export_consent(args: argparse.Namespace) -> int:
     verifier_key = log_key_from_args(args)
     with connect(args) as client:
         entry, note = client.get_entry_with_note(args.index)
+        witnessed = None
+        if client.witness_policy is not None:
+            wc, w_proof = client.witness_proof(entry.checkpoint)
+            witnessed = (wc.note, w_proof)
     if entry.leaf.payload_type not in (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION):
         raise CliError(
             f"entry {args.index} is a {kind_name(entry.leaf.payload_type)}: only consent grants and revocations are "
             "exported as consent bundles"
         )
     try:
-        bundle = export_consent_bundle(entry, note, verifier_key)
+        bundle = export_consent_bundle(entry, note, verifier_key, witnessed)
     except InvalidInput as e:
         raise CliError(f"entry {args.index} cannot be exported: {e}") from None
-    verify_consent_bundle(bundle, verifier_key)  # what we write must verify offline
+    policy = witness_policy_from_args(args)
+    verify_consent_bundle(bundle, verifier_key, witness_policy=policy)  # what we write must verify offline
     _write_output(args.out, json.dumps(bundle, indent=2) + "\n")
     record = bundle["consent_record"]
     human = "\n".join(
@@ -1491,7 +1573,7 @@ def cmd_export_consent(args: argparse.Namespace) -> int:
 def cmd_verify_bundle(args: argparse.Namespace) -> int:
     verifier_key = log_key_from_args(args)
     text = _read_file(args.file, "bundle").decode("utf-8", "replace")
-    verified = verify_consent_bundle(text, verifier_key)
+    verified = verify_consent_bundle(text, verifier_key, witness_policy=witness_policy_from_args(args))
     entry, cp = verified.entry, verified.checkpoint
     assert entry.envelope is not None  # a bundle always carries the body
     patient = verified.consent_record["pii_principal_id"]
@@ -1518,6 +1600,9 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
             "consent_record_matches": True,
         },
     }
+    if verified.witnessed is not None:
+        lines.append(witnessed_line(verified.witnessed, cp.size, age_checked=False))
+        data["verified"]["witnessed"] = witnessed_json(verified.witnessed)
     emit(args, "\n".join(lines), data)
     return EXIT_OK
 
@@ -1526,7 +1611,7 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     verifier_key = log_key_from_args(args)
     raw = _read_file(args.file, "receipt")
     doc: str | bytes = raw.decode("utf-8", "replace") if raw.lstrip().startswith(b"{") else raw
-    verified = verify_decision_receipt(doc, verifier_key)
+    verified = verify_decision_receipt(doc, verifier_key, witness_policy=witness_policy_from_args(args))
     d, cp = verified.decision, verified.checkpoint
     lines = [
         f"{args.file}: decision receipt, checked offline (no server asked)",
@@ -1539,6 +1624,64 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
         **decision_json(d),
         "checkpoint": checkpoint_json(cp),
         "verified": {"receipt_signature": True, "checkpoint_signature": True, "signed_by": cp.origin},
+    }
+    if verified.witnessed is not None:
+        lines.append(witnessed_line(verified.witnessed, cp.size) + " (ages against the decision's time)")
+        data["verified"]["witnessed"] = witnessed_json(verified.witnessed)
+    emit(args, "\n".join(lines), data)
+
+
+def witnessed_line(wc: WitnessedCheckpoint, size: int, *, age_checked: bool = True) -> str:
+    """What the witness policy checked, in one line."""
+    names = ", ".join(f"{n} at {format_time(t * 1000)}" for n, t in wc.cosignatures)
+    extends = "is" if wc.checkpoint.size == size else f"extends (consistency proof from size {wc.checkpoint.size})"
+    age = "within the maximum age" if age_checked else "(age not checked: a bundle proves a past fact)"
+    return f"witnessed: the checkpoint {extends} a checkpoint cosigned by {len(wc.cosignatures)} pinned witness(es) {age}: {names}"
+
+
+def witnessed_json(wc: WitnessedCheckpoint) -> dict[str, Any]:
+    return {
+        "checkpoint": checkpoint_json(wc.checkpoint),
+        "cosignatures": [{"witness": n, "time_s": t} for n, t in wc.cosignatures],
+    }
+
+
+def cmd_verify_evidence(args: argparse.Namespace) -> int:
+    """Check a split-view evidence file with the log's verifier key alone."""
+    verifier_key = log_key_from_args(args)
+    verifier = parse_verifier_key(verifier_key)
+    raw = _read_file(args.file, "evidence file")
+    try:
+        sv = parse_split_view(raw)
+        verify_split_view(sv, verifier)
+    except (InvalidInput, VerificationError) as e:
+        message = f"{args.file}: does NOT prove equivocation: {e}"
+        if args.json:
+            print(json.dumps({"file": args.file, "proven": False, "reason": str(e)}, indent=2, sort_keys=True))
+        else:
+            print(message, file=sys.stderr)
+        return EXIT_VERIFICATION
+    small, large = open_checkpoint(sv.smaller_note, verifier), open_checkpoint(sv.larger_note, verifier)
+    if small.size == large.size:
+        how = f"both are of size {small.size} with different roots"
+    else:
+        how = (
+            f"the consistency proof from size {small.size} to {large.size} leads to the larger checkpoint's root and "
+            f"shows another root at size {small.size} than the smaller checkpoint's"
+        )
+    lines = [
+        f"{args.file}: equivocation proven (checked offline with the log key alone)",
+        f"checked: two checkpoints of {sv.origin}, each signed by the pinned log key; {how}: the log signed two "
+        "histories that cannot both be true (a split view)",
+    ]
+    data = {
+        "file": args.file,
+        "proven": True,
+        "origin": sv.origin,
+        "smaller": checkpoint_json(small),
+        "larger": checkpoint_json(large),
+        "checked": {"signatures": True, "same_size_different_roots": small.size == large.size,
+                    "proof_leads_to_larger_root": small.size != large.size},
     }
     emit(args, "\n".join(lines), data)
     return EXIT_OK
@@ -1772,14 +1915,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-bundle", help="verify a consent bundle offline with the log key")
     p.add_argument("file", metavar="FILE")
     add_log_key_options(p)
+    add_witness_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify_bundle)
 
     p = sub.add_parser("verify-receipt", help="verify a signed decision receipt offline with the log key")
     p.add_argument("file", metavar="FILE")
     add_log_key_options(p)
+    add_witness_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify_receipt)
+
+    p = sub.add_parser("verify-evidence", help="check a split-view evidence file with the log key alone")
+    p.add_argument("file", metavar="FILE")
+    add_log_key_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify_evidence)
 
     p = sub.add_parser("get", help="fetch an entry, verify it, and show its decoded payload")
     p.add_argument("index", type=_index, metavar="INDEX")
@@ -1837,6 +1988,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        _witness_defaults(args)
         return int(args.func(args) or 0)
     except grpc.RpcError as e:
         code = e.code() if hasattr(e, "code") else None
@@ -1854,6 +2006,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--- larger checkpoint ---\n{e.larger.decode('utf-8', 'replace')}"
             f"--- consistency proof ---\n" + "\n".join(base64.b64encode(h).decode() for h in e.proof)
         )
+        if e.evidence_path:
+            evidence += (
+                f"\nevidence file written: {e.evidence_path}\n"
+                f"  (anyone can check it with the log key alone: consent-ledger verify-evidence {e.evidence_path} "
+                "--log-key-file LOG.pub)"
+            )
         return _fail(evidence, EXIT_VERIFICATION)
     except UnknownVerifier as e:
         return _fail(

@@ -185,3 +185,63 @@ def shift_clock(server, offset_ms: int) -> None:
     clock = lambda: now_ms() + offset_ms  # noqa: E731
     server.service.ledger.sequencer._clock_ms = clock
     server.service.consents._clock_ms = clock
+
+
+# -- witnesses: the test plays honest witnesses (a dishonest operator does not hold their keys) ------------------
+
+
+class TestWitnesses:
+    """Witness keys for tests (names w0, w1, ...), their verifier keys, and cosigning as honest witnesses would."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, n: int = 3, seed: int = 0x57) -> None:
+        from consent_ledger.core.crypto import Ed25519PrivateKey
+        from consent_ledger.core.witness_policy import WitnessKey
+
+        self.keys = {f"w{i}": Ed25519PrivateKey.from_seed(bytes([seed + i]) * 32) for i in range(n)}
+        self.witness_keys = {name: WitnessKey(name, k.public_key) for name, k in self.keys.items()}
+
+    def vkeys(self, names: tuple[str, ...] | None = None) -> list[str]:
+        from consent_ledger.core.witness_policy import format_witness_key
+
+        return [format_witness_key(self.witness_keys[n]) for n in (names or tuple(self.keys))]
+
+    def policy(self, quorum: int = 2, max_age_s: int = 600, names: tuple[str, ...] | None = None):
+        from consent_ledger.core.witness_policy import WitnessPolicy
+
+        return WitnessPolicy.from_keys(self.vkeys(names), quorum=quorum, max_age_s=max_age_s)
+
+    def cosign(self, note: bytes, names: tuple[str, ...] | None = None, time_s: int | None = None) -> bytes:
+        """``note`` with a cosignature line by each of ``names`` (default: all) appended, dated ``time_s`` (now)."""
+        from consent_ledger.core.note import cosign_checkpoint
+
+        body = note[: note.index(b"\n\n") + 1].decode("utf-8")
+        t = int(time.time()) if time_s is None else time_s
+        lines = "".join(cosign_checkpoint(body, n, self.keys[n], t) for n in (names or tuple(self.keys)))
+        return bytes(note) + lines.encode("utf-8")
+
+
+def witnessing(
+    proxy: TamperProxy,
+    witnesses: TestWitnesses,
+    *,
+    names: tuple[str, ...] | None = None,
+    time_s: Callable[[], int] | None = None,
+    then: Callable[[str, Message], None] | None = None,
+) -> None:
+    """Make ``proxy`` serve what a ledger with witnesses serves: GetCheckpoint and CheckAccess answers carry their
+    own checkpoint, cosigned by ``names`` (at ``time_s()``), as the witnessed checkpoint (empty consistency proof).
+    ``then`` may alter the answer afterwards (the lie under test)."""
+
+    def mutate(method: str, resp: Message) -> None:
+        if method in ("GetCheckpoint", "CheckAccess"):
+            note = bytes(resp.checkpoint.note)  # type: ignore[attr-defined]
+            resp.witnessed_checkpoint.note = witnesses.cosign(  # type: ignore[attr-defined]
+                note, names, time_s() if time_s else None
+            )
+            del resp.witnessed_consistency[:]  # type: ignore[attr-defined]
+        if then is not None:
+            then(method, resp)
+
+    proxy.mutate = mutate

@@ -24,6 +24,14 @@ from consent_ledger_client.errors import (
     StateRollback,
 )
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
+from consent_ledger.core.witness_policy import (
+    NotCosigned,
+    StaleCosignatures,
+    UnderCosigned,
+    WitnessedCheckpoint,
+    WitnessPolicy,
+    WrongCosignature,
+)
 
 __all__ = [
     "ConsentLedgerError",
@@ -45,6 +53,12 @@ __all__ = [
     "VerifiedEntry",
     "WrongMapVrfKey",
     "verify_entry",
+    "NotCosigned",
+    "StaleCosignatures",
+    "UnderCosigned",
+    "WitnessedCheckpoint",
+    "WitnessPolicy",
+    "WrongCosignature",
 ]
 
 from consent_ledger_client.consent import (  # noqa: E402

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from consent_ledger.core.errors import InvalidInput, VerificationError
 from consent_ledger.core.note import parse_verifier_key
 from consent_ledger.core.receipt import open_receipt
 from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS, is_ahead
+from consent_ledger.core.witness_policy import WitnessedCheckpoint, WitnessPolicy, verify_witnessed_extension
 from consent_ledger_client.errors import DecisionTimeMismatch, EntryFromTheFuture
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
 
@@ -47,6 +48,31 @@ def _unb64(s: object, what: str) -> bytes:
         return base64.b64decode(s, validate=True)
     except ValueError:
         raise InvalidInput(f"bundle: {what} is not valid base64") from None
+
+
+def _witnessed_json(note: bytes, consistency: Sequence[bytes]) -> dict[str, Any]:
+    return {"checkpoint": note.decode("utf-8"), "consistency": [_b64(h) for h in consistency]}
+
+
+def _check_witnessed(
+    data: dict[str, Any], cp: Checkpoint, verifier_key: str, policy: WitnessPolicy, now_s: int | None
+) -> WitnessedCheckpoint:
+    """The document's witnessed checkpoint verified under ``policy`` (cosignature ages against ``now_s``; None: not
+    checked) and consistent with ``cp`` by the document's proof. Raises VerificationError or the policy's errors."""
+    w = data.get("witnessed")
+    if w is None:
+        raise VerificationError("the witness policy needs a witnessed checkpoint, and the document carries none")
+    try:
+        note = str(w["checkpoint"]).encode("utf-8")
+        proof = [_unb64(h, "witnessed consistency hash") for h in w["consistency"]]
+    except (InvalidInput, KeyError, TypeError) as e:
+        raise VerificationError(f"malformed witnessed checkpoint: {e}") from e
+    try:
+        wc = policy.verify(note, parse_verifier_key(verifier_key), now_s)
+    except InvalidInput as e:
+        raise VerificationError(f"witnessed checkpoint: {e}") from e
+    verify_witnessed_extension(wc.checkpoint, cp, proof)
+    return wc
 
 
 def consent_record(entry: VerifiedEntry) -> dict[str, Any]:
@@ -91,11 +117,19 @@ def consent_record(entry: VerifiedEntry) -> dict[str, Any]:
     raise InvalidInput(f"entry {entry.index} is a {entry.envelope.payload_type}, not a consent")
 
 
-def export_consent_bundle(entry: VerifiedEntry, checkpoint_note: bytes, verifier_key: str) -> dict[str, Any]:
-    """A JSON-ready bundle for a verified consent entry and the signed checkpoint it was proven against."""
+def export_consent_bundle(
+    entry: VerifiedEntry,
+    checkpoint_note: bytes,
+    verifier_key: str,
+    witnessed: tuple[bytes, Sequence[bytes]] | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready bundle for a verified consent entry and the signed checkpoint it was proven against; with
+    ``witnessed`` = (witnessed checkpoint note, consistency proof between it and the checkpoint), also those."""
     if entry.envelope is None:
         raise InvalidInput("the entry's body was erased: a bundle needs the body")
+    extra = {"witnessed": _witnessed_json(witnessed[0], witnessed[1])} if witnessed is not None else {}
     return {
+        **extra,
         "format": BUNDLE_FORMAT,
         "consent_record": consent_record(entry),
         "log": {
@@ -114,6 +148,7 @@ class VerifiedBundle:
     entry: VerifiedEntry
     checkpoint: Checkpoint
     consent_record: dict[str, Any]
+    witnessed: WitnessedCheckpoint | None = None
 
 
 def verify_consent_bundle(
@@ -122,8 +157,13 @@ def verify_consent_bundle(
     *,
     clock_ms: Clock = _now_ms,
     max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+    witness_policy: WitnessPolicy | None = None,
 ) -> VerifiedBundle:
     """Verify a bundle offline against the pinned ``verifier_key`` (never the one the bundle names).
+
+    With ``witness_policy``: the bundle's witnessed checkpoint must carry a quorum of the pinned witnesses'
+    cosignatures and be consistent with the bundle's checkpoint (the consent is in the history the witnesses saw);
+    their age is not checked: a bundle proves a past fact, not that it is current.
 
     Raises VerificationError when anything fails: the checkpoint signature, the inclusion proof, the body's
     commitment, the envelope's signatures, or a description that does not match the signed payload; and
@@ -158,11 +198,19 @@ def verify_consent_bundle(
         raise VerificationError(str(e)) from e
     if record != data.get("consent_record"):
         raise VerificationError("the bundle's consent record does not match the signed consent")
-    return VerifiedBundle(entry, cp, record)
+    wc = _check_witnessed(data, cp, verifier_key, witness_policy, None) if witness_policy is not None else None
+    return VerifiedBundle(entry, cp, record, wc)
 
 
-def export_decision_receipt(receipt: bytes) -> dict[str, Any]:
-    return {"format": RECEIPT_FORMAT, "receipt": _b64(receipt)}
+def export_decision_receipt(
+    receipt: bytes, witnessed: tuple[bytes, Sequence[bytes]] | None = None
+) -> dict[str, Any]:
+    """The receipt document; with ``witnessed`` = (witnessed checkpoint note, consistency proof from it to the
+    receipt's checkpoint), also those (VerifiedDecision.witnessed and .witnessed_consistency)."""
+    doc: dict[str, Any] = {"format": RECEIPT_FORMAT, "receipt": _b64(receipt)}
+    if witnessed is not None:
+        doc["witnessed"] = _witnessed_json(witnessed[0], witnessed[1])
+    return doc
 
 
 @dataclass(frozen=True)
@@ -173,6 +221,7 @@ class VerifiedReceipt:
     decision: Decision
     checkpoint: Checkpoint
     valid_now: bool = False
+    witnessed: WitnessedCheckpoint | None = None
 
 
 def verify_decision_receipt(
@@ -181,10 +230,14 @@ def verify_decision_receipt(
     *,
     clock_ms: Clock = _now_ms,
     max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+    witness_policy: WitnessPolicy | None = None,
 ) -> VerifiedReceipt:
     """Verify a decision receipt offline: the ledger's signature and the checkpoint it is bound to, and that the
     decision is not made for a time after ``clock_ms`` plus the skew (DecisionTimeMismatch): decisions are made
-    for now, so a receipt from the future is a lie."""
+    for now, so a receipt from the future is a lie. With ``witness_policy``: the document's witnessed checkpoint
+    carries a quorum of the pinned witnesses' cosignatures dated within the policy's age of the decision's time,
+    and the receipt's checkpoint extends it (so the decision rests on the log the witnesses saw, as it was then)."""
+    obj: dict[str, Any] = {}
     try:
         if isinstance(data, bytes):
             raw = data
@@ -205,4 +258,9 @@ def verify_decision_receipt(
     d = receipt.decision
     if is_ahead(d.request.time_ms, now, max_clock_skew_ms):
         raise DecisionTimeMismatch(d.request.time_ms, now, max_clock_skew_ms)
-    return VerifiedReceipt(d, cp, d.valid_until_ms > now)
+    wc = None
+    if witness_policy is not None:
+        wc = _check_witnessed(obj, cp, verifier_key, witness_policy, d.request.time_ms // 1000)
+        if wc.checkpoint.size > cp.size:
+            raise VerificationError("the receipt's checkpoint is older than its witnessed checkpoint")
+    return VerifiedReceipt(d, cp, d.valid_until_ms > now, wc)

@@ -3,7 +3,8 @@
 For every checkpoint it receives it checks the signature and consistency with the last checkpoint it verified
 (kept in a state file); for every entry, inclusion of the exact leaf bytes and that the body hashes to the
 leaf's commitment. A failed check raises VerificationError; a split view raises InconsistentCheckpoints with
-both signed checkpoints and the proof.
+both signed checkpoints and the proof, and writes them as one evidence file (core.splitview). With a witness policy
+(core.witness_policy) every checkpoint must be, or extend, one that a quorum of pinned witnesses cosigned recently.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,9 @@ from consent_ledger.core.note import Verifier, parse_verifier_key
 from consent_ledger.core.request_auth import HEADER as SIGNATURE_HEADER
 from consent_ledger.core.request_auth import PARTY_HEADER
 from consent_ledger.core.request_auth import sign_request
+from consent_ledger.core.splitview import format_split_view
 from consent_ledger.core.vrf import VerifiedMapKeys
+from consent_ledger.core.witness_policy import WitnessedCheckpoint, WitnessPolicy, verify_witnessed_extension
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client.errors import StateRollback
 from consent_ledger_client.state import TrustState, load_state, save_state
@@ -67,6 +71,10 @@ class VerifiedCheckpoint:
 
     checkpoint: Checkpoint
     note: bytes
+    # With a witness policy: the witnessed checkpoint it was accepted on (itself, or one it extends).
+    witnessed: WitnessedCheckpoint | None = None
+    # The consistency proof from the witnessed checkpoint's size to this one's (empty when equal).
+    witnessed_consistency: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,8 +154,14 @@ class LedgerClient:
         patient_key: Ed25519PrivateKey | None = None,
         operator_keys: Iterable[bytes] = (),
         map_vrf_key: bytes | None = None,
+        witness_policy: WitnessPolicy | None = None,
+        evidence_dir: Path | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
-        """``operator_keys``: keys, besides the pinned log key, trusted to sign operator entries (erasures, party
+        """``witness_policy``: accept a checkpoint only when a quorum of pinned witnesses cosigned it (or a
+        checkpoint it extends) recently enough, by ``clock_ms`` (DESIGN section 2); None: today's trust in the
+        log key and the state file alone. ``evidence_dir``: where a split view's evidence file is written (default:
+        beside the state file; neither: none is written). ``operator_keys``: keys, besides the pinned log key, trusted to sign operator entries (erasures, party
         registrations, reviews). ``map_vrf_key``: the map VRF public key to pin beside the log key (DESIGN section
         5); without it, the key named by the first StateCommit the client verifies (signed by the log key) is
         taken and held to from then on."""
@@ -173,6 +187,11 @@ class LedgerClient:
         # The newest StateCommit verified for this log: (index, batch time ms). Only moves forward.
         self._state_commit: tuple[int, int] | None = None
         self._operator_keys = frozenset({self._verifier.public_key, *operator_keys})
+        self._witness_policy = witness_policy
+        self._clock_ms = clock_ms
+        self._evidence_dir = evidence_dir if evidence_dir is not None else (state_path.parent if state_path else None)
+        # The newest witnessed checkpoint accepted (with a policy); refreshed when its cosignatures grow stale.
+        self._witnessed: WitnessedCheckpoint | None = None
         # Erasures already checked: erased entry index -> (index, payload) of the Erasure entry (both permanent).
         self._erasures: dict[int, tuple[int, payloads.ErasurePayload]] = {}
         if state_path is not None:
@@ -200,6 +219,8 @@ class LedgerClient:
         patient_key: Ed25519PrivateKey | None = None,
         operator_keys: Iterable[bytes] = (),
         map_vrf_key: bytes | None = None,
+        witness_policy: WitnessPolicy | None = None,
+        evidence_dir: Path | None = None,
     ) -> LedgerClient:
         """Open a channel to ``target``: TLS (mTLS with ``client_cert`` = (key, cert)), or plaintext if insecure."""
         if insecure:
@@ -217,6 +238,8 @@ class LedgerClient:
             patient_key=patient_key,
             operator_keys=operator_keys,
             map_vrf_key=map_vrf_key,
+            witness_policy=witness_policy,
+            evidence_dir=evidence_dir,
         )
 
     def close(self) -> None:
@@ -241,6 +264,22 @@ class LedgerClient:
     def operator_keys(self) -> frozenset[bytes]:
         """The keys trusted to sign operator entries: the log key and any operator keys given."""
         return self._operator_keys
+
+    @property
+    def verifier(self) -> Verifier:
+        """The pinned log verifier key."""
+        return self._verifier
+
+    @property
+    def witness_policy(self) -> WitnessPolicy | None:
+        return self._witness_policy
+
+    def require_witness_policy(self, policy: WitnessPolicy) -> None:
+        """Use ``policy`` from now on (a ConsentClient's option); refuses a second, different one."""
+        with self._lock:
+            if self._witness_policy is not None and self._witness_policy != policy:
+                raise InvalidInput("this client already holds another witness policy")
+            self._witness_policy = policy
 
     @property
     def map_vrf_public_key(self) -> bytes | None:
@@ -278,9 +317,26 @@ class LedgerClient:
     def accept_checkpoint(self, note: bytes) -> Checkpoint:
         """Verify a signed checkpoint and its consistency with the last one seen; remember it if newer.
 
+        With a witness policy the client first holds a witnessed checkpoint whose cosignatures are fresh (fetching
+        the log's, GetCheckpoint, when it has none or it grew stale), so ``note`` is accepted only as one history
+        with a checkpoint the witnesses saw recently.
+
         Raises VerificationError for a bad signature or malformed checkpoint, InconsistentCheckpoints for a
-        split view (the error carries both signed notes and the proof).
+        split view (the error carries both signed notes and the proof; its evidence file is written, see
+        ``evidence_dir``), and the witness policy's typed errors (core.witness_policy).
         """
+        if self._witness_policy is not None:
+            self._fresh_witnessed()
+        return self._accept(note)
+
+    def _accept(self, note: bytes) -> Checkpoint:
+        try:
+            return self._accept_unwitnessed(note)
+        except InconsistentCheckpoints as e:
+            self._write_evidence(e)
+            raise
+
+    def _accept_unwitnessed(self, note: bytes) -> Checkpoint:
         with self._lock:
             last = self._last
         if last is not None and bytes(note) == last[1]:
@@ -309,6 +365,94 @@ class LedgerClient:
         if cp.size > last_cp.size:
             self._remember(cp, note)
         return cp
+
+    def _now_s(self) -> int:
+        return self._clock_ms() // 1000
+
+    def _fresh_witnessed(self) -> WitnessedCheckpoint:
+        """The newest witnessed checkpoint held, if a quorum of its cosignatures is still within the policy's age;
+        else the log's current one, fetched and verified."""
+        policy = self._witness_policy
+        assert policy is not None
+        with self._lock:
+            held = self._witnessed
+        now = self._now_s()
+        if held is not None and sum(1 for _, t in held.cosignatures if now - t <= policy.max_age_s) >= policy.quorum:
+            return held
+        witnessed = self.checkpoint().witnessed
+        assert witnessed is not None
+        return witnessed
+
+    def accept_witnessed(
+        self, note: bytes, witnessed_note: bytes, consistency: Iterable[bytes]
+    ) -> tuple[Checkpoint, WitnessedCheckpoint]:
+        """Accept the checkpoint ``note`` under the witness policy: the witnessed checkpoint ``witnessed_note``
+        (empty: ``note`` itself must carry the cosignatures) verifies under the policy, ``consistency`` proves
+        ``note`` extends it (empty when their sizes are equal), and both are consistent with what this client saw
+        before. Requires a witness policy. Raises the policy's typed errors, VerificationError, and
+        InconsistentCheckpoints (with its evidence file) when the two notes are a split view."""
+        policy = self._witness_policy
+        if policy is None:
+            raise InvalidInput("accept_witnessed needs a witness policy")
+        note, witnessed_note, proof = bytes(note), bytes(witnessed_note), [bytes(h) for h in consistency]
+        try:
+            wc = policy.verify(witnessed_note or note, self._verifier, self._now_s())
+            cp = open_checkpoint(note, self._verifier)
+        except InvalidInput as e:
+            raise VerificationError(f"malformed checkpoint: {e}") from e
+        if witnessed_note:
+            if cp.size < wc.checkpoint.size:
+                raise VerificationError(
+                    f"the checkpoint (size {cp.size}) is older than the witnessed checkpoint (size {wc.checkpoint.size})"
+                )
+            try:
+                verify_witnessed_extension(wc.checkpoint, cp, proof)
+            except VerificationError:
+                split = InconsistentCheckpoints(witnessed_note, note, proof)
+                self._write_evidence(split)
+                raise split from None
+        elif proof:
+            raise VerificationError("a consistency proof came without a witnessed checkpoint")
+        self._accept(wc.note)
+        self._accept(note)
+        with self._lock:
+            self._witnessed = wc  # verified fresh just now: the anchor for answers without cosignatures
+        return cp, wc
+
+    def witness_proof(self, cp: Checkpoint) -> tuple[WitnessedCheckpoint, list[bytes]]:
+        """A fresh witnessed checkpoint and the consistency proof between it and ``cp`` (a verified checkpoint of
+        this log; the proof goes from the smaller size to the larger, empty when equal), checked. Requires a
+        witness policy. For bundles: ``cp``'s history is the one the witnesses saw."""
+        if self._witness_policy is None:
+            raise InvalidInput("witness_proof needs a witness policy")
+        wc = self._fresh_witnessed()
+        w = wc.checkpoint
+        proof: list[bytes] = []
+        if w.size != cp.size and min(w.size, cp.size) > 0:
+            req = log_pb2.GetConsistencyProofRequest(first=min(w.size, cp.size), second=max(w.size, cp.size))
+            proof = list(self.call(self._log.GetConsistencyProof, req).hashes)
+        verify_witnessed_extension(w, cp, proof)
+        return wc, proof
+
+    def _write_evidence(self, e: InconsistentCheckpoints) -> None:
+        """Write the split view's self-contained evidence file (core.splitview) to the evidence directory, and name
+        it on the error (``e.evidence_path``; None when there is no directory or it cannot be written)."""
+        if self._evidence_dir is None:
+            return
+        try:
+            data = format_split_view(e.smaller, e.larger, e.proof)
+            small, large = (open_checkpoint(n, self._verifier).size for n in (e.smaller, e.larger))
+        except (InvalidInput, VerificationError):
+            return
+        origin = re.sub(r"[^A-Za-z0-9._-]+", "_", self._verifier.name).strip("_") or "log"
+        name = f"split-view-{origin}-{small}-{large}-{hashlib.sha256(data).hexdigest()[:12]}.json"
+        path = Path(self._evidence_dir) / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError:
+            return
+        e.evidence_path = str(path)
 
     def _remember(self, cp: Checkpoint, note: bytes) -> None:
         with self._lock:
@@ -353,9 +497,16 @@ class LedgerClient:
                 self._save_locked()
 
     def checkpoint(self) -> VerifiedCheckpoint:
-        """The log's latest checkpoint, verified."""
-        note = self.call(self._log.GetCheckpoint, log_pb2.GetCheckpointRequest()).checkpoint.note
-        return VerifiedCheckpoint(self.accept_checkpoint(note), note)
+        """The log's latest checkpoint, verified (with a witness policy: on the witnessed checkpoint served with it,
+        or its own cosignatures; see accept_witnessed)."""
+        resp = self.call(self._log.GetCheckpoint, log_pb2.GetCheckpointRequest())
+        note = bytes(resp.checkpoint.note)
+        if self._witness_policy is None:
+            return VerifiedCheckpoint(self.accept_checkpoint(note), note)
+        w_note = bytes(resp.witnessed_checkpoint.note) if resp.HasField("witnessed_checkpoint") else b""
+        proof = tuple(bytes(h) for h in resp.witnessed_consistency)
+        cp, wc = self.accept_witnessed(note, w_note, proof)
+        return VerifiedCheckpoint(cp, note, wc, proof)
 
     # -- entries --------------------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from consent_ledger.core.receipt import (
 from consent_ledger.core.rfc6962 import hash_leaf
 from consent_ledger.core.state_rules import ErasureFacts, erasure_facts
 from consent_ledger.core.timing import MAX_CLOCK_SKEW_MS, is_ahead, is_within_skew
+from consent_ledger.core.witness_policy import WitnessedCheckpoint, WitnessPolicy
 from consent_ledger.v1 import (
     access_pb2,
     access_pb2_grpc,
@@ -108,6 +109,10 @@ class VerifiedDecision:
     state_commit_index: int = 0
     state_map_root: bytes = b""
     state_time_ms: int = 0
+    # With a witness policy: the witnessed checkpoint the answer was accepted on (its note with the cosignatures)
+    # and the consistency proof from it to ``checkpoint`` (empty when equal). A receipt carries both.
+    witnessed: WitnessedCheckpoint | None = None
+    witnessed_consistency: tuple[bytes, ...] = ()
 
     @property
     def permitted(self) -> bool:
@@ -314,17 +319,22 @@ class ConsentClient:
         max_state_age_ms: int = 120_000,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+        witness_policy: WitnessPolicy | None = None,
     ) -> None:
         """``policy``: if given, decisions made under any other policy are refused. ``operator_keys``: keys
         trusted to register parties, besides the log's own key. ``max_state_age_ms``: evidence whose
         StateCommit is older than this (by ``clock_ms``) is refused as stale. ``max_clock_skew_ms``: how far a
-        decision's time may be from ``clock_ms``, and a StateCommit's batch time after it (DESIGN section 4)."""
+        decision's time may be from ``clock_ms``, and a StateCommit's batch time after it (DESIGN section 4).
+        ``witness_policy``: accept answers only on checkpoints a quorum of pinned witnesses cosigned recently (set
+        on ``ledger``; see LedgerClient)."""
         self.ledger = ledger
         self._policy = policy
         self._max_state_age_ms = max_state_age_ms
         self._max_skew_ms = max_clock_skew_ms
         self._clock_ms = clock_ms
         ledger.trust_operator_keys(operator_keys)
+        if witness_policy is not None:
+            ledger.require_witness_policy(witness_policy)
         self._access = access_pb2_grpc.AccessServiceStub(ledger.channel)
         self._consent = consent_pb2_grpc.ConsentServiceStub(ledger.channel)
 
@@ -681,8 +691,16 @@ class ConsentClient:
     def verify_access(
         self, req: access_pb2.CheckAccessRequest, resp: access_pb2.CheckAccessResponse
     ) -> VerifiedDecision:
-        """Verify a CheckAccess answer to ``req`` (see check_access); usable on a stored response too."""
-        cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
+        """Verify a CheckAccess answer to ``req`` (see check_access); usable on a stored response too. With a
+        witness policy, its checkpoint is accepted only on the witnessed checkpoint served with it (or its own
+        cosignatures) and the consistency proof between them."""
+        witnessed, w_proof = None, ()
+        if self.ledger.witness_policy is not None:
+            w_note = bytes(resp.witnessed_checkpoint.note) if resp.HasField("witnessed_checkpoint") else b""
+            w_proof = tuple(bytes(h) for h in resp.witnessed_consistency)
+            cp, witnessed = self.ledger.accept_witnessed(resp.checkpoint.note, w_note, w_proof)
+        else:
+            cp = self.ledger.accept_checkpoint(resp.checkpoint.note)
         receipt = open_receipt(resp.receipt, self.ledger.log_public_key)
         if receipt.checkpoint_note != resp.checkpoint.note:
             raise VerificationError("the receipt is bound to another checkpoint than the one returned")
@@ -734,6 +752,8 @@ class ConsentClient:
             sc.index,
             sc.payload.map_root,  # type: ignore[union-attr]
             sc.payload.batch_time_ms,  # type: ignore[union-attr]
+            witnessed,
+            w_proof,
         )
 
     def _check_complete(

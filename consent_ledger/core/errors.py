@@ -55,3 +55,5 @@ class InconsistentCheckpoints(VerificationError):
         self.smaller = smaller
         self.larger = larger
         self.proof = list(proof)
+        # Where a client wrote the evidence file (core.splitview), if it did.
+        self.evidence_path: str | None = None

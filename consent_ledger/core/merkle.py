@@ -169,18 +169,18 @@ def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[by
         raise VerificationError(f"inclusion proof for index {index} does not match the root of tree size {size}")
 
 
-def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> None:
-    """Check that the tree of ``size1`` with ``root1`` is a prefix of the tree of ``size2`` with ``root2``.
+def roots_from_consistency_proof(
+    size1: int, size2: int, root1: bytes, proof: Sequence[bytes]
+) -> tuple[bytes, bytes]:
+    """The roots (of size1, of size2) a consistency proof implies. Requires 0 < size1 < size2.
 
-    Requires 0 <= size1 <= size2. Raises VerificationError when the proof does not hold.
+    When size1 is a power of two the proof holds no hash of the smaller tree (RFC 9162 2.1.4.2 seeds it with
+    ``root1``), so the first root returned is ``root1`` itself; otherwise ``root1`` is not used. Raises
+    VerificationError for a proof of the wrong shape. A proof that implies ``root2`` of a signed checkpoint of
+    size2 commits to the root at size1 of that tree: a different root1 signed for size1 is a split view.
     """
-    if not 0 <= size1 <= size2:
-        raise VerificationError(f"tree size {size1} is larger than {size2}")
-    if size1 == size2 or size1 == 0:
-        _check_hashes(proof, 0, "consistency")
-        if size1 == size2 and root1 != root2:
-            raise VerificationError(f"two different roots for tree size {size1}")
-        return
+    if not 0 < size1 < size2:
+        raise VerificationError(f"no consistency proof from tree size {size1} to {size2}")
     _check_hashes(proof, len(consistency_ranges(size1, size2)), "consistency")
     path = list(proof)
     if size1 & (size1 - 1) == 0:  # size1 is a power of two: its root is the first node of the path
@@ -203,5 +203,28 @@ def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof
             sr = hash_children(sr, c)
         fn >>= 1
         sn >>= 1
-    if sn != 0 or fr != root1 or sr != root2:
+    if sn != 0:
+        raise VerificationError(f"consistency proof from tree size {size1} to {size2} has the wrong shape")
+    return fr, sr
+
+
+def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> None:
+    """Check that the tree of ``size1`` with ``root1`` is a prefix of the tree of ``size2`` with ``root2``.
+
+    Requires 0 <= size1 <= size2. Raises VerificationError when the proof does not hold.
+    """
+    if not 0 <= size1 <= size2:
+        raise VerificationError(f"tree size {size1} is larger than {size2}")
+    if size1 == size2 or size1 == 0:
+        _check_hashes(proof, 0, "consistency")
+        if size1 == size2 and root1 != root2:
+            raise VerificationError(f"two different roots for tree size {size1}")
+        return
+    try:
+        fr, sr = roots_from_consistency_proof(size1, size2, root1, proof)
+    except VerificationError as e:
+        if "wrong shape" in str(e):
+            raise VerificationError(f"consistency proof from tree size {size1} to {size2} does not hold") from None
+        raise
+    if fr != root1 or sr != root2:
         raise VerificationError(f"consistency proof from tree size {size1} to {size2} does not hold")
