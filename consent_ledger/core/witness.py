@@ -222,6 +222,9 @@ class WitnessKey:
         """The timestamp of this witness's cosignature ``sig`` over checkpoint ``body``; raises if it fails."""
         return verify_cosignature(body, sig, self.name, self.public_key)
 
+    def __str__(self) -> str:
+        return format_witness_key(self)
+
 
 def format_witness_key(key: WitnessKey) -> str:
     raw = bytes([ALG_COSIGNATURE_V1]) + key.public_key

@@ -12,22 +12,17 @@ A witness key is written as Go's cosignature verifier key: ``<name>+<8 hex key h
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
-from consent_ledger.core.crypto import PUBLIC_KEY_SIZE
 from consent_ledger.core.errors import InvalidInput, UnknownVerifier, VerificationError
 from consent_ledger.core.merkle import verify_consistency
+# One witness-key format for the witness service and the clients' policies.
+from consent_ledger.core.witness import WitnessKey, format_witness_key, parse_witness_key
 from consent_ledger.core.note import (
-    ALG_COSIGNATURE_V1,
     NoteSignature,
     Verifier,
-    cosignature_key_hash,
-    is_valid_name,
     open_note,
     verify_cosignature,
 )
@@ -49,58 +44,6 @@ __all__ = [
 
 DEFAULT_MAX_SKEW_S = 5
 MAX_WITNESSES = 64
-_HEX8 = re.compile(r"[0-9a-f]{8}")
-
-
-@dataclass(frozen=True)
-class WitnessKey:
-    """A witness's cosignature verifier key: its name and 32-byte Ed25519 public key."""
-
-    name: str
-    public_key: bytes
-
-    def __post_init__(self) -> None:
-        if not is_valid_name(self.name):
-            raise InvalidInput(f"invalid witness name {self.name!r}")
-        if not isinstance(self.public_key, bytes) or len(self.public_key) != PUBLIC_KEY_SIZE:
-            raise InvalidInput("a witness's Ed25519 public key must be 32 bytes")
-
-    @property
-    def key_hash(self) -> int:
-        return cosignature_key_hash(self.name, self.public_key)
-
-    def __str__(self) -> str:
-        return format_witness_key(self)
-
-
-def format_witness_key(key: WitnessKey) -> str:
-    """``<name>+<8 hex key hash>+<base64(0x04 || public key)>``."""
-    raw = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + key.public_key).decode("ascii")
-    return f"{key.name}+{key.key_hash:08x}+{raw}"
-
-
-def parse_witness_key(text: str) -> WitnessKey:
-    """Parse a witness verifier key, accepting only its canonical form. Raises InvalidInput."""
-    if not isinstance(text, str):
-        raise InvalidInput("witness key must be text")
-    parts = text.split("+", 2)
-    if len(parts) != 3:
-        raise InvalidInput("witness key is not name+hash+key")
-    name, hash_text, key_text = parts
-    if not _HEX8.fullmatch(hash_text):
-        raise InvalidInput("witness key hash is not 8 lower-case hex digits")
-    try:
-        raw = base64.b64decode(key_text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput("witness key is not valid base64") from None
-    if base64.b64encode(raw).decode("ascii") != key_text:
-        raise InvalidInput("witness key is not canonical base64")
-    if len(raw) != 1 + PUBLIC_KEY_SIZE or raw[0] != ALG_COSIGNATURE_V1:
-        raise InvalidInput("witness key is not 0x04 (cosignature/v1) and a 32-byte Ed25519 key")
-    key = WitnessKey(name, raw[1:])
-    if key.key_hash != int(hash_text, 16):
-        raise InvalidInput("witness key hash does not match the key")
-    return key
 
 
 # -- typed outcomes, each with its evidence ---------------------------------------------------------------------
