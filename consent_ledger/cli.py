@@ -112,6 +112,7 @@ from consent_ledger.service import (
     rebuild_map,
     start_service,
     start_witness_service,
+    wait_for_signal,
 )
 from consent_ledger.storage.witness_store import WitnessStore
 from consent_ledger.telemetry import EXPORTERS, configure_telemetry
@@ -352,12 +353,8 @@ async def _witness(args: argparse.Namespace) -> int:
         f"{format_witness_key(WitnessKey(signer.name, signer.public_key))}",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_signal()
     finally:
         await running.stop()
     return 0

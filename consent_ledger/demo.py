@@ -15,7 +15,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -53,7 +52,13 @@ from consent_ledger.core.merkle import verify_consistency
 from consent_ledger.core.note import open_note, parse_verifier_key
 from consent_ledger.core.witness import WitnessKey
 from consent_ledger.server.witness_http import RunningWitness, WitnessConfig
-from consent_ledger.service import RunningService, ServiceConfig, start_service, start_witness_service
+from consent_ledger.service import (
+    RunningService,
+    ServiceConfig,
+    start_service,
+    start_witness_service,
+    wait_for_signal,
+)
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
 
 DEMO_ORIGIN = "demo.consent-ledger.local/log"
@@ -564,18 +569,6 @@ def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
     return db, state, log_key, patient_key
 
 
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 def _watcher_probe(service: RunningService) -> Callable[[str], bool]:
     """Whether a revocation watch for a grantee selector is subscribed yet (so the demo's push is not a race)."""
 
@@ -668,7 +661,7 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
         if serve:
             write("")
             write(f"serving on {target} until Ctrl-C")
-            await _wait_for_signal()
+            await wait_for_signal()
             write("stopping")
     finally:
         for c in clients:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import concurrent.futures
 import functools
 import logging
@@ -324,3 +325,16 @@ async def start_witness_service(
     except BaseException:
         store.close()
         raise
+
+
+async def wait_for_signal() -> None:
+    """Return once the process gets SIGINT or SIGTERM (a foreground service's life: serve, witness, demo)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
