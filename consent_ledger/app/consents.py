@@ -296,11 +296,14 @@ class ConsentLedger:
             # The bound on grants in force (MAX_IN_FORCE) is checked once, atomically with the batch (admit), from
             # the sequencer's in-force cache: no read per submission here.
         elif isinstance(p, payloads.ConsentRevocationPayload):
-            target = self._index.consent(p.consent_id)
-            if target is not None and target.kind == DELEGATION:
+            # One read of the target, which the admission rule below reuses through ``facts``.
+            first = facts.logged(p.consent_id)
+            if first is not None and first.kind == DELEGATION:
+                target = self._index.consent(p.consent_id)
+                assert target is not None
                 self._check_delegation_revocation(env, p, target)
             else:
-                self._admit_consent(env, p, state_rules.revocation_refusal)
+                self._admit_consent(env, p, state_rules.revocation_refusal, facts)
         elif isinstance(p, payloads.DelegationPayload):
             self._check_delegation_signer(env, p)
         elif isinstance(p, payloads.PartyRegistrationPayload):
