@@ -13,6 +13,7 @@ import { equal } from "./bytes.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import { verifyEntry, type VerifiedEntry } from "./entry.ts";
 import {
+  DecisionMismatch,
   DecisionTimeMismatch,
   ExpiredDecision,
   IncompleteEvidence,
@@ -438,17 +439,17 @@ function delegationSignedValidly(d: Delegation, e: Evidence, evidence: Evidence[
 function checkCitedConsents(decision: Decision, inForce: Set<string>): void {
   const cited = [...decision.consentIds, ...decision.outcomes.flatMap((o) => o.consentIds)];
   for (const id of cited) {
-    if (!inForce.has(id)) throw new VerificationError(`the decision cites consent ${id}, which is not in force by its evidence`);
+    if (!inForce.has(id)) throw new DecisionMismatch(`the decision cites consent ${id}, which is not in force by its evidence`);
   }
   const items = decision.outcomes.map((o) => o.decision);
   if (items.length !== decision.request!.data.length) {
-    throw new VerificationError("the decision has not one outcome per requested item");
+    throw new DecisionMismatch("the decision has not one outcome per requested item");
   }
   const expected = items.every((x) => x === 1) ? 1 : items.every((x) => x === 2) ? 2 : 3;
-  if (decision.decision !== expected) throw new VerificationError("the decision does not follow from its items' outcomes");
+  if (decision.decision !== expected) throw new DecisionMismatch("the decision does not follow from its items' outcomes");
   const union = [...new Set(decision.outcomes.flatMap((o) => o.consentIds))].sort();
   if (!sameStrings(union, decision.consentIds)) {
-    throw new VerificationError("the decision's consent ids are not the sorted union of its items'");
+    throw new DecisionMismatch("the decision's consent ids are not the sorted union of its items'");
   }
 }
 

@@ -66,3 +66,7 @@ export class DecisionTimeMismatch extends VerificationError {}
 
 /** A decision whose valid_until is not after the client's clock. */
 export class ExpiredDecision extends VerificationError {}
+
+/** The decision does not follow from its evidence (here: it cites a consent not in force by the evidence, or its
+ * overall outcome disagrees with its items'). The Python client raises it when re-running decide differs. */
+export class DecisionMismatch extends VerificationError {}
