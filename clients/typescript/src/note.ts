@@ -3,6 +3,7 @@
 // Mirrors consent_ledger/core/note.py: as strict as Go's note.Open, and canonical base64/hex only.
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { sha256 } from "@noble/hashes/sha2.js";
+import { createPublicKey, verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { concat, decodeUtf8, fromBase64, toBase64, utf8 } from "./bytes.ts";
 import { InvalidInput, UnknownVerifier, VerificationError } from "./errors.ts";
 
@@ -18,13 +19,63 @@ const GO_SPACE = /[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205
 const CONTROL = /[\x00-\x09\x0b-\x1f]/;
 const HEX8 = /^[0-9a-f]{8}$/;
 
-/** Ed25519 verification as RFC 8032 (strict encodings), as libsodium does on the Python side. */
+const SPKI_ED25519 = Buffer.from("302a300506032b6570032100", "hex");
+const L = 2n ** 252n + 27742317777372353535851937790883648493n;
+// Public keys that passed the checks below, as node:crypto key objects (bounded; keys repeat: the log's, patients').
+const checkedKeys = new Map<string, KeyObject>();
+
+// libsodium's list of small-order point encodings (ge25519_has_small_order), compared ignoring the sign bit, as it
+// does: 0 and 1 (and their non-canonical forms p and p + 1), -1, and the two points of order 8.
+const SMALL_ORDER = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+].map((h) => Buffer.from(h, "hex"));
+
+export function isSmallOrderEncoding(b: Uint8Array): boolean {
+  return SMALL_ORDER.some((x) => {
+    for (let i = 0; i < 31; i++) if (x[i] !== b[i]) return false;
+    return (x[31]! & 0x7f) === (b[31]! & 0x7f);
+  });
+}
+
+function keyObject(publicKey: Uint8Array): KeyObject | null {
+  const id = Buffer.from(publicKey).toString("hex");
+  let k = checkedKeys.get(id);
+  if (k !== undefined) return k;
+  // As libsodium (the Python side): a canonical encoding of a point that is not of small order.
+  try {
+    if (isSmallOrderEncoding(publicKey) || ed25519.Point.fromBytes(publicKey, false).isSmallOrder()) return null;
+  } catch {
+    return null;
+  }
+  k = createPublicKey({ key: Buffer.concat([SPKI_ED25519, publicKey]), format: "der", type: "spki" });
+  if (checkedKeys.size >= 10_000) checkedKeys.delete(checkedKeys.keys().next().value!);
+  checkedKeys.set(id, k);
+  return k;
+}
+
+/**
+ * Ed25519 verification (RFC 8032) with libsodium's extra refusals, so that it accepts what PyNaCl does on the Python
+ * side: a non-canonical or small-order public key, a small-order R and a non-reduced S are refused. The signature
+ * equation itself is checked by node:crypto (OpenSSL); point decoding for the checks comes from @noble/curves.
+ */
 export function verifySignature(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): void {
   let ok = false;
-  try {
-    ok = publicKey.length === 32 && signature.length === 64 && ed25519.verify(signature, message, publicKey, { zip215: false });
-  } catch {
-    ok = false;
+  if (publicKey.length === 32 && signature.length === 64) {
+    const key = keyObject(publicKey);
+    const sInt = signature.slice(32).reduceRight((n, byte) => (n << 8n) | BigInt(byte), 0n);
+    if (key !== null && sInt < L && !isSmallOrderEncoding(signature.slice(0, 32))) {
+      try {
+        ok = cryptoVerify(null, message, key, signature);
+      } catch {
+        ok = false;
+      }
+    }
   }
   if (!ok) throw new VerificationError("signature does not verify");
 }

@@ -68,6 +68,19 @@ function inMainSubgroup(p: Point): boolean {
   return !p.is0() && p.isTorsionFree() && !clearCofactor(p).is0();
 }
 
+// VRF public keys that passed validation (they are pinned or learned once: the check runs once per key).
+const validKeys = new Set<string>();
+
+function validPublicKey(publicKey: Uint8Array): Point | null {
+  const y = publicKey.length === 32 ? decode(publicKey) : null;
+  if (y === null) return null;
+  const id = Buffer.from(publicKey).toString("hex");
+  if (validKeys.has(id)) return y;
+  if (!inMainSubgroup(y)) return null;
+  if (validKeys.size < 1_000) validKeys.add(id);
+  return y;
+}
+
 /** ECVRF_proof_to_hash (RFC 9381 5.2): beta of a proof, without verifying it. */
 export function proofToHash(pi: Uint8Array): Uint8Array {
   return output(decodeProof(pi).gamma);
@@ -75,8 +88,8 @@ export function proofToHash(pi: Uint8Array): Uint8Array {
 
 /** ECVRF_verify (RFC 9381 5.3, with key validation): beta when pi proves alpha under publicKey. */
 export function vrfVerify(publicKey: Uint8Array, alpha: Uint8Array, pi: Uint8Array): Uint8Array {
-  const y = publicKey.length === 32 ? decode(publicKey) : null;
-  if (y === null || !inMainSubgroup(y)) throw new VerificationError("the VRF public key is not a valid point");
+  const y = validPublicKey(publicKey);
+  if (y === null) throw new VerificationError("the VRF public key is not a valid point");
   const { gamma, c, s } = decodeProof(pi);
   if (!inMainSubgroup(gamma)) throw new VerificationError("the VRF proof does not verify");
   const h = encodeToCurve(publicKey, alpha);

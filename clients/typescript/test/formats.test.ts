@@ -101,3 +101,32 @@ describe("checkpoints", () => {
     assert.throws(() => openNote(utf8.encode("he\x01llo\n\n" + Buffer.from(note).toString().split("\n\n")[1]), [known]), InvalidInput);
   });
 });
+
+describe("Ed25519 as libsodium", () => {
+  it("the small-order encodings are exactly the points of order dividing 8 (checked with @noble/curves)", async () => {
+    const { isSmallOrderEncoding } = await import("../src/note.ts");
+    const { ed25519: ed } = await import("@noble/curves/ed25519.js");
+    const list = [
+      "0000000000000000000000000000000000000000000000000000000000000000",
+      "0100000000000000000000000000000000000000000000000000000000000000",
+      "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+      "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+      "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ];
+    for (const h of list) {
+      const b = Buffer.from(h, "hex");
+      assert.ok(isSmallOrderEncoding(b));
+      assert.ok(ed.Point.fromBytes(b, true).isSmallOrder(), h);
+    }
+    assert.ok(!isSmallOrderEncoding(pub));
+  });
+
+  it("a signature under a small-order key, or with a small-order R, is refused", () => {
+    const zero = Buffer.from("0100000000000000000000000000000000000000000000000000000000000000", "hex");
+    const msg = utf8.encode("m");
+    // With A = identity and R = identity, S = 0 satisfies the cofactorless equation for every message.
+    const forged = new Uint8Array(64);
+    forged.set(zero, 0);
+    assert.throws(() => verifyEnvelope({ payloadType: "t", payload: msg, signers: [new Uint8Array(zero)], signatures: [forged], raw: msg, sha256: msg }), VerificationError);
+  });
+});
