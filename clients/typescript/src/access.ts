@@ -3,12 +3,9 @@
 // the requester's registration and its party-key map proof, the StateCommit the checkpoint names (signed by the log
 // key, fresh, not from the future, no rollback), each selector's map proof with the VRF proof of its key, that the
 // evidence is exactly the in-force set the map commits to, the delegations behind delegate-signed grants, and
-// that the decision was made for now.
-//
-// Not re-done here (the Python client does it): re-running the decision function core/decision.decide on the
-// evidence. This client checks instead that every consent the decision cites is an in-force grant of the evidence
-// and that the overall decision agrees with the per-item outcomes.
-import { toBinary } from "@bufbuild/protobuf";
+// that the decision re-computed from the evidence (src/decide.ts, core/decision.decide) is byte for byte the signed
+// one, and that the decision was made for now.
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { equal } from "./bytes.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import { verifyEntry, type VerifiedEntry } from "./entry.ts";
@@ -44,6 +41,7 @@ import {
   type Payload,
 } from "./payloads.ts";
 import { openReceipt } from "./receipt.ts";
+import { decide, type GrantEvidence } from "./decide.ts";
 import { valueHash, verifyMapProof } from "./smt.ts";
 import { consentAlpha, partyAlpha, VerifiedMapKeys } from "./vrf.ts";
 
@@ -200,7 +198,14 @@ export function verifyAccessResponse(
 
   checkRegistration(v, evidence, r.requesterId, r.requesterRoles);
   const complete = checkComplete(v, resp, evidence, r.patient, r.requesterId, r.requesterRoles, r.timeMs, note, checkpoint);
-  checkCitedConsents(decision, complete.inForceIds);
+  const recomputed = toBinary(DecisionSchema, decide(complete.grants, r, decision.policy!));
+  if (!equal(recomputed, receipt.decisionBytes)) {
+    const again = fromBinary(DecisionSchema, recomputed);
+    throw new DecisionMismatch(
+      `the server decided ${OUTCOMES[decision.decision]}, but its evidence gives ${OUTCOMES[again.decision]}` +
+        (again.decision === decision.decision ? " (with other details: reasons, consents or times)" : ""),
+    );
+  }
   const now = v.clockMs();
   if (outsideSkew(r.timeMs, now, v.maxClockSkewMs)) {
     throw new DecisionTimeMismatch(
@@ -261,6 +266,7 @@ interface Complete {
   stateCommit: StateCommit & { index: bigint };
   vrfKey: Uint8Array;
   inForceIds: Set<string>;
+  grants: GrantEvidence[];
   selectors: { selector: string; inForce: string[] }[];
 }
 
@@ -369,7 +375,14 @@ function checkComplete(
     ids.forEach((id) => inForceIds.add(id));
     out.push({ selector: sel, inForce: ids });
   }
-  return { stateCommit: sc, vrfKey, inForceIds, selectors: out };
+  const grantEvidence: GrantEvidence[] = [];
+  for (const sel of selectors) {
+    for (const e of grants.get(sel)!) {
+      if (e.payload.type !== CONSENT_GRANT) continue;
+      grantEvidence.push({ index: e.entry.index, integratedTimeMs: e.entry.leaf.integratedTimeMs, consentId: e.consentId, grant: e.payload.message });
+    }
+  }
+  return { stateCommit: sc, vrfKey, inForceIds, grants: grantEvidence, selectors: out };
 }
 
 /** The requester's latest registration in the evidence must be the one its party key holds in the consent state. */
@@ -434,22 +447,3 @@ function delegationSignedValidly(d: Delegation, e: Evidence, evidence: Evidence[
   if (!reg.reg.capabilities.includes(ATTEST_GUARDIANSHIP)) return false;
   return !evidence.some((x) => x.entry.index < e.entry.index && hasKey(x.signers, d.patient));
 }
-
-/** Every consent the decision cites is an in-force grant of the evidence; the overall decision follows the items. */
-function checkCitedConsents(decision: Decision, inForce: Set<string>): void {
-  const cited = [...decision.consentIds, ...decision.outcomes.flatMap((o) => o.consentIds)];
-  for (const id of cited) {
-    if (!inForce.has(id)) throw new DecisionMismatch(`the decision cites consent ${id}, which is not in force by its evidence`);
-  }
-  const items = decision.outcomes.map((o) => o.decision);
-  if (items.length !== decision.request!.data.length) {
-    throw new DecisionMismatch("the decision has not one outcome per requested item");
-  }
-  const expected = items.every((x) => x === 1) ? 1 : items.every((x) => x === 2) ? 2 : 3;
-  if (decision.decision !== expected) throw new DecisionMismatch("the decision does not follow from its items' outcomes");
-  const union = [...new Set(decision.outcomes.flatMap((o) => o.consentIds))].sort();
-  if (!sameStrings(union, decision.consentIds)) {
-    throw new DecisionMismatch("the decision's consent ids are not the sorted union of its items'");
-  }
-}
-

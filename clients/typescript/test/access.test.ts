@@ -96,7 +96,7 @@ function mutated(c: Case, f: (r: CheckAccessResponse) => void): CheckAccessRespo
 
 describe("Python-made CheckAccess answers", () => {
   it("the TypeScript client reaches the Python client's verdict on every answer", () => {
-    assert.ok(cases.length >= 4);
+    assert.ok(cases.length >= 6);
     for (const c of cases) assert.equal(verdict(() => run(c)), c.python, c.name);
   });
 
@@ -226,7 +226,9 @@ describe("tampering is refused", () => {
 
   it("the lies signed with the log key are refused for the reason Python gives", () => {
     assert.throws(() => run(byName("lie-checkpoint-names-other-state")), StateCommitNotNamed);
-    assert.throws(() => run(byName("lie-cites-absent-consent")), (e) => e instanceof DecisionMismatch && /cites consent/.test(e.message));
+    assert.throws(() => run(byName("lie-cites-absent-consent")), (e) => e instanceof DecisionMismatch && /evidence gives DENY/.test(e.message));
+    assert.throws(() => run(byName("lie-deny-made-permit")), (e) => e instanceof DecisionMismatch && /decided PERMIT, but its evidence gives DENY/.test(e.message));
+    assert.throws(() => run(byName("lie-permit-lasts-longer")), (e) => e instanceof DecisionMismatch && /other details/.test(e.message));
   });
 
   it("an unmodified copy still verifies (the mutations above are what fails)", () => {
