@@ -4,6 +4,7 @@
 //
 //   node --import tsx examples/check-access.ts [--dir DEMO_DIR] [--server HOST:PORT] [--party hospital-1]
 //        [--purpose TREAT] [--action access] [--data laboratory-results[:LABEL,...]]... [--patient-key-file F]
+//        [--witness-quorum K]   (pin the demo's two witnesses, require K of them within 600 s)
 //
 // Defaults come from the environment the demo prints (CONSENT_LEDGER_SERVER, CONSENT_LEDGER_LOG_KEY_FILE,
 // CONSENT_LEDGER_MAP_VRF_PUBLIC_KEY_FILE), else from the demo directory (--dir, default ../../.consent-ledger/demo):
@@ -12,7 +13,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { LedgerClient, parseVerifierKey, toHex, VerificationError } from "../src/index.ts";
+import { LedgerClient, parseVerifierKey, toHex, VerificationError, WitnessKey, WitnessPolicy } from "../src/index.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
@@ -26,6 +27,8 @@ const { values } = parseArgs({
     "patient-key-file": { type: "string" },
     "log-key-file": { type: "string" },
     "map-vrf-key-file": { type: "string" },
+    // Pin the demo's witnesses (witness-N.key.pub in the demo directory) and require this many of them.
+    "witness-quorum": { type: "string" },
   },
 });
 const env = process.env;
@@ -44,7 +47,16 @@ const data = (values.data ?? ["laboratory-results"]).map((d) => {
   return { dataClass: dataClass!, sensitivityLabels: labels ? labels.split(",") : [] };
 });
 
+const quorum = values["witness-quorum"] ? Number(values["witness-quorum"]) : 0;
+const witnessPolicy = quorum
+  ? new WitnessPolicy(
+      ["witness-1", "witness-2"].map((n) => new WitnessKey(n, parseVerifierKey(read(join(dir, `${n}.key.pub`))).publicKey)),
+      quorum,
+      600,
+    )
+  : undefined;
 const client = new LedgerClient({
+  ...(witnessPolicy ? { witnessPolicy } : {}),
   baseUrl: server.includes("://") ? server : `http://${server}`,
   logKey,
   mapVrfKey,
@@ -55,6 +67,11 @@ const when = (ms: bigint) => new Date(Number(ms)).toISOString().replace(".000Z",
 
 try {
   const cp = await client.checkpoint();
+  const w = client.lastWitnessed;
+  if (w !== null) {
+    const ages = w.cosignatures.map(([n, t]) => `${n} ${Math.round(Date.now() / 1000 - Number(t))} s ago`).join(", ");
+    console.log(`witnessed: checkpoint of size ${w.checkpoint.size} cosigned by ${w.cosignatures.length} pinned witnesses (${ages}), quorum ${quorum}`);
+  }
   console.log(`checkpoint: size ${cp.size} of ${cp.origin}, signature by the pinned log key verifies; names consent state #${cp.consentState}`);
   const v = await client.checkAccess(patient, { action: values.action, purpose: values.purpose, data });
   const r = v.decision.request!;

@@ -18,6 +18,7 @@ import { verifyConsistency } from "./merkle.ts";
 import { parseVerifierKey, type Verifier } from "./note.ts";
 import { ACCESS_EVENT, parsePayload } from "./payloads.ts";
 import { sha256 } from "@noble/hashes/sha2.js";
+import { verifyWitnessedExtension, type WitnessedCheckpoint, type WitnessPolicy } from "./witness.ts";
 
 export const PARTY_HEADER = "x-consent-ledger-party";
 
@@ -40,6 +41,8 @@ export interface LedgerClientOptions {
   clockMs?: () => number;
   maxStateAgeMs?: number;
   maxClockSkewMs?: number;
+  /** Accept answers only on checkpoints a quorum of pinned witnesses cosigned recently (see WitnessPolicy). */
+  witnessPolicy?: WitnessPolicy;
   /** Use this transport instead of making one (tests). */
   transport?: Transport;
 }
@@ -65,9 +68,12 @@ export class LedgerClient {
   private readonly log: Client<typeof LogService>;
   private readonly accessService: Client<typeof AccessService>;
   private last: { checkpoint: Checkpoint; note: Uint8Array } | null = null;
+  readonly witnessPolicy: WitnessPolicy | null;
+  private witnessed: WitnessedCheckpoint | null = null;
 
   constructor(opts: LedgerClientOptions) {
     this.verifier = parseVerifierKey(opts.logKey.trim());
+    this.witnessPolicy = opts.witnessPolicy ?? null;
     const partyId = opts.partyId ?? "";
     const interceptors: Interceptor[] = [];
     if (partyId && opts.baseUrl.startsWith("http://")) {
@@ -139,10 +145,56 @@ export class LedgerClient {
     return cp;
   }
 
-  /** The log's latest checkpoint, verified. */
+  /** The log's latest checkpoint, verified (with a witness policy: on the witnessed checkpoint served with it). */
   async checkpoint(): Promise<Checkpoint> {
     const resp = await this.log.getCheckpoint({});
-    return this.acceptCheckpoint(resp.checkpoint?.note ?? new Uint8Array(0));
+    const note = resp.checkpoint?.note ?? new Uint8Array(0);
+    if (this.witnessPolicy === null) return this.acceptCheckpoint(note);
+    return (await this.acceptWitnessed(note, resp.witnessedCheckpoint?.note ?? new Uint8Array(0), resp.witnessedConsistency)).checkpoint;
+  }
+
+  /** The newest witnessed checkpoint this client accepted (with a witness policy), or null. */
+  get lastWitnessed(): WitnessedCheckpoint | null {
+    return this.witnessed;
+  }
+
+  /**
+   * Accept `note` under the witness policy (LedgerClient.accept_witnessed of the Python client): the witnessed
+   * checkpoint `witnessedNote` (empty: `note` itself must carry the cosignatures) verifies under the policy, `proof`
+   * proves `note` extends it, and both are consistent with what this client saw before.
+   */
+  async acceptWitnessed(
+    note: Uint8Array,
+    witnessedNote: Uint8Array,
+    proof: readonly Uint8Array[],
+  ): Promise<{ checkpoint: Checkpoint; witnessed: WitnessedCheckpoint }> {
+    const policy = this.witnessPolicy;
+    if (policy === null) throw new InvalidInput("acceptWitnessed needs a witness policy");
+    let wc: WitnessedCheckpoint;
+    let cp: Checkpoint;
+    try {
+      wc = policy.verify(witnessedNote.length ? witnessedNote : note, this.verifier, Math.floor(this.access.clockMs() / 1000));
+      cp = openCheckpoint(note, this.verifier).checkpoint;
+    } catch (e) {
+      if (e instanceof InvalidInput) throw new VerificationError(`malformed checkpoint: ${e.message}`);
+      throw e;
+    }
+    if (witnessedNote.length) {
+      if (cp.size < wc.checkpoint.size) {
+        throw new VerificationError(`the checkpoint (size ${cp.size}) is older than the witnessed checkpoint (size ${wc.checkpoint.size})`);
+      }
+      try {
+        verifyWitnessedExtension(wc.checkpoint, cp, proof);
+      } catch {
+        throw new InconsistentCheckpoints("the checkpoint does not extend the witnessed checkpoint", witnessedNote, note, proof);
+      }
+    } else if (proof.length) {
+      throw new VerificationError("a consistency proof came without a witnessed checkpoint");
+    }
+    await this.acceptCheckpoint(wc.note);
+    await this.acceptCheckpoint(note);
+    this.witnessed = wc;
+    return { checkpoint: cp, witnessed: wc };
   }
 
   /** One entry, proven in the latest checkpoint (its body, if not erased, hashing to the leaf's commitment). */
@@ -176,7 +228,11 @@ export class LedgerClient {
     req: CheckAccessRequest,
     resp: Awaited<ReturnType<Client<typeof AccessService>["checkAccess"]>>,
   ): Promise<VerifiedAccess> {
-    const cp = await this.acceptCheckpoint(resp.checkpoint?.note ?? new Uint8Array(0));
+    const note = resp.checkpoint?.note ?? new Uint8Array(0);
+    const cp =
+      this.witnessPolicy === null
+        ? await this.acceptCheckpoint(note)
+        : (await this.acceptWitnessed(note, resp.witnessedCheckpoint?.note ?? new Uint8Array(0), resp.witnessedConsistency)).checkpoint;
     const verified = verifyAccessResponse(this.access, req, resp, cp);
     if (verified.accessEventIndex !== null) await this.checkRecordedEvent(verified);
     return verified;

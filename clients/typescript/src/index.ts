@@ -12,3 +12,6 @@ export * from "./receipt.ts";
 export * from "./entry.ts";
 export * from "./access.ts";
 export * from "./client.ts";
+export * from "./witness.ts";
+export * from "./decide.ts";
+export * from "./vocab.ts";

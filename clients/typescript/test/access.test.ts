@@ -153,9 +153,12 @@ describe("tampering is refused", () => {
       r.decision!.decision = 2;
     }, VerificationError],
     ["the checkpoint note's signature", permit, (r) => {
-      const n = r.checkpoint!.note;
-      r.receipt = r.receipt; // the receipt still names the original note
-      r.checkpoint!.note = flip(n, n.length - 10);
+      // Flip one byte of the log's signature (decoded, changed, encoded again: the note stays well formed).
+      const text = Buffer.from(r.checkpoint!.note).toString();
+      const line = text.split("\n").find((l) => l.startsWith("\u2014 demo.consent-ledger.local/log "))!;
+      const raw = Buffer.from(line.split(" ")[2]!, "base64");
+      raw[20]! ^= 1;
+      r.checkpoint!.note = new Uint8Array(Buffer.from(text.replace(line, `\u2014 demo.consent-ledger.local/log ${raw.toString("base64")}`)));
     }, VerificationError],
     ["an inclusion proof hash", permit, (r) => {
       const e = r.evidence[0]!;

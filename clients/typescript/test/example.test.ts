@@ -68,9 +68,10 @@ describe("examples/check-access.ts against the demo server", { skip, timeout: 30
   it("the hospital: PERMIT, everything it rests on verified", async () => {
     const { code, out } = await run(process.execPath, [
       "--import", "tsx", "examples/check-access.ts", "--dir", join(dir, "demo"), "--server", target,
-      "--party", "hospital-1", "--purpose", "TREAT", "--data", "laboratory-results",
+      "--party", "hospital-1", "--purpose", "TREAT", "--data", "laboratory-results", "--witness-quorum", "2",
     ]);
     assert.equal(code, 0, out);
+    assert.match(out, /^witnessed: checkpoint of size \d+ cosigned by 2 pinned witnesses \(witness-1 \d+ s ago, witness-2 \d+ s ago\), quorum 2/m);
     assert.match(out, /^decision: PERMIT/m);
     assert.match(out, /laboratory-results {2}PERMIT {2}CONSENT_PERMIT {2}consent [0-9a-f]{12}\.\.\./);
     assert.match(out, /verified: receipt signed by the log key/);
