@@ -21,6 +21,7 @@ import {
   StateFromTheFuture,
   StateRollback,
   VerificationError,
+  WrongMapVrfKey,
 } from "./errors.ts";
 import {
   DecisionPolicySchema,
@@ -347,16 +348,13 @@ function checkComplete(
 
   // Map keys are VRF outputs: a proof's key is used only once its pi verifies for the alpha this client expects.
   const named = sc.mapVrfPublicKey;
-  let vrfKey: Uint8Array;
-  if (v.mapVrfPublicKey !== null) {
-    if (named.length !== 0 && !equal(named, v.mapVrfPublicKey)) {
-      throw new VerificationError("the state commit names another map VRF key than the one this client holds");
-    }
-    vrfKey = v.mapVrfPublicKey;
-  } else {
-    if (named.length !== 32) throw new VerificationError("the state commit names no map VRF key");
-    vrfKey = named;
+  const held = v.mapVrfPublicKey;
+  if (named.length === 0 || (held !== null && !equal(named, held))) {
+    throw new WrongMapVrfKey(
+      `the state commit names map VRF key ${named.length ? Buffer.from(named).toString("hex") : "(none)"}, expected ${held ? Buffer.from(held).toString("hex") : "(any)"}`,
+    );
   }
+  const vrfKey = held ?? named;
   checkPartyKey(v, resp, evidence, requesterId, sc.mapRoot, vrfKey, sc.index);
   const inForceIds = new Set<string>();
   const out: { selector: string; inForce: string[] }[] = [];

@@ -70,3 +70,6 @@ export class ExpiredDecision extends VerificationError {}
 /** The decision does not follow from its evidence (here: it cites a consent not in force by the evidence, or its
  * overall outcome disagrees with its items'). The Python client raises it when re-running decide differs. */
 export class DecisionMismatch extends VerificationError {}
+
+/** The StateCommit names another map VRF key than the pinned (or first learned) one, or none. */
+export class WrongMapVrfKey extends VerificationError {}

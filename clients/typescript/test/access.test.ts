@@ -20,6 +20,7 @@ import {
   StateRollback,
   VerificationError,
   verifyAccessResponse,
+  WrongMapVrfKey,
   type AccessVerifier,
   type VerifiedAccess,
 } from "../src/index.ts";
@@ -224,7 +225,7 @@ describe("tampering is refused", () => {
     assert.throws(() => run(permit, undefined, { clockMs: () => t + 400_000, maxStateAgeMs: 10 ** 9, maxClockSkewMs: 10 ** 9 }), ExpiredDecision);
     assert.throws(() => run(permit, undefined, { clockMs: () => t - 600_000 }), StateFromTheFuture);
     assert.throws(() => run(permit, undefined, { newestStateCommit: { index: 10n ** 6n, batchTimeMs: 0n } }), StateRollback);
-    assert.throws(() => run(permit, undefined, { mapVrfPublicKey: logVerifier.publicKey }), VerificationError);
+    assert.throws(() => run(permit, undefined, { mapVrfPublicKey: logVerifier.publicKey }), WrongMapVrfKey);
   });
 
   it("the lies signed with the log key are refused for the reason Python gives", () => {
