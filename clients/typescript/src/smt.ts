@@ -1,4 +1,4 @@
-// The consent-state map: a compressed sparse Merkle tree over 256-bit keys (docs/design.md, "The consent-state map").
+// The consent-state map: a compressed sparse Merkle tree over 256-bit keys (docs/design.md section 5).
 // Verification only; mirrors map_root_from_proof, verify_map_proof and value_hash of consent_ledger/core/smt.py.
 //
 //   H(S, d) = 32 zero bytes                               if S is empty
