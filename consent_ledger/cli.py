@@ -1972,6 +1972,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     # A health check gives up sooner than a client call.
     p.set_defaults(func=cmd_health, timeout=5.0)
+
+    # Commands kept in their own modules (registered here, dispatched through func like the rest).
+    from consent_ledger.cli_disclosures import add_disclosures_command
+    from consent_ledger.cli_fhir import add_fhir_commands
+
+    add_fhir_commands(sub)
+    add_disclosures_command(sub)
     return parser
 
 
