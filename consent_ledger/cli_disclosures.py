@@ -12,11 +12,16 @@ import argparse
 import json
 from typing import Any
 
-from consent_ledger_client import ConsentClient
-
 from consent_ledger import cli
 from consent_ledger.core import vocab
-from consent_ledger.disclosures import ConsentRef, DisclosureReport, DisclosureRow, Review, render_html, report_json
+from consent_ledger.disclosures import (
+    ConsentRef,
+    DisclosureReport,
+    DisclosureRow,
+    Review,
+    render_html,
+    report_json,
+)
 from consent_ledger.presentation import (
     access_event_view_line,
     consistency_phrase,
@@ -25,6 +30,7 @@ from consent_ledger.presentation import (
     plural,
     short_key,
 )
+from consent_ledger_client import ConsentClient
 
 
 def _rows(events: list[Any], views: dict[str, Any]) -> tuple[DisclosureRow, ...]:
@@ -82,16 +88,16 @@ def cmd_disclosures(args: argparse.Namespace) -> int:
         cp = client.last_checkpoint
     assert cp is not None
     verified = (
-        f"every access event proven in the checkpoint of size {cp.size} signed by {cp.origin} (inclusion, its body "
-        "against the leaf's commitment, its signature) and about you",
+        (f"every access event proven in the checkpoint of size {cp.size} signed by {cp.origin} (inclusion, its body "
+        "against the leaf's commitment, its signature) and about you"),
         "every review shown proven a review of its event, signed by an operator key",
         "every consent shown proven in the log, and its state re-computed from the entries",
         consistency_phrase(previous, cp),
     )
     caveats = (
         "that this list is complete, and that a break-glass access is not yet reviewed, is the ledger's word",
-        "an access event is what an organisation recorded when it asked the ledger; access that bypassed the ledger "
-        "is not here",
+        ("an access event is what an organisation recorded when it asked the ledger; access that bypassed the ledger "
+        "is not here"),
     )
     report = DisclosureReport(
         patient_hex=patient.hex(), generated_ms=cli._now_ms(), origin=cp.origin, checkpoint_size=cp.size,
@@ -104,9 +110,9 @@ def cmd_disclosures(args: argparse.Namespace) -> int:
         return cli.EXIT_OK
     glass = [r for r in report.rows if r.break_glass]
     lines = [
-        f"disclosures about patient {short_key(patient)}: {plural(len(report.rows), 'access event', 'access events')}, "
+        (f"disclosures about patient {short_key(patient)}: {plural(len(report.rows), 'access event', 'access events')}, "
         f"{plural(len(glass), 'break-glass access', 'break-glass accesses')} "
-        f"({sum(1 for r in glass if r.review is None)} not yet reviewed)",
+        f"({sum(1 for r in glass if r.review is None)} not yet reviewed)"),
         *(f"  {access_event_view_line(v, log_key)}" for v in events),
         "verified: " + "; ".join(verified),
     ]

@@ -11,14 +11,18 @@ import argparse
 import json
 from typing import Any
 
-from consent_ledger_client import ConsentClient
-from consent_ledger_client.bundle import export_consent_bundle, verify_consent_bundle
-
 from consent_ledger import cli
 from consent_ledger.core import payloads
 from consent_ledger.core.decision import STATE_ACTIVE, STATE_PENDING
 from consent_ledger.core.errors import InvalidInput
-from consent_ledger.presentation import entry_verification, format_time, short_id, short_key
+from consent_ledger.presentation import (
+    entry_verification,
+    format_time,
+    short_id,
+    short_key,
+)
+from consent_ledger_client import ConsentClient
+from consent_ledger_client.bundle import export_consent_bundle, verify_consent_bundle
 
 
 def _fhir() -> Any:
@@ -112,11 +116,11 @@ def cmd_fhir_export(args: argparse.Namespace) -> int:
         return cli.EXIT_OK
     human = "\n".join(
         [
-            f"wrote FHIR {args.fhir_version} Consent for consent {short_id(consent_id)} (entry #{entry.index}, state "
-            f"{view.state}, FHIR status {resource['status']}) to {args.out}",
+            (f"wrote FHIR {args.fhir_version} Consent for consent {short_id(consent_id)} (entry #{entry.index}, state "
+            f"{view.state}, FHIR status {resource['status']}) to {args.out}"),
             entry_verification(entry, None, with_previous=False),
-            f"the Consent carries the log origin, index {entry.index}, the signed checkpoint of size {cp.size} and the "
-            f"consent bundle (extension {fhir.EXT_LOG_ENTRY}); the bundle was verified offline before writing",
+            (f"the Consent carries the log origin, index {entry.index}, the signed checkpoint of size {cp.size} and the "
+            f"consent bundle (extension {fhir.EXT_LOG_ENTRY}); the bundle was verified offline before writing"),
         ]
     )
     cli.emit(args, human, {"file": args.out, "index": entry.index, "consent_id": consent_id, "state": view.state,

@@ -143,8 +143,8 @@ def _timeline(rows: tuple[DisclosureRow, ...]) -> str:
         return left + (right - left) * (ms - t0) / (t1 - t0)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="timeline of access events" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="timeline of access events" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'),
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fafafa" stroke="#cfd8dc"/>',
     ]
     for i, party in enumerate(parties):

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -82,8 +82,8 @@ class GrantTerms:
     purposes: tuple[str, ...]
     data_classes: tuple[str, ...]
     sensitivity_labels: tuple[str, ...] = ()
-    data_period: payloads.Period = payloads.Period()
-    validity: payloads.Period = payloads.Period()
+    data_period: payloads.Period = field(default_factory=payloads.Period)
+    validity: payloads.Period = field(default_factory=payloads.Period)
     supersedes: str | None = None
     legal_basis: payloads.LegalBasis | None = None
 
@@ -260,7 +260,7 @@ def _when(text: str, what: str, *, end: bool) -> int:
                 start = dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC)
         return int(start.timestamp() * 1000)
     try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise FhirRefused(f"{what}: {text!r} is not a FHIR date or dateTime") from None
     if moment.tzinfo is None:

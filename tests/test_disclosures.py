@@ -36,7 +36,7 @@ INJECTION = (
 )
 
 
-def make_events(conn: list[str], patient_key: Path, operator_key: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+def make_events(conn: list[str], patient_key: Path, operator_key: Path, capsys: pytest.CaptureFixture[str]) -> dict:  # noqa: F811
     """A permit (hospital-1, under a consent), a refusal (insurer-1), a break-glass access (ed-1) whose reason tries
     an injection, reviewed by the operator, and a second break-glass access left unreviewed."""
     pub = f"{patient_key}.pub"
@@ -57,7 +57,7 @@ def make_events(conn: list[str], patient_key: Path, operator_key: Path, capsys: 
 
 
 def test_disclosure_report_json_and_html(
-    parties: dict, conn: list[str], patient_key: Path, operator_key: Path, tmp_path: Path,
+    parties: dict, conn: list[str], patient_key: Path, operator_key: Path, tmp_path: Path,  # noqa: F811 (fixtures imported from test_cli)
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     capsys.readouterr()
@@ -177,7 +177,7 @@ def colour_counts(pixels: list[tuple[int, int, int]], colours: set[str]) -> dict
 
 
 def test_report_json_is_one_document(
-    parties: dict, conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]
+    parties: dict, conn: list[str], patient_key: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811 (fixtures imported from test_cli)
 ) -> None:
     capsys.readouterr()
     out = run_json(capsys, "disclosures", "--patient-key-file", f"{patient_key}.pub", *conn,

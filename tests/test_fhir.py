@@ -13,12 +13,20 @@ import pytest
 
 pytest.importorskip("fhir.resources", reason="the fhir extra is not installed")
 
-from consent_ledger import fhir  # noqa: E402
-from consent_ledger.cli import EXIT_ERROR, main  # noqa: E402
-from consent_ledger.core import payloads  # noqa: E402
-from consent_ledger.keys import read_key  # noqa: E402
+from consent_ledger import fhir
+from consent_ledger.cli import EXIT_ERROR, main
+from consent_ledger.core import payloads
+from consent_ledger.keys import read_key
 
-from .test_cli import clean_env, conn, log_key_file, patient_key, run_fail, run_json, server  # noqa: E402,F401
+from .test_cli import (  # noqa: F401
+    clean_env,
+    conn,
+    log_key_file,
+    patient_key,
+    run_fail,
+    run_json,
+    server,
+)
 
 DATA = Path(__file__).parent / "data" / "fhir"
 ALL_PURPOSES = ("HMARKT", "HOPERAT", "HPAYMT", "HRESCH", "PATRQT", "PUBHLTH", "TREAT")
@@ -125,13 +133,13 @@ def test_hl7_examples_round_trip_or_are_refused_precisely(name: str) -> None:
 
 
 def full_grant(**over: object) -> payloads.ConsentGrantPayload:
-    fields: dict = dict(
-        patient=PATIENT, grantee="role:insurer", decision=payloads.DENY, actions=("use", "disclose"),
-        purposes=("HPAYMT", "HRESCH"), data_classes=("laboratory-results", "medications"),
-        sensitivity_labels=("MH", "SUD"), data_period=payloads.Period(1_600_000_000_000, 0),
-        validity=payloads.Period(1_700_000_000_123, 1_800_000_000_000), supersedes="ab" * 32,
-        legal_basis=payloads.LegalBasis(code="GDPR-9.2.a", text="explicit consent <b>&amp;</b>"),
-    )
+    fields: dict = {
+        "patient": PATIENT, "grantee": "role:insurer", "decision": payloads.DENY, "actions": ("use", "disclose"),
+        "purposes": ("HPAYMT", "HRESCH"), "data_classes": ("laboratory-results", "medications"),
+        "sensitivity_labels": ("MH", "SUD"), "data_period": payloads.Period(1_600_000_000_000, 0),
+        "validity": payloads.Period(1_700_000_000_123, 1_800_000_000_000), "supersedes": "ab" * 32,
+        "legal_basis": payloads.LegalBasis(code="GDPR-9.2.a", text="explicit consent <b>&amp;</b>"),
+    }
     fields.update(over)
     raw = payloads.build_grant(**fields)
     return payloads.parse_payload(payloads.CONSENT_GRANT, raw)
@@ -201,7 +209,7 @@ def test_other_refusals_name_the_element() -> None:
 
 
 def test_the_exported_consent_points_back_to_a_verifiable_log_entry(
-    conn: list[str], patient_key: Path, log_key_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    conn: list[str], patient_key: Path, log_key_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811 (fixtures imported from test_cli)
 ) -> None:
     capsys.readouterr()
     source = DATA / "r5" / "Consent-consent-example-notOrg.json"
