@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from consent_ledger.cli import EXIT_OK, main
-from consent_ledger.disclosures import BREAK_GLASS_COLOUR, COLOURS
+from consent_ledger.disclosures import (
+    BREAK_GLASS_COLOUR,
+    COLOURS,
+    ConsentRef,
+    DisclosureReport,
+    DisclosureRow,
+    Review,
+    render_html,
+    report_json,
+)
 
 from .test_cli import (  # noqa: F401
     AS_OPERATOR,
@@ -183,3 +192,31 @@ def test_report_json_is_one_document(
     out = run_json(capsys, "disclosures", "--patient-key-file", f"{patient_key}.pub", *conn,
                    "--sign-with", str(patient_key))
     assert out["rows"] == [] and out["patient_hex"] and json.dumps(out)
+
+
+def test_render_escapes_every_text_and_marks_every_row() -> None:
+    """The renderer alone: an erased event, a hostile party id and review notes, one timeline mark per row."""
+    evil = '"><script>alert(1)</script>'
+    rows = (
+        DisclosureRow(index=3, logged_ms=1_700_000_000_000, accessed_ms=1_700_000_000_000, party_id="hospital-1",
+                      action="access", purpose="TREAT", purpose_display="treatment", data=("imaging",),
+                      decision="PERMIT", consents=(ConsentRef("ab" * 32, 1, f"grant {evil}", "active"), ConsentRef("cd" * 32))),
+        DisclosureRow(index=5, logged_ms=1_700_000_100_000, accessed_ms=1_700_000_100_000, party_id=evil, action="use",
+                      purpose="ETREAT", purpose_display=evil, data=(evil,), decision="PARTIAL", break_glass=True,
+                      break_glass_reason=evil, review_state="unjustified",
+                      review=Review(7, "unjustified", evil, 1_700_000_200_000)),
+        DisclosureRow(index=6, logged_ms=1_700_000_300_000, accessed_ms=1_700_000_300_000, party_id="(erased)",
+                      action="", purpose="", purpose_display="", data=(), decision="ERASED", erased=True),
+    )
+    report = DisclosureReport(patient_hex="00" * 32, generated_ms=1_700_000_400_000, origin=f"log {evil}",
+                              checkpoint_size=9, root_hash_hex="11" * 32, rows=rows, verified=(evil,), caveats=(evil,))
+    page = render_html(report)
+    assert "<script" not in page and evil not in page
+    assert page.count("&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;") >= 8
+    assert re.findall(r'<tr class="row d-row-(\w+)" id="event-(\d+)"', page) == [
+        ("PERMIT", "3"), ("PARTIAL", "5"), ("ERASED", "6")
+    ]
+    assert "not in your verified consent listing" in page and "UNJUSTIFIED" in page
+    assert page.count("<title>#") == 3  # one timeline mark per event
+    assert f'stroke="{BREAK_GLASS_COLOUR}"' in page  # the break-glass ring
+    assert report_json(report)["rows"][1]["review"]["outcome"] == "unjustified"
