@@ -240,6 +240,15 @@ def test_the_exported_consent_points_back_to_a_verifiable_log_entry(
         assert again.terms == fhir.parse_consent(source.read_text()).terms
         assert again.patient_key == read_key(patient_key).public_key
 
+    # The text form says what was read from where, and what was verified.
+    assert main(["fhir", "import", str(DATA / "r5" / "Consent-consent-example-notTime.json"),
+                 "--patient-key-file", str(patient_key), *conn]) == 0
+    text = capsys.readouterr().out
+    assert "from             FHIR R5 Consent consent-example-notTime" in text
+    assert "rule             PERMIT any: collect,access,use,disclose,correct for " in text
+    assert "valid            2015-01-01 00:00:00 UTC to 2015-02-02 00:00:00 UTC" in text
+    assert "verified: inclusion of leaf" in text
+
     # Refusals: an example the model cannot express, and a Consent of another patient.
     code, err = run_fail(capsys, "fhir", "import", str(DATA / "r5" / "Consent-consent-example-pkb.json"),
                          "--patient-key-file", str(patient_key), *conn)
