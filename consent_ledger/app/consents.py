@@ -892,6 +892,8 @@ class ConsentLedger:
             party = newer
         else:
             raise Unavailable(f"the registration of {requester_id} is being updated; try again")
+        if sc.index >= cp.size:  # a replica that caught up while proving: answer at the checkpoint naming sc
+            _, cp = self._ready()
         t = time_ms or max(self._clock_ms(), sc.batch_time_ms)
         if t < sc.batch_time_ms:
             raise InvalidInput("decisions are made on the latest consent state: ask for now or a later time")
