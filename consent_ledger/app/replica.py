@@ -399,13 +399,13 @@ class ReplicaRole:
         if self._leading:
             return before
         seq.write_failure = None  # a follower writes nothing: a fenced batch of its past does not fail health
-        stored = self._store.latest_checkpoint()
-        if stored is None or (stored.size == before and stored.note == seq.latest.note):
+        cp = self._store.latest_checkpoint()
+        if cp is None or (cp.size == before and cp.note == seq.latest.note):
             return before
-        seq.open()  # the latest checkpoint and the right edge, checked against the signed root
-        cp = seq.latest
         if cp.size < before:
             raise Unavailable(f"the log in the database ({cp.size}) is behind this replica's view ({before})")
+        # Read everything first; then move the consent state, then the tree: a request that reads both in between
+        # sees a StateCommit its checkpoint does not hold yet, and waits for it (ConsentLedger.check_access).
         extra = self._rows.rows_between(before, cp.size) if cp.size > before else {}
         entries: list[NewEntry] = []
         if 0 < cp.size - before <= MAX_PUSHED_GAP:
@@ -424,9 +424,11 @@ class ReplicaRole:
         sc = prev if prev is not None and named is not None and prev.index == named else None
         if sc is None and named is not None:
             sc = self._rows.state_commit(named)
-        # Map nodes are overwritten in place by the leader: cached ones are stale once the map moved.
-        state.reset()  # type: ignore[attr-defined]
-        state.latest = sc  # type: ignore[attr-defined]
+        if sc != prev:
+            # Map nodes are overwritten in place by the leader: cached ones are stale once the map moved.
+            state.reset()  # type: ignore[attr-defined]
+            state.latest = sc  # type: ignore[attr-defined]
+        seq.load(cp)  # its right edge, checked against the signed root
         present = {e.index for e in entries}
         if len(present) != cp.size - before:  # erased bodies, or a gap too large: only rows with an entry
             extra = {

@@ -204,6 +204,11 @@ class Sequencer:
             self._reader.set_edge({})
             self._publish([], {})
             return
+        self.load(latest)
+
+    def load(self, latest: StoredCheckpoint) -> None:
+        """Move to ``latest``, a checkpoint read from storage: load its right edge and check it gives the signed
+        root (open(); replicas that follow the log). Raises CorruptStorage."""
         edge_ids = tiles.edge_tiles(latest.size)
         edge = self._store.read_tiles(edge_ids)
         if set(edge) != set(edge_ids):
