@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2
-from sqlalchemy.engine import make_url
 from grpc_health.v1._async import HealthServicer
 
 from consent_ledger.app import instruments
@@ -45,7 +44,7 @@ from consent_ledger.server.limits import RateLimit
 from consent_ledger.server.witness_http import RunningWitness, WitnessConfig, start_witness
 from consent_ledger.storage import open_store
 from consent_ledger.storage.engine import Timeouts
-from consent_ledger.storage.lease import SqlFollowerRows, SqlLease
+from consent_ledger.storage.lease import SqlFollowerRows, SqlLease, bound_lock_holding
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
 from consent_ledger.storage.nonces import SqlNonceStore
@@ -152,8 +151,9 @@ async def start_service(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="ledger-io")
     )
     timeouts = Timeouts(config.db_connect_timeout_s, config.db_statement_timeout_s)
-    database_url = replica_database_url(config.database_url, config.lease_ttl_s) if config.replica else config.database_url
-    store = await asyncio.to_thread(open_store, database_url, timeouts=timeouts, pool_size=config.io_threads + 2)
+    store = await asyncio.to_thread(
+        open_store, config.database_url, timeouts=timeouts, pool_size=config.io_threads + 2
+    )
     role: ReplicaRole | None = None
     forwarder: Forwarder | None = None
     rate_limit = config.rate_limit
@@ -161,6 +161,7 @@ async def start_service(
         if not config.operators:
             store.close()
             raise ValueError("replicas forward submissions as the operator: configure --operator")
+        bound_lock_holding(store, config.lease_ttl_s)
         role = ReplicaRole(
             SqlLease(store), SqlFollowerRows(store), store, holder=replica_id(), address="",
             ttl_s=config.lease_ttl_s, poll_s=config.replica_poll_s,
@@ -260,18 +261,6 @@ SEQUENCER_HEALTH = "consent_ledger.replica.Sequencer"
 def replica_id() -> str:
     """A replica's lease holder id: unique per process (a restarted replica is another holder)."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def replica_database_url(url: str, lease_ttl_s: float) -> str:
-    """The database URL a replica opens: on PostgreSQL, a transaction left idle (a paused leader holding the
-    lease row) is ended by the server after the lease's time to live, so a takeover never waits for it."""
-    u = make_url(url)
-    if u.get_backend_name() != "postgresql":
-        return url
-    options = u.query.get("options", "")
-    ms = max(1000, int(lease_ttl_s * 1000))
-    opts = f"{options} -c idle_in_transaction_session_timeout={ms}".strip()
-    return u.update_query_dict({"options": opts}).render_as_string(hide_password=False)
 
 
 def per_replica(limit: RateLimit, replicas: int) -> RateLimit:

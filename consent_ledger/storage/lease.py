@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, event, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from consent_ledger.app.ports import Fence, Fenced, StateCommitRow
@@ -30,7 +30,7 @@ from consent_ledger.storage import schema
 if TYPE_CHECKING:
     from consent_ledger.storage.sql import SqlLogStore
 
-__all__ = ["SqlLease", "SqlFollowerRows", "check_fence"]
+__all__ = ["SqlLease", "SqlFollowerRows", "bound_lock_holding", "check_fence"]
 
 _lease = schema.sequencer_lease
 LEASE_ID = 1
@@ -51,6 +51,40 @@ def check_fence(conn: Connection, fence: Fence) -> None:
             f"this replica's sequencer lease (token {fence.token}) was taken over by another replica: the batch was "
             "not written"
         )
+
+
+def bound_lock_holding(store: SqlLogStore, seconds: float) -> None:
+    """A replica's sessions: a transaction left idle (a leader paused inside an integration, holding the lease row)
+    is ended by the server after ``seconds``, and a lock is waited for no longer than that, so a takeover never
+    waits on a paused leader for long. PostgreSQL: ``idle_in_transaction_session_timeout``; MariaDB:
+    ``idle_transaction_timeout`` and ``innodb_lock_wait_timeout`` (MySQL has the latter only). Applies to new
+    connections: the pool is emptied."""
+    ms = max(1000, int(seconds * 1000))
+    engine = store.engine
+    backend = engine.dialect.name
+    if backend == "postgresql":
+        statements = [f"SET idle_in_transaction_session_timeout = {ms}"]
+    elif backend in ("mysql", "mariadb"):
+        statements = [f"SET SESSION innodb_lock_wait_timeout = {max(1, ms // 1000)}",
+                      f"SET SESSION idle_transaction_timeout = {max(1, ms // 1000)}"]  # fmt: skip
+    else:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        for sql in statements:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute(sql)
+            except Exception:  # noqa: BLE001 - MySQL: no idle_transaction_timeout
+                if backend == "postgresql":
+                    raise
+            finally:
+                cur.close()
+        if backend == "postgresql":
+            dbapi_conn.commit()
+
+    engine.dispose()
 
 
 def _row(r: Any) -> LeaseRow:
