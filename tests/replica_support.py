@@ -122,18 +122,24 @@ class ReplicaCluster:
                     pass
             p.kill()
 
+    def _port(self, i: int) -> int | None:
+        """Replica ``i``'s port while it runs (read once: another thread may be killing it)."""
+        p = self.procs[i]
+        port, proc = p.port, p.proc
+        return port if port and proc is not None and proc.poll() is None else None
+
     def running(self) -> list[int]:
-        return [i for i, p in enumerate(self.procs) if p.proc is not None and p.proc.poll() is None and p.port]
+        return [i for i in range(len(self.procs)) if self._port(i) is not None]
 
     def targets(self) -> list[str]:
-        return [self.procs[i].target for i in self.running()]
+        return [f"127.0.0.1:{port}" for i in range(len(self.procs)) if (port := self._port(i)) is not None]
 
     def is_leader(self, i: int, timeout: float = 0.5) -> bool | None:
         """Replica ``i``'s role by its health (None: it does not answer)."""
-        p = self.procs[i]
-        if p.port is None:
+        port = self._port(i)
+        if port is None:
             return None
-        with grpc.insecure_channel(p.target) as ch:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             try:
                 resp = health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(service=SEQUENCER_HEALTH), timeout=timeout
@@ -308,8 +314,7 @@ class ReplicaCluster:
                 if sha not in seen:
                     self.record.problem(f"acknowledged entry {ack.index} is missing from the final log")
         notes = dict(self.record.notes)
-        target = self.procs[self.running()[0]].target
-        channel = grpc.insecure_channel(target)
+        channel = grpc.insecure_channel(self.targets()[0])
         try:
 
             def check(item: tuple[int, bytes]) -> None:
