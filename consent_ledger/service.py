@@ -166,7 +166,9 @@ async def start_service(
             SqlLease(store), SqlFollowerRows(store), store, holder=replica_id(), address="",
             ttl_s=config.lease_ttl_s, poll_s=config.replica_poll_s,
         )  # fmt: skip
-        forwarder = Forwarder(operator=config.operators[0], tls=config.peer_tls, timeout_s=config.ack_timeout_s or 30.0)
+        # A leader that does not answer within a few lease lifetimes is likely paused or gone: the forwarded entry
+        # is sent again to whoever holds the lease then (a duplicate is answered with its first index).
+        forwarder = Forwarder(operator=config.operators[0], tls=config.peer_tls, timeout_s=max(2.0, 3 * config.lease_ttl_s))
         rate_limit = per_replica(config.rate_limit, config.replica_count)
     try:
         index = SqlConsentIndex(store)
