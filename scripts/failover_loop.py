@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if pauses:
         print(
             f"paused leaders: {len(pauses)}, all stepped down: {all(r.old_leader_stepped_down for r in pauses)}, "
-            f"batches refused by the fence on resuming: {sum(r.old_leader_fenced for r in pauses)} "
+            f"batches that failed to commit on resuming: {sum(r.old_leader_fenced for r in pauses)} "
             f"(in {sum(1 for r in pauses if r.old_leader_fenced)} of them)"
         )
     if args.json:

@@ -49,12 +49,12 @@ class FailoverReport:
     failover_s: float  # from the signal to another replica reporting itself leader
     acked: int = 0
     unavailable: int = 0
-    old_leader_fenced: int = 0  # batches the database refused to the paused leader once resumed
+    old_leader_fenced: int = 0  # batches of the paused leader that failed to commit once it resumed
     old_leader_stepped_down: bool = False
 
     def line(self) -> str:
         extra = (
-            f", resumed old leader: {self.old_leader_fenced} fenced batch(es), stepped down {self.old_leader_stepped_down}"
+            f", resumed old leader: {self.old_leader_fenced} batch(es) failed to commit, stepped down {self.old_leader_stepped_down}"
             if self.how == "pause"
             else ""
         )
@@ -229,7 +229,10 @@ class ReplicaCluster:
         deadline = time.monotonic() + timeout
         while counts["acked"] < target:
             if time.monotonic() > deadline:
-                raise CrashCheckFailed(f"fewer than {more} acknowledgements within {timeout} s (logs in {self.workdir})")
+                raise CrashCheckFailed(
+                    f"fewer than {more} acknowledgements within {timeout} s ({counts}); the replicas' logs end:\n"
+                    + _log_tails(self.procs)
+                )
             time.sleep(0.02)
 
     # failover cycles
@@ -268,7 +271,8 @@ class ReplicaCluster:
             self.wait_for_acks(counts, settle)
             proc.proc.send_signal(signal.SIGCONT)
             self.wait_until_follower(old)
-            self.wait_for_acks(counts, settle)
+            # Calls that went to the paused replica were waiting (up to their 15 s timeout): give the load time.
+            self.wait_for_acks(counts, settle, timeout=60)
         self._fail_if_problems()
         fenced, stepped = _fence_lines(proc.log_path)
         return FailoverReport(
@@ -335,6 +339,18 @@ class ReplicaCluster:
 
 
 def _fence_lines(log: Path) -> tuple[int, int]:
-    """(batches refused by the fence, step-downs) in a replica's log."""
+    """(batches that failed to commit, step-downs) in a replica's log. A batch of a paused leader fails either on
+    the fence (the lease row's token moved) or because the database ended its transaction, left idle past the
+    lease's time to live, while the process was stopped."""
     text = log.read_text(errors="replace") if log.exists() else ""
-    return text.count("the database refused a batch"), text.count("steps down as sequencer")
+    failed = text.count("the database refused a batch") + text.count("submissions failed")
+    return failed, text.count("steps down as sequencer")
+
+
+def _log_tails(procs: list[ServerProcess], lines: int = 15) -> str:
+    out = []
+    for i, p in enumerate(procs):
+        text = p.log_path.read_text(errors="replace") if p.log_path.exists() else ""
+        tail = [x for x in text.splitlines() if "WITHOUT TLS" not in x][-lines:]
+        out.append(f"replica {i} ({p.log_path}):\n  " + "\n  ".join(tail))
+    return "\n".join(out)
