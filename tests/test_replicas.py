@@ -7,8 +7,8 @@ holding the sequencer lease. Real processes, real signals, plaintext on loopback
 - a signed request replayed against another replica is refused (the nonce store is the database);
 - kill -9 of the leader under load: another replica takes the lease, nothing acknowledged is lost, no index is
   used twice, every checkpoint any client saw is consistent with the final tree;
-- a leader paused (SIGSTOP) while another takes over cannot commit when resumed (the fencing token) and steps
-  down, with the same checks.
+- a leader paused (SIGSTOP) while another takes over cannot commit when resumed (the fencing token, or the
+  server ending its idle transaction) and steps down, with the same checks; on PostgreSQL and on MariaDB.
 
 The lease's fencing itself is also tested without processes on every backend (SQLite, PostgreSQL, MariaDB): a
 lease holder whose lease was taken over cannot integrate, deterministically.
@@ -38,7 +38,7 @@ from consent_ledger.storage import SqlLogStore
 from consent_ledger.storage.lease import SqlLease
 from consent_ledger.v1 import consent_pb2, consent_pb2_grpc, log_pb2, log_pb2_grpc
 from consent_ledger_client import ConsentClient, LedgerClient
-from tests.db_support import POSTGRES_ENV, reset_database
+from tests.db_support import MYSQL_ENV, POSTGRES_ENV, reset_database
 from tests.entries_support import grant_envelope
 from tests.replica_support import OPERATOR, ReplicaCluster
 
@@ -49,10 +49,12 @@ OP = ((PARTY_HEADER, OPERATOR),)
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ReplicaCluster]:
-    url = os.environ.get(POSTGRES_ENV)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReplicaCluster]:
+    """Three replicas on an emptied PostgreSQL database (MariaDB when parametrized so)."""
+    env = getattr(request, "param", POSTGRES_ENV)
+    url = os.environ.get(env)
     if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set")
+        pytest.skip(f"{env} is not set")
     reset_database(url)
     with ReplicaCluster(tmp_path / "replicas", url, replicas=3, lease_ttl=2.0) as c:
         yield c
@@ -165,7 +167,12 @@ def test_kill_9_of_the_leader_under_load_fails_over_and_loses_nothing(cluster: R
     assert size >= len(cluster.record.acked)
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "cluster",
+    [pytest.param(POSTGRES_ENV, id="postgres", marks=pytest.mark.postgres),
+     pytest.param(MYSQL_ENV, id="mysql", marks=pytest.mark.mysql)],
+    indirect=True,
+)  # fmt: skip
 def test_a_paused_leader_is_fenced_and_steps_down(cluster: ReplicaCluster) -> None:
     report = cluster.pause_cycle(submitters=8)
     print(report.line())
