@@ -94,6 +94,7 @@ from consent_ledger.presentation import (
     verified_decision_json,
 )
 from consent_ledger.server.app import TlsFiles
+from consent_ledger.server.forwarding import PeerTls
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.app.consent_state import StatePolicy
 from consent_ledger.app.lru import CacheBudget
@@ -259,6 +260,11 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         witnesses=tuple(_witness_endpoints(args.witness)),
         witness_quorum=args.witness_quorum,
         witness_ca=args.witness_ca,
+        replica=args.replica,
+        advertise=args.advertise,
+        lease_ttl_s=args.lease_ttl,
+        replica_count=args.replica_count,
+        peer_tls=_peer_tls(args),
     )
     if config.witnesses and not 0 <= config.witness_quorum <= len(config.witnesses):
         raise CliError(f"--witness-quorum must be between 1 and the number of --witness ({len(config.witnesses)})")
@@ -270,7 +276,9 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         f"serving log {signer.name} on {host}:{service.port} (tree size {service.ledger.sequencer.latest.size}, "
         f"database {config.database_url})\nverifier key: {verifier_key_of(signer)}\n"
         f"map VRF public key: {service.consents.state.map_keys.public_key.hex()}"
-        + ("" if map_vrf_key else " (derived from the log key: no --map-vrf-key-file given)"),
+        + ("" if map_vrf_key else " (derived from the log key: no --map-vrf-key-file given)")
+        + (f"\nreplica {service.role.holder} at {service.role.address}: {service.role.status().role}"
+           if service.role is not None else ""),
         flush=True,
     )
     stop = asyncio.Event()
@@ -285,6 +293,15 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         print("stopping: finishing in-flight requests", flush=True)
         await service.stop()
     return 0
+
+
+def _peer_tls(args: argparse.Namespace) -> PeerTls | None:
+    given = [args.peer_ca, args.peer_cert, args.peer_key]
+    if not any(given):
+        return None
+    if not all(given):
+        raise CliError("--peer-ca, --peer-cert and --peer-key go together")
+    return PeerTls(Path(args.peer_ca), Path(args.peer_cert), Path(args.peer_key), args.peer_server_name)
 
 
 def _witness_endpoints(specs: list[str]) -> list[WitnessEndpoint]:
@@ -463,6 +480,26 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="cosignatures a checkpoint needs to be served as witnessed (default: every --witness)")
     p.add_argument("--witness-ca", metavar="FILE",
                    help="CA certificate(s) that HTTPS witnesses' certificates must chain to (default: system roots)")
+    r = p.add_argument_group("replicas", "several serve processes over one database (PostgreSQL, MariaDB)")
+    r.add_argument("--replica", action="store_true", default=_env_flag("CONSENT_LEDGER_REPLICA"),
+                   help="take part in the sequencer election: the replica holding the database's sequencer lease "
+                        "integrates, the others forward submissions to it and serve reads from the database "
+                        "(or set $CONSENT_LEDGER_REPLICA=1); needs --operator (forwarding is done as the operator)")
+    r.add_argument("--advertise", default=_env("CONSENT_LEDGER_ADVERTISE"), metavar="HOST:PORT",
+                   help="where the other replicas reach this one (default: the --listen host and the bound port)")
+    r.add_argument("--lease-ttl", type=float, default=_float_env("CONSENT_LEDGER_LEASE_TTL", 2.0), metavar="SECONDS",
+                   help="the sequencer lease lasts this long unless renewed: a dead leader is replaced within about "
+                        "this long (default: %(default)g)")
+    r.add_argument("--replica-count", type=int, default=1, metavar="N",
+                   help="replicas sharing the per-caller --rate-limit: each enforces 1/N of it (default: %(default)d)")
+    r.add_argument("--peer-ca", default=_env("CONSENT_LEDGER_PEER_CA"), metavar="FILE",
+                   help="with TLS: the CA the other replicas' server certificates chain to")
+    r.add_argument("--peer-cert", default=_env("CONSENT_LEDGER_PEER_CERT"), metavar="FILE",
+                   help="with TLS: this replica's client certificate for forwarding (its name a configured --operator)")
+    r.add_argument("--peer-key", default=_env("CONSENT_LEDGER_PEER_KEY"), metavar="FILE",
+                   help="the private key of --peer-cert")
+    r.add_argument("--peer-server-name", default=None, metavar="NAME",
+                   help="expect this name in the other replicas' server certificates instead of their host")
     p.add_argument("--ack-timeout", type=float, default=_float_env("CONSENT_LEDGER_ACK_TIMEOUT", 10.0),
                    metavar="SECONDS", help="answer a submission UNAVAILABLE when it is not acknowledged within this "
                    "long; 0: wait for its batch (default: $CONSENT_LEDGER_ACK_TIMEOUT or %(default)g)")

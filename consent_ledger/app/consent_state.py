@@ -278,6 +278,8 @@ class ConsentState:
         # The map change of the batch being integrated, by the index of its StateCommit; written through to
         # the cache once that batch committed.
         self._pending: tuple[int, Mapping[bytes, smt.MapNode], Collection[bytes], Mapping[Key, Members]] | None = None
+        # Replicas (app/replica.py): a follower catches up with the log when a map proof meets a newer map.
+        self.on_stale: Callable[[], None] | None = None
 
     def in_force_ids(self, keys: Collection[Key]) -> dict[Key, set[str]]:
         """The consent ids in force for ``keys`` as of the last committed batch. The sequencer's thread only (the
@@ -418,5 +420,8 @@ class ConsentState:
                 for k, p in fresh.items():
                     self._proofs.put((k, root), p)
                 return sc, {**proofs, **fresh}
+            if self.on_stale is not None:  # a replica that follows the log: the map moved past its view
+                self.on_stale()
+                continue
             time.sleep(0.01)  # a batch changed the map and its StateCommit is about to be published
         raise Unavailable("the consent state is being updated; try again")

@@ -892,6 +892,11 @@ class ConsentLedger:
             party = newer
         else:
             raise Unavailable(f"the registration of {requester_id} is being updated; try again")
+        for _ in range(100):  # a replica following the log moves its consent state first, then its checkpoint
+            if sc.index < cp.size:
+                break
+            time.sleep(0.002)
+            _, cp = self._ready()
         t = time_ms or max(self._clock_ms(), sc.batch_time_ms)
         if t < sc.batch_time_ms:
             raise InvalidInput("decisions are made on the latest consent state: ask for now or a later time")

@@ -12,7 +12,7 @@ from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.lru import CacheBudget
 from consent_ledger.app.ports import LogStore
-from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Sequencer
+from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Role, Sequencer
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.envelope import DEFAULT_MAX_ENVELOPE_SIZE, ParsedEnvelope, parse_envelope, verify_envelope
 from consent_ledger.core.note import Signer
@@ -42,6 +42,7 @@ class Ledger:
         max_batch: int = 4096,
         cache: CacheBudget = CacheBudget(),
         ack_timeout_s: float | None = None,
+        role: Role | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -56,6 +57,7 @@ class Ledger:
             admit=admit,
             heartbeat_s=heartbeat_s,
             on_reset=on_reset,
+            role=role,
         )
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
         self._check_payload = check_payload

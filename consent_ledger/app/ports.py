@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from consent_ledger.app.errors import Unavailable
 from consent_ledger.core.smt import MapNode
 from consent_ledger.core.tiles import TileId
 
@@ -58,6 +59,21 @@ class IntegrationBatch:
     checkpoint: StoredCheckpoint
     extra: Mapping[str, Sequence[Mapping[str, object]]] = field(default_factory=dict)
     erasures: Mapping[int, str] = field(default_factory=dict)
+    # Replicas (app/replica.py): the sequencer lease this batch is written under. The integration transaction
+    # writes nothing unless the lease's token is still this one (storage raises Fenced); None: no lease.
+    fence: Fence | None = None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The sequencer lease a replica believes it holds: its holder id and fencing token."""
+
+    holder: str
+    token: int
+
+
+class Fenced(Unavailable):
+    """The batch was not written: its fencing token is no longer the lease's (another replica took the lease)."""
 
 
 class ConcurrentIntegration(Exception):

@@ -19,8 +19,9 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from consent_ledger.app import instruments
 from consent_ledger.app.errors import CorruptStorage, StorageUnavailable, Unavailable
@@ -126,6 +127,19 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+T = TypeVar("T")
+
+
+class Role(Protocol):
+    """A replica's role (app/replica.py): whether it integrates now, and how a submission is appended."""
+
+    def leading(self) -> bool: ...
+
+    async def append(
+        self, envelope: ParsedEnvelope, local: Callable[[ParsedEnvelope], Awaitable[Appended]]
+    ) -> Appended: ...
+
+
 class Sequencer:
     """Integrates submitted envelopes into the log in batches. One per log (see DESIGN section 2)."""
 
@@ -142,8 +156,11 @@ class Sequencer:
         admit: Admit | None = None,
         heartbeat_s: float | None = None,
         on_reset: Callable[[], None] | None = None,
+        role: Role | None = None,
     ) -> None:
         self._store = store
+        # Replicas (app/replica.py): whether this process integrates now, and where submissions go when not.
+        self._role = role
         # Drops every cache written through on commit (consent state, parties), after an unknown outcome.
         self._on_reset = on_reset
         self._attempt: _Attempt | None = None
@@ -187,6 +204,11 @@ class Sequencer:
             self._reader.set_edge({})
             self._publish([], {})
             return
+        self.load(latest)
+
+    def load(self, latest: StoredCheckpoint) -> None:
+        """Move to ``latest``, a checkpoint read from storage: load its right edge and check it gives the signed
+        root (open(); replicas that follow the log). Raises CorruptStorage."""
         edge_ids = tiles.edge_tiles(latest.size)
         edge = self._store.read_tiles(edge_ids)
         if set(edge) != set(edge_ids):
@@ -220,7 +242,13 @@ class Sequencer:
         self._executor.shutdown(wait=True)
 
     async def append(self, envelope: ParsedEnvelope) -> Appended:
-        """Queue a verified envelope; return once the batch holding it has committed."""
+        """Queue a verified envelope; return once the batch holding it has committed. A replica that does not
+        hold the sequencer lease hands it to its role (forwarded to the leader)."""
+        if self._role is not None:
+            return await self._role.append(envelope, self._append_here)
+        return await self._append_here(envelope)
+
+    async def _append_here(self, envelope: ParsedEnvelope) -> Appended:
         if self._closing or self._queue is None:
             raise Unavailable("the ledger is not accepting entries")
         fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
@@ -249,6 +277,8 @@ class Sequencer:
             try:
                 first = await asyncio.wait_for(self._queue.get(), self._heartbeat_s)
             except TimeoutError:
+                if self._role is not None and not self._role.leading():
+                    continue  # a replica that does not hold the lease writes nothing, heartbeats included
                 # Idle: let the application close an empty batch (a heartbeat StateCommit keeps evidence fresh).
                 try:
                     await asyncio.shield(loop.run_in_executor(self._executor, self._heartbeat))
@@ -298,6 +328,14 @@ class Sequencer:
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+    async def run_in_integration_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the integration thread, between batches (replicas: following the log, taking the lease)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def run_in_integration_thread_sync(self, fn: Callable[[], T]) -> T:
+        """The same from another thread, waiting for the result (never from the integration thread itself)."""
+        return self._executor.submit(fn).result()
 
     def reconcile(self, envelopes: Sequence[ParsedEnvelope]) -> list[Appended | Exception]:
         """After an error in a batch, whose outcome is then unknown: read the log back from storage (latest

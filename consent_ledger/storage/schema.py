@@ -311,3 +311,21 @@ witnessed_checkpoint = Table(
     **_MYSQL,
 )
 __all__ += ["witnessed_checkpoint"]
+
+# The sequencer lease (storage/lease.py): the one replica that integrates (``holder``, reachable at ``address``),
+# until ``expires_ms`` unless renewed, and its fencing token, which only grows; every integration transaction of a
+# replica updates this row where the token is still its own (``commits`` counts them), or writes nothing. One row
+# (id 1).
+sequencer_lease = Table(
+    "sequencer_lease",
+    metadata,
+    Column("id", BigInteger, nullable=False, autoincrement=False),
+    Column("holder", String(128), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("address", String(255), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("commits", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    **_MYSQL,
+)
+__all__ += ["sequencer_lease"]

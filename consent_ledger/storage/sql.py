@@ -44,6 +44,7 @@ from consent_ledger.app.ports import (
 )
 from consent_ledger.core.tiles import TILE_WIDTH, TileId
 from consent_ledger.storage import schema
+from consent_ledger.storage.lease import check_fence
 from consent_ledger.storage.engine import WRITE_OPTION, Timeouts, is_memory_sqlite, make_engine
 from consent_ledger.storage.migration import migrate as migrate_schema
 
@@ -255,6 +256,8 @@ class SqlLogStore:
         cp = batch.checkpoint
         try:
             with self.begin() as conn:
+                if batch.fence is not None:  # replicas: first, so a lease taken over fails the batch here
+                    check_fence(conn, batch.fence)
                 latest = conn.execute(
                     select(_checkpoints.c.size, _checkpoints.c.root_hash)
                     .order_by(_checkpoints.c.size.desc())
