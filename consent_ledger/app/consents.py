@@ -17,7 +17,6 @@ delegation revocations needed to check who signed each entry on the page."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
@@ -37,7 +36,6 @@ from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
 from consent_ledger.app.payload_check import Validated, validated
 from consent_ledger.app.ports import (
     ConsentIndex,
-    ConsentRow,
     NewEntry,
     PartyRow,
     StateCommitRow,
@@ -333,7 +331,7 @@ class ConsentLedger:
 
     # -- admission: every rule that reads the log's state, once per batch ----------------------------------
 
-    def admit(self, items: Sequence[Validated], batch_time_ms: int) -> dict[bytes, Exception]:
+    def admit(self, entries: Sequence[Validated | ParsedEnvelope], batch_time_ms: int | None = None) -> dict[bytes, Exception]:
         """Judge a batch's entries not logged yet, in order, at the batch time, in the integration thread inside
         the batch's transaction (so atomically with it): the core rules of each kind (core.state_rules,
         core.delegation, the MAX_IN_FORCE bound of core.decision) over facts read once for the whole batch, as
@@ -341,6 +339,8 @@ class ConsentLedger:
         key granted to, the break-glass events reviewed), plus the batch's own earlier entries. Returns the
         refused ones, each with its error (by envelope SHA-256); a refusal never affects its batch-mates except
         as the rules say (a consent id is logged once, a review is the first one)."""
+        items = [validated(e) for e in entries]
+        batch_time_ms = self._clock_ms() if batch_time_ms is None else batch_time_ms
         facts = self._facts()
         ids: set[str] = set()
         grant_keys: set[tuple[bytes, str]] = set()
