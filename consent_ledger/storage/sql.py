@@ -369,7 +369,8 @@ class SqlLogStore:
             if table.info.get(schema.UPSERT):
                 _upsert(conn, table, rows)
             else:
-                conn.execute(insert(table), rows)
+                columns = [c.name for c in table.columns if any(c.name in r for r in rows)]
+                _insert_many(conn, table, columns, [tuple(r.get(c) for c in columns) for r in rows])
         for index, reason in sorted(batch.erasures.items()):
             # Only a body still there: erasing twice would replace the reason the first erasure gave.
             conn.execute(
@@ -491,13 +492,33 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: l
         finally:
             cursor.close()
         return
-    compiled = cast(SQLCompiler, insert(table).compile(dialect=conn.dialect, column_keys=list(columns)))
-    if compiled.positional:
-        order = [columns.index(name) for name in compiled.positiontup or ()]
-        params: list[Any] = [tuple(row[i] for i in order) for row in rows]
+    _execute_many(conn, ("insert", table.name), lambda: insert(table), columns, rows)
+
+
+# Compiled statements by (dialect and server version, kind, table, columns): building and compiling a statement costs more than
+# running it for a batch of a few dozen rows.
+_COMPILED: dict[tuple[object, ...], tuple[str, list[int] | None]] = {}
+
+
+def _execute_many(
+    conn: Connection, key: tuple[str, str], build: Any, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """One DBAPI executemany of the statement ``build()`` (an INSERT, or an upsert) for ``rows`` of plain values in
+    ``columns`` order, compiled once per dialect and columns; no per-row SQLAlchemy parameter processing."""
+    d = conn.dialect
+    cache_key = (d.name, d.driver, d.paramstyle, getattr(d, "server_version_info", None), *key, tuple(columns))
+    hit = _COMPILED.get(cache_key)
+    if hit is None:
+        compiled = cast(SQLCompiler, build().compile(dialect=conn.dialect, column_keys=list(columns)))
+        order = [list(columns).index(name) for name in compiled.positiontup or ()] if compiled.positional else None
+        hit = _COMPILED[cache_key] = (compiled.string, order)
+    sql, order = hit
+    params: list[Any]
+    if order is not None:
+        params = [tuple(row[i] for i in order) for row in rows]
     else:
         params = [dict(zip(columns, row, strict=True)) for row in rows]
-    conn.exec_driver_sql(compiled.string, params)
+    conn.exec_driver_sql(sql, params)
 
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -505,18 +526,28 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     keys = [c.name for c in table.primary_key.columns]
     others = [c.name for c in table.columns if c.name not in keys]
     backend = conn.dialect.name
+    columns = [c.name for c in table.columns if any(c.name in r for r in rows)]
+    values = [tuple(r.get(c) for c in columns) for r in rows]
     if backend in ("sqlite", "postgresql"):
-        ins = sqlite_dialect.insert(table) if backend == "sqlite" else pg_dialect.insert(table)
-        stmt = (
-            ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in others})
-            if others
-            else ins.on_conflict_do_nothing(index_elements=keys)
-        )
-        conn.execute(stmt, rows)
+
+        def build() -> Any:
+            ins = sqlite_dialect.insert(table) if backend == "sqlite" else pg_dialect.insert(table)
+            others_ = [c for c in others if c in columns]
+            return (
+                ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in others_})
+                if others_
+                else ins.on_conflict_do_nothing(index_elements=keys)
+            )
+
+        _execute_many(conn, ("upsert", table.name), build, columns, values)
     elif backend in ("mysql", "mariadb"):
-        mins = mysql_dialect.insert(table)
-        names = others or keys  # with nothing else to update, "update" a key to itself
-        conn.execute(mins.on_duplicate_key_update({c: mins.inserted[c] for c in names}), rows)
+
+        def build_mysql() -> Any:
+            mins = mysql_dialect.insert(table)
+            names = [c for c in others if c in columns] or keys  # with nothing else to update, "update" a key to itself
+            return mins.on_duplicate_key_update({c: mins.inserted[c] for c in names})
+
+        _execute_many(conn, ("upsert", table.name), build_mysql, columns, values)
     else:
         for chunk in _chunks(rows):
             key_values = [tuple(r[k] for k in keys) for r in chunk]
