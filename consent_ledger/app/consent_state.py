@@ -216,6 +216,9 @@ def in_force_many(
 
 
 _ABSENT = None
+# What estimate_size gives any map node (a branch or a leaf: two 32-byte hashes).
+_NODE_COST = estimate_size(smt.MapBranch(bytes(32), bytes(32)))
+assert _NODE_COST == estimate_size(smt.MapLeaf(bytes(32), bytes(32)))
 
 
 class NodeCache:
@@ -261,7 +264,8 @@ class NodeCache:
         old = self._nodes.pop(path, None)
         if old is not None:
             self.bytes -= old[1]
-        cost = 2 * OVERHEAD + len(path) + estimate_size(node)
+        # A node is two 32-byte hashes (either kind): its estimate is a constant, not walked per node.
+        cost = 2 * OVERHEAD + len(path) + (_NODE_COST if node is not None else OVERHEAD // 2)
         self._nodes[path] = (node, cost)
         self.bytes += cost
 
