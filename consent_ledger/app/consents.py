@@ -344,6 +344,7 @@ class ConsentLedger:
         facts = self._facts()
         ids: set[str] = set()
         grant_keys: set[tuple[bytes, str]] = set()
+        ended_keys: set[tuple[bytes, str]] = set()
         attested: set[bytes] = set()
         events: set[int] = set()
         for v in items:
@@ -361,13 +362,18 @@ class ConsentLedger:
             elif isinstance(p, payloads.BreakGlassReviewPayload):
                 events.add(p.event_index)
         facts.prefetch(ids)
+        # One in-force read for every key the batch touches: those granted to, and those of the grants it ends.
+        for cid in ids:
+            row = facts.row(cid)
+            if row is not None and row.kind == GRANT and row.grantee is not None:
+                ended_keys.add((row.patient, row.grantee))
         # Every signer: attested delegations need to know whose key signed before, and the batch's index rows
         # (signers) too; one read serves both.
         facts.prefetch_signed({k for v in items for k in v.signers} | attested)
         batch = _BatchAdmission(
             facts=facts,
             now=batch_time_ms,
-            live=self.state.in_force_ids(grant_keys) if grant_keys else {},
+            live=self.state.in_force_ids(grant_keys | ended_keys) if grant_keys | ended_keys else {},
             break_glass=self._index.break_glass_events(events) if events else set(),
             reviewed=self._index.reviews_of(events, EVERYTHING) if events else {},
         )
