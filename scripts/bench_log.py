@@ -329,6 +329,25 @@ def plain_storage(url: str, envelopes: list[bytes], batch: int, duration: float)
     return r
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_call(
+    server: ServerProcess, name: str, call: Callable[[], Awaitable[object] | None], concurrency: int, seconds: float
+) -> Result:
+    """One window of ``call`` with the server's CPU time per completed call (µs, in ``note``): a figure other
+    load on a shared machine moves far less than rates do."""
+    assert server.proc is not None
+    before = process_cpu_s(server.proc.pid)
+    r = await closed_loop(name, call, concurrency, seconds, 0.25)
+    used = process_cpu_s(server.proc.pid) - before
+    r.note = f"server CPU {used / max(1, r.calls) * 1e6:,.0f} us/call"
+    return r
+
+
 def reset_database(url: str) -> None:
     """Empty the (PostgreSQL or MySQL) database of (a)/(b) so the server migrates it from scratch: every table
     of its schema is dropped. Only for a database given to the benchmark (--postgres)."""
@@ -466,6 +485,10 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
         say(f"(a) trivial RPC (health Check), {n_calls} callers")
         ceiling = await closed_loop(trivial_name, callers.trivial, n_calls, settings.duration / 2, settings.warmup)
         say(f"    {ceiling.rate:,.0f}/s")
+        if server.proc is not None and Path(f"/proc/{server.proc.pid}/stat").exists():
+            cpu = await cpu_per_call(server, "trivial (server CPU)", callers.trivial, n_calls, settings.duration / settings.rounds)
+            info["trivial_server_cpu"] = cpu.note
+            say(f"    {cpu.note}")
         baselines: list[Result] = [ceiling]
         submit_results: list[Result] = []
         for n in settings.submitter_counts:
@@ -497,6 +520,10 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
                     prof.wait()
             submit_results.append(r)
             say(f"    {r.rate:,.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms; trivial RPC meanwhile {base.rate:,.0f}/s")
+            if server.proc is not None and Path(f"/proc/{server.proc.pid}/stat").exists():
+                cpu = await cpu_per_call(server, "Submit (server CPU)", submit, n, settings.duration / settings.rounds)
+                info[f"submit_{n}_server_cpu"] = cpu.note
+                say(f"    {cpu.note} ({cpu.calls} calls)")
         info["fsync_per_s_after_appends"] = round(fsync_rate(workdir))
         plain = await plain_baseline(settings, workdir, patients, rng, say)
         note = (await callers.log().GetCheckpoint(log_pb2.GetCheckpointRequest())).checkpoint.note
@@ -710,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{out['info']['large_start_seconds']} s; one proof per tile to warm its cache took "  # type: ignore[index]
                   f"{out['info']['tile_sweep_seconds']} s")  # type: ignore[index]
         print(f"(a)/(b) database: {out['info']['appends_database']}")  # type: ignore[index]
+        for k, v in out["info"].items():  # type: ignore[union-attr]
+            if k.endswith("_server_cpu"):
+                print(f"{k.removesuffix('_server_cpu').replace('_', ' ')}: {v}")
         print()
         print(table(results))
         if profiler.files:
