@@ -11,9 +11,14 @@ reveals nothing about whose consents sit there; the 80-byte proof ``pi`` lets an
 check that a key belongs to the alpha they expect (:func:`verify`), and a key never changes for a log, so
 clients cache verified keys (:class:`VerifiedMapKeys`).
 
-The group arithmetic is libsodium's (core.crypto); the one thing written here is the RFC 8032 section 5.1.3
-decoding check for the try-and-increment candidates, which libsodium has no binding for (its own validity check
-also refuses points outside the main subgroup, which a candidate almost always is before the cofactor is cleared).
+The group arithmetic is libsodium's (core.crypto). libsodium has no binding for the RFC 8032 section 5.1.3
+decoding check of the try-and-increment candidates (its validity check also refuses points outside the main
+subgroup, which a candidate almost always is before the cofactor is cleared): its point addition decodes a
+candidate (giving 2P, the first step of clearing the cofactor), and the two conditions of section 5.1.3 it does not
+check are checked here (``_doubled``).
+
+The ledger places a key in its map from the VRF output alone (:func:`output`: one scalar multiplication, no proof);
+the proof is computed when a map proof is served (:class:`MapKeyProver`).
 """
 
 from __future__ import annotations
