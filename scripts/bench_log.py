@@ -486,14 +486,14 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
         ceiling = await closed_loop(trivial_name, callers.trivial, n_calls, settings.duration / 2, settings.warmup)
         say(f"    {ceiling.rate:,.0f}/s")
         if server.proc is not None and Path(f"/proc/{server.proc.pid}/stat").exists():
-            cpu = await cpu_per_call(server, "trivial (server CPU)", callers.trivial, n_calls, settings.duration / settings.rounds)
+            cpu = await cpu_per_call(server, "trivial (server CPU)", callers.trivial, n_calls, settings.duration)
             info["trivial_server_cpu"] = cpu.note
             say(f"    {cpu.note}")
         baselines: list[Result] = [ceiling]
         submit_results: list[Result] = []
         for n in settings.submitter_counts:
             # Enough pre-signed envelopes for the run at the transport ceiling, which appends cannot beat by much.
-            budget = int(max(500, ceiling.rate * 1.3) * (settings.duration + settings.warmup * 2))
+            budget = int(max(500, ceiling.rate * 1.3) * (settings.duration * 2 + settings.warmup * 2))
             if profiler.directory and n == max(settings.submitter_counts):
                 budget *= 2
             say(f"(b) signing {budget:,} envelopes for {n} submitter(s)")
@@ -521,7 +521,7 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
             submit_results.append(r)
             say(f"    {r.rate:,.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms; trivial RPC meanwhile {base.rate:,.0f}/s")
             if server.proc is not None and Path(f"/proc/{server.proc.pid}/stat").exists():
-                cpu = await cpu_per_call(server, "Submit (server CPU)", submit, n, settings.duration / settings.rounds)
+                cpu = await cpu_per_call(server, "Submit (server CPU)", submit, n, settings.duration)
                 info[f"submit_{n}_server_cpu"] = cpu.note
                 say(f"    {cpu.note} ({cpu.calls} calls)")
         info["fsync_per_s_after_appends"] = round(fsync_rate(workdir))
