@@ -387,9 +387,9 @@ class ConsentLedger:
             except (InvalidInput, NotFound, PermissionDenied, AlreadyExists, FailedPrecondition) as e:
                 refused[v.sha256] = e
                 continue
-            e = state_rules.ConsentEntry.of(index, batch_time_ms, v.consent_id, v.payload, v.signers)
-            if e is not None:
-                facts.note(e, v.payload)
+            entry = state_rules.ConsentEntry.of(index, batch_time_ms, v.consent_id, v.payload, v.signers)
+            if entry is not None:
+                facts.note(entry, v.payload)
                 batch.consent_payloads[v.consent_id] = v.payload
             if not isinstance(v.payload, payloads.StateCommitPayload):
                 batch.signed.update(v.signers)
