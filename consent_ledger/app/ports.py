@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -107,6 +108,12 @@ class LogStore(Protocol):
         """Write a batch atomically. Raises ConcurrentIntegration if the log is no longer at the batch's start."""
         ...
 
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction for everything the calling thread does with this store (and the index and map
+        look-ups over it) until the block ends, ``integrate`` included; committed at the end unless an exception
+        escapes. The sequencer holds one per batch: its admission reads and its writes commit together."""
+        ...
+
     def ping(self) -> None:
         """A cheap round trip to storage (health). Raises Unavailable when storage cannot be reached."""
         ...
@@ -174,6 +181,18 @@ class ConsentIndex(Protocol):
 
     def consent(self, consent_id: str) -> ConsentRow | None:
         """The first entry with this consent id (grant, revocation or delegation), if any."""
+        ...
+
+    def consents(self, consent_ids: Collection[str]) -> dict[str, ConsentRow]:
+        """The first entry with each of ``consent_ids`` that has one."""
+        ...
+
+    def for_keys(self, keys: Collection[tuple[bytes, str]], below: int) -> list[ConsentRow]:
+        """The grants and revocations of each (patient, grantee selector) key, in index order."""
+        ...
+
+    def break_glass_events(self, indices: Collection[int]) -> set[int]:
+        """Which of ``indices`` are indexed break-glass access events."""
         ...
 
     def logged_ids(self, consent_ids: Collection[str]) -> set[str]:

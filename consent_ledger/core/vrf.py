@@ -11,9 +11,14 @@ reveals nothing about whose consents sit there; the 80-byte proof ``pi`` lets an
 check that a key belongs to the alpha they expect (:func:`verify`), and a key never changes for a log, so
 clients cache verified keys (:class:`VerifiedMapKeys`).
 
-The group arithmetic is libsodium's (core.crypto); the one thing written here is the RFC 8032 section 5.1.3
-decoding check for the try-and-increment candidates, which libsodium has no binding for (its own validity check
-also refuses points outside the main subgroup, which a candidate almost always is before the cofactor is cleared).
+The group arithmetic is libsodium's (core.crypto). libsodium has no binding for the RFC 8032 section 5.1.3
+decoding check of the try-and-increment candidates (its validity check also refuses points outside the main
+subgroup, which a candidate almost always is before the cofactor is cleared): its point addition decodes a
+candidate (giving 2P, the first step of clearing the cofactor), and the two conditions of section 5.1.3 it does not
+check are checked here (``_doubled``).
+
+The ledger places a key in its map from the VRF output alone (:func:`output`: one scalar multiplication, no proof);
+the proof is computed when a map proof is served (:class:`MapKeyProver`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "VerifiedMapKeys",
     "consent_alpha",
     "map_key",
+    "output",
     "party_alpha",
     "proof_to_hash",
     "prove",
@@ -57,31 +63,37 @@ def _sha512(data: bytes) -> bytes:
     return hashlib.sha512(data).digest()
 
 
+def _doubled(s: bytes) -> bytes | None:
+    """2P when ``s`` decodes to a curve point P by RFC 8032 section 5.1.3 (any subgroup), else None.
+
+    The decoding itself is libsodium's (its point addition decodes both operands and refuses a y that gives no
+    x), which costs less than the square root in Python and gives 2P, the first step of cofactor clearing; the
+    two conditions of section 5.1.3 it does not check are checked here: y must be below p, and x = 0 (y = 1 or
+    y = p - 1) must not come with the sign bit set. tests/test_vrf.py holds the section 5.1.3 arithmetic as a
+    reference and checks this against it."""
+    if len(s) != 32:
+        return None
+    y = int.from_bytes(s, "little") & ((1 << 255) - 1)
+    if y >= _P or (s[31] >> 7 and (y == 1 or y == _P - 1)):
+        return None
+    try:
+        return crypto.ed25519_add(s, s)
+    except VerificationError:
+        return None
+
+
 def _decodes(s: bytes) -> bool:
     """Whether ``s`` decodes to a curve point by RFC 8032 section 5.1.3 (any subgroup)."""
-    y = int.from_bytes(s, "little")
-    sign = y >> 255
-    y &= (1 << 255) - 1
-    if y >= _P:
-        return False
-    yy = y * y % _P
-    u = (yy - 1) % _P
-    v = (_D * yy + 1) % _P
-    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
-    vxx = v * x * x % _P
-    if vxx == u:
-        pass
-    elif vxx == (-u) % _P:
-        x = x * _SQRT_M1 % _P
-    else:
-        return False
-    return not (x == 0 and sign == 1)
+    return _doubled(s) is not None
+
+
+def _times_four(point: bytes) -> bytes:
+    p2 = crypto.ed25519_add(point, point)
+    return crypto.ed25519_add(p2, p2)
 
 
 def _clear_cofactor(point: bytes) -> bytes:
-    p2 = crypto.ed25519_add(point, point)
-    p4 = crypto.ed25519_add(p2, p2)
-    return crypto.ed25519_add(p4, p4)
+    return _times_four(crypto.ed25519_add(point, point))
 
 
 def _encode_to_curve(public_key: bytes, alpha: bytes) -> bytes:
@@ -89,8 +101,9 @@ def _encode_to_curve(public_key: bytes, alpha: bytes) -> bytes:
     prefix = SUITE + b"\x01" + public_key + alpha
     for ctr in range(256):
         candidate = _sha512(prefix + bytes([ctr]) + b"\x00")[:32]
-        if _decodes(candidate):
-            return _clear_cofactor(candidate)
+        doubled = _doubled(candidate)
+        if doubled is not None:
+            return _times_four(doubled)
     # Each candidate decodes with probability about 1/2: 256 failures do not happen.
     raise VerificationError("no curve point found for this input")
 
@@ -104,7 +117,7 @@ class VrfPrivateKey:
     """A map VRF secret key: an Ed25519-format key pair (RFC 8032 secret key expansion), never used to sign.
     The secret never appears in ``repr``."""
 
-    __slots__ = ("_nonce_prefix", "_public_key", "_seed", "_x")
+    __slots__ = ("_nonce_prefix", "_public_key", "_seed", "_x", "_x8")
 
     def __init__(self, *, seed: bytes) -> None:
         if not isinstance(seed, bytes) or len(seed) != crypto.SEED_SIZE:
@@ -116,6 +129,7 @@ class VrfPrivateKey:
         x = crypto.ed25519_scalar_reduce(bytes(h[:32]) + bytes(32))
         self._seed = seed
         self._x = x
+        self._x8 = crypto.ed25519_scalar_mul(x, (8).to_bytes(32, "little"))
         self._nonce_prefix = bytes(h[32:])
         self._public_key = crypto.ed25519_scalarmult_base(x)
 
@@ -151,6 +165,13 @@ def prove(key: VrfPrivateKey, alpha: bytes) -> bytes:
     c = _challenge(key.public_key, h, gamma, crypto.ed25519_scalarmult_base(k), crypto.ed25519_scalarmult(k, h))
     s = crypto.ed25519_scalar_add(k, crypto.ed25519_scalar_mul(c, key._x))
     return gamma + c[:_C_LEN] + s
+
+
+def output(key: VrfPrivateKey, alpha: bytes) -> bytes:
+    """The VRF output beta for ``alpha`` without its proof: beta depends on Gamma = x*H alone, so this skips the
+    nonce and the challenge (two of prove's three scalar multiplications). Equal to proof_to_hash(prove(...))."""
+    # 8*Gamma = (8x)*H, H being in the main subgroup: one scalar multiplication and no cofactor clearing.
+    return _sha512(SUITE + b"\x03" + crypto.ed25519_scalarmult(key._x8, _encode_to_curve(key.public_key, bytes(alpha))) + b"\x00")
 
 
 def proof_to_hash(pi: bytes) -> bytes:
@@ -250,27 +271,40 @@ class _Lru:
 
 
 class MapKeyProver:
-    """The ledger's side: map keys with their proofs, from the map VRF secret key. Keeps the latest
-    ``capacity`` outputs (a prove costs about 0.4 ms; a key never changes). Thread-safe: two threads proving the same alpha get equal answers."""
+    """The ledger's side: map keys with their proofs, from the map VRF secret key.
 
-    def __init__(self, key: VrfPrivateKey, capacity: int = 100_000) -> None:
+    Placing a key in the map needs only the VRF output (:func:`output`: Gamma = x*H and a hash), so ``key``
+    computes that alone and keeps the latest ``capacity`` keys; the 80-byte proof ``pi``, which only a map proof
+    served to a reader carries, is computed by ``prove`` when first asked for and kept among the latest
+    ``proof_capacity`` proofs. A key never changes. Thread-safe: two threads asking for the same alpha get equal
+    answers."""
+
+    def __init__(self, key: VrfPrivateKey, capacity: int = 100_000, proof_capacity: int = 20_000) -> None:
         self.private_key = key
         self.public_key = key.public_key
-        self._cache = _Lru(capacity)
+        self._keys = _Lru(capacity)
+        self._proofs = _Lru(proof_capacity)
 
     def prove(self, alpha: bytes) -> ProvenKey:
-        hit = self._cache.get(alpha)
+        hit = self._proofs.get(alpha)
         if hit is not None:
             assert isinstance(hit, ProvenKey)
             return hit
         pi = prove(self.private_key, alpha)
         # Gamma is our own curve point: no need to decode the proof again (proof_to_hash) to get beta.
         out = ProvenKey(map_key(_output(pi[:32])), pi)
-        self._cache.put(alpha, out)
+        self._proofs.put(alpha, out)
+        self._keys.put(alpha, out.key)
         return out
 
     def key(self, alpha: bytes) -> bytes:
-        return self.prove(alpha).key
+        hit = self._keys.get(alpha)
+        if hit is not None:
+            assert isinstance(hit, bytes)
+            return hit
+        out = map_key(output(self.private_key, alpha))
+        self._keys.put(alpha, out)
+        return out
 
     def consent_key(self, patient: bytes, selector: str) -> bytes:
         return self.key(consent_alpha(patient, selector))
