@@ -13,10 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY consent_ledger ./consent_ledger
-COPY clients ./clients
-RUN pip install '.[postgres,mysql,otlp]' \
+COPY clients/python ./clients/python
+# Two distributions: the verifying client with the pure core (clients/python) and the server, which depends on it.
+RUN pip install ./clients/python '.[postgres,mysql,otlp]' \
     && rm -rf /src
 
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/consent-ledger --create-home \

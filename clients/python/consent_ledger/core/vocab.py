@@ -156,7 +156,7 @@ DATA_CLASSES: Mapping[str, DataClass] = MappingProxyType({d.name: d for d in _DA
 
 def _load() -> tuple[dict[str, Code], dict[str, Code], dict[str, str]]:
     raw = json.loads(
-        resources.files("consent_ledger").joinpath("data/hl7_codes.json").read_text("utf-8")
+        resources.files("consent_ledger.data").joinpath("hl7_codes.json").read_text("utf-8")
     )
     purposes: dict[str, Code] = {}
     for c in raw["purpose_of_use"]:
