@@ -159,10 +159,10 @@ class LedgerClient:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         """``witness_policy``: accept a checkpoint only when a quorum of pinned witnesses cosigned it (or a
-        checkpoint it extends) recently enough, by ``clock_ms`` (DESIGN section 2); None: today's trust in the
+        checkpoint it extends) recently enough, by ``clock_ms`` (docs/design.md section 2); None: today's trust in the
         log key and the state file alone. ``evidence_dir``: where a split view's evidence file is written (default:
         beside the state file; neither: none is written). ``operator_keys``: keys, besides the pinned log key, trusted to sign operator entries (erasures, party
-        registrations, reviews). ``map_vrf_key``: the map VRF public key to pin beside the log key (DESIGN section
+        registrations, reviews). ``map_vrf_key``: the map VRF public key to pin beside the log key (docs/design.md section
         5); without it, the key named by the first StateCommit the client verifies (signed by the log key) is
         taken and held to from then on."""
         if map_vrf_key is not None and len(map_vrf_key) != 32:

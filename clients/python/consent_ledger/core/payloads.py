@@ -184,7 +184,7 @@ class LegalBasis:
 
 @dataclass(frozen=True, kw_only=True)
 class ConsentGrantPayload:
-    """A patient permits or denies a grantee something (DESIGN section 3).
+    """A patient permits or denies a grantee something (docs/design.md section 3).
 
     decision is PERMIT or DENY; data_classes may be the single wildcard "*"; validity and
     data_period are unbounded Periods when not set; supersedes is a consent id or None."""
@@ -320,7 +320,7 @@ class BreakGlassReviewPayload:
 
 @dataclass(frozen=True, kw_only=True)
 class StateCommitPayload:
-    """The consent-state map's root after a batch, and the batch's time (DESIGN section 5)."""
+    """The consent-state map's root after a batch, and the batch's time (docs/design.md section 5)."""
 
     PAYLOAD_TYPE: ClassVar[str] = STATE_COMMIT
 

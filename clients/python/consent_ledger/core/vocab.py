@@ -74,7 +74,7 @@ ACTIONS: tuple[str, ...] = ("collect", "access", "use", "disclose", "correct")
 ROLES: tuple[str, ...] = ("hospital", "insurer", "research", "public-health")
 
 # What the operator may let an organisation do beyond its roles (PartyRegistration.capabilities; none by default).
-# attest-guardianship: sign attested delegations for patients who hold no key yet (DESIGN section 3).
+# attest-guardianship: sign attested delegations for patients who hold no key yet (docs/design.md section 3).
 ATTEST_GUARDIANSHIP = "attest-guardianship"
 CAPABILITIES: tuple[str, ...] = (ATTEST_GUARDIANSHIP,)
 

@@ -1,6 +1,6 @@
 """ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381 section 5.5, suite string 0x03) and the map keys it derives.
 
-The consent-state map's keys are pseudorandom (DESIGN section 5): a map key is the first 32 bytes of the VRF
+The consent-state map's keys are pseudorandom (docs/design.md section 5): a map key is the first 32 bytes of the VRF
 output ``beta`` under the ledger's map VRF key, for
 
 - ``alpha = 0x00 || patient public key (32 bytes) || grantee selector (UTF-8)``: a consent key;
