@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -110,6 +111,16 @@ VERIFY_SCRIPT = textwrap.dedent(
 )
 
 
+def _build_client_wheel(tmp_path: Path) -> Path:
+    """Build the client wheel from a copy of clients/python (a build in place would leave build/ behind)."""
+    src = tmp_path / "client-src"
+    shutil.copytree(CLIENT, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    wheels = tmp_path / "wheels"
+    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheels, src)
+    (wheel,) = wheels.glob("consent_ledger_client-*.whl")
+    return wheel
+
+
 def _run(*args: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, env=env, **kw)  # type: ignore[call-overload, no-any-return]
@@ -118,9 +129,7 @@ def _run(*args: str | os.PathLike[str], **kw: object) -> subprocess.CompletedPro
 def test_the_client_installs_alone_and_verifies_a_live_server(tmp_path: Path) -> None:
     """`pip install` of the client wheel into an empty venv: only grpcio, protobuf, PyNaCl (and theirs) come
     with it; it imports without any server-side package, and verifies a grant on a real ledger end to end."""
-    wheels = tmp_path / "wheels"
-    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheels, CLIENT)
-    (wheel,) = wheels.glob("consent_ledger_client-*.whl")
+    wheel = _build_client_wheel(tmp_path)
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv)  # empty; this environment's pip installs into it
     python = venv / "bin" / "python"
@@ -147,8 +156,7 @@ def test_the_client_installs_alone_and_verifies_a_live_server(tmp_path: Path) ->
 
 
 def test_the_client_wheel_ships_the_pure_parts_only(tmp_path: Path) -> None:
-    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path, CLIENT)
-    (wheel,) = tmp_path.glob("*.whl")
+    wheel = _build_client_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     for server_module in ("consent_ledger/app/", "consent_ledger/cli.py", "consent_ledger/storage/", "consent_ledger/__init__.py"):
         assert not any(n.startswith(server_module) for n in names), server_module
