@@ -410,7 +410,7 @@ def _witnessed(ctx: DemoContext, size: int) -> None:
     for w in ctx.witnesses:
         sig = next(s for s in note.unverified_sigs if s.name == w.name and s.key_hash == w.key_hash)
         t = w.verify(note.text, sig)
-        names.append(f"{w.name} (at {dt.datetime.fromtimestamp(t, dt.timezone.utc):%H:%M:%S} UTC)")
+        names.append(f"{w.name} (at {dt.datetime.fromtimestamp(t, dt.UTC):%H:%M:%S} UTC)")
     ctx.say(
         f"witnessed checkpoint: size {wcp.size}, cosigned by {' and '.join(names)}; verified: each C2SP "
         f"tlog-cosignature/v1 with its witness key, the log's signature, and consistency with size {latest.size}"

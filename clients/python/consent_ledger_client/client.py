@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -41,6 +42,8 @@ from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client.errors import StateRollback
 from consent_ledger_client.state import TrustState, load_state, save_state
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+_T = TypeVar("_T")
 
 
 class WrongMapVrfKey(VerificationError):
@@ -613,11 +616,11 @@ class LedgerClient:
         verify_inclusion(resp.index, cp.size, leaf_hash, list(resp.hashes), cp.root_hash)
         return resp.index, cp
 
-    def call(self, method, request):  # type: ignore[no-untyped-def]
+    def call(self, method: Callable[..., _T], request: object) -> _T:
         """Invoke a unary stub method with this client's timeout (its channel carries the identity)."""
         return method(request, timeout=self._timeout)
 
-    def stream(self, method, request, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    def stream(self, method: Callable[..., _T], request: object, timeout: float | None = None) -> _T:
         """Invoke a server-streaming stub method (its channel carries the identity)."""
         return method(request, timeout=timeout)
 

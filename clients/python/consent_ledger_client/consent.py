@@ -694,7 +694,8 @@ class ConsentClient:
         """Verify a CheckAccess answer to ``req`` (see check_access); usable on a stored response too. With a
         witness policy, its checkpoint is accepted only on the witnessed checkpoint served with it (or its own
         cosignatures) and the consistency proof between them."""
-        witnessed, w_proof = None, ()
+        witnessed = None
+        w_proof: tuple[bytes, ...] = ()
         if self.ledger.witness_policy is not None:
             w_note = bytes(resp.witnessed_checkpoint.note) if resp.HasField("witnessed_checkpoint") else b""
             w_proof = tuple(bytes(h) for h in resp.witnessed_consistency)
@@ -750,8 +751,8 @@ class ConsentClient:
             bytes(resp.receipt),
             event,
             sc.index,
-            sc.payload.map_root,  # type: ignore[union-attr]
-            sc.payload.batch_time_ms,  # type: ignore[union-attr]
+            sc.payload.map_root,
+            sc.payload.batch_time_ms,
             witnessed,
             w_proof,
         )

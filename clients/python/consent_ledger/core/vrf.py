@@ -22,6 +22,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NoReturn
 
 from consent_ledger.core import crypto
 from consent_ledger.core.errors import InvalidInput, VerificationError
@@ -139,7 +140,7 @@ class VrfPrivateKey:
     def __repr__(self) -> str:
         return f"VrfPrivateKey(public_key={self._public_key.hex()})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("VrfPrivateKey cannot be pickled")
 
 
