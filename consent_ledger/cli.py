@@ -453,6 +453,11 @@ def cmd_witness_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if not args.insecure and not (args.tls_cert or args.tls_key):
+        raise CliError(
+            "refusing to serve without TLS: give --tls-cert and --tls-key (and --tls-client-ca for mutual TLS), or "
+            "--insecure for a development server on loopback (`consent-ledger dev-ca` makes certificates to try)"
+        )
     shutdown = configure_telemetry(args.telemetry)
     try:
         return asyncio.run(_serve(args))

@@ -239,3 +239,9 @@ def test_a_new_demo_run_removes_the_key_its_suggestions_create(tmp_path: Path) -
     assert not (workdir / f"{TRY_IT_ORG}.key").exists() and not (workdir / f"{TRY_IT_ORG}.key.pub").exists()
     # So the suggested `keygen org` works again.
     assert main(["keygen", "org", "--out", str(workdir / f"{TRY_IT_ORG}.key")]) == EXIT_OK
+
+
+def test_serve_without_tls_or_insecure_speaks_in_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_fail(capsys, "serve", "--database-url", f"sqlite:///{tmp_path / 'x.db'}", "--listen", "127.0.0.1:0")
+    assert code == EXIT_ERROR
+    assert "--tls-cert" in err and "--insecure" in err and "dev-ca" in err and "insecure=True" not in err
