@@ -1218,15 +1218,8 @@ def public_key_from_text(text: str, what: str) -> bytes:
         return parse_verifier_key(t).public_key
     except InvalidInput:
         pass
-    path = Path(t).expanduser()
-    if path.is_file():
-        content = _read_file(str(path), f"{what} file").decode("utf-8", "replace").strip()
-        if content.startswith("PRIVATE+KEY+"):
-            return read_key(path).public_key
-        try:
-            return parse_verifier_key(content).public_key
-        except InvalidInput:
-            raise CliError(f"{what}: {t!r:.80} holds no public key (name+hash+key, as keygen writes to .pub)") from None
+    if Path(t).expanduser().is_file():
+        return public_key_from_file(t, f"{what} file")
     raise CliError(
         f"{what}: {text!r:.80} is neither 64 hex digits, a public key (name+hash+key) nor a key file"
     )
