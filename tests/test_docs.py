@@ -19,7 +19,7 @@ def _tracked_text_files() -> list[Path]:
     out = []
     for name in names:
         path = ROOT / name
-        if name and path.is_file() and path.suffix in {".py", ".pyi", ".proto", ".md", ".json", ".toml", ".sh", ""}:
+        if name and path.is_file() and path.suffix in {".py", ".pyi", ".proto", ".md", ".json", ".toml", ".sh", ".ts", ".yaml", ""}:
             out.append(path)
     return out
 
