@@ -340,7 +340,7 @@ class RebuiltMap:
 
 
 def rebuild_map(database_url: str, signer: Signer, map_vrf_key: VrfPrivateKey | None = None) -> RebuiltMap:
-    """Rebuild the consent-state map with the map VRF key's keys (DESIGN section 5), for a log written before map
+    """Rebuild the consent-state map with the map VRF key's keys (docs/design.md section 5), for a log written before map
     keys were VRF outputs (or to move to another VRF key): replay the log's consent entries and registrations
     through core.state_rules.InForceSets (erased bodies through their Erasure records), delete the stored map
     nodes, write the whole map afresh in one batch and close it with a StateCommit naming the VRF key and the

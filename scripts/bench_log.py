@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the log server: appends and proofs next to the transport ceiling measured in the same run.
 
-Not a test (DESIGN section 10, issue 2 item 11). It runs `consent-ledger serve` as a separate process on a
+Not a test (docs/design.md section 10, issue 2 item 11). It runs `consent-ledger serve` as a separate process on a
 fresh SQLite file and drives it from this process with grpc.aio callers (both on the same machine):
 
 (a) transport ceiling: gRPC health Check, a trivial unary RPC, from 64 concurrent callers;

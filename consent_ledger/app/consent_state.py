@@ -1,4 +1,4 @@
-"""The verifiable consent state (DESIGN section 5): which grants are in force for each (patient, selector), the
+"""The verifiable consent state (docs/design.md section 5): which grants are in force for each (patient, selector), the
 sparse Merkle map that commits to them, and the StateCommit entry that closes each batch.
 
 A grant is in the in-force set of its (patient, grantee selector) key from its integration until an entry ends
@@ -320,7 +320,7 @@ class ConsentState:
         cache: CacheBudget = CacheBudget(),
     ) -> None:
         self._index = index
-        # Map keys are map VRF outputs (DESIGN section 5), cached by the prover (a prove costs about 0.4 ms).
+        # Map keys are map VRF outputs (docs/design.md section 5), cached by the prover (a prove costs about 0.4 ms).
         self.map_keys = map_keys
         # Updates the next batch applies besides its own (set by rebuild_map: every key, into an emptied map).
         self._forced: dict[bytes, bytes | None] = {}

@@ -1,5 +1,5 @@
 """Consent rules that need the log's state, the access check with its evidence and receipt, and the
-patient's view (DESIGN sections 3 and 4). The rules themselves are the pure core's (core.decision,
+patient's view (docs/design.md sections 3 and 4). The rules themselves are the pure core's (core.decision,
 core.delegation, core.state_rules: what ends a grant and the admission of grants and revocations); this module
 gathers the entries and facts they run on, from the consent index, as of one published checkpoint.
 
@@ -172,7 +172,7 @@ class Pushed:
 
 def records_access_event(answer: AccessAnswer, asked: bool) -> bool:
     """Whether the ledger appends the AccessEvent of a decision it made: when asked, and always for a break-glass
-    permit (DESIGN section 4: the access is recorded, the patient notified through the watch, and the event
+    permit (docs/design.md section 4: the access is recorded, the patient notified through the watch, and the event
     enters the review queue)."""
     return asked or answer.decision.break_glass_until_ms > 0
 
@@ -461,7 +461,7 @@ class ConsentLedger:
         batch.reviewing.add(i)
 
     def _check_erasure(self, p: payloads.ErasurePayload, batch: _BatchAdmission) -> None:
-        """An operator erases a body that is no longer needed as evidence (DESIGN section 3; check: the operator
+        """An operator erases a body that is no longer needed as evidence (docs/design.md section 3; check: the operator
         signed it)."""
         _, cp = self._ready()
         i = p.index
@@ -810,7 +810,7 @@ class ConsentLedger:
 
     def map_vrf_proof(self, envelope: bytes | None) -> bytes:
         """The VRF proof of an entry's map key (a grant's consent key, a registration's party key), so an auditor
-        can replay the map (DESIGN section 5); empty for other entries and erased bodies."""
+        can replay the map (docs/design.md section 5); empty for other entries and erased bodies."""
         if envelope is None:
             return b""
         env = parse_envelope(envelope)
@@ -841,7 +841,7 @@ class ConsentLedger:
     ) -> AccessAnswer:
         """Decide a request as of the latest StateCommit; return the decision, its evidence and a receipt.
 
-        The evidence (DESIGN section 5): for each selector that could name the requester (its ``org:`` id, a
+        The evidence (docs/design.md section 5): for each selector that could name the requester (its ``org:`` id, a
         ``role:`` per registered role, ``any``), a map proof against the latest StateCommit's root and the
         complete in-force set the map commits to; the requester's registration; the StateCommit entry. Each
         entry comes with its inclusion proof, so the client re-runs the decision knowing nothing was left out.

@@ -1,4 +1,4 @@
-"""Checks on an envelope's payload before it may be appended (the stateless part; see DESIGN sections 3, 7), and
+"""Checks on an envelope's payload before it may be appended (the stateless part; see docs/design.md sections 3, 7), and
 the validated entry that travels through the sequencer, parsed once."""
 
 from __future__ import annotations

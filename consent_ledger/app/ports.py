@@ -165,7 +165,7 @@ class StateCommitRow:
 
 
 class ConsentMap(Protocol):
-    """The stored consent-state map (DESIGN section 5): node reads, and how to write a change with a batch."""
+    """The stored consent-state map (docs/design.md section 5): node reads, and how to write a change with a batch."""
 
     def read(self, paths: Collection[bytes]) -> Mapping[bytes, MapNode]:
         """The committed nodes at ``paths``; empty positions are absent from the result."""
@@ -270,7 +270,7 @@ class SpentNonce:
 
 
 class NonceStore(Protocol):
-    """The nonces of signed requests, shared by every server process of the log (DESIGN section 7)."""
+    """The nonces of signed requests, shared by every server process of the log (docs/design.md section 7)."""
 
     def claim(self, nonces: Sequence[SpentNonce], now_ms: int) -> list[bool]:
         """Record each nonce; True for each one no one recorded before (its first use). Atomic per nonce: of two

@@ -1,4 +1,4 @@
-"""Replicas: several server processes over one database, one of them the sequencer (DESIGN section 2).
+"""Replicas: several server processes over one database, one of them the sequencer (docs/design.md section 2).
 
 Every replica serves every RPC. Exactly one holds the **sequencer lease** (a row in the database, storage/lease.py:
 holder, expiry, a fencing token that only grows) and integrates; each of its integration transactions first

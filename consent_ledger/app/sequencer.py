@@ -1,4 +1,4 @@
-"""Sequencing, integration and publishing with group commit (DESIGN section 2).
+"""Sequencing, integration and publishing with group commit (docs/design.md section 2).
 
 Submissions queue up while a batch commits; the next batch takes everything queued. One database transaction
 writes the batch's leaves, bodies, tiles and the new signed checkpoint, and only then is each caller answered,
@@ -6,7 +6,7 @@ with its index, that checkpoint and an inclusion proof against it. Start-up read
 the right edge of the tree (a handful of tile rows), never the log.
 
 An error anywhere in a batch leaves its outcome unknown (a COMMIT whose reply was lost may have committed;
-DESIGN section 7). The sequencer then reconciles from the database before it integrates anything else: it
+docs/design.md section 7). The sequencer then reconciles from the database before it integrates anything else: it
 reloads the right edge and latest checkpoint, looks up which of the batch's envelopes are in the log, tells the
 listeners of a batch that did commit (watchers, caches), has every cache written through on commit dropped
 (``on_reset``) so the next batch starts from what storage holds, and answers each caller with the truth: its
@@ -143,7 +143,7 @@ class Role(Protocol):
 
 
 class Sequencer:
-    """Integrates submitted envelopes into the log in batches. One per log (see DESIGN section 2)."""
+    """Integrates submitted envelopes into the log in batches. One per log (see docs/design.md section 2)."""
 
     def __init__(
         self,

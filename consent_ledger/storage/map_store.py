@@ -1,4 +1,4 @@
-"""The consent-state map's nodes in the ``map_nodes`` table (DESIGN section 5; the tree is in core.smt).
+"""The consent-state map's nodes in the ``map_nodes`` table (docs/design.md section 5; the tree is in core.smt).
 
 Reads go by primary key, a few hundred positions per query, so a proof or a batch reads the paths it needs and
 nothing loads the whole map. Writes are not done here: :meth:`SqlMapStore.update` computes the batch and

@@ -1,4 +1,4 @@
-"""What is in force and what ends a grant: one rule (DESIGN sections 4 and 5), and the admission rules of the
+"""What is in force and what ends a grant: one rule (docs/design.md sections 4 and 5), and the admission rules of the
 consent entries, over a small facts protocol.
 
 The rule. A grant joins the in-force set of its key ``keys.consent_key(patient, grantee)`` when it is integrated,
@@ -91,7 +91,7 @@ class Logged:
 
 
 class ConsentFacts(Protocol):
-    """What the rules read of the log (DESIGN section 5); the server's index and a replay implement it."""
+    """What the rules read of the log (docs/design.md section 5); the server's index and a replay implement it."""
 
     def logged(self, consent_id: str) -> Logged | None:
         """The first entry logged with this consent id, if any."""

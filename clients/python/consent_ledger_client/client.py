@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -41,6 +42,8 @@ from consent_ledger.v1 import log_pb2, log_pb2_grpc
 from consent_ledger_client.errors import StateRollback
 from consent_ledger_client.state import TrustState, load_state, save_state
 from consent_ledger_client.verify import VerifiedEntry, verify_entry
+
+_T = TypeVar("_T")
 
 
 class WrongMapVrfKey(VerificationError):
@@ -159,10 +162,10 @@ class LedgerClient:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         """``witness_policy``: accept a checkpoint only when a quorum of pinned witnesses cosigned it (or a
-        checkpoint it extends) recently enough, by ``clock_ms`` (DESIGN section 2); None: today's trust in the
+        checkpoint it extends) recently enough, by ``clock_ms`` (docs/design.md section 2); None: today's trust in the
         log key and the state file alone. ``evidence_dir``: where a split view's evidence file is written (default:
         beside the state file; neither: none is written). ``operator_keys``: keys, besides the pinned log key, trusted to sign operator entries (erasures, party
-        registrations, reviews). ``map_vrf_key``: the map VRF public key to pin beside the log key (DESIGN section
+        registrations, reviews). ``map_vrf_key``: the map VRF public key to pin beside the log key (docs/design.md section
         5); without it, the key named by the first StateCommit the client verifies (signed by the log key) is
         taken and held to from then on."""
         if map_vrf_key is not None and len(map_vrf_key) != 32:
@@ -613,11 +616,11 @@ class LedgerClient:
         verify_inclusion(resp.index, cp.size, leaf_hash, list(resp.hashes), cp.root_hash)
         return resp.index, cp
 
-    def call(self, method, request):  # type: ignore[no-untyped-def]
+    def call(self, method: Callable[..., _T], request: object) -> _T:
         """Invoke a unary stub method with this client's timeout (its channel carries the identity)."""
         return method(request, timeout=self._timeout)
 
-    def stream(self, method, request, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    def stream(self, method: Callable[..., _T], request: object, timeout: float | None = None) -> _T:
         """Invoke a server-streaming stub method (its channel carries the identity)."""
         return method(request, timeout=timeout)
 

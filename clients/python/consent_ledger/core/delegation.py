@@ -128,7 +128,7 @@ def check_attestation(
     org_capabilities: Collection[str],
     patient_signed_before: bool,
 ) -> None:
-    """The attestation rule (DESIGN section 3). ``d`` is attested (``d.attested_by`` set); ``org_keys`` and
+    """The attestation rule (docs/design.md section 3). ``d`` is attested (``d.attested_by`` set); ``org_keys`` and
     ``org_capabilities``: those of the attesting organisation's latest registration when ``d`` is logged (keys
     None: it has none); ``patient_signed_before``: whether the patient key signed any entry logged before ``d``.
     Raises AttestationRefused unless a key of that registration signed ``d``, the registration carries

@@ -1,7 +1,7 @@
 """Log leaves: the deterministic protobuf serialization of consent_ledger.v1.LogLeaf.
 
 A leaf commits to an envelope by its SHA-256 and holds no health information
-(DESIGN section 3). Clients verify inclusion of the exact leaf bytes and then parse
+(docs/design.md section 3). Clients verify inclusion of the exact leaf bytes and then parse
 them; they never re-serialize, so the parser accepts only the canonical encoding.
 """
 

@@ -5,7 +5,7 @@
 Parsing accepts exactly the text `format_checkpoint` produces and nothing else (no
 "+5", no "05", no unpadded or non-canonical base64), like Go's sumdb/tlog.
 
-The ledger's checkpoints name their consent state (DESIGN section 2): one extension line
+The ledger's checkpoints name their consent state (docs/design.md section 2): one extension line
 ``consent-state <index>``, the index of the latest StateCommit entry at that size, written as a
 canonical decimal. The line is absent only while the log holds no StateCommit (a new log's empty
 checkpoint, or a log without consent state). Other extension lines are allowed, as C2SP permits, and

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -116,7 +116,7 @@ MAX_LEGAL_BASIS_CODE = 64
 MAX_TIME_MS = 253_402_300_799_999
 
 _CONSENT_ID = re.compile(r"[0-9a-f]{64}")
-_LEGAL_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,%d}" % (MAX_LEGAL_BASIS_CODE - 1))
+_LEGAL_CODE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:/-]{{0,{MAX_LEGAL_BASIS_CODE - 1}}}")
 # C0 controls other than tab and newline, DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -184,7 +184,7 @@ class LegalBasis:
 
 @dataclass(frozen=True, kw_only=True)
 class ConsentGrantPayload:
-    """A patient permits or denies a grantee something (DESIGN section 3).
+    """A patient permits or denies a grantee something (docs/design.md section 3).
 
     decision is PERMIT or DENY; data_classes may be the single wildcard "*"; validity and
     data_period are unbounded Periods when not set; supersedes is a consent id or None."""
@@ -320,7 +320,7 @@ class BreakGlassReviewPayload:
 
 @dataclass(frozen=True, kw_only=True)
 class StateCommitPayload:
-    """The consent-state map's root after a batch, and the batch's time (DESIGN section 5)."""
+    """The consent-state map's root after a batch, and the batch's time (docs/design.md section 5)."""
 
     PAYLOAD_TYPE: ClassVar[str] = STATE_COMMIT
 
@@ -631,8 +631,15 @@ def data_item_from_pb(m: pb.DataItem) -> DataItem:
     return DataItem(data_class=m.data_class, sensitivity_labels=tuple(m.sensitivity_labels))
 
 
-def _decision_to_pb(table: Mapping[int, str], value: str) -> int:
-    return next(k for k, v in table.items() if v == value)
+_Enum = TypeVar("_Enum", bound=int)
+
+
+def _decision_to_pb(table: Mapping[_Enum, str], value: str) -> _Enum:
+    """The protobuf enum value of a decision; InvalidInput (never StopIteration) for one the table lacks."""
+    for k, v in table.items():
+        if v == value:
+            return k
+    raise InvalidInput(f"decision: {value!r:.40} has no protobuf value")
 
 
 def _grant_to_pb(p: ConsentGrantPayload) -> pb.ConsentGrant:

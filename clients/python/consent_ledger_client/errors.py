@@ -1,4 +1,4 @@
-"""Typed verification failures about time and state (DESIGN section 4, "Decisions are made for now"). Each is a
+"""Typed verification failures about time and state (docs/design.md section 4, "Decisions are made for now"). Each is a
 VerificationError and carries the evidence: the times compared (ms since the epoch), the indices, the notes."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381 section 5.5, suite string 0x03) and the map keys it derives.
 
-The consent-state map's keys are pseudorandom (DESIGN section 5): a map key is the first 32 bytes of the VRF
+The consent-state map's keys are pseudorandom (docs/design.md section 5): a map key is the first 32 bytes of the VRF
 output ``beta`` under the ledger's map VRF key, for
 
 - ``alpha = 0x00 || patient public key (32 bytes) || grantee selector (UTF-8)``: a consent key;
@@ -27,6 +27,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NoReturn
 
 from consent_ledger.core import crypto
 from consent_ledger.core.errors import InvalidInput, VerificationError
@@ -153,7 +154,7 @@ class VrfPrivateKey:
     def __repr__(self) -> str:
         return f"VrfPrivateKey(public_key={self._public_key.hex()})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("VrfPrivateKey cannot be pickled")
 
 

@@ -74,7 +74,7 @@ ACTIONS: tuple[str, ...] = ("collect", "access", "use", "disclose", "correct")
 ROLES: tuple[str, ...] = ("hospital", "insurer", "research", "public-health")
 
 # What the operator may let an organisation do beyond its roles (PartyRegistration.capabilities; none by default).
-# attest-guardianship: sign attested delegations for patients who hold no key yet (DESIGN section 3).
+# attest-guardianship: sign attested delegations for patients who hold no key yet (docs/design.md section 3).
 ATTEST_GUARDIANSHIP = "attest-guardianship"
 CAPABILITIES: tuple[str, ...] = (ATTEST_GUARDIANSHIP,)
 
@@ -156,7 +156,7 @@ DATA_CLASSES: Mapping[str, DataClass] = MappingProxyType({d.name: d for d in _DA
 
 def _load() -> tuple[dict[str, Code], dict[str, Code], dict[str, str]]:
     raw = json.loads(
-        resources.files("consent_ledger").joinpath("data/hl7_codes.json").read_text("utf-8")
+        resources.files("consent_ledger.data").joinpath("hl7_codes.json").read_text("utf-8")
     )
     purposes: dict[str, Code] = {}
     for c in raw["purpose_of_use"]:

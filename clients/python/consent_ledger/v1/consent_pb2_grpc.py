@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ConsentServiceStub:
-    """The patient's view of the ledger, and pushes to grantees (DESIGN sections 3, 4, 6).
+    """The patient's view of the ledger, and pushes to grantees (docs/design.md sections 3, 4, 6).
     Every entry comes with its inclusion proof against the checkpoint in the same message.
     """
 
@@ -64,7 +64,7 @@ class ConsentServiceStub:
 
 
 class ConsentServiceServicer:
-    """The patient's view of the ledger, and pushes to grantees (DESIGN sections 3, 4, 6).
+    """The patient's view of the ledger, and pushes to grantees (docs/design.md sections 3, 4, 6).
     Every entry comes with its inclusion proof against the checkpoint in the same message.
     """
 
@@ -142,7 +142,7 @@ def add_ConsentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ConsentService:
-    """The patient's view of the ledger, and pushes to grantees (DESIGN sections 3, 4, 6).
+    """The patient's view of the ledger, and pushes to grantees (docs/design.md sections 3, 4, 6).
     Every entry comes with its inclusion proof against the checkpoint in the same message.
     """
 

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class AccessServiceStub:
-    """Access decisions (DESIGN section 4). The domain model and the one decision function are in
+    """Access decisions (docs/design.md section 4). The domain model and the one decision function are in
     consent_ledger/core/decision.py; consent_ledger/core/receipt.py maps Decision to and from these
     messages and signs receipts. A Decision's bytes are its deterministic serialization, and
     decoding accepts only bytes that the encoder would produce for the decoded value.
@@ -47,7 +47,7 @@ class AccessServiceStub:
 
 
 class AccessServiceServicer:
-    """Access decisions (DESIGN section 4). The domain model and the one decision function are in
+    """Access decisions (docs/design.md section 4). The domain model and the one decision function are in
     consent_ledger/core/decision.py; consent_ledger/core/receipt.py maps Decision to and from these
     messages and signs receipts. A Decision's bytes are its deterministic serialization, and
     decoding accepts only bytes that the encoder would produce for the decoded value.
@@ -79,7 +79,7 @@ def add_AccessServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AccessService:
-    """Access decisions (DESIGN section 4). The domain model and the one decision function are in
+    """Access decisions (docs/design.md section 4). The domain model and the one decision function are in
     consent_ledger/core/decision.py; consent_ledger/core/receipt.py maps Decision to and from these
     messages and signs receipts. A Decision's bytes are its deterministic serialization, and
     decoding accepts only bytes that the encoder would produce for the decoded value.

@@ -1,4 +1,4 @@
-"""Witness policies (DESIGN section 2, "Witnessed checkpoints"): which witnesses a client trusts, how many of them
+"""Witness policies (docs/design.md section 2, witness policies): which witnesses a client trusts, how many of them
 must have cosigned a checkpoint, and how recently.
 
 A witnessed checkpoint is the log's signed checkpoint note with C2SP tlog-cosignature/v1 lines appended. A client

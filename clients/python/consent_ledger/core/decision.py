@@ -1,7 +1,7 @@
 """The decision function: may this organisation do this with this patient's data, now?
 
 `decide(entries, request, policy) -> Decision` is pure and shared by server and client: the
-client re-runs it on the evidence it was given and compares. It implements DESIGN section 4:
+client re-runs it on the evidence it was given and compares. It implements docs/design.md section 4:
 
 In force. A grant is in force at t (the request's time) if it was integrated at or before t,
 t is inside its validity period [start, end), and no revocation of it and no grant superseding
@@ -140,7 +140,7 @@ __all__ = [
     "grantee_selectors",
 ]
 
-# Evidence stays bounded (DESIGN section 5): at most this many grants in force per patient and grantee selector.
+# Evidence stays bounded (docs/design.md section 5): at most this many grants in force per patient and grantee selector.
 # The ledger refuses a grant beyond it (FAILED_PRECONDITION); a client refuses evidence with more for one selector.
 MAX_IN_FORCE = 256
 

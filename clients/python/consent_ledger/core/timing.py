@@ -1,4 +1,4 @@
-"""Decisions are made for now (DESIGN section 4): the time rules the server, the client and the audit share.
+"""Decisions are made for now (docs/design.md section 4): the time rules the server, the client and the audit share.
 
 A request names no time (0: the server's clock) or a time at most ``MAX_CLOCK_SKEW_MS`` from the server's clock.
 A client accepts a decision whose time is within its skew of its own clock, a StateCommit whose batch time is not

@@ -324,7 +324,7 @@ class ConsentClient:
         """``policy``: if given, decisions made under any other policy are refused. ``operator_keys``: keys
         trusted to register parties, besides the log's own key. ``max_state_age_ms``: evidence whose
         StateCommit is older than this (by ``clock_ms``) is refused as stale. ``max_clock_skew_ms``: how far a
-        decision's time may be from ``clock_ms``, and a StateCommit's batch time after it (DESIGN section 4).
+        decision's time may be from ``clock_ms``, and a StateCommit's batch time after it (docs/design.md section 4).
         ``witness_policy``: accept answers only on checkpoints a quorum of pinned witnesses cosigned recently (set
         on ``ledger``; see LedgerClient)."""
         self.ledger = ledger
@@ -694,7 +694,8 @@ class ConsentClient:
         """Verify a CheckAccess answer to ``req`` (see check_access); usable on a stored response too. With a
         witness policy, its checkpoint is accepted only on the witnessed checkpoint served with it (or its own
         cosignatures) and the consistency proof between them."""
-        witnessed, w_proof = None, ()
+        witnessed = None
+        w_proof: tuple[bytes, ...] = ()
         if self.ledger.witness_policy is not None:
             w_note = bytes(resp.witnessed_checkpoint.note) if resp.HasField("witnessed_checkpoint") else b""
             w_proof = tuple(bytes(h) for h in resp.witnessed_consistency)
@@ -750,8 +751,8 @@ class ConsentClient:
             bytes(resp.receipt),
             event,
             sc.index,
-            sc.payload.map_root,  # type: ignore[union-attr]
-            sc.payload.batch_time_ms,  # type: ignore[union-attr]
+            sc.payload.map_root,
+            sc.payload.batch_time_ms,
             witnessed,
             w_proof,
         )
@@ -764,7 +765,7 @@ class ConsentClient:
         r: AccessRequest,
     ) -> tuple[list[LedgerEntry], LedgerEntry]:
         """Check the evidence is exactly the in-force set, per selector, that the signed consent state commits to
-        (DESIGN section 5), and fresh enough. Returns the in-force grants and the StateCommit entry."""
+        (docs/design.md section 5), and fresh enough. Returns the in-force grants and the StateCommit entry."""
         by_index = {v.index: (v, e) for v, e in zip(evidence, entries)}
         sc_entry = by_index.get(resp.state_commit_index)
         if sc_entry is None or not isinstance(sc_entry[1].payload, payloads.StateCommitPayload):
@@ -843,7 +844,7 @@ class ConsentClient:
         return [*(e for sel in selectors for e in grants[sel]), *support], sc
 
     def _check_made_for_now(self, decision: Decision) -> None:
-        """Decisions are made for now (DESIGN section 4): the decision's time within the skew of this client's clock,
+        """Decisions are made for now (docs/design.md section 4): the decision's time within the skew of this client's clock,
         and its ``valid_until`` after it. Raises DecisionTimeMismatch, ExpiredDecision."""
         now = self._clock_ms()
         if not is_within_skew(decision.request.time_ms, now, self._max_skew_ms):

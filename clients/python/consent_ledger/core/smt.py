@@ -1,4 +1,4 @@
-"""The consent-state map: a compressed sparse Merkle tree over 256-bit keys (DESIGN section 5).
+"""The consent-state map: a compressed sparse Merkle tree over 256-bit keys (docs/design.md section 5).
 
 Hashing, for the set S of (key, value_hash) pairs whose keys share their first d bits::
 
@@ -106,7 +106,7 @@ def hash_children(left: bytes, right: bytes) -> bytes:
 def map_key(patient_public_key: bytes, selector: str) -> bytes:
     """SHA-256(patient || 0x00 || selector): the map key derivation of smt_vectors.json's examples, which the
     ledger no longer uses (anyone knowing a patient's key could test selectors against it): its map keys are map
-    VRF outputs (core.vrf, DESIGN section 5). Kept so the vectors' derivation example stays checked.
+    VRF outputs (core.vrf, docs/design.md section 5). Kept so the vectors' derivation example stays checked.
 
     Requires a 32-byte (Ed25519) public key and a non-empty selector; raises InvalidInput otherwise.
     """

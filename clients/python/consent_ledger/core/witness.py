@@ -2,7 +2,7 @@
 
 Request body: ``old <size>\\n``, at most 63 lines of base64 consistency-proof hashes, an empty line, then the
 signed checkpoint note. `format_add_checkpoint` and `parse_add_checkpoint` are the verb pair. `witness_decision`
-is the whole rule a witness applies (DESIGN section 2), as a pure function of the request, the log's trusted
+is the whole rule a witness applies (docs/design.md section 2), as a pure function of the request, the log's trusted
 verifier keys and what the witness last cosigned; the caller persists the new state atomically with the check of
 the old size and signs only after that.
 """
