@@ -255,6 +255,20 @@ class Sequencer:
         self._queue.put_nowait((envelope, fut))
         return await fut
 
+    def enqueue_many(self, envelopes: Sequence[ParsedEnvelope]) -> list[asyncio.Future[Appended]]:
+        """Queue verified envelopes in order, all at once (one group commit may take them all, or a batch may end
+        among them); each future resolves once the batch holding its envelope has committed. A future cancelled
+        before its batch is formed keeps its entry out of the log, as a caller who gave up."""
+        if self._closing or self._queue is None:
+            raise Unavailable("the ledger is not accepting entries")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Appended]] = []
+        for envelope in envelopes:
+            fut: asyncio.Future[Appended] = loop.create_future()
+            self._queue.put_nowait((envelope, fut))
+            futures.append(fut)
+        return futures
+
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()

@@ -109,7 +109,9 @@ async def create_server(
             ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
         ],
     )
-    log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(ledger, consents.map_vrf_proof), server)
+    log_pb2_grpc.add_LogServiceServicer_to_server(
+        LogServicer(ledger, consents.map_vrf_proof, authorizer=authorizer, limit=rate_limit), server
+    )
     access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(ledger, consents), server)
     consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(consents), server)
     names = service_names()
