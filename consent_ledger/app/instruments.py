@@ -45,3 +45,8 @@ bulk_in_flight = meter.create_histogram(
     unit="{entry}",
     description="Entries one SubmitStream holds unanswered, as each message is admitted (by the stream's window)",
 )
+bulk_stream_messages = meter.create_counter(
+    "ledger.bulk.stream.messages",
+    unit="{message}",
+    description="SubmitStream messages by stage: read (admitted into the window), answered, written (handed to the transport)",
+)

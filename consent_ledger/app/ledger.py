@@ -101,7 +101,13 @@ class Ledger:
         return await self._bounded(self._validate_and_append(raw))
 
     async def submit_many(
-        self, raws: Sequence[bytes], *, precheck: Precheck | None = None, started: float | None = None
+        self,
+        raws: Sequence[bytes],
+        *,
+        precheck: Precheck | None = None,
+        started: float | None = None,
+        after: asyncio.Future[None] | None = None,
+        queued: asyncio.Future[None] | None = None,
     ) -> list[Appended | Exception]:
         """Validate and append many envelopes, each exactly as submit() would (``precheck`` first, for the
         caller's authorization of that entry), and answer each: its Appended or its own error, in order. A refused
@@ -110,29 +116,41 @@ class Ledger:
 
         Validation runs in one worker thread for the whole list. ``started`` (time.monotonic()) is when the
         acknowledgement bound starts (default: now); entries not acknowledged within it are answered Unavailable
-        (and kept out of the log unless their batch was already being committed), as by submit()."""
+        (and kept out of the log unless their batch was already being committed), as by submit().
+
+        Order across calls: with ``after`` (the ``queued`` future of the call before), the entries are queued only
+        once that call's are, so a stream's messages take their indices in the order sent although they are
+        validated concurrently; ``queued`` is resolved once this call's entries are queued (or it gave up).
+        Validation reads the log as committed: an entry that needs another one still in flight (a revocation of a
+        grant sent in the same or an unanswered message) is refused as Submit would refuse it then."""
         started = time.monotonic() if started is None else started
-        validated = await asyncio.to_thread(self._validate_all, raws, precheck)
-        valid = [v for v in validated if isinstance(v, ParsedEnvelope)]
         futures: list[asyncio.Future[Appended]] = []
-        timed_out: Exception | None = None
-        if valid:
-            try:
-                futures = self.sequencer.enqueue_many(valid)
-            except Unavailable as e:
-                validated = [e if isinstance(v, ParsedEnvelope) else v for v in validated]
-            else:
-                timeout = None if self._ack_timeout_s is None else max(self._ack_timeout_s - (time.monotonic() - started), 0.0)
+        try:
+            validated = await asyncio.to_thread(self._validate_all, raws, precheck)
+            if after is not None:
+                await asyncio.shield(after)
+            valid = [v for v in validated if isinstance(v, ParsedEnvelope)]
+            if valid:
                 try:
-                    _, pending = await asyncio.wait(futures, timeout=timeout)
-                except asyncio.CancelledError:
-                    for f in futures:
-                        f.cancel()  # the caller went away: what is not in a batch yet stays out of the log
-                    raise
-                for f in pending:
-                    f.cancel()
-                if pending:
-                    timed_out = self._unacknowledged()
+                    futures = self.sequencer.enqueue_many(valid)
+                except Unavailable as e:
+                    validated = [e if isinstance(v, ParsedEnvelope) else v for v in validated]
+        finally:
+            if queued is not None and not queued.done():
+                queued.set_result(None)
+        timed_out: Exception | None = None
+        if futures:
+            timeout = None if self._ack_timeout_s is None else max(self._ack_timeout_s - (time.monotonic() - started), 0.0)
+            try:
+                _, pending = await asyncio.wait(futures, timeout=timeout)
+            except asyncio.CancelledError:
+                for f in futures:
+                    f.cancel()  # the caller went away: what is not in a batch yet stays out of the log
+                raise
+            for f in pending:
+                f.cancel()
+            if pending:
+                timed_out = self._unacknowledged()
         results: list[Appended | Exception] = []
         answers = iter(futures)
         for v in validated:

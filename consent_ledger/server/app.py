@@ -104,6 +104,7 @@ async def create_server(
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
+            ("grpc.http2.bdp_probe", 0),
             # Per connection: a caller flooding over one connection waits for its own streams instead of filling
             # the server's queue of pending calls, from which gRPC cancels other callers' calls.
             ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),

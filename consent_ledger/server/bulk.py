@@ -67,14 +67,27 @@ class BulkSubmit:
         self._window = window
 
     async def answer(
-        self, envelopes: Sequence[bytes], caller: Caller, started: float | None
+        self,
+        envelopes: Sequence[bytes],
+        caller: Caller,
+        started: float | None,
+        after: asyncio.Future[None] | None = None,
+        queued: asyncio.Future[None] | None = None,
     ) -> tuple[list[log_pb2.SubmitResult], list[log_pb2.Checkpoint]]:
-        _check_size(envelopes)
-        with instruments.tracer.start_as_current_span("ledger.submit_many") as span:
-            span.set_attribute("ledger.bulk.entries", len(envelopes))
-            results = await self._ledger.submit_many(
-                [bytes(e) for e in envelopes], precheck=lambda raw: self._authz.check_submission(caller, raw), started=started
-            )
+        try:
+            _check_size(envelopes)
+            with instruments.tracer.start_as_current_span("ledger.submit_many") as span:
+                span.set_attribute("ledger.bulk.entries", len(envelopes))
+                results = await self._ledger.submit_many(
+                    [bytes(e) for e in envelopes],
+                    precheck=lambda raw: self._authz.check_submission(caller, raw),
+                    started=started,
+                    after=after,
+                    queued=queued,
+                )
+        finally:
+            if queued is not None and not queued.done():
+                queued.set_result(None)  # never hold up the messages after this one
         refused = sum(1 for r in results if not isinstance(r, Appended))
         instruments.bulk_entries.add(len(results) - refused, {"ledger.bulk.outcome": "appended"})
         instruments.bulk_entries.add(refused, {"ledger.bulk.outcome": "refused"})
@@ -91,17 +104,32 @@ class BulkSubmit:
         its entries and starts its submission at once (several messages can be in the sequencer together); this
         generator yields the answers in order and frees a message's room once its answer was written."""
         window = self._window()
+        tag = {"ledger.bulk.window": window.max_entries}
+
+        async def answer(
+            envelopes: list[bytes], after: asyncio.Future[None] | None, queued: asyncio.Future[None]
+        ) -> tuple[list[log_pb2.SubmitResult], list[log_pb2.Checkpoint]]:
+            out = await self.answer(envelopes, caller, time.monotonic(), after, queued)
+            instruments.bulk_stream_messages.add(1, {**tag, "ledger.bulk.stage": "answered"})
+            return out
+
         answers: asyncio.Queue[tuple[asyncio.Task[tuple[list[log_pb2.SubmitResult], list[log_pb2.Checkpoint]]], int, int] | BaseException | None] = asyncio.Queue()
 
         async def read() -> None:
+            # Each message's entries are queued for the sequencer after the previous message's: indices follow the
+            # order sent, while messages are validated concurrently.
+            previous: asyncio.Future[None] | None = None
             try:
                 async for request in requests:
                     envelopes = list(request.envelopes)
                     _check_size(envelopes)
                     size = sum(len(e) for e in envelopes)
                     await window.acquire(len(envelopes), size)
-                    instruments.bulk_in_flight.record(window.entries, {"ledger.bulk.window": window.max_entries})
-                    task = asyncio.create_task(self.answer(envelopes, caller, time.monotonic()))
+                    instruments.bulk_in_flight.record(window.entries, tag)
+                    instruments.bulk_stream_messages.add(1, {**tag, "ledger.bulk.stage": "read"})
+                    queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    task = asyncio.create_task(answer(envelopes, previous, queued))
+                    previous = queued
                     answers.put_nowait((task, len(envelopes), size))
                 answers.put_nowait(None)
             except BaseException as e:  # noqa: BLE001 - handed to the writer, which ends the call with it
@@ -120,6 +148,7 @@ class BulkSubmit:
                 task, n, size = item
                 results, checkpoints = await task
                 yield log_pb2.SubmitStreamResponse(results=results, checkpoints=checkpoints)
+                instruments.bulk_stream_messages.add(1, {**tag, "ledger.bulk.stage": "written"})
                 await window.release(n, size)
         finally:
             reader.cancel()
