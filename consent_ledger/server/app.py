@@ -104,6 +104,9 @@ async def create_server(
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
+            # No bandwidth-delay probing: a stream's receive window stays at HTTP/2's 64 KiB instead of growing to
+            # megabytes, so a client streaming faster than the server reads (SubmitStream) is held back by flow
+            # control instead of being buffered in the server's transport.
             ("grpc.http2.bdp_probe", 0),
             # Per connection: a caller flooding over one connection waits for its own streams instead of filling
             # the server's queue of pending calls, from which gRPC cancels other callers' calls.
