@@ -592,6 +592,40 @@ async def paired_throughput(
     return it, base
 
 
+def server_cpu_s(server: ServerProcess) -> float:
+    """CPU seconds (user + system, all threads) the server process has used so far (Linux /proc)."""
+    assert server.proc is not None
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_call(
+    server: ServerProcess, call: Callable[[], Awaitable[object] | None], concurrency: int, seconds: float
+) -> tuple[float, int]:
+    """Server CPU microseconds per completed call over ``seconds`` of load (outstanding calls drained and
+    counted), and the calls: a figure that other load on the machine inflates far less than a rate."""
+    done = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while loop.time() < end:
+            pending = call()
+            if pending is None:
+                return
+            try:
+                await pending
+                done += 1
+            except grpc.RpcError:
+                pass
+
+    before = server_cpu_s(server)
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    used = server_cpu_s(server) - before
+    return (used * 1e6 / done if done else float("nan")), done
+
+
 def _in_entries(r: Result, per_message: int) -> Result:
     """A result counted in entries (each call or message carried ``per_message``)."""
     return Result(r.name, r.concurrency, r.calls * per_message, r.seconds, r.errors, r.latencies,
@@ -655,6 +689,16 @@ async def run_bulk(
             if pump.why:
                 say(f"    refusals: {pump.why}")
             say(f"    {stream.rate:,.0f} entries/s ({stream.ratio:.2f}x); trivial RPC meanwhile {base.rate:,.0f}/s")
+            us, calls = await cpu_per_call(server, callers.trivial, settings.concurrency, settings.duration / 2)
+            info[f"bulk_{db}_server_cpu_us_per_trivial_call"] = round(us, 1)
+            pump = StreamPump(callers.log(), bulk.streams, stream_msgs)
+            try:
+                us, calls = await cpu_per_call(server, pump.call, bulk.streams * bulk.window, settings.duration / 2)
+            finally:
+                await pump.close()
+            info[f"bulk_{db}_server_cpu_us_per_entry_stream"] = round(us / n, 1)
+            say(f"    server CPU: {us / n:,.0f} us per entry through the stream, "
+                f"{info[f'bulk_{db}_server_cpu_us_per_trivial_call']:,} us per trivial call")
             batch_msgs = _chunks(envs, n)
 
             def submit_batch() -> Awaitable[object] | None:
@@ -671,6 +715,9 @@ async def run_bulk(
             )
             batch = _in_entries(r2, n)
             say(f"    {batch.rate:,.0f} entries/s ({batch.ratio:.2f}x); trivial RPC meanwhile {base2.rate:,.0f}/s")
+            us, calls = await cpu_per_call(server, submit_batch, bulk.callers, settings.duration / 2)
+            info[f"bulk_{db}_server_cpu_us_per_entry_batch"] = round(us / n, 1)
+            say(f"    server CPU: {us / n:,.0f} us per entry through SubmitBatch")
             for x in (stream, batch):
                 if db == "sqlite":
                     x.target = ">= 8,000/s and >= 0.6x trivial"
@@ -750,9 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bulk", choices=("yes", "no", "only"), default="yes",
                    help="(d) bulk loading: with the rest (yes), not at all (no), or with (a) only (only)")
     p.add_argument("--bulk-per-message", type=int, default=256, help="entries per bulk message (default: %(default)s)")
-    p.add_argument("--bulk-streams", type=int, default=2, help="SubmitStream streams (default: %(default)s)")
-    p.add_argument("--bulk-window", type=int, default=8, help="messages in flight per stream (default: %(default)s)")
-    p.add_argument("--bulk-callers", type=int, default=16, help="concurrent SubmitBatch calls (default: %(default)s)")
+    p.add_argument("--bulk-streams", type=int, default=1, help="SubmitStream streams (default: %(default)s)")
+    p.add_argument("--bulk-window", type=int, default=4, help="messages in flight per stream (default: %(default)s)")
+    p.add_argument("--bulk-callers", type=int, default=4, help="concurrent SubmitBatch calls (default: %(default)s)")
     p.add_argument("--bulk-postgres", metavar="URL", help="also measure (d) on this PostgreSQL (or MariaDB) database "
                    "(its tables are dropped first)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
