@@ -141,6 +141,14 @@ def test_rate_limit_counts_entries(tmp_path) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 client.submit_many(_grants(3, start=50), via="batch")  # 3 more entries: only 2 tokens left
             assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with running_server(f"sqlite:///{tmp_path / 's.db'}", rate_limit=RateLimit(per_second=0.001, burst=10)) as server:
+        with ledger_client(server, party=OPERATOR) as client:
+            answered = []
+            with pytest.raises(grpc.RpcError) as err:
+                for r in client.submit_iter(_grants(12, start=60), via="stream", per_message=4, window=1):
+                    answered.append(r)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert len(answered) == 8 and all(isinstance(r, SubmitReceipt) for r in answered)  # the first two messages
 
 
 # -- flow control ----------------------------------------------------------------------------------------------
