@@ -559,7 +559,7 @@ class LedgerClient:
         return SubmitReceipt(entry, resp.duplicate, resp.checkpoint.note)
 
     def submit_many(
-        self, envelopes: Iterable[bytes], *, via: str = "stream", per_message: int = BULK_MESSAGE_ENTRIES, window: int = 8
+        self, envelopes: Iterable[bytes], *, via: str = "stream", per_message: int = BULK_MESSAGE_ENTRIES, window: int = 4
     ) -> list[SubmitReceipt | EntryRefused]:
         """Append many signed envelopes (bulk loading): each answered in order by its receipt, verified as submit()
         verifies one (the checkpoint's signature and consistency, the leaf's inclusion, that it commits to the
@@ -567,7 +567,7 @@ class LedgerClient:
         return list(self.submit_iter(envelopes, via=via, per_message=per_message, window=window))
 
     def submit_iter(
-        self, envelopes: Iterable[bytes], *, via: str = "stream", per_message: int = BULK_MESSAGE_ENTRIES, window: int = 8
+        self, envelopes: Iterable[bytes], *, via: str = "stream", per_message: int = BULK_MESSAGE_ENTRIES, window: int = 4
     ) -> Iterator[SubmitReceipt | EntryRefused]:
         """submit_many as a generator, for inputs of any length: ``via`` "stream" (SubmitStream, at most ``window``
         messages unanswered) or "batch" (one SubmitBatch call per message); ``per_message`` envelopes per message.
