@@ -12,13 +12,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from consent_ledger_client import LedgerClient
 
 from consent_ledger.bulk_import import read_envelopes, write_envelopes
 from consent_ledger.cli import EXIT_ERROR, EXIT_OK, main
 
 from .entries_support import grant_envelope
-from .server_support import OPERATOR, ledger_client, log_verifier_key, running_server
+from .server_support import OPERATOR, log_verifier_key, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +45,11 @@ def conn(server, tmp_path: Path) -> list[str]:
     key.write_text(log_verifier_key() + "\n")
     return ["--server", server.target, "--insecure", "--log-key-file", str(key), "--state", str(tmp_path / "state.json"),
             "--as", OPERATOR]  # fmt: skip
+
+
+def _operator(server) -> LedgerClient:  # type: ignore[no-untyped-def]
+    """A verifying client as the operator on the plaintext development server (whatever the suite's transport)."""
+    return LedgerClient(channel=grpc.insecure_channel(server.target), verifier_key=log_verifier_key(), party_id=OPERATOR)
 
 
 def _make_file(path: Path, count: int) -> list[bytes]:
@@ -73,7 +80,7 @@ def test_import_reports_each_outcome(server, conn: list[str], tmp_path: Path, ca
     assert [r["line"] for r in report["refusals"]] == [22, 24]
     assert [json.loads(line)["line"] for line in errors.read_text().splitlines()] == [22, 24]
     # Every appended entry is in the log, in file order.
-    with ledger_client(server, party=OPERATOR) as client:
+    with _operator(server) as client:
         logged = [e.envelope.raw for e in client.get_entries(0, report["checkpoint_size"])
                   if e.envelope is not None and e.leaf.payload_type.endswith("ConsentGrant")]  # fmt: skip
     assert logged == made
@@ -94,5 +101,5 @@ def test_a_malformed_file_sends_nothing(server, conn: list[str], tmp_path: Path,
     code = main(["import", str(bulk), *conn])
     _, err = capsys.readouterr()
     assert code == EXIT_ERROR and f"{bulk}:3: not a bulk-file line" in err
-    with ledger_client(server, party=OPERATOR) as client:
+    with _operator(server) as client:
         assert client.checkpoint().checkpoint.size == 0
