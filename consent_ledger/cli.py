@@ -41,6 +41,7 @@ from consent_ledger_client.bundle import (
 )
 from consent_ledger_client.verify import VerifiedEntry
 
+from consent_ledger import bulk_import
 from consent_ledger.core import payloads, vocab
 from consent_ledger.core.checkpoint import Checkpoint, open_checkpoint
 from consent_ledger.core.envelope import sign_envelope
@@ -2045,6 +2046,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_key_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify_evidence)
+
+    p = sub.add_parser("import", help="bulk-load a file of signed envelopes (JSON Lines), every answer verified")
+    bulk_import.add_arguments(p)
+    add_client_options(p)
+    p.set_defaults(func=lambda a: bulk_import.cmd_import(a, connect=connect, emit=emit))
 
     p = sub.add_parser("get", help="fetch an entry, verify it, and show its decoded payload")
     p.add_argument("index", type=_index, metavar="INDEX")

@@ -13,18 +13,27 @@ fresh SQLite file and drives it from this process with grpc.aio callers (both on
     started on it, and GetInclusionProof for random indices is measured from 64 callers, first with cold
     caches and then warm, next to the trivial RPC on that same server.
 
+(d) bulk loading: pre-signed grants through SubmitStream (--bulk-streams streams, each with up to
+    --bulk-window messages of --bulk-per-message entries unanswered) and through SubmitBatch (--bulk-callers
+    concurrent calls of --bulk-per-message entries), on a fresh SQLite file (and on --bulk-postgres URL): entries/s,
+    and the ratio to the trivial RPC's calls/s measured in alternating windows (one trivial call counted as one
+    entry). The server runs with --rate-limit 0 (the per-caller rate limit counts entries) and --ack-timeout 0
+    (a bulk load queues thousands of entries behind each other; the default 10 s bound would cut them off).
+
 Each figure is measured in --rounds windows alternating with windows of the trivial RPC on the same server,
 and its ratio is taken against the trivial RPC measured in those windows: other work on the machine then
 weighs on a figure and its baseline alike. The run also prints the load average and how fast the disk does a
 4 KiB append + fdatasync, since both move the figures.
 
 Targets (issue 2): appends at 64 submitters >= 0.5x the trivial-RPC rate with p99 < 250 ms; proofs at 1M
-leaves >= 0.5x the trivial-RPC rate.
+leaves >= 0.5x the trivial-RPC rate. Issue 12: bulk loading >= 8,000 entries/s and >= 0.6x the trivial-RPC rate
+counted in entries, on SQLite.
 
     .venv/bin/python scripts/bench_log.py                 # the full run (about 5 minutes)
     .venv/bin/python scripts/bench_log.py --quick         # a smoke run with small sizes
     .venv/bin/python scripts/bench_log.py --json          # one JSON document instead of the table
-    .venv/bin/python scripts/bench_log.py --profile DIR   # also py-spy the server during (b) and (c)
+    .venv/bin/python scripts/bench_log.py --profile DIR   # also py-spy the server during (b), (c) and (d)
+    .venv/bin/python scripts/bench_log.py --bulk only     # (a) and (d) alone
 """
 
 from __future__ import annotations
@@ -609,6 +618,268 @@ async def plain_baseline(
     return r
 
 
+# -- (d) bulk loading ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BulkSettings:
+    per_message: int
+    streams: int
+    window: int
+    callers: int
+    urls: tuple[str, ...]
+
+
+class StreamPump:
+    """SubmitStream messages as awaitable calls: ``call()`` writes the next message of pre-signed envelopes on one
+    of the open streams and returns an awaitable answered with that message's response (responses come in order).
+    closed_loop's concurrency is then the number of messages in flight."""
+
+    def __init__(self, stub: log_pb2_grpc.LogServiceStub, streams: int, envelopes: Iterator[list[bytes]]) -> None:
+        self._calls = [stub.SubmitStream(metadata=OPERATOR_MD) for _ in range(streams)]
+        self._pending: list[list[asyncio.Future[object]]] = [[] for _ in range(streams)]
+        self._locks = [asyncio.Lock() for _ in range(streams)]
+        self._envelopes = envelopes
+        self._next = 0
+        self._readers = [asyncio.create_task(self._read(i)) for i in range(streams)]
+        self.refused = 0
+        self.why: dict[str, int] = {}
+
+    async def _read(self, i: int) -> None:
+        try:
+            async for resp in self._calls[i]:
+                fut = self._pending[i].pop(0)
+                for r in resp.results:
+                    if r.error_code:
+                        self.refused += 1
+                        self.why.setdefault(r.error_message[:120], 0)
+                        self.why[r.error_message[:120]] += 1
+                if not fut.done():
+                    fut.set_result(resp)
+        except (grpc.RpcError, asyncio.CancelledError) as e:
+            for fut in self._pending[i]:
+                if not fut.done():
+                    fut.set_exception(e if isinstance(e, grpc.RpcError) else grpc.RpcError())
+
+    def call(self) -> Awaitable[object] | None:
+        chunk = next(self._envelopes, None)
+        if chunk is None:
+            return None
+        self._next += 1
+        return self._send(self._next % len(self._calls), chunk)
+
+    async def _send(self, i: int, chunk: list[bytes]) -> object:
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        async with self._locks[i]:
+            self._pending[i].append(fut)
+            await self._calls[i].write(log_pb2.SubmitStreamRequest(envelopes=chunk))
+        return await fut
+
+    async def close(self) -> None:
+        for c in self._calls:
+            c.cancel()
+        for t in self._readers:
+            t.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+async def throughput_window(
+    name: str, call: Callable[[], Awaitable[object] | None], concurrency: int, duration: float, warmup: float
+) -> Result:
+    """Like closed_loop, for calls that take long (bulk messages queue behind each other): a call counts when it
+    completes inside the window, whenever it started; latencies are those of the calls counted. Calls still out
+    at the window's end are awaited (the drain is not measured)."""
+    loop = asyncio.get_running_loop()
+    window_start = loop.time() + warmup
+    window_end = window_start + duration
+    latencies: list[float] = []
+    errors = 0
+    exhausted: list[float] = []
+
+    async def caller() -> None:
+        nonlocal errors
+        while loop.time() < window_end:
+            t0 = loop.time()
+            pending = call()
+            if pending is None:
+                exhausted.append(t0)
+                return
+            try:
+                await pending
+            except grpc.RpcError:
+                errors += 1
+                continue
+            t1 = loop.time()
+            if window_start <= t1 <= window_end:
+                latencies.append(t1 - t0)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    end = min([window_end, *exhausted])
+    latencies.sort()
+    note = "ran out of pre-signed envelopes: window shortened" if exhausted and end < window_end else ""
+    return Result(name, concurrency, len(latencies), max(0.0, end - window_start), errors, latencies, note=note)
+
+
+async def paired_throughput(
+    item: tuple[str, Callable[[], Awaitable[object] | None], int],
+    baseline: tuple[str, Callable[[], Awaitable[object] | None], int],
+    settings: Settings,
+) -> tuple[Result, Result]:
+    """paired(), with the item measured by throughput_window (its pipeline refilled after each warm-up)."""
+    item_parts: list[Result] = []
+    base_parts: list[Result] = []
+    per = settings.duration / settings.rounds
+    for r in range(settings.rounds):
+        warmup = settings.warmup if r == 0 else min(settings.warmup, 0.25)
+        base_parts.append(await closed_loop(baseline[0], baseline[1], baseline[2], per, warmup))
+        item_parts.append(await throughput_window(item[0], item[1], item[2], per, settings.warmup))
+        if item_parts[-1].note:
+            break
+    it, base = Result.merge(item_parts), Result.merge(base_parts)
+    it.baseline, it.baseline_rate = base.name, base.rate
+    return it, base
+
+
+def server_cpu_s(server: ServerProcess) -> float:
+    """CPU seconds (user + system, all threads) the server process has used so far (Linux /proc)."""
+    assert server.proc is not None
+    return process_cpu_s(server.proc.pid)
+
+
+async def drained_cpu_per_call(
+    server: ServerProcess, call: Callable[[], Awaitable[object] | None], concurrency: int, seconds: float
+) -> tuple[float, int]:
+    """Server CPU microseconds per completed call over ``seconds`` of load (outstanding calls drained and
+    counted), and the calls: a figure that other load on the machine inflates far less than a rate."""
+    done = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while loop.time() < end:
+            pending = call()
+            if pending is None:
+                return
+            try:
+                await pending
+                done += 1
+            except grpc.RpcError:
+                pass
+
+    before = server_cpu_s(server)
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    used = server_cpu_s(server) - before
+    return (used * 1e6 / done if done else float("nan")), done
+
+
+def _in_entries(r: Result, per_message: int) -> Result:
+    """A result counted in entries (each call or message carried ``per_message``)."""
+    return Result(r.name, r.concurrency, r.calls * per_message, r.seconds, r.errors, r.latencies,
+                  r.baseline, r.baseline_rate, r.target, r.met, r.note)  # fmt: skip
+
+
+def _chunks(envelopes: Iterator[bytes], n: int) -> Iterator[list[bytes]]:
+    while True:
+        chunk = [e for _, e in zip(range(n), envelopes)]
+        if len(chunk) < n:
+            return
+        yield chunk
+
+
+async def run_bulk(
+    settings: Settings, bulk: BulkSettings, workdir: Path, profiler: Profiler, say: Callable[[str], None]
+) -> dict[str, object]:
+    """(d) bulk loading on each database of ``bulk.urls``, each on a fresh log, next to the trivial RPC."""
+    key_file = workdir / "bulk-log.key"
+    if not key_file.exists():
+        write_new_key(key_file, LOG_NAME)
+    rng = random.Random(2)
+    patients = [Ed25519PrivateKey.from_seed(rng.randbytes(32)) for _ in range(settings.patients)]
+    trivial_name = "trivial RPC (health Check)"
+    results: list[Result] = []
+    info: dict[str, object] = {}
+    n = bulk.per_message
+    for url in bulk.urls:
+        db = url.split(":", 1)[0].split("+")[0]
+        if db != "sqlite":
+            from tests.db_support import reset_database
+
+            reset_database(url)
+        server = ServerProcess(workdir, key_file, url, operators=(OPERATOR,), extra_args=("--rate-limit", "0", "--ack-timeout", "0"))
+        server.start(timeout=300)
+        try:
+            callers = Callers(server.target, settings.channels)
+            ceiling = await closed_loop(trivial_name, callers.trivial, settings.concurrency, settings.duration / 2, settings.warmup)
+            # Enough fresh envelopes for both figures at a rate up to the trivial RPC's (duplicates would flatter).
+            budget = int(max(2_000, ceiling.rate * 1.2) * (settings.duration + settings.warmup * settings.rounds))
+            say(f"(d) {db}: trivial RPC {ceiling.rate:,.0f}/s; signing {2 * budget:,} envelopes")
+            envs = _envelopes(2 * budget, patients, rng)
+            stream_msgs = _chunks(envs, n)
+            say(f"(d) {db}: SubmitStream, {bulk.streams} stream(s) x {bulk.window} messages of {n} in flight")
+            pump = StreamPump(callers.log(), bulk.streams, stream_msgs)
+            try:
+                r, base = await paired_throughput(
+                    (f"SubmitStream {db} (entries)", pump.call, bulk.streams * bulk.window),
+                    (f"trivial RPC ({db} bulk run)", callers.trivial, settings.concurrency),
+                    settings,
+                )
+                prof = profiler.start(server, f"bulk-stream-{db}", settings.duration)
+                if prof:
+                    say(f"(d) profiling SubmitStream on {db} (py-spy on the server), {settings.duration} s")
+                    await closed_loop("profiled", pump.call, bulk.streams * bulk.window, settings.duration, 0)
+                    prof.wait()
+            finally:
+                await pump.close()
+            stream = _in_entries(r, n)
+            stream.note = "; ".join(x for x in (stream.note, f"{pump.refused} refused" if pump.refused else "") if x)
+            if pump.why:
+                say(f"    refusals: {pump.why}")
+            say(f"    {stream.rate:,.0f} entries/s ({stream.ratio:.2f}x); trivial RPC meanwhile {base.rate:,.0f}/s")
+            us, calls = await drained_cpu_per_call(server, callers.trivial, settings.concurrency, settings.duration / 2)
+            info[f"bulk_{db}_server_cpu_us_per_trivial_call"] = round(us, 1)
+            pump = StreamPump(callers.log(), bulk.streams, stream_msgs)
+            try:
+                us, calls = await drained_cpu_per_call(server, pump.call, bulk.streams * bulk.window, settings.duration / 2)
+            finally:
+                await pump.close()
+            info[f"bulk_{db}_server_cpu_us_per_entry_stream"] = round(us / n, 1)
+            say(f"    server CPU: {us / n:,.0f} us per entry through the stream, "
+                f"{info[f'bulk_{db}_server_cpu_us_per_trivial_call']:,} us per trivial call")
+            batch_msgs = _chunks(envs, n)
+
+            def submit_batch(batch_msgs: Iterator[list[bytes]] = batch_msgs, callers: Callers = callers) -> Awaitable[object] | None:
+                chunk = next(batch_msgs, None)
+                if chunk is None:
+                    return None
+                return callers.log().SubmitBatch(log_pb2.SubmitBatchRequest(envelopes=chunk), metadata=OPERATOR_MD)
+
+            say(f"(d) {db}: SubmitBatch, {bulk.callers} concurrent calls of {n}")
+            r2, base2 = await paired_throughput(
+                (f"SubmitBatch {db} (entries)", submit_batch, bulk.callers),
+                (f"trivial RPC ({db} bulk run)", callers.trivial, settings.concurrency),
+                settings,
+            )
+            batch = _in_entries(r2, n)
+            say(f"    {batch.rate:,.0f} entries/s ({batch.ratio:.2f}x); trivial RPC meanwhile {base2.rate:,.0f}/s")
+            us, calls = await drained_cpu_per_call(server, submit_batch, bulk.callers, settings.duration / 2)
+            info[f"bulk_{db}_server_cpu_us_per_entry_batch"] = round(us / n, 1)
+            say(f"    server CPU: {us / n:,.0f} us per entry through SubmitBatch")
+            for x in (stream, batch):
+                if db == "sqlite":
+                    x.target = ">= 8,000/s and >= 0.6x trivial"
+                    x.met = x.rate >= 8_000 and x.ratio is not None and x.ratio >= 0.6
+            base_all = Result.merge([ceiling, base, base2])
+            base_all.note = f"all windows of (d) on {db}"
+            results += [base_all, stream, batch]
+            note = (await callers.log().GetCheckpoint(log_pb2.GetCheckpointRequest())).checkpoint.note
+            info[f"bulk_log_size_{db}"] = int(note.split(b"\n")[1])
+            await callers.close()
+        finally:
+            server.stop()
+    return {"results": results, "info": info}
+
+
 def machine() -> dict[str, object]:
     cpu = ""
     try:
@@ -673,6 +944,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--postgres", metavar="URL", default="",
                    help="run (a) and (b) on this PostgreSQL database (emptied first!) instead of a fresh SQLite file")
     p.add_argument("--no-proofs", action="store_true", help="skip (c), the proofs at a large tree")
+
+
+    p.add_argument("--bulk", choices=("yes", "no", "only"), default="yes",
+                   help="(d) bulk loading: with the rest (yes), not at all (no), or with (a) only (only)")
+    p.add_argument("--bulk-per-message", type=int, default=256, help="entries per bulk message (default: %(default)s)")
+    p.add_argument("--bulk-streams", type=int, default=1, help="SubmitStream streams (default: %(default)s)")
+    p.add_argument("--bulk-window", type=int, default=4, help="messages in flight per stream (default: %(default)s)")
+    p.add_argument("--bulk-callers", type=int, default=4, help="concurrent SubmitBatch calls (default: %(default)s)")
+    p.add_argument("--bulk-postgres", metavar="URL", help="also measure (d) on this PostgreSQL (or MariaDB) database "
+                   "(its tables are dropped first)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server (raw stacks into DIR)")
     p.add_argument("--workdir", type=Path, help="keep databases and server logs here (default: a temp dir)")
@@ -700,8 +981,19 @@ def main(argv: list[str] | None = None) -> int:
     profiler = Profiler(args.profile)
     load_before = os.getloadavg()
     started = time.perf_counter()
+    bulk = BulkSettings(
+        args.bulk_per_message, args.bulk_streams, args.bulk_window, args.bulk_callers,
+        (f"sqlite:///{workdir / 'bulk.db'}", *((args.bulk_postgres,) if args.bulk_postgres else ())),
+    )  # fmt: skip
     try:
-        out = asyncio.run(run(settings, workdir, profiler, say))
+        if args.bulk == "only":
+            out = {"results": [], "info": {}}
+        else:
+            out = asyncio.run(run(settings, workdir, profiler, say))
+        if args.bulk != "no":
+            more = asyncio.run(run_bulk(settings, bulk, workdir, profiler, say))
+            out["results"] = [*out["results"], *more["results"]]  # type: ignore[misc]
+            out["info"] = {**out["info"], **more["info"]}  # type: ignore[dict-item]
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -727,8 +1019,10 @@ def main(argv: list[str] | None = None) -> int:
         la = doc["load_average"]
         print(f"load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in la['before'])}, "  # type: ignore[index]
               f"after: {'/'.join(f'{x:.1f}' for x in la['after'])} (other work on the machine skews the figures)")  # type: ignore[index]
-        print(f"disk: 4 KiB append + fdatasync {out['info']['fsync_per_s_before']:,}/s before (b), "  # type: ignore[index]
-              f"{out['info']['fsync_per_s_after_appends']:,}/s after")  # type: ignore[index]
+        info = out["info"]
+        if "fsync_per_s_before" in info:  # type: ignore[operator]
+            print(f"disk: 4 KiB append + fdatasync {info['fsync_per_s_before']:,}/s before (b), "  # type: ignore[index]
+                  f"{info['fsync_per_s_after_appends']:,}/s after")  # type: ignore[index]
         print(f"settings: {settings.duration:g} s per figure in {settings.rounds} windows after {settings.warmup:g} s "
               f"warm-up; grants from {settings.patients:,} patients; {settings.leaves:,} leaves for (c); "
               f"{settings.channels} client channel(s)")  # fmt: skip
@@ -740,6 +1034,15 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in out["info"].items():  # type: ignore[union-attr]
             if k.endswith("_server_cpu"):
                 print(f"{k.removesuffix('_server_cpu').replace('_', ' ')}: {v}")
+
+
+        if "build_seconds" in info:  # type: ignore[operator]
+            print(f"(c) built in {info['build_seconds']} s, server started on it in "  # type: ignore[index]
+                  f"{info['large_start_seconds']} s; one proof per tile to warm its cache took "  # type: ignore[index]
+                  f"{info['tile_sweep_seconds']} s")  # type: ignore[index]
+        if args.bulk != "no":
+            print(f"(d) {bulk.per_message} entries per message; {bulk.streams} stream(s) x {bulk.window} messages in "
+                  f"flight; {bulk.callers} concurrent SubmitBatch calls")  # fmt: skip
         print()
         print(table(results))
         if profiler.files:

@@ -125,6 +125,43 @@ def _stream(stub_cls, method: str, request_of: Callable[[World], object]) -> Cal
     return call
 
 
+class _EntryRefusal(grpc.RpcError):
+    """A bulk submission's per-entry refusal, raised like a refused call so the walk counts it."""
+
+    def __init__(self, code: int, details: str) -> None:
+        self._code = {c.value[0]: c for c in grpc.StatusCode}[code]
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def _raise_entry_errors(results) -> None:  # type: ignore[no-untyped-def]
+    for r in results:
+        if r.error_code:
+            raise _EntryRefusal(r.error_code, r.error_message)
+
+
+def _bulk(method: str, envelope_of: Callable[[World], bytes]) -> Call:
+    """SubmitBatch or SubmitStream with one envelope: allowed when the call and the entry are not refused."""
+
+    def call(w: World, ch: grpc.Channel, md: tuple[tuple[str, str], ...]) -> object:
+        stub = log_pb2_grpc.LogServiceStub(ch)
+        if method == "SubmitBatch":
+            resp = stub.SubmitBatch(log_pb2.SubmitBatchRequest(envelopes=[envelope_of(w)]), metadata=md, timeout=10)
+            _raise_entry_errors(resp.results)
+            return resp
+        answers = list(stub.SubmitStream(iter([log_pb2.SubmitStreamRequest(envelopes=[envelope_of(w)])]), metadata=md, timeout=10))
+        assert len(answers) == 1
+        _raise_entry_errors(answers[0].results)
+        return answers
+
+    return call
+
+
 LOG, ACCESS, CONSENT = log_pb2_grpc.LogServiceStub, access_pb2_grpc.AccessServiceStub, consent_pb2_grpc.ConsentServiceStub
 
 # (full method, what the case is, the call, exactly who may make it)
@@ -133,6 +170,14 @@ CASES: list[tuple[str, str, Call, frozenset[str]]] = [
      _unary(LOG, "Submit", lambda w: log_pb2.SubmitRequest(envelope=w.grant_envelope)), SUBMITTERS),
     ("/consent_ledger.v1.LogService/Submit", "a party registration (already logged)",
      _unary(LOG, "Submit", lambda w: log_pb2.SubmitRequest(envelope=w.registration_envelope)), frozenset({"operator"})),
+    ("/consent_ledger.v1.LogService/SubmitBatch", "a patient's grant (already logged: answered by dedup)",
+     _bulk("SubmitBatch", lambda w: w.grant_envelope), SUBMITTERS),
+    ("/consent_ledger.v1.LogService/SubmitBatch", "a party registration (already logged): refused per entry",
+     _bulk("SubmitBatch", lambda w: w.registration_envelope), frozenset({"operator"})),
+    ("/consent_ledger.v1.LogService/SubmitStream", "a patient's grant (already logged: answered by dedup)",
+     _bulk("SubmitStream", lambda w: w.grant_envelope), SUBMITTERS),
+    ("/consent_ledger.v1.LogService/SubmitStream", "a party registration (already logged): refused per entry",
+     _bulk("SubmitStream", lambda w: w.registration_envelope), frozenset({"operator"})),
     ("/consent_ledger.v1.LogService/GetEntry", "the patient's grant to the hospital",
      _unary(LOG, "GetEntry", lambda w: log_pb2.GetEntryRequest(index=w.grant_index)),
      frozenset({"patient", "hospital", "auditor", "operator"})),

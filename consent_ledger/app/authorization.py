@@ -10,6 +10,8 @@ The rules:
 - SUBMIT: patients, registered organisations and the operator; an entry's own signatures then decide what it
   may say (app/consents.py). Party registrations, erasures and break-glass reviews: the operator only (and
   signed by an operator key).
+- SUBMIT_MANY (bulk submission, SubmitBatch and SubmitStream): whoever may submit; then each entry is checked
+  by SUBMIT's rule (`Authorizer.check_submission`), and one refused entry is answered PERMISSION_DENIED alone.
 - READ_ENTRY: auditors and the operator read every entry. Party registrations, state commits and erasure records
   are public evidence. A patient reads the entries about them (and, as a delegate, the delegation naming it); an
   organisation reads its own access events, and a patient's grants and revocations that concern it (by id,
@@ -67,6 +69,7 @@ ANONYMOUS = Caller(Kind.ANONYMOUS)
 class Rule(enum.Enum):
     PUBLIC = "anyone"
     SUBMIT = "patients, registered organisations, the operator"
+    SUBMIT_MANY = "patients, registered organisations, the operator; each entry as for Submit"
     READ_ENTRY = "whoever the entry concerns, auditors, the operator"
     READ_ALL = "auditors and the operator"
     PATIENT_OWN = "the patient (or its delegate), auditors, the operator"
@@ -81,6 +84,8 @@ _CONSENT = "/consent_ledger.v1.ConsentService/"
 # THE table. Every RPC of the API is here; tests/test_authorization.py walks it against every kind of caller.
 RULES: Mapping[str, Rule] = {
     _LOG + "Submit": Rule.SUBMIT,
+    _LOG + "SubmitBatch": Rule.SUBMIT_MANY,
+    _LOG + "SubmitStream": Rule.SUBMIT_MANY,
     _LOG + "GetEntry": Rule.READ_ENTRY,
     _LOG + "GetEntries": Rule.READ_ALL,
     _LOG + "GetCheckpoint": Rule.PUBLIC,
@@ -96,6 +101,8 @@ RULES: Mapping[str, Rule] = {
 # Standard services: health checks and reflection (the API's shape is public).
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+SUBMIT_METHOD = _LOG + "Submit"
+
 PRIVILEGED = frozenset({Kind.AUDITOR, Kind.OPERATOR})
 _SUBMITTERS = frozenset({Kind.PATIENT, Kind.ORGANISATION, Kind.OPERATOR})
 # Entries only the operator submits (their signatures must be an operator key's as well: app/consents.py).
@@ -106,6 +113,13 @@ _PUBLIC_ENTRIES = (payloads.PartyRegistrationPayload, payloads.StateCommitPayloa
 
 # Is `key` an in-force delegate of `patient` at t (any scope)?
 DelegateCheck = Callable[[bytes, bytes, int], bool]
+
+
+@dataclass(frozen=True)
+class OneSubmission:
+    """One entry of a bulk submission, seen as the Submit request that would carry it."""
+
+    envelope: bytes
 
 
 def _now_ms() -> int:
@@ -162,12 +176,19 @@ class Authorizer:
                 )
             raise PermissionDenied(message)
 
+    def check_submission(self, caller: Caller, envelope: bytes) -> None:
+        """Submit's rule for one entry of a bulk submission (SubmitBatch, SubmitStream): refused exactly as a Submit
+        of that entry by ``caller`` would be (PermissionDenied). Decided in memory."""
+        self.check(caller, SUBMIT_METHOD, OneSubmission(envelope), io=False)
+
     def allowed(self, rule: Rule, caller: Caller, request: object, *, io: bool = True) -> bool:
         kind = caller.kind
         if rule is Rule.PUBLIC:
             return True
         if rule is Rule.SUBMIT:
             return kind in _SUBMITTERS and (kind is Kind.OPERATOR or not self._operator_only(request))
+        if rule is Rule.SUBMIT_MANY:
+            return kind in _SUBMITTERS
         if rule in (Rule.READ_ALL, Rule.REVIEW):
             return kind in PRIVILEGED
         if rule is Rule.ORGANISATION:

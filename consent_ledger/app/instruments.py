@@ -37,3 +37,16 @@ fenced_batches = meter.create_counter(
     "ledger.replica.fenced_batches", unit="{batch}",
     description="Batches the database refused because this replica's sequencer lease had been taken over",
 )
+bulk_entries = meter.create_counter(
+    "ledger.bulk.entries", unit="{entry}", description="Entries of SubmitBatch and SubmitStream, by outcome (appended or refused)"
+)
+bulk_in_flight = meter.create_histogram(
+    "ledger.bulk.in_flight",
+    unit="{entry}",
+    description="Entries one SubmitStream holds unanswered, as each message is admitted (by the stream's window)",
+)
+bulk_stream_messages = meter.create_counter(
+    "ledger.bulk.stream.messages",
+    unit="{message}",
+    description="SubmitStream messages by stage: read (admitted into the window), answered, written (handed to the transport)",
+)

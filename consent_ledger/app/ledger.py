@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,6 +21,8 @@ from consent_ledger.core.note import Signer
 # The stateless checks of an envelope's payload (type accepted, payload well-formed, the operator's entries signed
 # by the operator); returns the Validated entry (or anything else: the payload is then parsed here); raises.
 PayloadCheck = Callable[[ParsedEnvelope], object]
+# A check of one raw envelope of a bulk submission before it is validated (its authorization); raises.
+Precheck = Callable[[bytes], object]
 # When the call being served started (time.monotonic()), set by the server as it authenticates the call: an
 # acknowledgement bound counts from there.
 CALL_STARTED: ContextVar[float | None] = ContextVar("CALL_STARTED", default=None)
@@ -100,6 +102,88 @@ class Ledger:
         on the event loop (parse, signature verification, payload: no storage, no thread hop), the stateful ones
         in the batch (the sequencer's admission). Bounded like append()."""
         return await self._bounded(self._validate_and_append(raw))
+
+    async def submit_many(
+        self,
+        raws: Sequence[bytes],
+        *,
+        precheck: Precheck | None = None,
+        started: float | None = None,
+        after: asyncio.Future[None] | None = None,
+        queued: asyncio.Future[None] | None = None,
+    ) -> list[Appended | Exception]:
+        """Validate and append many envelopes, each exactly as submit() would (``precheck`` first, for the
+        caller's authorization of that entry), and answer each: its Appended or its own error, in order. A refused
+        entry never holds up the others. The valid ones are queued for the sequencer all at once, so one group
+        commit takes them together (or a few, when they straddle batches), and awaited together.
+
+        Validation runs in one worker thread for the whole list. ``started`` (time.monotonic()) is when the
+        acknowledgement bound starts (default: now); entries not acknowledged within it are answered Unavailable
+        (and kept out of the log unless their batch was already being committed), as by submit().
+
+        Order across calls: with ``after`` (the ``queued`` future of the call before), the entries are queued only
+        once that call's are, so a stream's messages take their indices in the order sent although they are
+        validated concurrently; ``queued`` is resolved once this call's entries are queued (or it gave up).
+        Validation reads the log as committed: an entry that needs another one still in flight (a revocation of a
+        grant sent in the same or an unanswered message) is refused as Submit would refuse it then."""
+        started = time.monotonic() if started is None else started
+        futures: list[asyncio.Future[Appended]] = []
+        try:
+            validated = await asyncio.to_thread(self._validate_all, raws, precheck)
+            if after is not None:
+                await asyncio.shield(after)
+            valid = [v for v in validated if not isinstance(v, Exception)]
+            if valid:
+                try:
+                    futures = self.sequencer.enqueue_many(valid)
+                except Unavailable as e:
+                    validated = [v if isinstance(v, Exception) else e for v in validated]
+        finally:
+            if queued is not None and not queued.done():
+                queued.set_result(None)
+        timed_out: Exception | None = None
+        if futures:
+            timeout = None if self._ack_timeout_s is None else max(self._ack_timeout_s - (time.monotonic() - started), 0.0)
+            try:
+                _, pending = await asyncio.wait(futures, timeout=timeout)
+            except asyncio.CancelledError:
+                for f in futures:
+                    f.cancel()  # the caller went away: what is not in a batch yet stays out of the log
+                raise
+            for f in pending:
+                f.cancel()
+            if pending:
+                timed_out = self._unacknowledged()
+        results: list[Appended | Exception] = []
+        answers = iter(futures)
+        for v in validated:
+            if isinstance(v, Exception):
+                results.append(v)
+                continue
+            f = next(answers)
+            if f.cancelled():
+                results.append(timed_out or self._unacknowledged())
+            else:
+                exc = f.exception()
+                results.append(f.result() if exc is None else exc if isinstance(exc, Exception) else Unavailable(str(exc)))
+        return results
+
+    def _validate_all(self, raws: Sequence[bytes], precheck: Precheck | None) -> list[Validated | Exception]:
+        out: list[Validated | Exception] = []
+        for raw in raws:
+            try:
+                if precheck is not None:
+                    precheck(raw)
+                out.append(self.validate(raw))
+            except Exception as e:  # noqa: BLE001 - each entry gets its own answer (status_for maps it)
+                out.append(e)
+        return out
+
+    def _unacknowledged(self) -> Unavailable:
+        return Unavailable(
+            f"the ledger could not acknowledge the entry within {self._ack_timeout_s:g} s (its database is slow or "
+            "unavailable); submit it again: if it was logged after all, the answer is its index"
+        )
 
     async def append(self, env: Validated | ParsedEnvelope) -> Appended:
         """Append an envelope the ledger made or validated itself (an access event it records). With an

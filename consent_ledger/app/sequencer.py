@@ -258,6 +258,25 @@ class Sequencer:
         self._queue.put_nowait((validated(envelope), fut))
         return await fut
 
+    def enqueue_many(self, envelopes: Sequence[Validated | ParsedEnvelope]) -> list[asyncio.Future[Appended]]:
+        """Queue verified envelopes in order, all at once (one group commit may take them all, or a batch may end
+        among them); each future resolves once the batch holding its envelope has committed. A future cancelled
+        before its batch is formed keeps its entry out of the log, as a caller who gave up. A replica that does
+        not hold the sequencer lease hands each entry to its role, as append() does (forwarded to the leader, one
+        call per entry, so their order across the forwarded calls is the leader's)."""
+        if self._closing or self._queue is None:
+            raise Unavailable("the ledger is not accepting entries")
+        if self._role is not None and not self._role.leading():
+            role = self._role
+            return [asyncio.ensure_future(role.append(e, self._append_here)) for e in envelopes]
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Appended]] = []
+        for envelope in envelopes:
+            fut: asyncio.Future[Appended] = loop.create_future()
+            self._queue.put_nowait((envelope, fut))
+            futures.append(fut)
+        return futures
+
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()

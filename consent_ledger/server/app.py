@@ -104,12 +104,18 @@ async def create_server(
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
+            # No bandwidth-delay probing: a stream's receive window stays at HTTP/2's 64 KiB instead of growing to
+            # megabytes, so a client streaming faster than the server reads (SubmitStream) is held back by flow
+            # control instead of being buffered in the server's transport.
+            ("grpc.http2.bdp_probe", 0),
             # Per connection: a caller flooding over one connection waits for its own streams instead of filling
             # the server's queue of pending calls, from which gRPC cancels other callers' calls.
             ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
         ],
     )
-    log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(ledger, consents.map_vrf_proof), server)
+    log_pb2_grpc.add_LogServiceServicer_to_server(
+        LogServicer(ledger, consents.map_vrf_proof, authorizer=authorizer, limit=rate_limit), server
+    )
     access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(ledger, consents), server)
     consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(consents), server)
     names = service_names()

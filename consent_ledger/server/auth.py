@@ -77,7 +77,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 # Verified over the bytes sent, by the limits interceptor; without it, over the re-encoded request.
                 checked = SIGNATURES.get(id(context))
                 if checked is None:
-                    checked = self._authn.verify(signature, method, request.SerializeToString(deterministic=True))
+                    body = b"" if request is None else request.SerializeToString(deterministic=True)
+                    checked = self._authn.verify(signature, method, body)
                 if isinstance(checked, Exception):
                     raise checked
                 caller = await self._authn.patient(checked)

@@ -100,6 +100,8 @@ def streaming(method: str) -> Callable[[Callable[..., AsyncIterator[R]]], Callab
             try:
                 async for item in fn(self, request, context):
                     yield item
+            except grpc.aio.AbortError:
+                raise  # the call was already ended with its status (a limit reached while reading a stream)
             except Exception as exc:  # noqa: BLE001
                 await _fail(context, method, exc)
                 record_rpc(method, context.code() or grpc.StatusCode.INTERNAL, started)

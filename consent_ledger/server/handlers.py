@@ -24,9 +24,9 @@ def _nothing(context: grpc.aio.ServicerContext) -> None:
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler, before: Before, after: After = _nothing) -> grpc.RpcMethodHandler:
-    """The same unary-unary or unary-stream handler with ``before`` awaited first and ``after`` run at its end.
-
-    The API has no client- or bidirectional-streaming methods; one would be refused rather than let through
+    """The same unary-unary, unary-stream or bidirectional-stream handler with ``before`` awaited first and
+    ``after`` run at its end. A bidirectional stream's ``before`` gets None for the request (it is checked before
+    any message is read). The API has no client-streaming methods; one would be refused rather than let through
     unchecked."""
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
@@ -51,7 +51,19 @@ def wrap_handler(handler: grpc.RpcMethodHandler, before: Before, after: After = 
                 after(context)
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer, handler.response_serializer)
-    raise RuntimeError("only unary-unary and unary-stream methods can be wrapped")
+    if handler.stream_stream is not None:
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            await before(None, context)
+            try:
+                async for item in inner_ss(requests, context):
+                    yield item
+            finally:
+                after(context)
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer, handler.response_serializer)
+    raise RuntimeError("only unary-unary, unary-stream and stream-stream methods can be wrapped")
 
 
 def certificate_name(context: grpc.aio.ServicerContext) -> str | None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.app.ports import StoredCheckpoint, StoredEntry
 from consent_ledger.core.errors import InvalidInput
-from consent_ledger.server.errors import unary
+from consent_ledger.server.auth import caller_of
+from consent_ledger.server.bulk import BulkSubmit
+from consent_ledger.server.errors import streaming, unary
+from consent_ledger.server.limits import EntryWindow, RateLimit
 from consent_ledger.v1 import log_pb2, log_pb2_grpc
 
 
@@ -34,10 +38,40 @@ async def witnessed_fields(ledger: Ledger, size: int) -> tuple[log_pb2.Checkpoin
 
 
 class LogServicer(log_pb2_grpc.LogServiceServicer):
-    def __init__(self, ledger: Ledger, map_vrf_proof: Callable[[bytes | None], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        map_vrf_proof: Callable[[bytes | None], bytes] | None = None,
+        *,
+        authorizer: Authorizer | None = None,
+        limit: RateLimit = RateLimit(),
+    ) -> None:
         self._ledger = ledger
         self._q = ledger.queries
         self._map_vrf_proof = map_vrf_proof
+        self._bulk = (
+            BulkSubmit(ledger, authorizer, lambda: EntryWindow(limit.stream_window_entries, limit.stream_window_bytes))
+            if authorizer is not None
+            else None
+        )
+
+    def _bulk_submit(self) -> BulkSubmit:
+        if self._bulk is None:
+            raise RuntimeError("bulk submission needs the authorizer")
+        return self._bulk
+
+    @unary("SubmitBatch")
+    async def SubmitBatch(
+        self, request: log_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.SubmitBatchResponse:
+        return await self._bulk_submit().batch(request, caller_of(context))
+
+    @streaming("SubmitStream")
+    async def SubmitStream(
+        self, requests: AsyncIterator[log_pb2.SubmitStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[log_pb2.SubmitStreamResponse]:
+        async for response in self._bulk_submit().stream(requests, caller_of(context)):
+            yield response
 
     @unary("Submit")
     async def Submit(self, request: log_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> log_pb2.SubmitResponse:

@@ -8,6 +8,7 @@ from consent_ledger.core.errors import (
     VerificationError,
 )
 from consent_ledger_client.client import (
+    EntryRefused,
     LedgerClient,
     SubmitReceipt,
     UnrecordedErasure,
@@ -37,6 +38,7 @@ __all__ = [
     "ConsentLedgerError",
     "DecisionTimeMismatch",
     "EntryFromTheFuture",
+    "EntryRefused",
     "ExpiredDecision",
     "MissingAccessEvent",
     "StateCommitNotNamed",

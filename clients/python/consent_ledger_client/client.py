@@ -15,7 +15,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -93,6 +93,40 @@ class SubmitReceipt:
         return self.entry.index
 
 
+class EntryRefused(Exception):
+    """The ledger refused one entry of a bulk submission (submit_many): ``position`` in the envelopes given, the
+    gRPC status ``code`` a Submit of it would have failed with, and the server's ``details``. The entry is not in
+    the log (unless the code is UNAVAILABLE, whose outcome may be unknown: submit it again to learn its index)."""
+
+    def __init__(self, position: int, code: grpc.StatusCode, details: str, envelope: bytes) -> None:
+        super().__init__(f"entry {position}: {code.name}: {details}")
+        self.position = position
+        self.code = code
+        self.details = details
+        self.envelope = envelope
+
+
+_STATUS_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
+# One bulk message: at most this many envelopes and bytes of envelopes (the server takes 1,024 and 256 KiB).
+BULK_MESSAGE_ENTRIES = 256
+BULK_MESSAGE_BYTES = 224 * 1024
+
+
+def bulk_messages(envelopes: Iterable[bytes], max_entries: int = BULK_MESSAGE_ENTRIES) -> Iterator[list[bytes]]:
+    """The envelopes in order, cut into messages of at most ``max_entries`` and BULK_MESSAGE_BYTES."""
+    chunk: list[bytes] = []
+    size = 0
+    for env in envelopes:
+        env = bytes(env)
+        if chunk and (len(chunk) >= max_entries or size + len(env) > BULK_MESSAGE_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(env)
+        size += len(env)
+    if chunk:
+        yield chunk
+
+
 class _CallDetails(
     collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
     grpc.ClientCallDetails,
@@ -100,13 +134,15 @@ class _CallDetails(
     pass
 
 
-class CallerIdentity(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class CallerIdentity(
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamStreamClientInterceptor
+):
     """Puts the caller's identity on every call made through a channel.
 
     ``party``: the organisation, operator or auditor name, in the development header (only a development server
     without TLS honours it; under mutual TLS the client certificate names the caller). ``key``: a patient's (or
     delegate's) key signing each request for the log ``origin``: origin, method, request hash, timestamp, fresh
-    nonce (core/request_auth.py).
+    nonce (core/request_auth.py). A bidirectional stream (SubmitStream) is signed once, over an empty body.
     """
 
     def __init__(self, *, party: str | None = None, key: Ed25519PrivateKey | None = None, origin: str = "") -> None:
@@ -136,6 +172,9 @@ class CallerIdentity(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
 
     def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return continuation(self._with_identity(client_call_details, request), request)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._with_identity(client_call_details, b""), request_iterator)
 
 
 class LedgerClient:
@@ -521,6 +560,89 @@ class LedgerClient:
         if entry.leaf.envelope_sha256 != hashlib.sha256(envelope).digest():
             raise VerificationError("the returned leaf does not commit to the submitted envelope")
         return SubmitReceipt(entry, resp.duplicate, resp.checkpoint.note)
+
+    def submit_many(
+        self, envelopes: Iterable[bytes], *, via: str = "stream", per_message: int = BULK_MESSAGE_ENTRIES, window: int = 4
+    ) -> list[SubmitReceipt | EntryRefused]:
+        """Append many signed envelopes (bulk loading): each answered in order by its receipt, verified as submit()
+        verifies one (the checkpoint's signature and consistency, the leaf's inclusion, that it commits to the
+        envelope), or by an EntryRefused (a typed per-entry refusal; the others go on). See submit_iter."""
+        return list(self.submit_iter(envelopes, via=via, per_message=per_message, window=window))
+
+    def submit_iter(
+        self, envelopes: Iterable[bytes], *, via: str = "stream", per_message: int = BULK_MESSAGE_ENTRIES, window: int = 4
+    ) -> Iterator[SubmitReceipt | EntryRefused]:
+        """submit_many as a generator, for inputs of any length: ``via`` "stream" (SubmitStream, at most ``window``
+        messages unanswered) or "batch" (one SubmitBatch call per message); ``per_message`` envelopes per message.
+        Raises VerificationError as soon as an answer does not verify (nothing after it is trusted), and
+        grpc.RpcError when the call fails (the entries answered so far stand; submitting the rest again is safe:
+        a logged envelope is answered with its first index)."""
+        position = 0
+        if via == "batch":
+            for chunk in bulk_messages(envelopes, per_message):
+                resp = self.call(self._log.SubmitBatch, log_pb2.SubmitBatchRequest(envelopes=chunk))
+                yield from self._verify_bulk(position, chunk, resp)
+                position += len(chunk)
+            return
+        if via != "stream":
+            raise InvalidInput(f"via must be 'stream' or 'batch', not {via!r}")
+        sent: collections.deque[list[bytes]] = collections.deque()
+        room = threading.Semaphore(window)
+        finished = threading.Event()
+
+        def requests() -> Iterator[log_pb2.SubmitStreamRequest]:
+            for chunk in bulk_messages(envelopes, per_message):
+                while not room.acquire(timeout=0.2):
+                    if finished.is_set():
+                        return
+                if finished.is_set():
+                    return
+                sent.append(chunk)
+                yield log_pb2.SubmitStreamRequest(envelopes=chunk)
+
+        call = self._log.SubmitStream(requests())
+        try:
+            for resp in call:
+                if not sent:
+                    raise VerificationError("the server answered a message that was never sent")
+                chunk = sent.popleft()
+                room.release()
+                yield from self._verify_bulk(position, chunk, resp)
+                position += len(chunk)
+            if sent:
+                raise VerificationError(f"the stream ended with {len(sent)} messages unanswered")
+        finally:
+            finished.set()
+            call.cancel()
+
+    def _verify_bulk(
+        self, first: int, envelopes: Sequence[bytes], resp: log_pb2.SubmitBatchResponse | log_pb2.SubmitStreamResponse
+    ) -> list[SubmitReceipt | EntryRefused]:
+        """Check one bulk answer: one result per envelope, each checkpoint signed and consistent with everything
+        seen (in increasing size), each logged entry included in the checkpoint it names and committing to its
+        envelope. Raises VerificationError."""
+        if len(resp.results) != len(envelopes):
+            raise VerificationError(f"{len(resp.results)} results for {len(envelopes)} envelopes")
+        checkpoints: list[tuple[Checkpoint, bytes]] = []
+        for c in resp.checkpoints:
+            cp = self.accept_checkpoint(c.note)
+            if checkpoints and cp.size <= checkpoints[-1][0].size:
+                raise VerificationError("the answer's checkpoints are not in increasing tree size")
+            checkpoints.append((cp, bytes(c.note)))
+        out: list[SubmitReceipt | EntryRefused] = []
+        for i, (envelope, r) in enumerate(zip(envelopes, resp.results)):
+            if r.error_code:
+                if r.leaf or r.inclusion_proof or r.index:
+                    raise VerificationError(f"entry {first + i} is answered both refused and logged")
+                code = _STATUS_BY_NUMBER.get(r.error_code, grpc.StatusCode.UNKNOWN)
+                out.append(EntryRefused(first + i, code, r.error_message, envelope))
+                continue
+            if r.checkpoint >= len(checkpoints):
+                raise VerificationError(f"entry {first + i} names checkpoint {r.checkpoint}, the answer has {len(checkpoints)}")
+            cp, note = checkpoints[r.checkpoint]
+            entry = verify_entry(r.index, r.leaf, envelope, r.inclusion_proof, cp)
+            out.append(SubmitReceipt(entry, r.duplicate, note))
+        return out
 
     def get_entry(self, index: int) -> VerifiedEntry:
         """Entry ``index`` with its body, proven against a verified checkpoint."""

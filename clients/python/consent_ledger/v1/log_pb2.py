@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onsent_ledger/v1/log.proto\x12\x11\x63onsent_ledger.v1\"\x1a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"d\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62ody_erased\x18\x04 \x01(\x08\x12\x17\n\x0f\x65rased_by_index\x18\x05 \x01(\x04\"!\n\rSubmitRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\x8c\x01\n\x0eSubmitResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x31\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\" \n\x0fGetEntryRequest\x12\r\n\x05index\x18\x01 \x01(\x04\"\x87\x01\n\x10GetEntryResponse\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\" \n\x0eInclusionProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\xbd\x01\n\x12GetEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x06proofs\x18\x03 \x03(\x0b\x32!.consent_ledger.v1.InclusionProof\x12\x16\n\x0emap_vrf_proofs\x18\x46 \x03(\x0c\"\x16\n\x14GetCheckpointRequest\"\xa6\x01\n\x15GetCheckpointResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12;\n\x14witnessed_checkpoint\x18n \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x1d\n\x15witnessed_consistency\x18o \x03(\x0c\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"M\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\xd5\x04\n\nLogService\x12M\n\x06Submit\x12 .consent_ledger.v1.SubmitRequest\x1a!.consent_ledger.v1.SubmitResponse\x12S\n\x08GetEntry\x12\".consent_ledger.v1.GetEntryRequest\x1a#.consent_ledger.v1.GetEntryResponse\x12Y\n\nGetEntries\x12$.consent_ledger.v1.GetEntriesRequest\x1a%.consent_ledger.v1.GetEntriesResponse\x12\x62\n\rGetCheckpoint\x12\'.consent_ledger.v1.GetCheckpointRequest\x1a(.consent_ledger.v1.GetCheckpointResponse\x12n\n\x11GetInclusionProof\x12+.consent_ledger.v1.GetInclusionProofRequest\x1a,.consent_ledger.v1.GetInclusionProofResponse\x12t\n\x13GetConsistencyProof\x12-.consent_ledger.v1.GetConsistencyProofRequest\x1a..consent_ledger.v1.GetConsistencyProofResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onsent_ledger/v1/log.proto\x12\x11\x63onsent_ledger.v1\"\x1a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"d\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62ody_erased\x18\x04 \x01(\x08\x12\x17\n\x0f\x65rased_by_index\x18\x05 \x01(\x04\"!\n\rSubmitRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\x8c\x01\n\x0eSubmitResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x31\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\"\x96\x01\n\x0cSubmitResult\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x04 \x01(\r\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\x12\x12\n\nerror_code\x18\x06 \x01(\r\x12\x15\n\rerror_message\x18\x07 \x01(\t\"\'\n\x12SubmitBatchRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"{\n\x13SubmitBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.consent_ledger.v1.SubmitResult\x12\x32\n\x0b\x63heckpoints\x18\x02 \x03(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\"(\n\x13SubmitStreamRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"|\n\x14SubmitStreamResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.consent_ledger.v1.SubmitResult\x12\x32\n\x0b\x63heckpoints\x18\x02 \x03(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\" \n\x0fGetEntryRequest\x12\r\n\x05index\x18\x01 \x01(\x04\"\x87\x01\n\x10GetEntryResponse\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\" \n\x0eInclusionProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\xbd\x01\n\x12GetEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.consent_ledger.v1.Entry\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x31\n\x06proofs\x18\x03 \x03(\x0b\x32!.consent_ledger.v1.InclusionProof\x12\x16\n\x0emap_vrf_proofs\x18\x46 \x03(\x0c\"\x16\n\x14GetCheckpointRequest\"\xa6\x01\n\x15GetCheckpointResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12;\n\x14witnessed_checkpoint\x18n \x01(\x0b\x32\x1d.consent_ledger.v1.Checkpoint\x12\x1d\n\x15witnessed_consistency\x18o \x03(\x0c\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"M\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\x98\x06\n\nLogService\x12M\n\x06Submit\x12 .consent_ledger.v1.SubmitRequest\x1a!.consent_ledger.v1.SubmitResponse\x12\\\n\x0bSubmitBatch\x12%.consent_ledger.v1.SubmitBatchRequest\x1a&.consent_ledger.v1.SubmitBatchResponse\x12\x63\n\x0cSubmitStream\x12&.consent_ledger.v1.SubmitStreamRequest\x1a\'.consent_ledger.v1.SubmitStreamResponse(\x01\x30\x01\x12S\n\x08GetEntry\x12\".consent_ledger.v1.GetEntryRequest\x1a#.consent_ledger.v1.GetEntryResponse\x12Y\n\nGetEntries\x12$.consent_ledger.v1.GetEntriesRequest\x1a%.consent_ledger.v1.GetEntriesResponse\x12\x62\n\rGetCheckpoint\x12\'.consent_ledger.v1.GetCheckpointRequest\x1a(.consent_ledger.v1.GetCheckpointResponse\x12n\n\x11GetInclusionProof\x12+.consent_ledger.v1.GetInclusionProofRequest\x1a,.consent_ledger.v1.GetInclusionProofResponse\x12t\n\x13GetConsistencyProof\x12-.consent_ledger.v1.GetConsistencyProofRequest\x1a..consent_ledger.v1.GetConsistencyProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,28 +39,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITREQUEST']._serialized_end=213
   _globals['_SUBMITRESPONSE']._serialized_start=216
   _globals['_SUBMITRESPONSE']._serialized_end=356
-  _globals['_GETENTRYREQUEST']._serialized_start=358
-  _globals['_GETENTRYREQUEST']._serialized_end=390
-  _globals['_GETENTRYRESPONSE']._serialized_start=393
-  _globals['_GETENTRYRESPONSE']._serialized_end=528
-  _globals['_GETENTRIESREQUEST']._serialized_start=530
-  _globals['_GETENTRIESREQUEST']._serialized_end=577
-  _globals['_INCLUSIONPROOF']._serialized_start=579
-  _globals['_INCLUSIONPROOF']._serialized_end=611
-  _globals['_GETENTRIESRESPONSE']._serialized_start=614
-  _globals['_GETENTRIESRESPONSE']._serialized_end=803
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=805
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=827
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=830
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=996
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=998
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1089
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1091
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1168
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1170
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1229
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1231
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1276
-  _globals['_LOGSERVICE']._serialized_start=1279
-  _globals['_LOGSERVICE']._serialized_end=1876
+  _globals['_SUBMITRESULT']._serialized_start=359
+  _globals['_SUBMITRESULT']._serialized_end=509
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=511
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=550
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=552
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=675
+  _globals['_SUBMITSTREAMREQUEST']._serialized_start=677
+  _globals['_SUBMITSTREAMREQUEST']._serialized_end=717
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_start=719
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_end=843
+  _globals['_GETENTRYREQUEST']._serialized_start=845
+  _globals['_GETENTRYREQUEST']._serialized_end=877
+  _globals['_GETENTRYRESPONSE']._serialized_start=880
+  _globals['_GETENTRYRESPONSE']._serialized_end=1015
+  _globals['_GETENTRIESREQUEST']._serialized_start=1017
+  _globals['_GETENTRIESREQUEST']._serialized_end=1064
+  _globals['_INCLUSIONPROOF']._serialized_start=1066
+  _globals['_INCLUSIONPROOF']._serialized_end=1098
+  _globals['_GETENTRIESRESPONSE']._serialized_start=1101
+  _globals['_GETENTRIESRESPONSE']._serialized_end=1290
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1292
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1314
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1317
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1483
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1485
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1576
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1578
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1655
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1657
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1716
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1718
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1763
+  _globals['_LOGSERVICE']._serialized_start=1766
+  _globals['_LOGSERVICE']._serialized_end=2558
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,16 @@ class LogServiceStub:
                 request_serializer=consent__ledger_dot_v1_dot_log__pb2.SubmitRequest.SerializeToString,
                 response_deserializer=consent__ledger_dot_v1_dot_log__pb2.SubmitResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/consent_ledger.v1.LogService/SubmitBatch',
+                request_serializer=consent__ledger_dot_v1_dot_log__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=consent__ledger_dot_v1_dot_log__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
+        self.SubmitStream = channel.stream_stream(
+                '/consent_ledger.v1.LogService/SubmitStream',
+                request_serializer=consent__ledger_dot_v1_dot_log__pb2.SubmitStreamRequest.SerializeToString,
+                response_deserializer=consent__ledger_dot_v1_dot_log__pb2.SubmitStreamResponse.FromString,
+                _registered_method=True)
         self.GetEntry = channel.unary_unary(
                 '/consent_ledger.v1.LogService/GetEntry',
                 request_serializer=consent__ledger_dot_v1_dot_log__pb2.GetEntryRequest.SerializeToString,
@@ -75,6 +85,28 @@ class LogServiceServicer:
         """Append a signed envelope. Answered after the batch holding it committed, with its
         index, the signed checkpoint of that batch and the inclusion proof against it.
         Resubmitting identical envelope bytes returns the first index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBatch(self, request, context):
+        """Append many signed envelopes in one call (bulk loading). Each envelope is admitted exactly as by Submit
+        (the same checks, the same authorization per entry, duplicates answered with the first index) and answered
+        with its own result, in request order: its index and inclusion proof, or its own error. At most 1,024
+        envelopes per request (and the server's message size limit, 256 KiB); the rate limit counts entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitStream(self, request_iterator, context):
+        """The streaming form of SubmitBatch: each request message carries envelopes (at most 1,024) and is answered by
+        one response message, in order, when all its envelopes are answered. The server holds at most 4,096 entries
+        (4 MiB of envelopes) of one stream unanswered: it reads the next message only when there is room, and room
+        is freed only when a response has been handed to the transport, so a client that does not read its responses
+        stops the stream instead of growing the server's memory. A request signature (patients) covers the method
+        with an empty request body.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +154,16 @@ def add_LogServiceServicer_to_server(servicer, server):
                     servicer.Submit,
                     request_deserializer=consent__ledger_dot_v1_dot_log__pb2.SubmitRequest.FromString,
                     response_serializer=consent__ledger_dot_v1_dot_log__pb2.SubmitResponse.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=consent__ledger_dot_v1_dot_log__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=consent__ledger_dot_v1_dot_log__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'SubmitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitStream,
+                    request_deserializer=consent__ledger_dot_v1_dot_log__pb2.SubmitStreamRequest.FromString,
+                    response_serializer=consent__ledger_dot_v1_dot_log__pb2.SubmitStreamResponse.SerializeToString,
             ),
             'GetEntry': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEntry,
@@ -177,6 +219,60 @@ class LogService:
             '/consent_ledger.v1.LogService/Submit',
             consent__ledger_dot_v1_dot_log__pb2.SubmitRequest.SerializeToString,
             consent__ledger_dot_v1_dot_log__pb2.SubmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consent_ledger.v1.LogService/SubmitBatch',
+            consent__ledger_dot_v1_dot_log__pb2.SubmitBatchRequest.SerializeToString,
+            consent__ledger_dot_v1_dot_log__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/consent_ledger.v1.LogService/SubmitStream',
+            consent__ledger_dot_v1_dot_log__pb2.SubmitStreamRequest.SerializeToString,
+            consent__ledger_dot_v1_dot_log__pb2.SubmitStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

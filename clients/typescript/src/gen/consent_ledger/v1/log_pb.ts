@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file consent_ledger/v1/log.proto.
  */
 export const file_consent_ledger_v1_log: GenFile = /*@__PURE__*/
-  fileDesc("Chtjb25zZW50X2xlZGdlci92MS9sb2cucHJvdG8SEWNvbnNlbnRfbGVkZ2VyLnYxIhoKCkNoZWNrcG9pbnQSDAoEbm90ZRgBIAEoDCJkCgVFbnRyeRINCgVpbmRleBgBIAEoBBIMCgRsZWFmGAIgASgMEhAKCGVudmVsb3BlGAMgASgMEhMKC2JvZHlfZXJhc2VkGAQgASgIEhcKD2VyYXNlZF9ieV9pbmRleBgFIAEoBCIhCg1TdWJtaXRSZXF1ZXN0EhAKCGVudmVsb3BlGAEgASgMIowBCg5TdWJtaXRSZXNwb25zZRINCgVpbmRleBgBIAEoBBIRCglkdXBsaWNhdGUYAiABKAgSDAoEbGVhZhgDIAEoDBIxCgpjaGVja3BvaW50GAQgASgLMh0uY29uc2VudF9sZWRnZXIudjEuQ2hlY2twb2ludBIXCg9pbmNsdXNpb25fcHJvb2YYBSADKAwiIAoPR2V0RW50cnlSZXF1ZXN0Eg0KBWluZGV4GAEgASgEIocBChBHZXRFbnRyeVJlc3BvbnNlEicKBWVudHJ5GAEgASgLMhguY29uc2VudF9sZWRnZXIudjEuRW50cnkSMQoKY2hlY2twb2ludBgCIAEoCzIdLmNvbnNlbnRfbGVkZ2VyLnYxLkNoZWNrcG9pbnQSFwoPaW5jbHVzaW9uX3Byb29mGAMgAygMIi8KEUdldEVudHJpZXNSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgEEgsKA2VuZBgCIAEoBCIgCg5JbmNsdXNpb25Qcm9vZhIOCgZoYXNoZXMYASADKAwivQEKEkdldEVudHJpZXNSZXNwb25zZRIpCgdlbnRyaWVzGAEgAygLMhguY29uc2VudF9sZWRnZXIudjEuRW50cnkSMQoKY2hlY2twb2ludBgCIAEoCzIdLmNvbnNlbnRfbGVkZ2VyLnYxLkNoZWNrcG9pbnQSMQoGcHJvb2ZzGAMgAygLMiEuY29uc2VudF9sZWRnZXIudjEuSW5jbHVzaW9uUHJvb2YSFgoObWFwX3ZyZl9wcm9vZnMYRiADKAwiFgoUR2V0Q2hlY2twb2ludFJlcXVlc3QipgEKFUdldENoZWNrcG9pbnRSZXNwb25zZRIxCgpjaGVja3BvaW50GAEgASgLMh0uY29uc2VudF9sZWRnZXIudjEuQ2hlY2twb2ludBI7ChR3aXRuZXNzZWRfY2hlY2twb2ludBhuIAEoCzIdLmNvbnNlbnRfbGVkZ2VyLnYxLkNoZWNrcG9pbnQSHQoVd2l0bmVzc2VkX2NvbnNpc3RlbmN5GG8gAygMIlsKGEdldEluY2x1c2lvblByb29mUmVxdWVzdBIPCgVpbmRleBgBIAEoBEgAEhMKCWxlYWZfaGFzaBgCIAEoDEgAEhEKCXRyZWVfc2l6ZRgDIAEoBEIGCgRsZWFmIk0KGUdldEluY2x1c2lvblByb29mUmVzcG9uc2USDQoFaW5kZXgYASABKAQSEQoJdHJlZV9zaXplGAIgASgEEg4KBmhhc2hlcxgDIAMoDCI7ChpHZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBINCgVmaXJzdBgBIAEoBBIOCgZzZWNvbmQYAiABKAQiLQobR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEg4KBmhhc2hlcxgBIAMoDDLVBAoKTG9nU2VydmljZRJNCgZTdWJtaXQSIC5jb25zZW50X2xlZGdlci52MS5TdWJtaXRSZXF1ZXN0GiEuY29uc2VudF9sZWRnZXIudjEuU3VibWl0UmVzcG9uc2USUwoIR2V0RW50cnkSIi5jb25zZW50X2xlZGdlci52MS5HZXRFbnRyeVJlcXVlc3QaIy5jb25zZW50X2xlZGdlci52MS5HZXRFbnRyeVJlc3BvbnNlElkKCkdldEVudHJpZXMSJC5jb25zZW50X2xlZGdlci52MS5HZXRFbnRyaWVzUmVxdWVzdBolLmNvbnNlbnRfbGVkZ2VyLnYxLkdldEVudHJpZXNSZXNwb25zZRJiCg1HZXRDaGVja3BvaW50EicuY29uc2VudF9sZWRnZXIudjEuR2V0Q2hlY2twb2ludFJlcXVlc3QaKC5jb25zZW50X2xlZGdlci52MS5HZXRDaGVja3BvaW50UmVzcG9uc2USbgoRR2V0SW5jbHVzaW9uUHJvb2YSKy5jb25zZW50X2xlZGdlci52MS5HZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QaLC5jb25zZW50X2xlZGdlci52MS5HZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEnQKE0dldENvbnNpc3RlbmN5UHJvb2YSLS5jb25zZW50X2xlZGdlci52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBouLmNvbnNlbnRfbGVkZ2VyLnYxLkdldENvbnNpc3RlbmN5UHJvb2ZSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Chtjb25zZW50X2xlZGdlci92MS9sb2cucHJvdG8SEWNvbnNlbnRfbGVkZ2VyLnYxIhoKCkNoZWNrcG9pbnQSDAoEbm90ZRgBIAEoDCJkCgVFbnRyeRINCgVpbmRleBgBIAEoBBIMCgRsZWFmGAIgASgMEhAKCGVudmVsb3BlGAMgASgMEhMKC2JvZHlfZXJhc2VkGAQgASgIEhcKD2VyYXNlZF9ieV9pbmRleBgFIAEoBCIhCg1TdWJtaXRSZXF1ZXN0EhAKCGVudmVsb3BlGAEgASgMIowBCg5TdWJtaXRSZXNwb25zZRINCgVpbmRleBgBIAEoBBIRCglkdXBsaWNhdGUYAiABKAgSDAoEbGVhZhgDIAEoDBIxCgpjaGVja3BvaW50GAQgASgLMh0uY29uc2VudF9sZWRnZXIudjEuQ2hlY2twb2ludBIXCg9pbmNsdXNpb25fcHJvb2YYBSADKAwilgEKDFN1Ym1pdFJlc3VsdBINCgVpbmRleBgBIAEoBBIRCglkdXBsaWNhdGUYAiABKAgSDAoEbGVhZhgDIAEoDBISCgpjaGVja3BvaW50GAQgASgNEhcKD2luY2x1c2lvbl9wcm9vZhgFIAMoDBISCgplcnJvcl9jb2RlGAYgASgNEhUKDWVycm9yX21lc3NhZ2UYByABKAkiJwoSU3VibWl0QmF0Y2hSZXF1ZXN0EhEKCWVudmVsb3BlcxgBIAMoDCJ7ChNTdWJtaXRCYXRjaFJlc3BvbnNlEjAKB3Jlc3VsdHMYASADKAsyHy5jb25zZW50X2xlZGdlci52MS5TdWJtaXRSZXN1bHQSMgoLY2hlY2twb2ludHMYAiADKAsyHS5jb25zZW50X2xlZGdlci52MS5DaGVja3BvaW50IigKE1N1Ym1pdFN0cmVhbVJlcXVlc3QSEQoJZW52ZWxvcGVzGAEgAygMInwKFFN1Ym1pdFN0cmVhbVJlc3BvbnNlEjAKB3Jlc3VsdHMYASADKAsyHy5jb25zZW50X2xlZGdlci52MS5TdWJtaXRSZXN1bHQSMgoLY2hlY2twb2ludHMYAiADKAsyHS5jb25zZW50X2xlZGdlci52MS5DaGVja3BvaW50IiAKD0dldEVudHJ5UmVxdWVzdBINCgVpbmRleBgBIAEoBCKHAQoQR2V0RW50cnlSZXNwb25zZRInCgVlbnRyeRgBIAEoCzIYLmNvbnNlbnRfbGVkZ2VyLnYxLkVudHJ5EjEKCmNoZWNrcG9pbnQYAiABKAsyHS5jb25zZW50X2xlZGdlci52MS5DaGVja3BvaW50EhcKD2luY2x1c2lvbl9wcm9vZhgDIAMoDCIvChFHZXRFbnRyaWVzUmVxdWVzdBINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQiIAoOSW5jbHVzaW9uUHJvb2YSDgoGaGFzaGVzGAEgAygMIr0BChJHZXRFbnRyaWVzUmVzcG9uc2USKQoHZW50cmllcxgBIAMoCzIYLmNvbnNlbnRfbGVkZ2VyLnYxLkVudHJ5EjEKCmNoZWNrcG9pbnQYAiABKAsyHS5jb25zZW50X2xlZGdlci52MS5DaGVja3BvaW50EjEKBnByb29mcxgDIAMoCzIhLmNvbnNlbnRfbGVkZ2VyLnYxLkluY2x1c2lvblByb29mEhYKDm1hcF92cmZfcHJvb2ZzGEYgAygMIhYKFEdldENoZWNrcG9pbnRSZXF1ZXN0IqYBChVHZXRDaGVja3BvaW50UmVzcG9uc2USMQoKY2hlY2twb2ludBgBIAEoCzIdLmNvbnNlbnRfbGVkZ2VyLnYxLkNoZWNrcG9pbnQSOwoUd2l0bmVzc2VkX2NoZWNrcG9pbnQYbiABKAsyHS5jb25zZW50X2xlZGdlci52MS5DaGVja3BvaW50Eh0KFXdpdG5lc3NlZF9jb25zaXN0ZW5jeRhvIAMoDCJbChhHZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QSDwoFaW5kZXgYASABKARIABITCglsZWFmX2hhc2gYAiABKAxIABIRCgl0cmVlX3NpemUYAyABKARCBgoEbGVhZiJNChlHZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEg0KBWluZGV4GAEgASgEEhEKCXRyZWVfc2l6ZRgCIAEoBBIOCgZoYXNoZXMYAyADKAwiOwoaR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QSDQoFZmlyc3QYASABKAQSDgoGc2Vjb25kGAIgASgEIi0KG0dldENvbnNpc3RlbmN5UHJvb2ZSZXNwb25zZRIOCgZoYXNoZXMYASADKAwymAYKCkxvZ1NlcnZpY2USTQoGU3VibWl0EiAuY29uc2VudF9sZWRnZXIudjEuU3VibWl0UmVxdWVzdBohLmNvbnNlbnRfbGVkZ2VyLnYxLlN1Ym1pdFJlc3BvbnNlElwKC1N1Ym1pdEJhdGNoEiUuY29uc2VudF9sZWRnZXIudjEuU3VibWl0QmF0Y2hSZXF1ZXN0GiYuY29uc2VudF9sZWRnZXIudjEuU3VibWl0QmF0Y2hSZXNwb25zZRJjCgxTdWJtaXRTdHJlYW0SJi5jb25zZW50X2xlZGdlci52MS5TdWJtaXRTdHJlYW1SZXF1ZXN0GicuY29uc2VudF9sZWRnZXIudjEuU3VibWl0U3RyZWFtUmVzcG9uc2UoATABElMKCEdldEVudHJ5EiIuY29uc2VudF9sZWRnZXIudjEuR2V0RW50cnlSZXF1ZXN0GiMuY29uc2VudF9sZWRnZXIudjEuR2V0RW50cnlSZXNwb25zZRJZCgpHZXRFbnRyaWVzEiQuY29uc2VudF9sZWRnZXIudjEuR2V0RW50cmllc1JlcXVlc3QaJS5jb25zZW50X2xlZGdlci52MS5HZXRFbnRyaWVzUmVzcG9uc2USYgoNR2V0Q2hlY2twb2ludBInLmNvbnNlbnRfbGVkZ2VyLnYxLkdldENoZWNrcG9pbnRSZXF1ZXN0GiguY29uc2VudF9sZWRnZXIudjEuR2V0Q2hlY2twb2ludFJlc3BvbnNlEm4KEUdldEluY2x1c2lvblByb29mEisuY29uc2VudF9sZWRnZXIudjEuR2V0SW5jbHVzaW9uUHJvb2ZSZXF1ZXN0GiwuY29uc2VudF9sZWRnZXIudjEuR2V0SW5jbHVzaW9uUHJvb2ZSZXNwb25zZRJ0ChNHZXRDb25zaXN0ZW5jeVByb29mEi0uY29uc2VudF9sZWRnZXIudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QaLi5jb25zZW50X2xlZGdlci52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message consent_ledger.v1.Checkpoint
@@ -136,6 +136,154 @@ export const SubmitResponseSchema: GenMessage<SubmitResponse> = /*@__PURE__*/
   messageDesc(file_consent_ledger_v1_log, 3);
 
 /**
+ * The answer to one envelope of SubmitBatch or SubmitStream.
+ *
+ * @generated from message consent_ledger.v1.SubmitResult
+ */
+export type SubmitResult = Message<"consent_ledger.v1.SubmitResult"> & {
+  /**
+   * The entry is in the log: index, leaf and inclusion proof against checkpoints[checkpoint] of the response.
+   *
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * True when identical envelope bytes were already in the log (or earlier in the same call).
+   *
+   * @generated from field: bool duplicate = 2;
+   */
+  duplicate: boolean;
+
+  /**
+   * @generated from field: bytes leaf = 3;
+   */
+  leaf: Uint8Array;
+
+  /**
+   * Position in the response's checkpoints of the checkpoint the inclusion proof is against.
+   *
+   * @generated from field: uint32 checkpoint = 4;
+   */
+  checkpoint: number;
+
+  /**
+   * @generated from field: repeated bytes inclusion_proof = 5;
+   */
+  inclusionProof: Uint8Array[];
+
+  /**
+   * Nonzero when the envelope was refused: the gRPC status code Submit would have failed with (its number) and
+   * its message. The other fields are then unset.
+   *
+   * @generated from field: uint32 error_code = 6;
+   */
+  errorCode: number;
+
+  /**
+   * @generated from field: string error_message = 7;
+   */
+  errorMessage: string;
+};
+
+/**
+ * Describes the message consent_ledger.v1.SubmitResult.
+ * Use `create(SubmitResultSchema)` to create a new message.
+ */
+export const SubmitResultSchema: GenMessage<SubmitResult> = /*@__PURE__*/
+  messageDesc(file_consent_ledger_v1_log, 4);
+
+/**
+ * @generated from message consent_ledger.v1.SubmitBatchRequest
+ */
+export type SubmitBatchRequest = Message<"consent_ledger.v1.SubmitBatchRequest"> & {
+  /**
+   * Serialized Envelopes, each committed to as is. At most 1,024.
+   *
+   * @generated from field: repeated bytes envelopes = 1;
+   */
+  envelopes: Uint8Array[];
+};
+
+/**
+ * Describes the message consent_ledger.v1.SubmitBatchRequest.
+ * Use `create(SubmitBatchRequestSchema)` to create a new message.
+ */
+export const SubmitBatchRequestSchema: GenMessage<SubmitBatchRequest> = /*@__PURE__*/
+  messageDesc(file_consent_ledger_v1_log, 5);
+
+/**
+ * @generated from message consent_ledger.v1.SubmitBatchResponse
+ */
+export type SubmitBatchResponse = Message<"consent_ledger.v1.SubmitBatchResponse"> & {
+  /**
+   * results[i] answers envelopes[i].
+   *
+   * @generated from field: repeated consent_ledger.v1.SubmitResult results = 1;
+   */
+  results: SubmitResult[];
+
+  /**
+   * The signed checkpoints the results are proven against, distinct, in increasing tree size.
+   *
+   * @generated from field: repeated consent_ledger.v1.Checkpoint checkpoints = 2;
+   */
+  checkpoints: Checkpoint[];
+};
+
+/**
+ * Describes the message consent_ledger.v1.SubmitBatchResponse.
+ * Use `create(SubmitBatchResponseSchema)` to create a new message.
+ */
+export const SubmitBatchResponseSchema: GenMessage<SubmitBatchResponse> = /*@__PURE__*/
+  messageDesc(file_consent_ledger_v1_log, 6);
+
+/**
+ * @generated from message consent_ledger.v1.SubmitStreamRequest
+ */
+export type SubmitStreamRequest = Message<"consent_ledger.v1.SubmitStreamRequest"> & {
+  /**
+   * Serialized Envelopes, each committed to as is. At most 1,024 per message.
+   *
+   * @generated from field: repeated bytes envelopes = 1;
+   */
+  envelopes: Uint8Array[];
+};
+
+/**
+ * Describes the message consent_ledger.v1.SubmitStreamRequest.
+ * Use `create(SubmitStreamRequestSchema)` to create a new message.
+ */
+export const SubmitStreamRequestSchema: GenMessage<SubmitStreamRequest> = /*@__PURE__*/
+  messageDesc(file_consent_ledger_v1_log, 7);
+
+/**
+ * @generated from message consent_ledger.v1.SubmitStreamResponse
+ */
+export type SubmitStreamResponse = Message<"consent_ledger.v1.SubmitStreamResponse"> & {
+  /**
+   * results[i] answers envelopes[i] of the request message this response answers (responses come in order).
+   *
+   * @generated from field: repeated consent_ledger.v1.SubmitResult results = 1;
+   */
+  results: SubmitResult[];
+
+  /**
+   * The signed checkpoints the results are proven against, distinct, in increasing tree size.
+   *
+   * @generated from field: repeated consent_ledger.v1.Checkpoint checkpoints = 2;
+   */
+  checkpoints: Checkpoint[];
+};
+
+/**
+ * Describes the message consent_ledger.v1.SubmitStreamResponse.
+ * Use `create(SubmitStreamResponseSchema)` to create a new message.
+ */
+export const SubmitStreamResponseSchema: GenMessage<SubmitStreamResponse> = /*@__PURE__*/
+  messageDesc(file_consent_ledger_v1_log, 8);
+
+/**
  * @generated from message consent_ledger.v1.GetEntryRequest
  */
 export type GetEntryRequest = Message<"consent_ledger.v1.GetEntryRequest"> & {
@@ -150,7 +298,7 @@ export type GetEntryRequest = Message<"consent_ledger.v1.GetEntryRequest"> & {
  * Use `create(GetEntryRequestSchema)` to create a new message.
  */
 export const GetEntryRequestSchema: GenMessage<GetEntryRequest> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 4);
+  messageDesc(file_consent_ledger_v1_log, 9);
 
 /**
  * @generated from message consent_ledger.v1.GetEntryResponse
@@ -177,7 +325,7 @@ export type GetEntryResponse = Message<"consent_ledger.v1.GetEntryResponse"> & {
  * Use `create(GetEntryResponseSchema)` to create a new message.
  */
 export const GetEntryResponseSchema: GenMessage<GetEntryResponse> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 5);
+  messageDesc(file_consent_ledger_v1_log, 10);
 
 /**
  * @generated from message consent_ledger.v1.GetEntriesRequest
@@ -203,7 +351,7 @@ export type GetEntriesRequest = Message<"consent_ledger.v1.GetEntriesRequest"> &
  * Use `create(GetEntriesRequestSchema)` to create a new message.
  */
 export const GetEntriesRequestSchema: GenMessage<GetEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 6);
+  messageDesc(file_consent_ledger_v1_log, 11);
 
 /**
  * @generated from message consent_ledger.v1.InclusionProof
@@ -220,7 +368,7 @@ export type InclusionProof = Message<"consent_ledger.v1.InclusionProof"> & {
  * Use `create(InclusionProofSchema)` to create a new message.
  */
 export const InclusionProofSchema: GenMessage<InclusionProof> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 7);
+  messageDesc(file_consent_ledger_v1_log, 12);
 
 /**
  * @generated from message consent_ledger.v1.GetEntriesResponse
@@ -258,7 +406,7 @@ export type GetEntriesResponse = Message<"consent_ledger.v1.GetEntriesResponse">
  * Use `create(GetEntriesResponseSchema)` to create a new message.
  */
 export const GetEntriesResponseSchema: GenMessage<GetEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 8);
+  messageDesc(file_consent_ledger_v1_log, 13);
 
 /**
  * @generated from message consent_ledger.v1.GetCheckpointRequest
@@ -271,7 +419,7 @@ export type GetCheckpointRequest = Message<"consent_ledger.v1.GetCheckpointReque
  * Use `create(GetCheckpointRequestSchema)` to create a new message.
  */
 export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 9);
+  messageDesc(file_consent_ledger_v1_log, 14);
 
 /**
  * @generated from message consent_ledger.v1.GetCheckpointResponse
@@ -305,7 +453,7 @@ export type GetCheckpointResponse = Message<"consent_ledger.v1.GetCheckpointResp
  * Use `create(GetCheckpointResponseSchema)` to create a new message.
  */
 export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 10);
+  messageDesc(file_consent_ledger_v1_log, 15);
 
 /**
  * @generated from message consent_ledger.v1.GetInclusionProofRequest
@@ -343,7 +491,7 @@ export type GetInclusionProofRequest = Message<"consent_ledger.v1.GetInclusionPr
  * Use `create(GetInclusionProofRequestSchema)` to create a new message.
  */
 export const GetInclusionProofRequestSchema: GenMessage<GetInclusionProofRequest> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 11);
+  messageDesc(file_consent_ledger_v1_log, 16);
 
 /**
  * @generated from message consent_ledger.v1.GetInclusionProofResponse
@@ -370,7 +518,7 @@ export type GetInclusionProofResponse = Message<"consent_ledger.v1.GetInclusionP
  * Use `create(GetInclusionProofResponseSchema)` to create a new message.
  */
 export const GetInclusionProofResponseSchema: GenMessage<GetInclusionProofResponse> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 12);
+  messageDesc(file_consent_ledger_v1_log, 17);
 
 /**
  * @generated from message consent_ledger.v1.GetConsistencyProofRequest
@@ -392,7 +540,7 @@ export type GetConsistencyProofRequest = Message<"consent_ledger.v1.GetConsisten
  * Use `create(GetConsistencyProofRequestSchema)` to create a new message.
  */
 export const GetConsistencyProofRequestSchema: GenMessage<GetConsistencyProofRequest> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 13);
+  messageDesc(file_consent_ledger_v1_log, 18);
 
 /**
  * @generated from message consent_ledger.v1.GetConsistencyProofResponse
@@ -409,7 +557,7 @@ export type GetConsistencyProofResponse = Message<"consent_ledger.v1.GetConsiste
  * Use `create(GetConsistencyProofResponseSchema)` to create a new message.
  */
 export const GetConsistencyProofResponseSchema: GenMessage<GetConsistencyProofResponse> = /*@__PURE__*/
-  messageDesc(file_consent_ledger_v1_log, 14);
+  messageDesc(file_consent_ledger_v1_log, 19);
 
 /**
  * The verifiable log: append signed envelopes, read entries, checkpoints and proofs.
@@ -428,6 +576,34 @@ export const LogService: GenService<{
     methodKind: "unary";
     input: typeof SubmitRequestSchema;
     output: typeof SubmitResponseSchema;
+  },
+  /**
+   * Append many signed envelopes in one call (bulk loading). Each envelope is admitted exactly as by Submit
+   * (the same checks, the same authorization per entry, duplicates answered with the first index) and answered
+   * with its own result, in request order: its index and inclusion proof, or its own error. At most 1,024
+   * envelopes per request (and the server's message size limit, 256 KiB); the rate limit counts entries.
+   *
+   * @generated from rpc consent_ledger.v1.LogService.SubmitBatch
+   */
+  submitBatch: {
+    methodKind: "unary";
+    input: typeof SubmitBatchRequestSchema;
+    output: typeof SubmitBatchResponseSchema;
+  },
+  /**
+   * The streaming form of SubmitBatch: each request message carries envelopes (at most 1,024) and is answered by
+   * one response message, in order, when all its envelopes are answered. The server holds at most 4,096 entries
+   * (4 MiB of envelopes) of one stream unanswered: it reads the next message only when there is room, and room
+   * is freed only when a response has been handed to the transport, so a client that does not read its responses
+   * stops the stream instead of growing the server's memory. A request signature (patients) covers the method
+   * with an empty request body.
+   *
+   * @generated from rpc consent_ledger.v1.LogService.SubmitStream
+   */
+  submitStream: {
+    methodKind: "bidi_streaming";
+    input: typeof SubmitStreamRequestSchema;
+    output: typeof SubmitStreamResponseSchema;
   },
   /**
    * An entry (leaf bytes and body) with its inclusion proof against the latest checkpoint.
