@@ -1026,16 +1026,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"settings: {settings.duration:g} s per figure in {settings.rounds} windows after {settings.warmup:g} s "
               f"warm-up; grants from {settings.patients:,} patients; {settings.leaves:,} leaves for (c); "
               f"{settings.channels} client channel(s)")  # fmt: skip
-        if settings.proofs:
-            print(f"(c) built in {out['info']['build_seconds']} s, server started on it in "  # type: ignore[index]
-                  f"{out['info']['large_start_seconds']} s; one proof per tile to warm its cache took "  # type: ignore[index]
-                  f"{out['info']['tile_sweep_seconds']} s")  # type: ignore[index]
-        print(f"(a)/(b) database: {out['info']['appends_database']}")  # type: ignore[index]
+        if "appends_database" in info:  # type: ignore[operator]
+            print(f"(a)/(b) database: {info['appends_database']}")  # type: ignore[index]
         for k, v in out["info"].items():  # type: ignore[union-attr]
             if k.endswith("_server_cpu"):
                 print(f"{k.removesuffix('_server_cpu').replace('_', ' ')}: {v}")
-
-
         if "build_seconds" in info:  # type: ignore[operator]
             print(f"(c) built in {info['build_seconds']} s, server started on it in "  # type: ignore[index]
                   f"{info['large_start_seconds']} s; one proof per tile to warm its cache took "  # type: ignore[index]
