@@ -268,15 +268,25 @@ async def measure_served_log(target: str, pid: int, size: int, args: argparse.Na
             results.append(summary(r))
         out["results"] = results
         out["rss_kib_after_proofs"] = rss_kib(pid)
-        # Touch every full tile once (one inclusion proof per 256 leaves): the tile cache fills to its bound.
-        sweep = iter(range(0, size - size % tiles.TILE_WIDTH, tiles.TILE_WIDTH))
-
-        def each_tile() -> Awaitable[object] | None:
-            i = next(sweep, None)
-            return None if i is None else log.GetInclusionProof(log_pb2.GetInclusionProofRequest(index=i))
-
+        # Touch --sweep-tiles full tiles once each (one inclusion proof per 256 leaves, spread over the whole log):
+        # the tile cache fills to its bound, and the RSS is read after each quarter of the sweep to show where it
+        # levels off.
+        full = size // tiles.TILE_WIDTH
+        count = full if args.sweep_tiles <= 0 else min(full, args.sweep_tiles)
+        step = max(1, full // max(1, count))
+        todo = [t * tiles.TILE_WIDTH for t in range(0, full, step)][:count]
+        out["tile_sweep_tiles"] = len(todo)
+        out["rss_kib_during_tile_sweep"] = []
         t0 = time.perf_counter()
-        await closed_loop("sweep", each_tile, args.concurrency, 24 * 3600, 0)
+        for q in range(4):
+            part = iter(todo[q * len(todo) // 4 : (q + 1) * len(todo) // 4])
+
+            def each_tile(part=part) -> Awaitable[object] | None:  # type: ignore[no-untyped-def]
+                i = next(part, None)
+                return None if i is None else log.GetInclusionProof(log_pb2.GetInclusionProofRequest(index=i))
+
+            await closed_loop("sweep", each_tile, args.concurrency, 24 * 3600, 0)
+            out["rss_kib_during_tile_sweep"].append(rss_kib(pid)["VmRSS"])
         out["tile_sweep_seconds"] = round(time.perf_counter() - t0, 1)
         out["rss_kib_after_tile_sweep"] = rss_kib(pid)
         # The latency again once the cache is as full as it gets.
@@ -430,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--calls", type=int, default=2000, help="calls measured one after the other")
         s.add_argument("--duration", type=float, default=10.0, help="seconds of each concurrent measurement")
         s.add_argument("--concurrency", type=int, default=64)
+        s.add_argument("--sweep-tiles", type=int, default=12_000,
+                       help="full tiles the cache sweep touches, spread over the log (0: all of them)")
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.fn(args)
