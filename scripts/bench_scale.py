@@ -321,6 +321,64 @@ def cmd_build_log(args: argparse.Namespace) -> None:
     })  # fmt: skip
 
 
+def resume_log(url: str, signer, leaves: int, batch: int, progress: Callable[[str], None]) -> float:  # type: ignore[no-untyped-def]
+    """Continue a log built by bench_log.build_log (same synthetic entries) from its latest checkpoint to ``leaves``,
+    in IntegrationBatches of ``batch``: the right edge comes from the stored tiles and each root from the store's
+    tiles plus the batch's (app.tree.OverlayReader), so nothing but the edge is held in memory."""
+    from consent_ledger.app.ports import IntegrationBatch, NewEntry, StoredCheckpoint
+    from consent_ledger.app.tree import OverlayReader, TreeReader
+    from consent_ledger.core import payloads
+    from consent_ledger.core.checkpoint import Checkpoint, sign_checkpoint
+    from consent_ledger.core.leaf import encode_leaf
+    from consent_ledger.core.merkle import tree_root
+    from consent_ledger.core.rfc6962 import hash_leaf
+    import hashlib
+
+    started = time.perf_counter()
+    store = open_store(url)
+    try:
+        latest = store.latest_checkpoint()
+        size = latest.size if latest else 0
+        edge = store.read_tiles(tiles.edge_tiles(size))
+        reader = TreeReader(store, cache_bytes=0)
+        reader.set_edge(edge)
+        now_ms = time.time_ns() // 1_000_000
+        ptype = payloads.CONSENT_GRANT
+        progress(f"  resuming at {size:,} leaves")
+        while size < leaves:
+            entries = []
+            for i in range(size, min(leaves, size + batch)):
+                body = b"bench synthetic entry %d" % i
+                sha = hashlib.sha256(body).digest()
+                leaf = encode_leaf(now_ms, ptype, sha)
+                entries.append(NewEntry(i, leaf, hash_leaf(leaf), body, sha, ptype, now_ms))
+            changed = tiles.append_leaves(size, edge, [e.leaf_hash for e in entries])
+            new_size = size + len(entries)
+            root = tree_root(new_size, OverlayReader(reader, changed))
+            note = sign_checkpoint(Checkpoint(signer.name, new_size, root), signer)
+            store.integrate(IntegrationBatch(entries, changed, StoredCheckpoint(new_size, root, note, now_ms)))
+            size = new_size
+            merged = {**edge, **changed}
+            edge = {t: merged[t] for t in tiles.edge_tiles(size)}
+            reader.set_edge(edge)
+            progress(f"  built {size:,}/{leaves:,} leaves ({time.perf_counter() - started:.0f} s)")
+    finally:
+        store.close()
+    return time.perf_counter() - started
+
+
+def cmd_resume_log(args: argparse.Namespace) -> None:
+    url = log_url(args.database, args.workdir, args.name)
+    signer = read_key(key_file(args.workdir))
+    seconds = resume_log(url, signer, args.leaves, args.build_batch, progress_printer(args.leaves, "leaves"))
+    sizes = database_bytes(args.database, args.workdir, args.name)
+    record(args.workdir, {
+        "step": "resume-log", "database": args.database.split("@")[-1], "name": args.name, "leaves": args.leaves,
+        "build_batch": args.build_batch, "build_seconds": round(seconds, 1), "bytes": sizes,
+        "bytes_per_entry": round(sum(sizes.values()) / args.leaves, 1),
+    })  # fmt: skip
+
+
 def cmd_measure_log(args: argparse.Namespace) -> None:
     url = log_url(args.database, args.workdir, args.name)
     size = tree_size_of(url)
@@ -424,7 +482,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name, fn in (("build-log", cmd_build_log), ("measure-log", cmd_measure_log), ("build-access", cmd_build_access),
+    for name, fn in (("build-log", cmd_build_log), ("resume-log", cmd_resume_log), ("measure-log", cmd_measure_log), ("build-access", cmd_build_access),
                      ("measure-access", cmd_measure_access), ("drop", cmd_drop), ("report", cmd_report)):  # fmt: skip
         s = sub.add_parser(name)
         s.set_defaults(fn=fn)
