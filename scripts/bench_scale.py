@@ -321,7 +321,7 @@ def cmd_build_log(args: argparse.Namespace) -> None:
     })  # fmt: skip
 
 
-def resume_log(url: str, signer, leaves: int, batch: int, progress: Callable[[str], None]) -> float:  # type: ignore[no-untyped-def]
+def resume_log(url: str, signer, leaves: int, batch: int, progress: Callable[[str], None], sqlite_cache_mb: int = 0) -> float:  # type: ignore[no-untyped-def]
     """Continue a log built by bench_log.build_log (same synthetic entries) from its latest checkpoint to ``leaves``,
     in IntegrationBatches of ``batch``: the right edge comes from the stored tiles and each root from the store's
     tiles plus the batch's (app.tree.OverlayReader), so nothing but the edge is held in memory."""
@@ -336,6 +336,13 @@ def resume_log(url: str, signer, leaves: int, batch: int, progress: Callable[[st
 
     started = time.perf_counter()
     store = open_store(url)
+    if store.engine.dialect.name == "sqlite" and sqlite_cache_mb:
+        # The build only: a page cache that holds the hash indexes, so a large batch does not spill dirty pages to
+        # the WAL again and again (the server keeps SQLite's default, see docs/benchmarks.md).
+        from sqlalchemy import event
+
+        event.listen(store.engine, "connect", lambda c, _r: c.execute(f"PRAGMA cache_size=-{sqlite_cache_mb * 1024}"))
+        store.engine.dispose()
     try:
         latest = store.latest_checkpoint()
         size = latest.size if latest else 0
@@ -370,7 +377,8 @@ def resume_log(url: str, signer, leaves: int, batch: int, progress: Callable[[st
 def cmd_resume_log(args: argparse.Namespace) -> None:
     url = log_url(args.database, args.workdir, args.name)
     signer = read_key(key_file(args.workdir))
-    seconds = resume_log(url, signer, args.leaves, args.build_batch, progress_printer(args.leaves, "leaves"))
+    seconds = resume_log(url, signer, args.leaves, args.build_batch, progress_printer(args.leaves, "leaves"),
+                         args.sqlite_cache_mb)
     sizes = database_bytes(args.database, args.workdir, args.name)
     record(args.workdir, {
         "step": "resume-log", "database": args.database.split("@")[-1], "name": args.name, "leaves": args.leaves,
@@ -498,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--calls", type=int, default=2000, help="calls measured one after the other")
         s.add_argument("--duration", type=float, default=10.0, help="seconds of each concurrent measurement")
         s.add_argument("--concurrency", type=int, default=64)
+        s.add_argument("--sqlite-cache-mb", type=int, default=0, help="resume-log: SQLite page cache while building")
         s.add_argument("--sweep-tiles", type=int, default=12_000,
                        help="full tiles the cache sweep touches, spread over the log (0: all of them)")
     args = p.parse_args(argv)
