@@ -20,7 +20,7 @@ from consent_ledger.storage import engine as engine_mod
 from consent_ledger.storage import sql as sql_mod
 from consent_ledger.storage.engine import server_flavour
 
-from .test_storage import Model, check_matches, commit, snapshot, started
+from .test_storage import check_matches, commit, snapshot, started
 
 
 # The tests of the PostgreSQL protocol's code paths run on PostgreSQL only (not skipped on the other backends: CI
