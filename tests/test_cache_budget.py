@@ -102,3 +102,17 @@ def test_budget_shares_and_the_server_under_a_tiny_budget(database_url) -> None:
             assert cache.max_bytes == tiny.of(name)
             assert cache.bytes <= tiny.of(name), name
         assert state._nodes.bytes <= tiny.of("map_nodes")  # noqa: SLF001
+
+
+def test_caches_keep_the_configured_budget_after_a_reset(database_url) -> None:
+    """After a batch whose outcome was unknown the sequencer drops the caches written through on commit
+    (ConsentLedger.reset); the fresh ones are bounded by the configured budget, not the default one (--cache-mb
+    bounds the server's memory for its whole life, not until the first failed COMMIT)."""
+    tiny = CacheBudget(32 * 1024)
+    with running_server(database_url, cache=tiny) as server:
+        consents = server.service.consents
+        consents.reset()
+        state = consents.state
+        assert consents._entry_cache.max_bytes == tiny.of("entries")  # noqa: SLF001
+        assert state._sets._sets.max_bytes == tiny.of("in_force")  # noqa: SLF001
+        assert state._nodes._max_bytes == tiny.of("map_nodes")  # noqa: SLF001

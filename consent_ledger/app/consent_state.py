@@ -325,6 +325,7 @@ class ConsentState:
         # Updates the next batch applies besides its own (set by rebuild_map: every key, into an emptied map).
         self._forced: dict[bytes, bytes | None] = {}
         self._map = cmap
+        self._cache = cache
         self._nodes = NodeCache(cmap, cache.of("map_nodes"))
         self._sets = InForceCache(index, cache.of("in_force"))
         self._proofs: Lru[tuple[bytes, bytes], smt.MapProof] = Lru(
@@ -461,8 +462,8 @@ class ConsentState:
         back from storage: after a batch whose outcome is unknown, the next batch's map update starts from the
         stored nodes. (Fresh caches, not cleared ones: a request thread still reading into the old cache cannot
         put a node read before the batch into the new one.)"""
-        self._nodes = NodeCache(self._map)
-        self._sets = InForceCache(self._index)
+        self._nodes = NodeCache(self._map, self._cache.of("map_nodes"))
+        self._sets = InForceCache(self._index, self._cache.of("in_force"))
         self._pending = None
         self.latest = self._index.latest_state_commit()
 

@@ -278,6 +278,7 @@ class ConsentLedger:
         self._live_cache: Lru[tuple[bytes, str, bytes], dict[str, int]] = Lru(
             cache.of("in_force_by_root"), lambda k, live: 3 * OVERHEAD + 64 + len(k[1]) + len(live) * (3 * OVERHEAD + 64)
         )
+        self._cache = cache
         self._entry_cache: Lru[int, tuple[StoredEntry, LedgerEntry | None]] = Lru(
             cache.of("entries"), _entry_cost
         )
@@ -738,7 +739,7 @@ class ConsentLedger:
         self.state.reset()
         self._admitted = None
         self._parties = {}
-        self._entry_cache = Lru(50_000)
+        self._entry_cache = Lru(self._cache.of("entries"), _entry_cost)
 
     # -- the access check -------------------------------------------------------------------------------
 

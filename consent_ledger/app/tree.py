@@ -107,6 +107,9 @@ class TreeReader:
         missing = {loc.tile for loc, h in zip(locs, out) if h is None}
         if missing:
             rows = self._store.read_tiles(missing)
+            # Each full tile read is expanded once, however many of the wanted nodes it holds (a proof wants up to
+            # eight nodes of one tile: expanding it for each cost a proof eight tile expansions on a cache miss).
+            expanded: dict[tiles.TileId, tuple[bytes, ...]] = {}
             for i, loc in enumerate(locs):
                 if out[i] is not None:
                     continue
@@ -114,7 +117,10 @@ class TreeReader:
                 if data is None:
                     raise CorruptStorage(f"tile {loc.tile} is missing from storage")
                 if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
-                    out[i] = _node_from_levels(self._cache.put(loc.tile, data), loc)
+                    levels = expanded.get(loc.tile)
+                    if levels is None:
+                        levels = expanded[loc.tile] = self._cache.put(loc.tile, data)
+                    out[i] = _node_from_levels(levels, loc)
                     if out[i] is None:
                         raise CorruptStorage(f"tile {loc.tile} is full but has no node {loc}")
                 else:

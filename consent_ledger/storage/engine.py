@@ -39,6 +39,7 @@ __all__ = [
     "is_memory_sqlite",
     "make_engine",
     "normalize_url",
+    "server_flavour",
     "unbounded_statements",
 ]
 
@@ -160,6 +161,24 @@ def _create_private(path: pathlib.Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         return
+def server_flavour(conn: Connection) -> str:
+    """Which server a connection of the PostgreSQL dialect reached: "postgresql", "cockroachdb" or "yugabytedb"
+    (both speak the PostgreSQL protocol, so SQLAlchemy's dialect is "postgresql" for them too); the dialect's name
+    for any other backend. Read from what the server announced at connect time (no query): CockroachDB reports a
+    ``crdb_version`` parameter, YugabyteDB a ``server_version`` with "-YB-" in it (docs/storage.md)."""
+    if conn.dialect.name != "postgresql":
+        return conn.dialect.name
+    info = getattr(conn.connection.dbapi_connection, "info", None)
+    status = getattr(info, "parameter_status", None)
+    if status is None:  # not psycopg 3
+        return "postgresql"
+    if status("crdb_version") is not None:
+        return "cockroachdb"
+    if "-YB-" in (status("server_version") or ""):
+        return "yugabytedb"
+    return "postgresql"
+
+
 @contextlib.contextmanager
 def unbounded_statements(conn: Connection) -> Iterator[None]:
     """Lift the statement timeout on ``conn`` for a while (schema migrations: DDL on a large table, or waiting

@@ -12,15 +12,23 @@ test-suite checks that the migrated database and schema.py agree on every backen
 from __future__ import annotations
 
 import pathlib
+import time
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import URL
 
-from consent_ledger.storage.engine import WRITE_OPTION, is_memory_sqlite, make_engine, unbounded_statements
+from consent_ledger.storage.engine import (
+    WRITE_OPTION,
+    is_memory_sqlite,
+    make_engine,
+    server_flavour,
+    unbounded_statements,
+)
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "migrate"]
 
@@ -28,6 +36,8 @@ MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 
 _LOCK_NAME = "consent_ledger_migrate"
 _MYSQL_LOCK_TIMEOUT_S = 120
+# Attempts of a migration without a lock (CockroachDB, YugabyteDB) that failed while another process migrated.
+_UNLOCKED_ATTEMPTS = 5
 
 
 def alembic_config(url: str | URL | None = None) -> Config:
@@ -86,11 +96,34 @@ def _upgrade(engine: Engine, revision: str) -> None:
                 conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": _LOCK_NAME})
                 conn.commit()
             return
+        if backend == "postgresql" and server_flavour(conn) != "postgresql":
+            # CockroachDB and YugabyteDB (PostgreSQL protocol) have no usable advisory lock (none, no-op stubs, or
+            # only behind a flag; docs/storage.md). Two processes migrating at once are told apart afterwards: the
+            # loser's transaction fails, and that is no failure when the database is at the wanted revision.
+            for attempt in range(_UNLOCKED_ATTEMPTS):
+                try:
+                    with conn.begin():
+                        _run(conn, revision)
+                    return
+                except DBAPIError:
+                    if _at_revision(conn, revision):
+                        return
+                    if attempt == _UNLOCKED_ATTEMPTS - 1:
+                        raise
+                time.sleep(0.2 * (attempt + 1))  # the other migration may still be running: try again after it
+            return
         with conn.begin():
             if backend == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": _LOCK_NAME})
             # On SQLite the write transaction (BEGIN IMMEDIATE) already excludes other migrations.
             _run(conn, revision)
+
+
+def _at_revision(conn: Connection, revision: str) -> bool:
+    conn.rollback()
+    current = MigrationContext.configure(conn).get_current_revision()
+    conn.rollback()
+    return current is not None and current == (head_revision() if revision == "head" else revision)
 
 
 def _run(conn: Connection, revision: str) -> None:

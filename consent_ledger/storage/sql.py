@@ -45,7 +45,7 @@ from consent_ledger.app.ports import (
 from consent_ledger.core.tiles import TILE_WIDTH, TileId
 from consent_ledger.storage import schema
 from consent_ledger.storage.lease import check_fence
-from consent_ledger.storage.engine import WRITE_OPTION, Timeouts, is_memory_sqlite, make_engine
+from consent_ledger.storage.engine import WRITE_OPTION, Timeouts, is_memory_sqlite, make_engine, server_flavour
 from consent_ledger.storage.migration import migrate as migrate_schema
 
 __all__ = ["MAX_READ_ENTRIES", "BatchConflict", "SqlLogStore", "open_store", "storage_unavailable"]
@@ -478,9 +478,12 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: l
     """Insert many rows of plain Python values (bytes, int, str, None) straight through the driver.
 
     SQLAlchemy's per-row parameter processing costs more than the database's own work on large batches, and these
-    columns need none. PostgreSQL gets COPY; the others one executemany (PyMySQL turns it into multi-row INSERTs).
+    columns need none. PostgreSQL gets COPY; the others one executemany (PyMySQL turns it into multi-row INSERTs,
+    psycopg pipelines it). COPY only on PostgreSQL itself: YugabyteDB, which speaks its protocol, commits a COPY in
+    parts (every 20,000 rows by default), and CockroachDB has admitted COPY only for its admin role; a batch is
+    written in one transaction or not at all (docs/storage.md).
     """
-    if conn.dialect.name == "postgresql":
+    if server_flavour(conn) == "postgresql":
         quote = conn.dialect.identifier_preparer.quote
         sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
         dbapi = conn.dialect.loaded_dbapi
@@ -571,4 +574,6 @@ def _is_lock_conflict(e: DBAPIError) -> bool:
     if sqlstate in ("40001", "40P01"):
         return True
     args = getattr(orig, "args", ())
-    return bool(args) and args[0] in (1213, 1205)  # MySQL: deadlock; lock wait timeout
+    # MySQL: deadlock, lock wait timeout; TiDB: a write conflict (optimistic transactions: 9007, 8005) or one it
+    # cannot retry (8002), each rolled back whole (docs/storage.md).
+    return bool(args) and args[0] in (1213, 1205, 9007, 8005, 8002)
