@@ -1,0 +1,102 @@
+"""The access path's caches (app/access.py): a warm check is answered from memory, and no cache serves evidence
+staler than the checkpoint it is answered at. The evidence is cached by (patient, requester, StateCommit index),
+inclusion proofs by (index, tree size): a revocation integrated right after a warm check moves the StateCommit,
+and the next answer rests on the new in-force set; an answer at a larger tree size carries proofs for that size."""
+
+from __future__ import annotations
+
+import pytest
+
+from consent_ledger.app.errors import WouldBlock
+from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.payloads import DataItem
+from consent_ledger_client import IncompleteEvidence, VerificationError
+
+from .server_support import OPERATOR, connect, log_signer, running_server
+
+PATIENT = Ed25519PrivateKey.from_seed(b"\xa1" * 32)
+INSURER = Ed25519PrivateKey.from_seed(b"\xa2" * 32)
+LAB = DataItem("laboratory-results")
+
+
+def _setup(server):
+    op = connect(server, party=OPERATOR)
+    op.register_party(log_signer().private_key, party_id="insurer-1", roles=["insurer"],
+                      public_keys=[INSURER.public_key], display_name="I")  # fmt: skip
+    return connect(server, patient=PATIENT), connect(server, party="insurer-1")
+
+
+def _ask(insurer, **kw):
+    return insurer.check_access(PATIENT.public_key, action="access", purpose="HPAYMT", data=[LAB], **kw)
+
+
+def _in_memory(server):
+    """The access check as the event loop runs it: from memory, or WouldBlock."""
+    access = server.service.consents.access
+    return access.check_access("insurer-1", patient=PATIENT.public_key, action="access", purpose="HPAYMT", data=[LAB], io=False)
+
+
+def test_a_revocation_right_after_a_warm_check_is_reflected(database_url) -> None:
+    with running_server(database_url) as server:
+        patient, insurer = _setup(server)
+        cid, _ = patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        first = _ask(insurer)
+        assert first.permitted
+        warm = _in_memory(server)  # the second check needs no storage: served on the event loop
+        assert warm.decision.consent_ids == (cid,) and warm.state_commit_index == first.state_commit_index
+        assert _ask(insurer).permitted
+        patient.revoke(PATIENT, cid)
+        # The revocation's batch moved the checkpoint and its StateCommit: the cached evidence is not for it.
+        with pytest.raises(WouldBlock):
+            _in_memory(server)
+        after = _ask(insurer)
+        assert not after.permitted and after.decision.consent_ids == ()
+        assert after.state_commit_index > first.state_commit_index
+        assert _in_memory(server).decision.decision == "DENY"
+
+
+def test_answers_carry_proofs_for_their_own_tree_size(database_url) -> None:
+    """An entry that does not change the consent state (an access event) grows the tree but keeps the StateCommit:
+    the evidence is reused, and the inclusion proofs are those of the new size (cached by (index, size))."""
+    with running_server(database_url) as server:
+        patient, insurer = _setup(server)
+        patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        before = _ask(insurer)
+        recorded = _ask(insurer, record=True)
+        assert recorded.access_event_index is not None
+        after = _ask(insurer)  # verified by the client against its own, larger checkpoint
+        assert after.checkpoint.size > before.checkpoint.size
+        assert after.state_commit_index == before.state_commit_index
+        proofs = server.service.consents.access.proofs
+        for v in after.evidence:
+            assert proofs.cache.get((v.index, after.checkpoint.size)) == list(v.proof)
+            assert proofs.cache.get((v.index, before.checkpoint.size)) is not None
+
+
+def test_a_stale_cache_entry_would_be_refused_by_the_client(tmp_path) -> None:
+    """Defence in depth: were the evidence of an older StateCommit served under the new one (a cache keyed
+    wrongly), the client's map proofs against the new root refuse it."""
+    with running_server(f"sqlite:///{tmp_path / 'log.db'}") as server:
+        patient, insurer = _setup(server)
+        cid, _ = patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        first = _ask(insurer)
+        access = server.service.consents.access
+        stale = access.evidence.get((PATIENT.public_key, "insurer-1", first.state_commit_index))
+        assert stale is not None
+        patient.revoke(PATIENT, cid)
+        _, sc = access.pair()
+        access.evidence.put((PATIENT.public_key, "insurer-1", sc.index), stale)
+        with pytest.raises(VerificationError):
+            _ask(insurer)
+
+
+def test_inclusion_proofs_are_cached_by_index_and_size(tmp_path) -> None:
+    with running_server(f"sqlite:///{tmp_path / 'log.db'}") as server:
+        patient, _ = _setup(server)
+        for i in range(3):
+            patient.grant(PATIENT, grantee=f"org:h-{i}", actions=["access"], purposes=["TREAT"], data_classes=["laboratory-results"])
+        access = server.service.consents.access
+        size = server.service.ledger.sequencer.latest.size
+        a = access.proofs.prove(0, size - 1)
+        b = access.proofs.prove(0, size)
+        assert a != b and access.proofs.cache.get((0, size - 1)) == a and access.proofs.cache.get((0, size)) == b
