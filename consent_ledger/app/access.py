@@ -46,7 +46,6 @@ from consent_ledger.core.decision import (
     Decision,
     LedgerEntry,
     Policy,
-    check_request,
     decide,
     grantee_selectors,
 )
@@ -83,6 +82,9 @@ class AccessAnswer:
     # own key's pair needs no leaf on the wire (the client derives it from the key and the evidence).
     selector_keys: dict[str, bytes] = field(default_factory=dict)
     party_key: bytes = b""
+    # What the evidence part of the answer depends on: (patient, requester, StateCommit index, tree size). The
+    # server keeps that part as sent under this key (AccessPath.wire).
+    key: tuple[bytes, str, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,8 @@ class AccessPath:
         self._clock_ms = clock_ms
         self.proofs = InclusionProofs(reader, cache.of("inclusion_proofs"))
         self.evidence: Lru[tuple[bytes, str, int], Evidence] = Lru(cache.of("access_evidence"), _evidence_cost)
+        # The evidence part of an answer as the gRPC layer serialized it, by AccessAnswer.key (opaque bytes here).
+        self.wire: Lru[tuple[bytes, str, int, int], bytes] = Lru(cache.of("access_wire"), lambda k, b: 2 * OVERHEAD + len(b))
         # The consent-state index the last checkpoint seen names (checkpoint note -> index or None).
         self._named: tuple[bytes, int | None] = (b"", None)
 
@@ -173,6 +177,7 @@ class AccessPath:
         request still holding the old ones cannot put into the new)."""
         self.proofs = InclusionProofs(self.proofs.reader, self.proofs.cache.max_bytes)
         self.evidence = Lru(self.evidence.max_bytes, _evidence_cost)
+        self.wire = Lru(self.wire.max_bytes, self.wire._size)  # noqa: SLF001
 
     # -- a checkpoint and its StateCommit -----------------------------------------------------------------------
 
@@ -230,6 +235,7 @@ class AccessPath:
         payloads.check_patient_key(patient)
         now = self._clock_ms()
         check_request_time(time_ms, now)
+        # (The request itself is checked by decide, core.decision.check_request.)
         for _ in range(5):
             cp, sc = self.pair(io=io)
             ev = self.evidence.get((patient, requester_id, sc.index))
@@ -258,7 +264,6 @@ class AccessPath:
             break_glass=break_glass,
             break_glass_reason=break_glass_reason,
         )
-        check_request(request)
         proven = [Proven(s, self.proofs.prove(s.index, cp.size, io=io)) for s in stored]
         decision = decide(entries, request, self._source.policy)
         receipt = sign_receipt(receipt_body(decision, cp.note), self._signer_key)
@@ -274,6 +279,7 @@ class AccessPath:
             ev.party_key.pi,
             {sel: k.key for sel, k in ev.keys.items()},
             ev.party_key.key,
+            (patient, requester_id, sc.index, cp.size),
         )
 
     def _gather(self, requester_id: str, patient: bytes, cp: StoredCheckpoint, sc: StateCommitRow) -> Evidence | None:

@@ -108,13 +108,14 @@ class CacheBudget:
     # (96 MiB by default) keeps every full tile of a 1.5M-leaf log in memory: proofs then read no storage.
     SHARES: ClassVar[dict[str, float]] = {
         "entries": 0.22,  # stored and parsed entries by index (consents.ConsentLedger)
-        "in_force_by_root": 0.06,  # in-force sets by (patient, selector, map root) (consents.ConsentLedger)
+        "in_force_by_root": 0.05,  # in-force sets by (patient, selector, map root) (consents.ConsentLedger)
         "tiles": 0.25,  # expanded full tiles of the log (tree.TileCache)
         "map_nodes": 0.22,  # committed consent-map nodes (consent_state.NodeCache)
         "in_force": 0.10,  # the sequencer's committed in-force sets (consent_state.InForceCache)
-        "map_proofs": 0.03,  # map proofs by (key, root) (consent_state.ConsentState; read on an evidence miss)
+        "map_proofs": 0.02,  # map proofs by (key, root) (consent_state.ConsentState; read on an evidence miss)
         "inclusion_proofs": 0.05,  # inclusion proofs by (index, tree size) (access.InclusionProofs)
-        "access_evidence": 0.07,  # an access check's evidence by (patient, requester, StateCommit) (access.AccessPath)
+        "access_evidence": 0.06,  # an access check's evidence by (patient, requester, StateCommit) (access.AccessPath)
+        "access_wire": 0.03,  # that evidence as sent, by (patient, requester, StateCommit, tree size) (access.AccessPath)
     }
 
     def __post_init__(self) -> None:

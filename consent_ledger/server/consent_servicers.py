@@ -20,9 +20,9 @@ from consent_ledger.app.consents import (
 )
 from consent_ledger.app.errors import PermissionDenied, Unavailable, WouldBlock
 from consent_ledger.app.ledger import Ledger
+from consent_ledger.app.lru import Lru
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.payloads import Period, data_item_from_pb
-from consent_ledger.core.receipt import decision_to_pb
 from consent_ledger.server.errors import streaming, unary
 from consent_ledger.server.auth import caller_of
 from consent_ledger.server.log_servicer import checkpoint_pb, entry_pb, witnessed_fields
@@ -89,9 +89,24 @@ def _evidence_pbs(evidence: list[Proven]) -> list[access_pb2.EvidenceEntry]:
     return out
 
 
-def access_response(answer: AccessAnswer, requester: str) -> access_pb2.CheckAccessResponse:
+def access_response(answer: AccessAnswer, requester: str, wire: Lru[tuple[bytes, str, int, int], bytes] | None = None) -> access_pb2.CheckAccessResponse:
     """A CheckAccess answer on the wire, without what the client derives (access.proto): the shared tails of
-    inclusion proofs, and the leaf of a map proof that ends at its own key."""
+    inclusion proofs, and the leaf of a map proof that ends at its own key. The evidence part depends only on
+    ``answer.key`` and is kept serialized in ``wire``; the decision is the receipt's."""
+    blob = wire.get(answer.key) if wire is not None and answer.key is not None else None
+    if blob is None:
+        blob = _evidence_part(answer, requester).SerializeToString()
+        if wire is not None and answer.key is not None:
+            wire.put(answer.key, blob)
+    resp = access_pb2.CheckAccessResponse.FromString(blob)
+    body = access_pb2.ReceiptBody.FromString(access_pb2.SignedReceipt.FromString(answer.receipt).body)
+    resp.decision.CopyFrom(body.decision)
+    resp.checkpoint.note = answer.checkpoint.note
+    resp.receipt = answer.receipt
+    return resp
+
+
+def _evidence_part(answer: AccessAnswer, requester: str) -> access_pb2.CheckAccessResponse:
     evidence = _evidence_pbs(answer.evidence)
     selector_proofs = []
     for sel, proof in answer.selector_proofs.items():
@@ -107,10 +122,7 @@ def access_response(answer: AccessAnswer, requester: str) -> access_pb2.CheckAcc
             )
         )
     resp = access_pb2.CheckAccessResponse(
-        decision=decision_to_pb(answer.decision),
         evidence=evidence,
-        checkpoint=checkpoint_pb(answer.checkpoint),
-        receipt=answer.receipt,
         state_commit_index=answer.state_commit_index,
         selector_proofs=selector_proofs,
     )
@@ -159,7 +171,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
             answer = check(io=False)
         except WouldBlock:
             answer = await asyncio.to_thread(check, io=True)
-        resp = access_response(answer, requester)
+        resp = access_response(answer, requester, access.wire)
         witnessed, proof = await witnessed_fields(self._ledger, answer.checkpoint.size)
         if witnessed is not None:
             resp.witnessed_checkpoint.CopyFrom(witnessed)
