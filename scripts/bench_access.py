@@ -161,7 +161,23 @@ def _request_for(p: int) -> access_pb2.CheckAccessRequest:
 MD = (("x-consent-ledger-party", REQUESTER),)
 
 
-async def curve(target: str, requests: list[access_pb2.CheckAccessRequest], seconds: float, bucket: float, concurrency: int) -> tuple[Result, list[float]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def counted(call: Callable[[], object], box: list[int]) -> Callable[[], object]:
+    """``call`` that counts the calls that complete (warm-up included), for the server's CPU per call."""
+
+    async def run() -> None:
+        await call()  # type: ignore[misc]
+        box[0] += 1
+
+    return run
+
+
+async def curve(target: str, pid: int, requests: list[access_pb2.CheckAccessRequest], seconds: float, bucket: float, concurrency: int) -> tuple[Result, list[float]]:
     """From the moment the server is up: CheckAccess for patients never asked about before (each request a new
     random patient), back to back from ``concurrency`` callers for ``seconds``; the rate in each ``bucket``."""
     done: list[float] = []
@@ -172,6 +188,7 @@ async def curve(target: str, requests: list[access_pb2.CheckAccessRequest], seco
         access = access_pb2_grpc.AccessServiceStub(ch)
         loop = asyncio.get_running_loop()
         start = loop.time()
+        c0 = cpu_seconds(pid)
 
         async def caller() -> None:
             nonlocal errors
@@ -191,6 +208,7 @@ async def curve(target: str, requests: list[access_pb2.CheckAccessRequest], seco
                     latencies.append(t1 - t0)
 
         await asyncio.gather(*(caller() for _ in range(concurrency)))
+        cpu = cpu_seconds(pid) - c0
     rates = [0.0] * int(seconds / bucket)
     for t in done:
         k = int(t / bucket)
@@ -198,10 +216,11 @@ async def curve(target: str, requests: list[access_pb2.CheckAccessRequest], seco
             rates[k] += 1 / bucket
     latencies.sort()
     r = Result(f"CheckAccess, cold: a new patient each call, first {seconds:g} s after start-up", concurrency, len(done), seconds, errors, latencies)
+    r.note = f"server CPU {cpu / max(len(done), 1) * 1e6:,.0f} us/call (warm-up thread included)"
     return r, rates
 
 
-async def alternate(target: str, patients: int, duration: float, warmup: float, concurrency: int, rounds: int, leaves: int) -> list[Result]:
+async def alternate(target: str, pid: int, patients: int, duration: float, warmup: float, concurrency: int, rounds: int, leaves: int) -> list[Result]:
     """Warm figures in alternating windows: the trivial RPC, CheckAccess over a working set of 2,000 patients
     (each asked about once before measuring), GetInclusionProof for random leaves of the whole log."""
     rng = random.Random(7)
@@ -219,10 +238,18 @@ async def alternate(target: str, patients: int, duration: float, warmup: float, 
             f"GetInclusionProof at {leaves:,} leaves, warm": lambda: logs.GetInclusionProof(log_pb2.GetInclusionProofRequest(index=rng.randrange(leaves))),
         }
         parts: dict[str, list[Result]] = {name: [] for name in calls}
+        cpu = {name: [0.0, 0] for name in calls}  # server CPU seconds, completed calls
         for r in range(rounds):
             for name, call in calls.items():
-                parts[name].append(await closed_loop(name, call, concurrency, duration / rounds, warmup if r == 0 else 0.5))
-    trivial, *rest = [Result.merge(p) for p in parts.values()]
+                box = [0]
+                c0 = cpu_seconds(pid)
+                parts[name].append(await closed_loop(name, counted(call, box), concurrency, duration / rounds, warmup if r == 0 else 0.5))
+                cpu[name][0] += cpu_seconds(pid) - c0
+                cpu[name][1] += box[0]
+    merged = [Result.merge(p) for p in parts.values()]
+    for res, (name, (seconds, n)) in zip(merged, cpu.items()):
+        res.note = f"server CPU {seconds / max(n, 1) * 1e6:,.0f} us/call"
+    trivial, *rest = merged
     for res, (target_ratio, label) in zip(rest, ((1 / 3, ">= 0.33x"), (0.5, ">= 0.5x"))):
         res.baseline, res.baseline_rate = trivial.name, trivial.rate
         res.target, res.met = label, res.rate >= trivial.rate * target_ratio
@@ -284,9 +311,15 @@ def server_cost(url: str, signer, patients: int, n: int) -> list[Result]:  # typ
         consents.check_access(REQUESTER, patient=patient_key(p).public_key, action="access", purpose="CLMATTCH", data=data)
     elapsed = time.perf_counter() - t0
     out = [Result("server: first check about a patient (in process)", 1, len(first), elapsed, 0, [elapsed / len(first)])]
+    again = [patient_key(p).public_key for p in first[:200]]
+    t0 = time.perf_counter()
+    for k in range(n):
+        consents.check_access(REQUESTER, patient=again[k % len(again)], action="access", purpose="CLMATTCH", data=data)
+    elapsed = time.perf_counter() - t0
+    out.append(Result("server: a repeated check (in process, ConsentLedger.check_access)", 1, n, elapsed, 0, [elapsed / n]))
     access = getattr(consents, "access", None)
     if access is not None:  # the access path answers warm checks from memory (app/access.py)
-        warm = [patient_key(p).public_key for p in first[:200]]
+        warm = again
         t0 = time.perf_counter()
         for k in range(n):
             access.check_access(REQUESTER, patient=warm[k % len(warm)], action="access", purpose="CLMATTCH", data=data, io=False)
@@ -346,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         server = start(workdir, key_file, url)
         try:
             say(f"(a) cold CheckAccess from start-up, {args.curve:g} s")
-            cold, rates = asyncio.run(curve(server.target, cold_requests, args.curve, args.bucket, args.concurrency))
+            assert server.proc is not None
+            cold, rates = asyncio.run(curve(server.target, server.proc.pid, cold_requests, args.curve, args.bucket, args.concurrency))
         finally:
             server.stop()
         server = start(workdir, key_file, url)
@@ -354,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             say("(b) cold GetInclusionProof from start-up, 10 s")
             cold_p = asyncio.run(cold_proofs(server.target, leaves, 10.0, args.concurrency))
             say(f"(c) warm figures, alternating windows, {args.rounds} rounds")
-            results = asyncio.run(alternate(server.target, args.patients, args.duration, args.warmup, args.concurrency, args.rounds, leaves))
+            assert server.proc is not None
+            results = asyncio.run(alternate(server.target, server.proc.pid, args.patients, args.duration, args.warmup, args.concurrency, args.rounds, leaves))
             trivial = results[0]
             for r, label, target in ((cold, ">= 0.15x", 0.15), (cold_p, "", None)):
                 r.baseline, r.baseline_rate = trivial.name, trivial.rate

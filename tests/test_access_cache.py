@@ -100,3 +100,33 @@ def test_inclusion_proofs_are_cached_by_index_and_size(tmp_path) -> None:
         a = access.proofs.prove(0, size - 1)
         b = access.proofs.prove(0, size)
         assert a != b and access.proofs.cache.get((0, size - 1)) == a and access.proofs.cache.get((0, size)) == b
+
+
+def test_a_checkpoint_read_just_before_a_batch_is_not_paired_with_the_next_state(tmp_path) -> None:
+    """The sequencer publishes a batch's checkpoint, then moves the consent state to its StateCommit: a check that
+    read the checkpoint just before a batch and the consent state just after paired a StateCommit its checkpoint
+    does not hold (main: "index N is out of range for tree size N"). The check reads the two as a pair."""
+    from consent_ledger.core.checkpoint import parse_checkpoint
+
+    with running_server(f"sqlite:///{tmp_path / 'log.db'}") as server:
+        patient, insurer = _setup(server)
+        patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        consents = server.service.consents
+        before = server.service.ledger.sequencer.latest
+        patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["imaging"])
+        real = consents._latest  # noqa: SLF001
+        reads = [0]
+
+        def racing():  # the first read sees the checkpoint of just before the last batch
+            reads[0] += 1
+            return before if reads[0] == 1 else real()
+
+        consents._latest = racing  # noqa: SLF001
+        access = getattr(consents, "access", None)
+        if access is not None:
+            access._latest = racing  # noqa: SLF001
+        answer = consents.check_access("insurer-1", patient=PATIENT.public_key, action="access", purpose="HPAYMT", data=[LAB])
+        cp = answer.checkpoint
+        named = parse_checkpoint(cp.note[: cp.note.index(b"\n\n") + 1].decode()).consent_state
+        assert named == answer.state_commit_index < cp.size
+        assert answer.state_commit_index == consents.state.latest.index  # the latest state, with both grants
