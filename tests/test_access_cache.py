@@ -1,6 +1,6 @@
 """The access path's caches (app/access.py): a warm check is answered from memory, and no cache serves evidence
-staler than the checkpoint it is answered at. The evidence is cached by (patient, requester, StateCommit index),
-inclusion proofs by (index, tree size): a revocation integrated right after a warm check moves the StateCommit,
+staler than the checkpoint it is answered at. The evidence is cached by (patient, requester, map root), inclusion
+proofs by (index, tree size): a revocation integrated right after a warm check moves the StateCommit,
 and the next answer rests on the new in-force set; an answer at a larger tree size carries proofs for that size."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_a_revocation_right_after_a_warm_check_is_reflected(database_url) -> Non
         assert warm.decision.consent_ids == (cid,) and warm.state_commit_index == first.state_commit_index
         assert _ask(insurer).permitted
         patient.revoke(PATIENT, cid)
-        # The revocation's batch moved the checkpoint and its StateCommit: the cached evidence is not for it.
+        # The revocation's batch moved the checkpoint, its StateCommit and the map root: nothing cached is for it.
         with pytest.raises(WouldBlock):
             _in_memory(server)
         after = _ask(insurer)
@@ -81,11 +81,12 @@ def test_a_stale_cache_entry_would_be_refused_by_the_client(tmp_path) -> None:
         cid, _ = patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
         first = _ask(insurer)
         access = server.service.consents.access
-        stale = access.evidence.get((PATIENT.public_key, "insurer-1", first.state_commit_index))
+        stale = access.evidence.get((PATIENT.public_key, "insurer-1", first.state_map_root))
         assert stale is not None
         patient.revoke(PATIENT, cid)
         _, sc = access.pair()
-        access.evidence.put((PATIENT.public_key, "insurer-1", sc.index), stale)
+        assert sc.map_root != first.state_map_root
+        access.evidence.put((PATIENT.public_key, "insurer-1", sc.map_root), stale)
         with pytest.raises(VerificationError):
             _ask(insurer)
 
@@ -130,3 +131,27 @@ def test_a_checkpoint_read_just_before_a_batch_is_not_paired_with_the_next_state
         named = parse_checkpoint(cp.note[: cp.note.index(b"\n\n") + 1].decode()).consent_state
         assert named == answer.state_commit_index < cp.size
         assert answer.state_commit_index == consents.state.latest.index  # the latest state, with both grants
+
+
+def test_an_idle_heartbeat_keeps_the_evidence_and_names_the_new_state_commit(tmp_path) -> None:
+    """A heartbeat StateCommit changes nothing in the map: the cached evidence (by map root) still serves, with the
+    new StateCommit entry, so the answer is as fresh as the heartbeat."""
+    import time
+
+    from consent_ledger.app.consent_state import StatePolicy
+
+    with running_server(f"sqlite:///{tmp_path / 'log.db'}", state=StatePolicy(heartbeat_s=0.2)) as server:
+        patient, insurer = _setup(server)
+        patient.grant(PATIENT, grantee="org:insurer-1", actions=["access"], purposes=["HPAYMT"], data_classes=["laboratory-results"])
+        first = _ask(insurer)
+        access = server.service.consents.access
+        state = server.service.consents.state
+        deadline = time.monotonic() + 30
+        while state.latest.index == first.state_commit_index and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.latest.index > first.state_commit_index, "no heartbeat StateCommit was written"
+        assert state.latest.map_root == first.state_map_root
+        assert access.evidence.get((PATIENT.public_key, "insurer-1", first.state_map_root)) is not None
+        later = _ask(insurer)
+        assert later.permitted and later.state_commit_index > first.state_commit_index
+        assert later.state_time_ms > first.state_time_ms

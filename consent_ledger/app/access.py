@@ -2,19 +2,20 @@
 memory when it can.
 
 What an answer rests on is fixed by two published things: the checkpoint (its tree size: the inclusion proofs)
-and the StateCommit it names (its index: the map root, hence the in-force sets, the map proofs and the
-requester's registration). So the caches here are keyed by them and never need invalidating:
+and the StateCommit it names (its index, and its map root: the in-force sets, the map proofs and the requester's
+registration, which the root commits to). So the caches here are keyed by them and never need invalidating:
 
-- the evidence of a (patient, requester) as of a StateCommit index: the selectors, the VRF-proven map keys, the
-  map proofs, and which entries are evidence (the in-force grants, the delegations behind delegate-signed ones,
-  the registration, the StateCommit);
-- the inclusion proof of an entry at a tree size.
+- the evidence of a (patient, requester) by map root: the selectors, the VRF-proven map keys, the map proofs, and
+  which entries are evidence (the in-force grants, the delegations behind delegate-signed ones, the registration);
+  the StateCommit entry is added per answer, so an idle heartbeat StateCommit (same root) keeps it;
+- the inclusion proof of an entry by (index, tree size);
+- the evidence part of an answer as serialized, by (patient, requester, StateCommit index, tree size).
 
-A check first picks a checkpoint and the StateCommit it names, read together (``_pair``); an answer is never
-computed on a StateCommit newer or older than its checkpoint names, so nothing it returns is staler than the
-checkpoint. A revocation integrated by a batch moves both, and the next check misses the evidence cache and
-reads the new in-force set. Another server process on the same database (which publishes checkpoints it reads
-from storage) keys its caches the same way.
+A check first picks a checkpoint and the StateCommit it names, read together (``pair``); an answer is never
+computed on a StateCommit other than the one its checkpoint names, so nothing it returns is staler than the
+checkpoint. A revocation integrated by a batch moves both (and the root), and the next check misses the evidence
+cache and reads the new in-force set. Another server process on the same database (which publishes checkpoints
+it reads from storage) keys its caches the same way.
 
 ``check_access(io=False)`` serves from memory alone (the caches, the expanded tiles) and raises WouldBlock on any
 miss: the gRPC layer calls it on the event loop and only a miss goes to a worker thread (as app.authorization does
@@ -97,12 +98,13 @@ class Evidence:
     keys: dict[str, vrf.ProvenKey]
     party_key: vrf.ProvenKey
     proofs: dict[bytes, smt.MapProof]
-    # Every evidence entry's index, and those the decision reads (the grants and what authorised them).
+    # Every evidence entry's index but the StateCommit's, and those the decision reads (the grants and what
+    # authorised them).
     indices: frozenset[int]
     parsed: frozenset[int]
 
 
-def _evidence_cost(key: tuple[bytes, str, int], ev: Evidence) -> int:
+def _evidence_cost(key: tuple[bytes, str, bytes], ev: Evidence) -> int:
     proofs = sum(2 * OVERHEAD + 64 + len(p.siblings) * (OVERHEAD + 32) for p in ev.proofs.values())
     keys = (len(ev.keys) + 1) * (3 * OVERHEAD + 32 + 80 + 16)
     return 8 * OVERHEAD + len(key[1]) + 32 + proofs + keys + (len(ev.indices) + len(ev.parsed)) * OVERHEAD
@@ -166,7 +168,10 @@ class AccessPath:
         self._latest = latest
         self._clock_ms = clock_ms
         self.proofs = InclusionProofs(reader, cache.of("inclusion_proofs"))
-        self.evidence: Lru[tuple[bytes, str, int], Evidence] = Lru(cache.of("access_evidence"), _evidence_cost)
+        # By (patient, requester, map root): the root commits to the in-force sets and the registrations, so a
+        # StateCommit that changes nothing (an idle heartbeat) keeps the evidence; the StateCommit entry itself is
+        # added per answer.
+        self.evidence: Lru[tuple[bytes, str, bytes], Evidence] = Lru(cache.of("access_evidence"), _evidence_cost)
         # The evidence part of an answer as the gRPC layer serialized it, by AccessAnswer.key (opaque bytes here).
         self.wire: Lru[tuple[bytes, str, int, int], bytes] = Lru(cache.of("access_wire"), lambda k, b: 2 * OVERHEAD + len(b))
         # The consent-state index the last checkpoint seen names (checkpoint note -> index or None).
@@ -238,14 +243,14 @@ class AccessPath:
         # (The request itself is checked by decide, core.decision.check_request.)
         for _ in range(5):
             cp, sc = self.pair(io=io)
-            ev = self.evidence.get((patient, requester_id, sc.index))
+            ev = self.evidence.get((patient, requester_id, sc.map_root))
             if ev is None:
                 if not io:
                     raise WouldBlock("the evidence of this patient and requester is not cached")
                 ev = self._gather(requester_id, patient, cp, sc)
                 if ev is None:
                     continue  # the consent state moved while gathering: again, on the new pair
-            stored, entries = self._source.entries_at(set(ev.indices), set(ev.parsed), io=io)
+            stored, entries = self._source.entries_at({*ev.indices, sc.index}, set(ev.parsed), io=io)
             break
         else:
             raise Unavailable("the consent state is being updated; try again")
@@ -316,9 +321,9 @@ class AccessPath:
         parsed = grant_indices | source.support(grants)
         ev = Evidence(
             party, tuple(selectors), keys, party_key, proofs,
-            frozenset(parsed | {party.index, sc.index}), frozenset(parsed),
+            frozenset(parsed | {party.index}), frozenset(parsed),
         )  # fmt: skip
-        return self.evidence.put((patient, requester_id, sc.index), ev)
+        return self.evidence.put((patient, requester_id, sc.map_root), ev)
 
 
 # -- warm-up at start-up ------------------------------------------------------------------------------------------
