@@ -204,9 +204,12 @@ class AccessPath:
             cp = self._latest()
             sc = state.latest
             named = self._named_state(cp)
-            if sc is not None and named == sc.index and self._latest() is cp:
+            # A checkpoint written before checkpoints named their StateCommit names none: the latest one it holds
+            # is used (the client refuses such evidence, StateCommitNotNamed; the server still answers).
+            paired = named == sc.index if named is not None else sc is not None and sc.index < cp.size
+            if sc is not None and paired and self._latest() is cp:
                 return cp, sc
-            if named is None:
+            if sc is None and named is None:
                 raise Unavailable("the ledger has no consent state commit yet")
             if not io:
                 raise WouldBlock("the consent state is moving to the checkpoint's")
