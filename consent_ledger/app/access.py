@@ -206,8 +206,8 @@ class AccessPath:
             named = self._named_state(cp)
             # A checkpoint written before checkpoints named their StateCommit names none: the latest one it holds
             # is used (the client refuses such evidence, StateCommitNotNamed; the server still answers).
-            paired = named == sc.index if named is not None else sc is not None and sc.index < cp.size
-            if sc is not None and paired and self._latest() is cp:
+            paired = sc is not None and (named == sc.index if named is not None else sc.index < cp.size)
+            if paired and sc is not None and self._latest() is cp:
                 return cp, sc
             if sc is None and named is None:
                 raise Unavailable("the ledger has no consent state commit yet")
