@@ -155,3 +155,39 @@ def test_an_idle_heartbeat_keeps_the_evidence_and_names_the_new_state_commit(tmp
         later = _ask(insurer)
         assert later.permitted and later.state_commit_index > first.state_commit_index
         assert later.state_time_ms > first.state_time_ms
+
+
+def test_a_checkpoint_is_paired_only_with_the_state_commit_it_names() -> None:
+    """AccessPath.pair: the StateCommit the checkpoint names, or (a checkpoint from before checkpoints named one)
+    the latest one it holds; WouldBlock from memory while the consent state has not caught up; UNAVAILABLE with no
+    StateCommit at all."""
+    from types import SimpleNamespace
+
+    from consent_ledger.app.access import AccessPath
+    from consent_ledger.app.errors import Unavailable
+    from consent_ledger.app.ports import StateCommitRow, StoredCheckpoint
+    from consent_ledger.app.tree import TreeReader
+    from consent_ledger.core.checkpoint import Checkpoint, format_checkpoint, format_consent_state
+
+    def cp(size: int, named: int | None) -> StoredCheckpoint:
+        ext = () if named is None else (format_consent_state(named),)
+        body = format_checkpoint(Checkpoint("test/log", size, b"\x01" * 32, ext))
+        return StoredCheckpoint(size, b"\x01" * 32, (body + "\n— test/log sig\n").encode(), 0)
+
+    state = SimpleNamespace(latest=None)
+    latest = [cp(5, 4)]
+    access = AccessPath(SimpleNamespace(state=state), b"", TreeReader(None), lambda: latest[0], lambda: 0)  # type: ignore[arg-type]
+    with pytest.raises(WouldBlock):
+        access.pair(io=False)  # the checkpoint names StateCommit 4, the state has none yet
+    state.latest = StateCommitRow(4, b"\x02" * 32, 0)
+    assert access.pair(io=False) == (latest[0], state.latest)
+    latest[0] = cp(7, 6)  # a new batch published; the state not moved yet
+    with pytest.raises(WouldBlock):
+        access.pair(io=False)
+    state.latest = StateCommitRow(6, b"\x03" * 32, 0)
+    assert access.pair() == (latest[0], state.latest)
+    latest[0] = cp(9, None)  # a checkpoint that names no StateCommit (written before the line existed)
+    assert access.pair() == (latest[0], state.latest)
+    state.latest = None
+    with pytest.raises(Unavailable):
+        access.pair()
