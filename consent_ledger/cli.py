@@ -94,6 +94,7 @@ from consent_ledger.presentation import (
     verified_decision_json,
 )
 from consent_ledger.server.app import TlsFiles
+from consent_ledger.server.forwarding import PeerTls
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.app.consent_state import StatePolicy
 from consent_ledger.app.lru import CacheBudget
@@ -123,6 +124,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_VERIFICATION = 3
+# Like a tool killed by SIGPIPE (128 + 13): the reader of stdout went away, e.g. `consent-ledger ... | head`.
+EXIT_BROKEN_PIPE = 141
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 STATE_DIR = Path("~/.consent-ledger/state")
@@ -171,6 +174,15 @@ def _env_flag(name: str) -> bool:
     return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+# The width of a time as format_time writes it ("2026-05-01 12:00:00 UTC").
+WHEN_WIDTH = 23
+
+
+def count(n: int, one: str, many: str) -> str:
+    """A count with its noun: "1 entry", "1,024 entries"."""
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def emit(args: argparse.Namespace, human: str, data: dict[str, Any]) -> None:
     """Print a result: plain text, or JSON with --json."""
     if getattr(args, "json", False):
@@ -208,6 +220,44 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         {"kind": args.kind, "key_file": args.out, "public_key": signer.public_key.hex(), "verifier_key": vkey},
     )
     return 0
+
+
+def cmd_dev_ca(args: argparse.Namespace) -> int:
+    from consent_ledger import devca  # needs cryptography; only this command does
+
+    out = Path(args.out)
+    try:
+        done = devca.issue(out, args.server_name or [], args.client or [], days=args.days, overwrite=args.force)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    q = shlex.quote
+    lines = [
+        f"development CA in {out} (valid {count(args.days, 'day', 'days')}; not for production):",
+        f"  {done.ca_cert}  CA certificate: clients trust it (--ca-cert), the server checks client certificates "
+        "against it (--tls-client-ca)",
+        f"  {done.ca_key}  CA key (0600): keep it, or delete it once every certificate is issued",
+        f"  {done.server_cert}, {done.server_key}  server certificate for {', '.join(done.server_names)}, "
+        "127.0.0.1, ::1",
+        *(f"  {cert}, {key}  client certificate for {cn!r}" for cn, cert, key in done.clients),
+        "serve with mutual TLS:",
+        f"  consent-ledger serve --tls-cert {q(str(done.server_cert))} --tls-key {q(str(done.server_key))} "
+        f"--tls-client-ca {q(str(done.ca_cert))} ...",
+        "connect:",
+        f"  consent-ledger checkpoint --server {done.server_names[0]}:50051 --ca-cert {q(str(done.ca_cert))}"
+        + (f" --client-cert {q(str(done.clients[0][1]))} --client-key {q(str(done.clients[0][2]))}" if done.clients else "")
+        + " --log-key-file log.key.pub",
+    ]
+    data = {
+        "ca_cert": str(done.ca_cert),
+        "ca_key": str(done.ca_key),
+        "server_cert": str(done.server_cert),
+        "server_key": str(done.server_key),
+        "server_names": list(done.server_names),
+        "clients": {cn: {"cert": str(cert), "key": str(key)} for cn, cert, key in done.clients},
+        "days": args.days,
+    }
+    emit(args, "\n".join(lines), data)
+    return EXIT_OK
 
 
 # -- serve --------------------------------------------------------------------------------------------------
@@ -259,6 +309,11 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         witnesses=tuple(_witness_endpoints(args.witness)),
         witness_quorum=args.witness_quorum,
         witness_ca=args.witness_ca,
+        replica=args.replica,
+        advertise=args.advertise,
+        lease_ttl_s=args.lease_ttl,
+        replica_count=args.replica_count,
+        peer_tls=_peer_tls(args),
     )
     if config.witnesses and not 0 <= config.witness_quorum <= len(config.witnesses):
         raise CliError(f"--witness-quorum must be between 1 and the number of --witness ({len(config.witnesses)})")
@@ -270,7 +325,9 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         f"serving log {signer.name} on {host}:{service.port} (tree size {service.ledger.sequencer.latest.size}, "
         f"database {config.database_url})\nverifier key: {verifier_key_of(signer)}\n"
         f"map VRF public key: {service.consents.state.map_keys.public_key.hex()}"
-        + ("" if map_vrf_key else " (derived from the log key: no --map-vrf-key-file given)"),
+        + ("" if map_vrf_key else " (derived from the log key: no --map-vrf-key-file given)")
+        + (f"\nreplica {service.role.holder} at {service.role.address}: {service.role.status().role}"
+           if service.role is not None else ""),
         flush=True,
     )
     stop = asyncio.Event()
@@ -285,6 +342,15 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         print("stopping: finishing in-flight requests", flush=True)
         await service.stop()
     return 0
+
+
+def _peer_tls(args: argparse.Namespace) -> PeerTls | None:
+    given = [args.peer_ca, args.peer_cert, args.peer_key]
+    if not any(given):
+        return None
+    if not all(given):
+        raise CliError("--peer-ca, --peer-cert and --peer-key go together")
+    return PeerTls(Path(args.peer_ca), Path(args.peer_cert), Path(args.peer_key), args.peer_server_name)
 
 
 def _witness_endpoints(specs: list[str]) -> list[WitnessEndpoint]:
@@ -306,7 +372,8 @@ def cmd_rebuild_map(args: argparse.Namespace) -> int:
     done = rebuild_map(args.database_url, signer, _map_vrf_key(args))
     emit(
         args,
-        f"rebuilt the consent-state map of {args.database_url} from {done.entries:,} entries: {done.keys:,} keys, "
+        f"rebuilt the consent-state map of {args.database_url} from {count(done.entries, 'entry', 'entries')}: "
+        f"{count(done.keys, 'key', 'keys')}, "
         f"root {done.map_root.hex()}\nclosed by StateCommit #{done.state_commit_index}, which names the map VRF key",
         {"entries": done.entries, "keys": done.keys, "map_root": done.map_root.hex(),
          "state_commit_index": done.state_commit_index},
@@ -386,6 +453,11 @@ def cmd_witness_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if not args.insecure and not (args.tls_cert or args.tls_key):
+        raise CliError(
+            "refusing to serve without TLS: give --tls-cert and --tls-key (and --tls-client-ca for mutual TLS), or "
+            "--insecure for a development server on loopback (`consent-ledger dev-ca` makes certificates to try)"
+        )
     shutdown = configure_telemetry(args.telemetry)
     try:
         return asyncio.run(_serve(args))
@@ -463,6 +535,26 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="cosignatures a checkpoint needs to be served as witnessed (default: every --witness)")
     p.add_argument("--witness-ca", metavar="FILE",
                    help="CA certificate(s) that HTTPS witnesses' certificates must chain to (default: system roots)")
+    r = p.add_argument_group("replicas", "several serve processes over one database (PostgreSQL, MariaDB)")
+    r.add_argument("--replica", action="store_true", default=_env_flag("CONSENT_LEDGER_REPLICA"),
+                   help="take part in the sequencer election: the replica holding the database's sequencer lease "
+                        "integrates, the others forward submissions to it and serve reads from the database "
+                        "(or set $CONSENT_LEDGER_REPLICA=1); needs --operator (forwarding is done as the operator)")
+    r.add_argument("--advertise", default=_env("CONSENT_LEDGER_ADVERTISE"), metavar="HOST:PORT",
+                   help="where the other replicas reach this one (default: the --listen host and the bound port)")
+    r.add_argument("--lease-ttl", type=float, default=_float_env("CONSENT_LEDGER_LEASE_TTL", 2.0), metavar="SECONDS",
+                   help="the sequencer lease lasts this long unless renewed: a dead leader is replaced within about "
+                        "this long (default: %(default)g)")
+    r.add_argument("--replica-count", type=int, default=1, metavar="N",
+                   help="replicas sharing the per-caller --rate-limit: each enforces 1/N of it (default: %(default)d)")
+    r.add_argument("--peer-ca", default=_env("CONSENT_LEDGER_PEER_CA"), metavar="FILE",
+                   help="with TLS: the CA the other replicas' server certificates chain to")
+    r.add_argument("--peer-cert", default=_env("CONSENT_LEDGER_PEER_CERT"), metavar="FILE",
+                   help="with TLS: this replica's client certificate for forwarding (its name a configured --operator)")
+    r.add_argument("--peer-key", default=_env("CONSENT_LEDGER_PEER_KEY"), metavar="FILE",
+                   help="the private key of --peer-cert")
+    r.add_argument("--peer-server-name", default=None, metavar="NAME",
+                   help="expect this name in the other replicas' server certificates instead of their host")
     p.add_argument("--ack-timeout", type=float, default=_float_env("CONSENT_LEDGER_ACK_TIMEOUT", 10.0),
                    metavar="SECONDS", help="answer a submission UNAVAILABLE when it is not acknowledged within this "
                    "long; 0: wait for its batch (default: $CONSENT_LEDGER_ACK_TIMEOUT or %(default)g)")
@@ -968,14 +1060,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         auditor = Auditor(client, resume_file=resume)
         progress = None if args.json else _progress_printer(sys.stderr)
         report = auditor.run(end=args.end, progress=progress)
-    kinds = ", ".join(f"{n:,} {kind_name(k)}" for k, n in sorted(report.by_kind.items()))
+    kinds = ", ".join(count(n, kind_name(k), kind_name(k) + "s") for k, n in sorted(report.by_kind.items()))
     lines = [
         f"audited entries {report.start:,}..{report.end - 1:,} of a log of {report.checkpoint_size:,}"
         + (f" (resumed from {resume})" if resume and report.start else ""),
-        f"  {report.entries:,} entries: {kinds or 'none'}",
-        f"  every entry's inclusion, body and {report.signatures:,} signatures verified; every checkpoint seen was "
-        "signed by the log and consistent with the one before",
-        f"  {report.state_commits:,} StateCommits: map root recomputed from the log and compared",
+        f"  {count(report.entries, 'entry', 'entries')}: {kinds or 'none'}",
+        f"  every entry's inclusion, body and {count(report.signatures, 'signature', 'signatures')} verified; every "
+        "checkpoint seen was signed by the log and consistent with the one before",
+        f"  {count(report.state_commits, 'StateCommit', 'StateCommits')}: map root recomputed from the log and compared",
     ]
     data: dict[str, Any] = {
         "start": report.start,
@@ -1117,14 +1209,20 @@ def public_key_from_file(path_text: str, what: str) -> bytes:
 
 
 def public_key_from_text(text: str, what: str) -> bytes:
-    """64 hex digits, or a verifier key (name+hash+base64) as in a .pub file."""
+    """64 hex digits, a verifier key (name+hash+base64) as in a .pub file, or the path of such a file (a .pub, or
+    a private key file: its public key)."""
     t = text.strip()
     if re.fullmatch(r"[0-9a-fA-F]{64}", t):
         return bytes.fromhex(t)
     try:
         return parse_verifier_key(t).public_key
     except InvalidInput:
-        raise CliError(f"{what}: {text!r:.80} is neither 64 hex digits nor a public key (name+hash+key)") from None
+        pass
+    if Path(t).expanduser().is_file():
+        return public_key_from_file(t, f"{what} file")
+    raise CliError(
+        f"{what}: {text!r:.80} is neither 64 hex digits, a public key (name+hash+key) nor a key file"
+    )
 
 
 def patient_signer_from_args(args: argparse.Namespace) -> Signer | None:
@@ -1424,17 +1522,20 @@ def cmd_reviews(args: argparse.Namespace) -> int:
             if not token:
                 break
     open_items = [v for v in items if v.review is None]
+    party_width = max([16, *(len(v.event.party_id) for v in items if v.event)])
     what = "unreviewed break-glass accesses" if args.unreviewed else "break-glass accesses"
     lines = [f"{what}: {len(items)} ({len(open_items)} awaiting review)"]
     if items:
-        lines.append(f"  {'EVENT':<7} {'WHEN':<20} {'PARTY':<16} {'PURPOSE':<8} {'REASON':<32} REVIEW")
+        lines.append(f"  {'EVENT':<7} {'WHEN':<{WHEN_WIDTH}} {'PARTY':<{party_width}} {'PURPOSE':<8} {'REASON':<32} REVIEW")
     for v in items:
         e = v.event
         when = format_time(e.accessed_at_ms if e else v.entry.leaf.integrated_time_ms)
         party, purpose = (e.party_id, e.purpose) if e else ("(erased)", "-")
         reason = (e.break_glass_reason if e else "-").replace("\n", " ")
         reason = reason if len(reason) <= 32 else reason[:29] + "..."
-        lines.append(f"  #{v.index:<6} {when:<20} {party:<16} {purpose:<8} {reason:<32} {review_state_text(v)}")
+        lines.append(
+            f"  #{v.index:<6} {when:<{WHEN_WIDTH}} {party:<{party_width}} {purpose:<8} {reason:<32} {review_state_text(v)}"
+        )
     lines.append(
         f"verified: every event and review proven in checkpoint of size {cp.size} signed by {cp.origin}; each review "
         f"signed by an operator key and about its event (that the list is complete, and that an event has no review, "
@@ -1729,6 +1830,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keygen)
 
+    p = sub.add_parser("dev-ca", help="make a throwaway CA with server and client certificates for TLS and mutual TLS "
+                                      "(development, Docker trials)")
+    p.add_argument("--out", required=True, help="directory for ca.crt/ca.key, server.crt/server.key and NAME.crt/NAME.key")
+    p.add_argument("--server-name", action="append", metavar="NAME",
+                   help="a DNS name clients use to reach the server (repeatable; localhost, 127.0.0.1 and ::1 are "
+                        "always included)")
+    p.add_argument("--client", action="append", metavar="NAME",
+                   help="issue a client certificate whose common name is NAME: a party id, the operator's or an "
+                        "auditor's configured name, or e.g. patient-app (repeatable)")
+    p.add_argument("--days", type=int, default=365, help="validity in days (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dev_ca)
+
     p = sub.add_parser("witness", help="run a C2SP tlog-witness that cosigns the checkpoints of configured logs")
     p.add_argument("--listen", default=_env("CONSENT_LEDGER_WITNESS_LISTEN", DEFAULT_WITNESS_LISTEN),
                    help="host:port to listen on (default: $CONSENT_LEDGER_WITNESS_LISTEN or %(default)s)")
@@ -1793,7 +1908,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--legal-basis-text", metavar="TEXT", help="legal basis in words")
     p.add_argument("--supersedes", metavar="CONSENT_ID", help="consent id of an earlier grant this one replaces")
     p.add_argument("--for-patient", metavar="KEY",
-                   help="sign as a delegate (--key is the delegate's key) for this patient: 64 hex digits or name+hash+key")
+                   help="sign as a delegate (--key is the delegate's key) for this patient: 64 hex digits, name+hash+key "
+                        "or the patient's .pub file")
     add_client_options(p)
     p.set_defaults(func=cmd_grant)
 
@@ -1822,7 +1938,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evidence", metavar="REF", help="where the authority is documented (required with --attested-by)")
     p.add_argument("--attested-by", metavar="PARTY_ID",
                    help="an organisation attests a guardian for a patient without a key: --key is the organisation's")
-    p.add_argument("--for-patient", metavar="KEY", help="the patient (with --attested-by): 64 hex digits or name+hash+key")
+    p.add_argument("--for-patient", metavar="KEY",
+                   help="the patient (with --attested-by): 64 hex digits, name+hash+key or the patient's .pub file")
     add_client_options(p)
     p.set_defaults(func=cmd_delegate)
 
@@ -1982,9 +2099,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"consent-ledger: {message}", file=sys.stderr)
-    return code
+def connection_hint(args: argparse.Namespace, details: str) -> str:
+    """What to try when the ledger could not be reached, from what gRPC said and the options given: a certificate
+    problem is not solved by --insecure, and --insecure against a TLS server is the problem itself."""
+    server = getattr(args, "server", "?")
+    insecure = bool(getattr(args, "insecure", False))
+    text = details.lower()
+    if "hostname verification" in text or "peer name" in text or "no match found for server name" in text:
+        return (f"the server's certificate does not name {server.rsplit(':', 1)[0]}: connect by a name in its "
+                "certificate, or give --tls-server-name NAME")
+    if "certificate_verify_failed" in text or "certificate verify failed" in text:
+        return ("the server's certificate is not issued by a CA this client trusts: give --ca-cert with the CA "
+                "certificate that issued it")
+    if "wrong_version_number" in text and not insecure:
+        return f"the server at {server} does not speak TLS: a development server needs --insecure"
+    if "connection refused" in text or "failed to connect to remote host" in text or "name resolution" in text:
+        return f"is the ledger running at {server}?"
+    if insecure:
+        return (f"is the ledger running at {server}? If it serves TLS, drop --insecure and give --ca-cert (and "
+                "--client-cert/--client-key when it requires client certificates)")
+    if "socket closed" in text and not getattr(args, "client_cert", None):
+        return (f"the server at {server} closed the connection: a server with mutual TLS requires a client "
+                "certificate (--client-cert and --client-key); a development server needs --insecure")
+    if "socket closed" in text:
+        return (f"the server at {server} closed the connection: is the client certificate issued by the CA it "
+                "trusts for clients?")
+    return f"is the ledger running at {server}? (a development server needs --insecure)"
+
+
+def _fail(args: argparse.Namespace | None, message: str, status: int, *, kind: str, **extra: Any) -> int:
+    """Report an error: one line (or block) on stderr, or with --json one JSON document on stdout with the same
+    message, what kind of error it was and the exit status."""
+    if args is not None and getattr(args, "json", False):
+        doc = {"error": {"kind": kind, "message": message, "exit_status": status, **extra}}
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(f"consent-ledger: {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1994,14 +2145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _witness_defaults(args)
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as a tool killed by SIGPIPE would, and keep Python
+        # from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except grpc.RpcError as e:
         code = e.code() if hasattr(e, "code") else None
         details = e.details() if hasattr(e, "details") else str(e)
         name = code.name if code is not None else "UNKNOWN"
-        hint = ""
-        if code is grpc.StatusCode.UNAVAILABLE:
-            hint = f"\n  (is the ledger running at {getattr(args, 'server', '?')}? a development server needs --insecure)"
-        return _fail(f"{name}: {details}{hint}", EXIT_ERROR)
+        hint = connection_hint(args, details or "") if code is grpc.StatusCode.UNAVAILABLE else ""
+        message = f"{name}: {details}" + (f"\n  ({hint})" if hint else "")
+        return _fail(args, message, EXIT_ERROR, kind="grpc", code=name, details=details, hint=hint or None)
     except InconsistentCheckpoints as e:
         evidence = (
             "VERIFICATION FAILED: the log showed two checkpoints that cannot both be true (a split view).\n"
@@ -2016,32 +2172,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  (anyone can check it with the log key alone: consent-ledger verify-evidence {e.evidence_path} "
                 "--log-key-file LOG.pub)"
             )
-        return _fail(evidence, EXIT_VERIFICATION)
+        return _fail(
+            args, evidence, EXIT_VERIFICATION, kind="split_view",
+            smaller_checkpoint=e.smaller.decode("utf-8", "replace"), larger_checkpoint=e.larger.decode("utf-8", "replace"),
+            consistency_proof=[base64.b64encode(h).decode() for h in e.proof],
+            evidence_path=str(e.evidence_path) if e.evidence_path else None,
+        )
     except UnknownVerifier as e:
         return _fail(
+            args,
             f"verification failed: the checkpoint is not signed by the pinned log key ({e}); "
             "check --log-key/--log-key-file",
             EXIT_VERIFICATION,
+            kind="verification",
         )
     except StaleEvidence as e:
         return _fail(
+            args,
             f"verification failed: {e}\n  (a ledger commits its consent state every 30 s by default, even when idle: "
             "older state means the server is behind or holding changes back; --max-state-age SECONDS accepts older)",
             EXIT_VERIFICATION,
+            kind="verification",
         )
     except IncompleteEvidence as e:
         return _fail(
+            args,
             f"verification failed: {e}\n  (the server left out or added consents compared with the consent state "
             "it signed: do not act on this decision)",
             EXIT_VERIFICATION,
+            kind="verification",
         )
     except VerificationError as e:
-        return _fail(f"verification failed: {e}", EXIT_VERIFICATION)
+        return _fail(args, f"verification failed: {e}", EXIT_VERIFICATION, kind="verification")
     except ConsentLedgerError as e:
-        return _fail(str(e), EXIT_ERROR)
+        return _fail(args, str(e), EXIT_ERROR, kind="error")
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
-        return _fail(f"{e.strerror or e}{where}", EXIT_ERROR)
+        return _fail(args, f"{e.strerror or e}{where}", EXIT_ERROR, kind="os")
     except KeyboardInterrupt:
         return 130
 

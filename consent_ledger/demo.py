@@ -318,7 +318,8 @@ def patient_view(ctx: DemoContext) -> None:
     """Alice looks at who asked about her, and at her consents."""
     p = ctx.patient.public_key
     events = ctx.patient_client.list_access_events(p).events
-    ctx.say(f"who asked ({len(events)} access events, each recorded by the ledger with its decision):")
+    ctx.say(f"who asked ({show.plural(len(events), 'access event', 'access events')}, each recorded by the ledger with its "
+            "decision):")
     for view in events:
         ctx.say("  " + show.access_event_view_line(view, ctx.log.log_public_key))
     listing = ctx.patient_client.list_consents(p)
@@ -410,7 +411,7 @@ def _witnessed(ctx: DemoContext, size: int) -> None:
     for w in ctx.witnesses:
         sig = next(s for s in note.unverified_sigs if s.name == w.name and s.key_hash == w.key_hash)
         t = w.verify(note.text, sig)
-        names.append(f"{w.name} (at {dt.datetime.fromtimestamp(t, dt.timezone.utc):%H:%M:%S} UTC)")
+        names.append(f"{w.name} (at {dt.datetime.fromtimestamp(t, dt.UTC):%H:%M:%S} UTC)")
     ctx.say(
         f"witnessed checkpoint: size {wcp.size}, cosigned by {' and '.join(names)}; verified: each C2SP "
         f"tlog-cosignature/v1 with its witness key, the log's signature, and consistency with size {latest.size}"
@@ -471,6 +472,10 @@ def environment_line(ctx: DemoContext) -> str:
     )
 
 
+# The organisation the suggested commands register (its key file is removed by prepare_workdir on each run).
+TRY_IT_ORG = "lab-1"
+
+
 def try_it_commands(ctx: DemoContext) -> list[str]:
     """Copy-pasteable commands against the running demo server, in groups headed by a comment line."""
     q = shlex.quote
@@ -502,9 +507,9 @@ def try_it_commands(ctx: DemoContext) -> list[str]:
         f"{cl} export-consent {ctx.indices.get('hospital', 0)} --sign-with {f('alice.key')} --out {f('consent.json')}",
         f"{cl} verify-bundle {f('consent.json')}",
         "# as the operator: register another organisation",
-        f"{cl} keygen org --out {f('lab-1.key')}",
-        f"{cl} register-party --as {OPERATOR} --operator-key {f('log.key')} --party-id lab-1 --role hospital "
-        f"--party-key-file {f('lab-1.key.pub')} --display-name 'City Lab'",
+        f"{cl} keygen org --out {f(TRY_IT_ORG + '.key')}",
+        f"{cl} register-party --as {OPERATOR} --operator-key {f('log.key')} --party-id {TRY_IT_ORG} --role hospital "
+        f"--party-key-file {f(TRY_IT_ORG + '.key.pub')} --display-name 'City Lab'",
         "# as a witness: the log only grows",
         f"{cl} checkpoint",
         f"{cl} consistency --old-note {f('checkpoint-first.note')}",
@@ -556,6 +561,8 @@ def prepare_workdir(workdir: Path) -> tuple[Path, Path, Path, Path]:
     stale = [db, db.with_name("ledger.db-wal"), db.with_name("ledger.db-shm"), state]
     stale += [workdir / f"{name}.db{suffix}" for name in DEMO_WITNESSES for suffix in ("", "-wal", "-shm")]
     stale += [*workdir.glob("*.note"), *workdir.glob("*.json")]
+    # Keys the suggested commands create (try_it_commands), so that they work again after a new run.
+    stale += [workdir / f"{TRY_IT_ORG}.key", workdir / f"{TRY_IT_ORG}.key.pub"]
     for path in stale:
         path.unlink(missing_ok=True)
     log_key, patient_key = workdir / "log.key", workdir / "alice.key"
@@ -651,7 +658,11 @@ async def _run(workdir: Path, port: int | None, serve: bool, write: Callable[[st
             c.close()
         clients.clear()
         write("")
-        write("The story is over. Try the CLI against the same server; first point it there (bash, zsh):")
+        if serve:
+            write("The story is over. Try the CLI against the same server; first point it there (bash, zsh):")
+        else:
+            write("The story is over and the server has stopped (--no-serve). To try the CLI, run the demo without "
+                  "--no-serve (it keeps serving), then point the CLI at it (bash, zsh) and run, for example:")
         write("")
         write(f"  {environment_line(ctx)}")
         for n, command in enumerate(try_it_commands(ctx)):

@@ -84,7 +84,7 @@ def verifier_key_of(signer: Signer) -> str:
 
 
 def map_vrf_key_from_env_or_file(path: Path | None) -> VrfPrivateKey | None:
-    """The map VRF key (DESIGN section 5) from a file, else from $CONSENT_LEDGER_MAP_VRF_KEY (the key text); None
+    """The map VRF key (docs/design.md section 5) from a file, else from $CONSENT_LEDGER_MAP_VRF_KEY (the key text); None
     when neither is given. The file format is the log key's (an Ed25519-format key pair; ``keygen map-vrf``)."""
     if path is not None:
         return VrfPrivateKey.from_seed(read_key(path).private_key.seed)

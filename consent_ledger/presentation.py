@@ -455,7 +455,7 @@ def plural(n: int, one: str, many: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ConsentState:
-    """What a verified decision's completeness rests on (DESIGN section 5): the signed StateCommit, the grantee
+    """What a verified decision's completeness rests on (docs/design.md section 5): the signed StateCommit, the grantee
     selectors that could name the requester (one map proof each, checked by the client), and the in-force
     consents per selector that the evidence holds (the client checked they are exactly the committed set)."""
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import os
+import signal
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +29,7 @@ from consent_ledger.app.consents import ConsentLedger
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.ledger import Ledger
 from consent_ledger.app.lru import CacheBudget
+from consent_ledger.app.replica import FencedStore, ReplicaRole
 from consent_ledger.app.witnessing import WitnessEndpoint, Witnessing
 from consent_ledger.core import delegation, payloads
 from consent_ledger.core.decision import Policy
@@ -36,10 +41,12 @@ from consent_ledger.core.note import Signer
 from consent_ledger.core.vrf import MapKeyProver, VrfPrivateKey
 from consent_ledger.keys import derived_map_vrf_key
 from consent_ledger.server.app import TlsFiles, create_server, service_names
+from consent_ledger.server.forwarding import Forwarder, PeerTls
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.server.witness_http import RunningWitness, WitnessConfig, start_witness
 from consent_ledger.storage import open_store
 from consent_ledger.storage.engine import Timeouts
+from consent_ledger.storage.lease import SqlFollowerRows, SqlLease, bound_lock_holding
 from consent_ledger.storage.consent_index import SqlConsentIndex
 from consent_ledger.storage.map_store import SqlMapStore
 from consent_ledger.storage.nonces import SqlNonceStore
@@ -90,6 +97,16 @@ class ServiceConfig:
     witness_quorum: int = 0
     # CA certificate file for HTTPS witnesses (serve --witness-ca); None: the system's roots.
     witness_ca: str | None = None
+    # Replicas (app/replica.py, serve --replica): take part in the sequencer election over the shared database;
+    # forward submissions to the lease holder when not holding it. ``advertise``: the address other replicas reach
+    # this one at (default: the listen host and bound port). ``replica_count``: how many replicas share the
+    # per-caller rate limit (each enforces its share: rate_limit / replica_count).
+    replica: bool = False
+    advertise: str | None = None
+    lease_ttl_s: float = 2.0
+    replica_poll_s: float = 0.1
+    replica_count: int = 1
+    peer_tls: PeerTls | None = None
 
 
 @dataclass
@@ -104,6 +121,8 @@ class RunningService:
     stopped: bool = field(default=False)
     probe: asyncio.Task[None] | None = None
     witnessing: Witnessing | None = None
+    role: ReplicaRole | None = None
+    forwarder: Forwarder | None = None
     warm_up: WarmUp | None = None
     warm_thread: threading.Thread | None = None
 
@@ -117,6 +136,10 @@ class RunningService:
             self.warm_up.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.role is not None:  # let the lease go now: another replica takes over at once
+            await self.role.stop()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.witnessing is not None:
             await self.witnessing.stop()
         await self.ledger.stop()
@@ -142,6 +165,22 @@ async def start_service(
     store = await asyncio.to_thread(
         open_store, config.database_url, timeouts=timeouts, pool_size=config.io_threads + 2
     )
+    role: ReplicaRole | None = None
+    forwarder: Forwarder | None = None
+    rate_limit = config.rate_limit
+    if config.replica:
+        if not config.operators:
+            store.close()
+            raise ValueError("replicas forward submissions as the operator: configure --operator")
+        bound_lock_holding(store, config.lease_ttl_s)
+        role = ReplicaRole(
+            SqlLease(store), SqlFollowerRows(store), store, holder=replica_id(), address="",
+            ttl_s=config.lease_ttl_s, poll_s=config.replica_poll_s,
+        )  # fmt: skip
+        # A leader that does not answer within a few lease lifetimes is likely paused or gone: the forwarded entry
+        # is sent again to whoever holds the lease then (a duplicate is answered with its first index).
+        forwarder = Forwarder(operator=config.operators[0], tls=config.peer_tls, timeout_s=max(2.0, 3 * config.lease_ttl_s))
+        rate_limit = per_replica(config.rate_limit, config.replica_count)
     try:
         index = SqlConsentIndex(store)
         vrf_key = map_vrf_key or derived_map_vrf_key(signer)
@@ -150,7 +189,7 @@ async def start_service(
             index, state, signer, policy=config.policy, operator_keys=config.operator_keys, cache=config.cache
         )
         ledger = Ledger(
-            store,
+            store if role is None else FencedStore(store, role),  # type: ignore[arg-type]
             signer,
             check_payload=consents.check,
             prepare_batch=consents.prepare_batch,
@@ -161,10 +200,12 @@ async def start_service(
             max_batch=config.max_batch,
             cache=config.cache,
             ack_timeout_s=config.ack_timeout_s,
+            role=role,
         )
         broker = Broker(asyncio.get_running_loop())
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)
-        await asyncio.to_thread(ledger.open)
+        if role is None:
+            await asyncio.to_thread(ledger.open)
         authorizer = Authorizer(
             consents,
             operators=frozenset(config.operators),
@@ -176,10 +217,13 @@ async def start_service(
             config.listen,
             tls=config.tls,
             insecure=config.insecure,
-            rate_limit=config.rate_limit,
+            rate_limit=rate_limit,
             authorizer=authorizer,
             nonces=SqlNonceStore(store),
         )
+        if role is not None:
+            role.address = config.advertise or f"{config.listen.rsplit(':', 1)[0]}:{port}"
+            await open_replica(role, ledger, config.db_connect_timeout_s + config.lease_ttl_s * 5)
     except BaseException:
         store.close()
         raise
@@ -203,6 +247,16 @@ async def start_service(
     log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     running = RunningService(server, port, ledger, consents, health, witnessing=witnessing)
+    if role is not None and forwarder is not None:
+        running.role, running.forwarder = role, forwarder
+
+        async def on_role(leading: bool) -> None:
+            status = health_pb2.HealthCheckResponse.SERVING if leading else health_pb2.HealthCheckResponse.NOT_SERVING
+            await health.set(SEQUENCER_HEALTH, status)
+
+        role.attach(ledger.sequencer, consents, forwarder, on_role)
+        consents.state.on_stale = role.catch_up_now
+        await role.start()
     if config.warm_up and cp.size:
         running.warm_up = WarmUp(
             ledger.reader, cp.size, lambda: state._nodes, config.cache.of("map_nodes")  # noqa: SLF001
@@ -216,6 +270,37 @@ async def start_service(
         name="database-probe",
     )
     return running
+
+
+# The health service name that reports a replica's role: SERVING on the sequencer lease holder, NOT_SERVING on
+# the followers (every replica serves every RPC; health "" says whether it can).
+SEQUENCER_HEALTH = "consent_ledger.replica.Sequencer"
+
+
+def replica_id() -> str:
+    """A replica's lease holder id: unique per process (a restarted replica is another holder)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def per_replica(limit: RateLimit, replicas: int) -> RateLimit:
+    """Each replica's share of a per-caller rate limit meant for the whole replica set (streams stay per replica:
+    a stream is held on the replica that serves it)."""
+    if replicas <= 1 or limit.per_second == 0:
+        return limit
+    return dataclasses.replace(limit, per_second=limit.per_second / replicas, burst=max(1.0, limit.burst / replicas))
+
+
+async def open_replica(role: ReplicaRole, ledger: Ledger, timeout_s: float) -> None:
+    """Open the log as a replica: take the lease if it is free (then a new log's first checkpoint is this
+    replica's), else wait for the lease holder to have published one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if await asyncio.to_thread(role.prepare) or await asyncio.to_thread(role.log_exists):
+            break
+        if time.monotonic() > deadline:
+            raise Unavailable("no replica holding the sequencer lease has opened the log")
+        await asyncio.sleep(0.2)
+    await asyncio.to_thread(ledger.open)
 
 
 def _check_database(ledger: Ledger) -> None:
@@ -272,7 +357,7 @@ class RebuiltMap:
 
 
 def rebuild_map(database_url: str, signer: Signer, map_vrf_key: VrfPrivateKey | None = None) -> RebuiltMap:
-    """Rebuild the consent-state map with the map VRF key's keys (DESIGN section 5), for a log written before map
+    """Rebuild the consent-state map with the map VRF key's keys (docs/design.md section 5), for a log written before map
     keys were VRF outputs (or to move to another VRF key): replay the log's consent entries and registrations
     through core.state_rules.InForceSets (erased bodies through their Erasure records), delete the stored map
     nodes, write the whole map afresh in one batch and close it with a StateCommit naming the VRF key and the

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "clients"), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT), str(ROOT / "clients" / "python"), str(ROOT / "scripts")]
 
 import grpc  # noqa: E402
 from bench_log import OPERATOR, Result, closed_loop, machine, table  # noqa: E402

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the log server: appends and proofs next to the transport ceiling measured in the same run.
 
-Not a test (DESIGN section 10, issue 2 item 11). It runs `consent-ledger serve` as a separate process on a
+Not a test (docs/design.md section 10, issue 2 item 11). It runs `consent-ledger serve` as a separate process on a
 fresh SQLite file and drives it from this process with grpc.aio callers (both on the same machine):
 
 (a) transport ceiling: gRPC health Check, a trivial unary RPC, from 64 concurrent callers;
@@ -245,6 +245,123 @@ def build_log(database_url: str, signer: Signer, leaves: int, batch: int, progre
     return time.perf_counter() - started
 
 
+# -- the plain-storage baseline and the database of (a)/(b) -------------------------------------------------
+
+_PLAIN_TABLES = ("bench_plain_leaves", "bench_plain_bodies", "bench_plain_consents")
+
+
+def _plain_ddl(backend: str) -> list[str]:
+    blob = "BYTEA" if backend == "postgresql" else "BLOB"
+    return [
+        f"CREATE TABLE bench_plain_leaves (idx BIGINT PRIMARY KEY, leaf_hash {blob} NOT NULL UNIQUE, leaf {blob} NOT NULL,"
+        f" envelope_sha256 {blob} NOT NULL UNIQUE, payload_type VARCHAR(128) NOT NULL, integrated_ms BIGINT NOT NULL)",
+        f"CREATE TABLE bench_plain_bodies (idx BIGINT PRIMARY KEY, envelope {blob})",
+        f"CREATE TABLE bench_plain_consents (idx BIGINT PRIMARY KEY, patient {blob} NOT NULL, kind VARCHAR(16) NOT NULL,"
+        " consent_id VARCHAR(64) NOT NULL, grantee VARCHAR(300), target VARCHAR(64), integrated_ms BIGINT NOT NULL)",
+        "CREATE INDEX bench_plain_consents_key ON bench_plain_consents (patient, grantee)",
+        "CREATE INDEX bench_plain_consents_id ON bench_plain_consents (consent_id)",
+    ]
+
+
+def plain_storage(url: str, envelopes: list[bytes], batch: int, duration: float) -> Result:
+    """The floor under an append: the rows a grant needs (leaf, body, consent-index row) inserted with the DBAPI's
+    own executemany, ``batch`` entries per transaction, for ``duration`` seconds (or until ``envelopes`` run out).
+    No parsing, signing, tree or map: what the database and driver cost. Counts entries/s; a "latency" is one
+    transaction."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    backend = engine.dialect.name
+    if backend == "sqlite":
+        from sqlalchemy import event
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: object, _: object) -> None:
+            cur = conn.cursor()  # type: ignore[attr-defined]
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+
+    def sql(table: str, n: int) -> str:
+        return f"INSERT INTO {table} VALUES ({', '.join([mark] * n)})"
+
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        for t in _PLAIN_TABLES:
+            cur.execute(f"DROP TABLE IF EXISTS {t}")
+        for ddl in _plain_ddl(backend):
+            cur.execute(ddl)
+        raw.commit()
+        now = time.time_ns() // 1_000_000
+        rows = []
+        for i, env in enumerate(envelopes):
+            sha = hashlib.sha256(env).digest()
+            leaf = encode_leaf(now, payloads.CONSENT_GRANT, sha)
+            rows.append((i, hash_leaf(leaf), leaf, sha, env, hashlib.sha256(env[-200:]).hexdigest()))
+        latencies: list[float] = []
+        t0 = time.perf_counter()
+        done = 0
+        while done < len(rows) and time.perf_counter() - t0 < duration:
+            chunk = rows[done : done + batch]
+            s0 = time.perf_counter()
+            cur.executemany(sql("bench_plain_leaves", 6), [(i, h, lf, sh, payloads.CONSENT_GRANT, now) for i, h, lf, sh, _, _ in chunk])
+            cur.executemany(sql("bench_plain_bodies", 2), [(i, e) for i, _, _, _, e, _ in chunk])
+            cur.executemany(
+                sql("bench_plain_consents", 7),
+                [(i, sh, "grant", cid, "org:hospital-1", None, now) for i, _, _, sh, _, cid in chunk],
+            )
+            raw.commit()
+            latencies.append(time.perf_counter() - s0)
+            done += len(chunk)
+        seconds = time.perf_counter() - t0
+        for t in _PLAIN_TABLES:
+            cur.execute(f"DROP TABLE IF EXISTS {t}")
+        raw.commit()
+    finally:
+        raw.close()
+        engine.dispose()
+    r = Result(f"plain storage (leaf, body, index row; raw executemany, {batch}/transaction)", 1, done, seconds, 0,
+               sorted(latencies))  # fmt: skip
+    r.note = "entries/s; latency = one transaction"
+    return r
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_call(
+    server: ServerProcess, name: str, call: Callable[[], Awaitable[object] | None], concurrency: int, seconds: float
+) -> Result:
+    """One window of ``call`` with the server's CPU time per completed call (µs, in ``note``): a figure other
+    load on a shared machine moves far less than rates do."""
+    assert server.proc is not None
+    before = process_cpu_s(server.proc.pid)
+    r = await closed_loop(name, call, concurrency, seconds, 0.25)
+    used = process_cpu_s(server.proc.pid) - before
+    r.note = f"server CPU {used / max(1, r.calls) * 1e6:,.0f} us/call"
+    return r
+
+
+def reset_database(url: str) -> None:
+    """Empty the (PostgreSQL or MySQL) database of (a)/(b) so the server migrates it from scratch: every table
+    of its schema is dropped. Only for a database given to the benchmark (--postgres)."""
+    from sqlalchemy import MetaData, create_engine
+
+    engine = create_engine(url)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        meta.drop_all(engine)
+    finally:
+        engine.dispose()
+
+
 # -- the server and profiling -------------------------------------------------------------------------------
 
 
@@ -314,6 +431,9 @@ class Settings:
     submitter_counts: tuple[int, ...]
     channels: int
     patients: int
+    appends_url: str = ""  # (a)/(b) on this database (--postgres); "" = a fresh SQLite file
+    proofs: bool = True  # run (c)
+    plain_batch: int = 32
 
 
 def _envelopes(count: int, patients: list[Ed25519PrivateKey], rng: random.Random) -> Iterator[bytes]:
@@ -355,17 +475,25 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
     trivial_name = "trivial RPC (health Check)"
 
     # (a) and (b): a fresh log; the trivial RPC is measured in windows alternating with each Submit run.
-    server = start_server(workdir, key_file, f"sqlite:///{workdir / 'appends.db'}")
+    appends_url = settings.appends_url or f"sqlite:///{workdir / 'appends.db'}"
+    if settings.appends_url:
+        reset_database(settings.appends_url)
+    info["appends_database"] = appends_url.split("://", 1)[0]
+    server = start_server(workdir, key_file, appends_url)
     try:
         callers = Callers(server.target, settings.channels)
         say(f"(a) trivial RPC (health Check), {n_calls} callers")
         ceiling = await closed_loop(trivial_name, callers.trivial, n_calls, settings.duration / 2, settings.warmup)
         say(f"    {ceiling.rate:,.0f}/s")
+        if server.proc is not None and Path(f"/proc/{server.proc.pid}/stat").exists():
+            cpu = await cpu_per_call(server, "trivial (server CPU)", callers.trivial, n_calls, settings.duration)
+            info["trivial_server_cpu"] = cpu.note
+            say(f"    {cpu.note}")
         baselines: list[Result] = [ceiling]
         submit_results: list[Result] = []
         for n in settings.submitter_counts:
             # Enough pre-signed envelopes for the run at the transport ceiling, which appends cannot beat by much.
-            budget = int(max(500, ceiling.rate * 1.3) * (settings.duration + settings.warmup * 2))
+            budget = int(max(500, ceiling.rate * 1.3) * (settings.duration * 2 + settings.warmup * 2))
             if profiler.directory and n == max(settings.submitter_counts):
                 budget *= 2
             say(f"(b) signing {budget:,} envelopes for {n} submitter(s)")
@@ -392,15 +520,23 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
                     prof.wait()
             submit_results.append(r)
             say(f"    {r.rate:,.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms; trivial RPC meanwhile {base.rate:,.0f}/s")
+            if server.proc is not None and Path(f"/proc/{server.proc.pid}/stat").exists():
+                cpu = await cpu_per_call(server, "Submit (server CPU)", submit, n, settings.duration)
+                info[f"submit_{n}_server_cpu"] = cpu.note
+                say(f"    {cpu.note} ({cpu.calls} calls)")
         info["fsync_per_s_after_appends"] = round(fsync_rate(workdir))
+        plain = await plain_baseline(settings, workdir, patients, rng, say)
         note = (await callers.log().GetCheckpoint(log_pb2.GetCheckpointRequest())).checkpoint.note
         info["append_log_size"] = int(note.split(b"\n")[1])
         results.append(Result.merge(baselines))
         results[-1].note = "all windows of (a) and (b)"
         results += submit_results
+        results.append(plain)
         await callers.close()
     finally:
         server.stop()
+    if not settings.proofs:
+        return {"results": results, "info": info}
 
     # (c) a large log built through the storage layer, then served.
     url = f"sqlite:///{workdir / 'large.db'}"
@@ -459,6 +595,18 @@ async def run(settings: Settings, workdir: Path, profiler: Profiler, say: Callab
     finally:
         server.stop()
     return {"results": results, "info": info}
+
+
+async def plain_baseline(
+    settings: Settings, workdir: Path, patients: list[Ed25519PrivateKey], rng: random.Random, say: Callable[[str], None]
+) -> Result:
+    """The plain-storage baseline, in the same run, on the same kind of database as (b) (a table set of its own)."""
+    url = settings.appends_url or f"sqlite:///{workdir / 'plain.db'}"
+    envs = list(_envelopes(max(2000, int(20_000 * settings.duration / 10)), patients, rng))
+    say(f"(b') plain storage: the same rows with raw executemany, {settings.plain_batch} entries per transaction")
+    r = await asyncio.to_thread(plain_storage, url, envs, settings.plain_batch, settings.duration / 2)
+    say(f"    {r.rate:,.0f} entries/s")
+    return r
 
 
 def machine() -> dict[str, object]:
@@ -522,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the grants of (b) come from this many patient keys, at random (default: %(default)s)")
     p.add_argument("--channels", type=int, default=1, help="client channels (connections) to spread calls over")
     p.add_argument("--build-batch", type=int, default=50_000, help="leaves per IntegrationBatch when building (c)")
+    p.add_argument("--postgres", metavar="URL", default="",
+                   help="run (a) and (b) on this PostgreSQL database (emptied first!) instead of a fresh SQLite file")
+    p.add_argument("--no-proofs", action="store_true", help="skip (c), the proofs at a large tree")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server (raw stacks into DIR)")
     p.add_argument("--workdir", type=Path, help="keep databases and server logs here (default: a temp dir)")
@@ -537,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
         submitter_counts=tuple(int(n) for n in args.submitters.split(",")),
         channels=args.channels,
         patients=args.patients,
+        appends_url=args.postgres,
+        proofs=not args.no_proofs,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-log-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -579,9 +732,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"settings: {settings.duration:g} s per figure in {settings.rounds} windows after {settings.warmup:g} s "
               f"warm-up; grants from {settings.patients:,} patients; {settings.leaves:,} leaves for (c); "
               f"{settings.channels} client channel(s)")  # fmt: skip
-        print(f"(c) built in {out['info']['build_seconds']} s, server started on it in "  # type: ignore[index]
-              f"{out['info']['large_start_seconds']} s; one proof per tile to warm its cache took "  # type: ignore[index]
-              f"{out['info']['tile_sweep_seconds']} s")  # type: ignore[index]
+        if settings.proofs:
+            print(f"(c) built in {out['info']['build_seconds']} s, server started on it in "  # type: ignore[index]
+                  f"{out['info']['large_start_seconds']} s; one proof per tile to warm its cache took "  # type: ignore[index]
+                  f"{out['info']['tile_sweep_seconds']} s")  # type: ignore[index]
+        print(f"(a)/(b) database: {out['info']['appends_database']}")  # type: ignore[index]
+        for k, v in out["info"].items():  # type: ignore[union-attr]
+            if k.endswith("_server_cpu"):
+                print(f"{k.removesuffix('_server_cpu').replace('_', ' ')}: {v}")
         print()
         print(table(results))
         if profiler.files:

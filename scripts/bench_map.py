@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the consent-state map (DESIGN section 5, issue 4 item 6): batch updates and proofs at a large map.
+"""Benchmark the consent-state map (docs/design.md section 5, issue 4 item 6): batch updates and proofs at a large map.
 
 Not a test. On a fresh SQLite file (WAL, synchronous=FULL, as the server runs it):
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "clients"), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT), str(ROOT / "clients" / "python"), str(ROOT / "scripts")]
 
 import grpc  # noqa: E402
 from bench_access import build, measure  # noqa: E402

@@ -1,4 +1,5 @@
-"""Regenerate the protobuf and gRPC code from protos/: the Python modules in consent_ledger/v1 and the TypeScript
+"""Regenerate the protobuf and gRPC code from protos/: the Python modules in clients/python/consent_ledger/v1 (the
+client distribution ships them) and the TypeScript
 modules in clients/typescript/src/gen, with one `buf generate` (buf.gen.yaml).
 
 Usage: python scripts/gen_protos.py [--out DIR] [--python-only]
@@ -20,6 +21,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE_DIR = pathlib.Path("consent_ledger") / "v1"
+# The Python modules go to the client distribution (clients/python), which ships them; the server depends on it.
+PY_ROOT = pathlib.Path("clients") / "python"
 TS_DIR = pathlib.Path("clients") / "typescript" / "src" / "gen"
 BUF = ROOT / "clients" / "typescript" / "node_modules" / ".bin" / "buf"
 INIT_TEXT = '"""Generated protobuf and gRPC code for consent_ledger.v1. Do not edit: run scripts/gen_protos.py."""\n'
@@ -36,14 +39,15 @@ def _generate_with_protoc(out: pathlib.Path) -> None:
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
-    (out / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
+    py_out = out / PY_ROOT
+    (py_out / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
+        f"--python_out={py_out}",
+        f"--pyi_out={py_out}",
+        f"--grpc_python_out={py_out}",
         *protos,
     ]
     if protoc.main(args) != 0:
@@ -70,9 +74,9 @@ def generate(out: pathlib.Path, *, python_only: bool = False) -> list[pathlib.Pa
         _generate_with_protoc(out)
     else:
         _generate_with_buf(out)
-    init = out / PACKAGE_DIR / "__init__.py"
+    init = out / PY_ROOT / PACKAGE_DIR / "__init__.py"
     init.write_text(INIT_TEXT)
-    made = sorted(p for p in (out / PACKAGE_DIR).iterdir() if p.is_file())
+    made = sorted(p for p in (out / PY_ROOT / PACKAGE_DIR).iterdir() if p.is_file())
     if (out / TS_DIR).is_dir():
         made += sorted(p for p in (out / TS_DIR).rglob("*") if p.is_file())
     return made

@@ -7,7 +7,7 @@ The server is a development server (``--insecure``, loopback) configured with an
 clients (and the checks, which resubmit) call as the operator, which may submit any patient's signed entries and
 read every entry; the reader calls as the auditor, which reads every entry.
 
-What one cycle does (DESIGN section 2, issue 2 item 4):
+What one cycle does (docs/design.md section 2, issue 2 item 4):
 
 1. ``submitters`` threads, each with its own verifying client (LedgerClient), submit fresh signed consent
    grants (from a pool of ``patients`` keys) while a reader thread fetches checkpoints and acknowledged

@@ -1,4 +1,4 @@
-"""A deliberately naive consent-state map, written straight from DESIGN section 5, for cross-checking.
+"""A deliberately naive consent-state map, written straight from docs/design.md section 5, for cross-checking.
 
 Keys are handled as strings of 256 '0'/'1' characters and sets as lists, and ``h(S, d)`` recurses by the
 definition; nothing is shared with consent_ledger.core.smt. Slow on purpose: keep sets to a few thousand.

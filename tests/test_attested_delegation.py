@@ -1,4 +1,4 @@
-"""Attested delegations (DESIGN section 3) through a real server: only an organisation whose current registration
+"""Attested delegations (docs/design.md section 3) through a real server: only an organisation whose current registration
 carries the capability attest-guardianship may attest a guardian, only for a patient whose key never signed an
 entry; the patient sees and is pushed every attested delegation, and may revoke it once she signs."""
 

@@ -1,4 +1,4 @@
-"""Evidence stays bounded (DESIGN section 5, issue 9): at most MAX_IN_FORCE grants in force per patient and grantee
+"""Evidence stays bounded (docs/design.md section 5, issue 9): at most MAX_IN_FORCE grants in force per patient and grantee
 selector. The ledger refuses a further grant with FAILED_PRECONDITION, also when many race into one batch; the
 client refuses evidence with more for one selector."""
 

@@ -22,7 +22,7 @@ HOSPITAL = Ed25519PrivateKey.from_seed(b"\xc2" * 32)
 
 def test_estimate_size_grows_with_the_payload() -> None:
     assert estimate_size(b"x" * 1000) >= 1000
-    assert estimate_size({"a" * 64: 1 for _ in range(1)}) < estimate_size({str(i) * 64: i for i in range(100)})
+    assert estimate_size({"a" * 64: 1}) < estimate_size({str(i) * 64: i for i in range(100)})
     assert estimate_size(smt.MapProof((b"\x00" * 32,) * 10, None)) >= 320
     assert estimate_size(object()) == OVERHEAD
 
@@ -83,7 +83,7 @@ def test_budget_shares_and_the_server_under_a_tiny_budget(database_url) -> None:
         op.register_party(log_signer().private_key, party_id="hospital-1", roles=["hospital"],
                           public_keys=[HOSPITAL.public_key], display_name="H")  # fmt: skip
         patient = connect(server, patient=PATIENT)
-        for i in range(40):
+        for _ in range(40):
             patient.grant(PATIENT, grantee="org:hospital-1", actions=["access"], purposes=["TREAT"],
                           data_classes=["laboratory-results"])  # fmt: skip
         hospital = connect(server, party="hospital-1")

@@ -1,4 +1,4 @@
-"""The checkpoint's `consent-state <index>` extension line (DESIGN section 2): formatted and parsed strictly, and a
+"""The checkpoint's `consent-state <index>` extension line (docs/design.md section 2): formatted and parsed strictly, and a
 checkpoint carrying it is still an ordinary C2SP checkpoint that Go's note package signs and opens alike."""
 
 from __future__ import annotations

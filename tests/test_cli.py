@@ -732,6 +732,8 @@ def test_demo_plays_the_story_and_exits(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--no-serve", "--port", "0"]) == 0
     out = capsys.readouterr().out
+    # With --no-serve the server is gone when the story ends: the closing words must not send people to it.
+    assert "against the same server" not in out and "the server has stopped (--no-serve)" in out
     # The numbers the story prints depend on where the ledger put its StateCommits: read them from the story.
     first_size = int(re.search(r"kept this signed checkpoint \(size (\d+)\)", out).group(1))
     hospital = int(re.search(r"signed with Alice's key, appended as entry #(\d+), valid until", out).group(1))

@@ -139,7 +139,7 @@ def test_validation_errors_append_nothing(ledger):
         "oversized list": {**base, "purposes": ["TREAT"] * 40},
         "retired label": {**base, "sensitivity_labels": ["SICKLE"]},
     }
-    for name, fields in bad_grants.items():
+    for fields in bad_grants.values():
         payload = pb.ConsentGrant(**fields).SerializeToString(deterministic=True)
         env = sign_envelope(payloads.CONSENT_GRANT, payload, [PATIENT])
         cases.append((lambda env=env: c.ledger.submit(env), grpc.StatusCode.INVALID_ARGUMENT))

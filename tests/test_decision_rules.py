@@ -1,4 +1,4 @@
-"""Every rule of DESIGN section 4, one table per rule."""
+"""Every rule of docs/design.md section 4, one table per rule."""
 
 from __future__ import annotations
 

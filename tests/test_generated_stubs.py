@@ -1,5 +1,5 @@
 """The committed generated code is exactly what scripts/gen_protos.py (one `buf generate`, buf.gen.yaml) makes from
-protos/: the Python modules in consent_ledger/v1 and the TypeScript modules in clients/typescript/src/gen.
+protos/: the Python modules in clients/python/consent_ledger/v1 and the TypeScript modules in clients/typescript/src/gen.
 
 The Python modules are also checked against grpcio-tools' protoc run directly (--python-only), the way they were made
 before buf, so the two routes cannot drift apart. The TypeScript check needs buf (`npm ci` in clients/typescript):
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ROOT / "consent_ledger" / "v1"
+GENERATED = ROOT / "clients" / "python" / "consent_ledger" / "v1"
 TS_GENERATED = ROOT / "clients" / "typescript" / "src" / "gen"
 BUF = ROOT / "clients" / "typescript" / "node_modules" / ".bin" / "buf"
 
@@ -48,7 +48,7 @@ def _assert_same(fresh: dict[str, bytes], committed: dict[str, bytes], what: str
 
 def test_generated_python_stubs_are_up_to_date(tmp_path: Path) -> None:
     _generate(tmp_path, "--python-only")
-    _assert_same(_files(tmp_path / "consent_ledger" / "v1"), _files(GENERATED), "Python stubs")
+    _assert_same(_files(tmp_path / "clients" / "python" / "consent_ledger" / "v1"), _files(GENERATED), "Python stubs")
 
 
 def test_buf_generate_makes_the_committed_python_and_typescript_code(tmp_path: Path) -> None:
@@ -57,6 +57,8 @@ def test_buf_generate_makes_the_committed_python_and_typescript_code(tmp_path: P
             pytest.fail("buf is not installed under CI: run `npm ci` in clients/typescript first (.ci/run does)")
         pytest.skip("buf is not installed (run `npm ci` in clients/typescript)")
     _generate(tmp_path)
-    _assert_same(_files(tmp_path / "consent_ledger" / "v1"), _files(GENERATED), "Python stubs (buf generate)")
+    _assert_same(
+        _files(tmp_path / "clients" / "python" / "consent_ledger" / "v1"), _files(GENERATED), "Python stubs (buf generate)"
+    )
     fresh_ts = _ts_files(tmp_path / "clients" / "typescript" / "src" / "gen")
     _assert_same(fresh_ts, _ts_files(TS_GENERATED), "TypeScript modules (buf generate)")

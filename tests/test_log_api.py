@@ -51,7 +51,7 @@ def test_submit_get_and_dedup(client):
     again = client.submit(env)
     assert again.index == 0 and again.duplicate
     second = client.submit(grant_envelope())
-    # Each batch that changes consents is closed by the sequencer's StateCommit entry (DESIGN section 5).
+    # Each batch that changes consents is closed by the sequencer's StateCommit entry (docs/design.md section 5).
     assert second.index == 2
     assert client.get_entry(1).leaf.payload_type == payloads.STATE_COMMIT
     got = client.get_entry(2)

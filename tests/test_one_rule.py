@@ -1,4 +1,4 @@
-"""What ends a grant is one rule (DESIGN section 5), the same in decide, in the consent-state map (the server's
+"""What ends a grant is one rule (docs/design.md section 5), the same in decide, in the consent-state map (the server's
 and the audit's replay) and at admission: a revocation or superseding grant of the SAME patient, validly signed.
 
 A dishonest operator is simulated by appending envelopes straight to the sequencer, bypassing admission (it

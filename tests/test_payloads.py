@@ -127,7 +127,7 @@ def test_full_grant_round_trip_and_consent_id() -> None:
 
 
 GRANT_ERRORS = [
-    (dict(validity=P.Period(T + 10, T)), r"validity: ends \(%d\) before or when it starts" % T),
+    (dict(validity=P.Period(T + 10, T)), rf"validity: ends \({T}\) before or when it starts"),
     (dict(validity=P.Period(T, T)), r"validity: ends .* before or when it starts"),
     (dict(data_period=P.Period(T + 10, T + 5)), r"data period: ends .* before or when it starts"),
     (dict(validity=P.Period(-5, 0)), r"validity start: -5 is not a zero or positive time"),
@@ -474,3 +474,17 @@ def test_dataclasses_are_frozen() -> None:
     g = grant()
     with pytest.raises(dataclasses.FrozenInstanceError):
         g.grantee = "any"  # type: ignore[misc]
+
+
+def test_a_decision_without_a_protobuf_value_is_invalid_input_not_stop_iteration() -> None:
+    """The domain-to-protobuf decision mapping raised StopIteration for a value its table lacks (mypy --strict
+    found the helper mistyped): an undocumented error that, raised inside map() or another iterator, silently
+    ends the iteration instead of failing. It is InvalidInput now."""
+    from consent_ledger.core.payloads import _ACCESS_DECISIONS, _CONSENT_DECISIONS, DENY, PARTIAL, PERMIT, _decision_to_pb
+
+    with pytest.raises(InvalidInput, match="decision"):
+        _decision_to_pb(_CONSENT_DECISIONS, PARTIAL)
+    # Inside map(), StopIteration would have silently dropped the rest of the decisions.
+    with pytest.raises(InvalidInput):
+        list(map(lambda d: _decision_to_pb(_CONSENT_DECISIONS, d), [PERMIT, PARTIAL, DENY]))
+    assert [_decision_to_pb(_ACCESS_DECISIONS, d) for d in (PERMIT, DENY, PARTIAL)] == sorted(_ACCESS_DECISIONS)

@@ -70,7 +70,7 @@ def random_pairs(rng: random.Random, n: int) -> dict[bytes, bytes]:
     return {k: rng.randbytes(32) for k in random_keys(rng, n)}
 
 
-# Vectors (../shared/testdata/smt_vectors.json).
+# Vectors (tests/data/smt_vectors.json; see tests/data/README.md for their origin).
 
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: f"size{c['size']}")

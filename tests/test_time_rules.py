@@ -1,4 +1,4 @@
-"""Decisions are made for now (DESIGN section 4), and the checkpoint names the consent state (section 2).
+"""Decisions are made for now (docs/design.md section 4), and the checkpoint names the consent state (section 2).
 
 A lying operator holds the log key (tests/tamper_support.py): it answers for another time and re-signs, dates its
 StateCommits ahead, replays an answer proven against an older StateCommit after the client verified a newer one,

@@ -1,4 +1,4 @@
-"""The code systems and their hierarchies (DESIGN section 3)."""
+"""The code systems and their hierarchies (docs/design.md section 3)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ DATA = pathlib.Path(__file__).parent / "data" / "hl7_codes.json"
 @pytest.mark.parametrize(
     ("granted", "requested", "covers"),
     [
-        # The examples DESIGN section 3 gives.
+        # The examples docs/design.md section 3 gives.
         ("HPAYMT", "CLMATTCH", True),
         ("HPAYMT", "COVAUTH", True),
         ("TREAT", "ETREAT", True),

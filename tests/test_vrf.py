@@ -67,3 +67,60 @@ def test_map_keys_and_cache() -> None:
     with pytest.raises(InvalidInput):
         vrf.party_alpha("")
     assert "seed" not in repr(key) and key.seed.hex() not in repr(key)
+
+
+# RFC 8032 section 5.1.3 point decoding, written out as the RFC gives it: the reference vrf._decodes (which leaves
+# the square root to libsodium) must agree with, on every candidate try-and-increment can meet.
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+
+
+def _rfc8032_decodes(s: bytes) -> bool:
+    y = int.from_bytes(s, "little")
+    sign = y >> 255
+    y &= (1 << 255) - 1
+    if y >= _P:
+        return False
+    u = (y * y - 1) % _P
+    v = (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    vxx = v * x * x % _P
+    if vxx == u:
+        pass
+    elif vxx == (-u) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    else:
+        return False
+    return not (x == 0 and sign == 1)
+
+
+def test_point_decoding_matches_rfc8032() -> None:
+    import hashlib
+
+    edge = [
+        (1).to_bytes(32, "little"),  # y = 1, x = 0
+        ((1 << 255) | 1).to_bytes(32, "little"),  # y = 1, x = 0, sign bit set: refused
+        (_P - 1).to_bytes(32, "little"),  # y = -1, x = 0
+        ((1 << 255) | (_P - 1)).to_bytes(32, "little"),
+        _P.to_bytes(32, "little"),  # y = p: not canonical
+        (_P + 1).to_bytes(32, "little"),
+        ((1 << 255) - 1).to_bytes(32, "little"),
+        bytes(32),
+        (1 << 255).to_bytes(32, "little"),
+    ]
+    random = [hashlib.sha512(i.to_bytes(4, "little")).digest()[:32] for i in range(2000)]
+    agree = [vrf._decodes(s) == _rfc8032_decodes(s) for s in edge + random]
+    assert all(agree)
+    assert 700 < sum(vrf._decodes(s) for s in random) < 1300  # about half decode
+
+
+def test_output_is_the_proofs_hash() -> None:
+    for v in VECTORS:
+        key = vrf.VrfPrivateKey.from_seed(bytes.fromhex(v["sk"]))
+        assert vrf.output(key, bytes.fromhex(v["alpha"])).hex() == v["beta"]
+    key = vrf.VrfPrivateKey.generate()
+    prover = vrf.MapKeyProver(key, capacity=4, proof_capacity=2)
+    alphas = [vrf.party_alpha(f"p{i}") for i in range(5)]
+    keys = [prover.key(a) for a in alphas]  # no proofs computed
+    for a, k in zip(alphas, keys):
+        assert prover.prove(a).key == k == vrf.proof_to_hash(vrf.prove(key, a))[:32]

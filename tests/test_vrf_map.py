@@ -1,4 +1,4 @@
-"""Map keys are map VRF outputs (DESIGN section 5): absence proofs do not reveal whose consents neighbour them,
+"""Map keys are map VRF outputs (docs/design.md section 5): absence proofs do not reveal whose consents neighbour them,
 every map proof carries the VRF proof pi of its key, and the requester's party key proves its registration is
 the latest."""
 

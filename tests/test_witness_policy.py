@@ -1,4 +1,4 @@
-"""Clients that trust neither the operator's clock nor its view (issue 11, DESIGN section 2 "Witnessed checkpoints").
+"""Clients that trust neither the operator's clock nor its view (issue 11, docs/design.md section 2, witness policies).
 
 A dishonest operator holds the log key (tests/tamper_support.py) and re-signs whatever it likes, but not the
 witnesses' keys: the test plays honest witnesses. With a witness policy the client refuses at once a fork shown to

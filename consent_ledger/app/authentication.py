@@ -1,4 +1,4 @@
-"""Who is calling (DESIGN section 7): resolve a caller from what the transport proved and what the call carries.
+"""Who is calling (docs/design.md section 7): resolve a caller from what the transport proved and what the call carries.
 
 - A request signature (core/request_auth.py) makes the caller a patient (or a patient's delegate): its key.
   Stale timestamps, bad signatures and replayed nonces are refused (Unauthenticated).

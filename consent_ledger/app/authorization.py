@@ -1,4 +1,4 @@
-"""Who may call what (DESIGN section 7): the kinds of caller, and ONE table of rules for every RPC.
+"""Who may call what (docs/design.md section 7): the kinds of caller, and ONE table of rules for every RPC.
 
 Callers are authenticated at the edge (server/auth.py): an organisation, the operator or an auditor by its TLS
 client certificate (or, on a development server without TLS, by a header), a patient or a patient's delegate

@@ -1,4 +1,4 @@
-"""The verifiable consent state (DESIGN section 5): which grants are in force for each (patient, selector), the
+"""The verifiable consent state (docs/design.md section 5): which grants are in force for each (patient, selector), the
 sparse Merkle map that commits to them, and the StateCommit entry that closes each batch.
 
 A grant is in the in-force set of its (patient, grantee selector) key from its integration until an entry ends
@@ -11,6 +11,7 @@ entry to each batch (ConsentState.prepare), and the access check to what the ind
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru, estimate_size
+from consent_ledger.app.payload_check import Validated
 from consent_ledger.app.ports import ConsentIndex, ConsentMap, ConsentRow, NewEntry, StateCommitRow, StoredEntry
 from consent_ledger.app.sequencer import PreparedBatch
 from consent_ledger.core import delegation, payloads, smt, state_rules
@@ -52,37 +54,71 @@ Read = Callable[[Collection[int]], Sequence[StoredEntry]]
 class IndexFacts:
     """The server's implementation of the facts the one rule reads (core.state_rules.ConsentFacts): the consent
     index tables for entries below ``below``, then the entries of the batch being integrated, noted in order.
-    ``read``: how to read stored entries (a cache, or the index)."""
+    ``read``: how to read stored entries (a cache, or the index).
+
+    A batch reads what it needs once, as sets (``prefetch``: the first rows of every consent id it names, and
+    which of its signers signed before), and admission's facts hand what they read to the map update of the same
+    batch (``fork``: the stored facts without admission's notes)."""
 
     def __init__(self, index: ConsentIndex, below: int = EVERYTHING, read: Read | None = None) -> None:
         self._index = index
         self._below = below
         self._read = read or index.read_indices
-        self._logged: dict[str, state_rules.Logged | None] = {}
+        # Stored facts (below ``below``): the first row of each consent id, delegations by (patient, delegate)
+        # with their stored revocations, and keys known to have signed (or not) an entry.
+        self._rows: dict[str, ConsentRow | None] = {}
+        self._stored_delegations: dict[tuple[bytes, bytes], list[delegation.Delegate]] = {}
+        self._signed: dict[bytes, bool] = {}
+        # The batch's entries, noted in order.
+        self._logged: dict[str, state_rules.Logged] = {}
         self._delegations: dict[tuple[bytes, bytes], list[delegation.Delegate]] = {}
         self._batch_delegations: list[delegation.Delegate] = []
         # The batch's revocations of delegations, by (delegation id, patient): (integration time, index).
         self._batch_revoked: dict[tuple[str, bytes | None], tuple[int, int]] = {}
 
+    def fork(self) -> IndexFacts:
+        """Facts over the same stored state (sharing what was read), with no batch entry noted."""
+        out = IndexFacts(self._index, self._below, self._read)
+        out._rows, out._stored_delegations, out._signed = self._rows, self._stored_delegations, self._signed
+        return out
+
     def prefetch(self, consent_ids: Collection[str]) -> None:
-        """Learn in one read which of ``consent_ids`` are not logged yet."""
-        missing = [c for c in consent_ids if c not in self._logged]
+        """Read the first rows of ``consent_ids`` in one query."""
+        missing = [c for c in set(consent_ids) if c and c not in self._rows]
         if missing:
-            found = self._index.logged_ids(missing)
-            self._logged.update({c: None for c in missing if c not in found})
+            found = self._index.consents(missing)
+            for c in missing:
+                row = found.get(c)
+                self._rows[c] = row if row is not None and row.index < self._below else None
+
+    def prefetch_signed(self, keys: Collection[bytes]) -> None:
+        """Learn in one query which of ``keys`` signed an entry already."""
+        missing = [k for k in set(keys) if k not in self._signed]
+        if missing:
+            found = self._index.signed(missing)
+            self._signed.update((k, k in found) for k in missing)
+
+    def signed_before(self, keys: Collection[bytes]) -> set[bytes]:
+        """Which of ``keys`` signed an entry logged before the batch."""
+        self.prefetch_signed(keys)
+        return {k for k in keys if self._signed[k]}
+
+    def row(self, consent_id: str) -> ConsentRow | None:
+        """The first stored row of ``consent_id`` (below ``below``), if any."""
+        if consent_id not in self._rows:
+            r = self._index.consent(consent_id)
+            self._rows[consent_id] = r if r is not None and r.index < self._below else None
+        return self._rows[consent_id]
 
     def logged(self, consent_id: str) -> state_rules.Logged | None:
-        if consent_id not in self._logged:
-            row = self._index.consent(consent_id)
-            ok = row is not None and row.index < self._below
-            self._logged[consent_id] = state_rules.Logged(row.index, row.kind, row.patient) if ok else None  # type: ignore[union-attr]
-        return self._logged[consent_id]
+        r = self.row(consent_id)
+        if r is not None:
+            return state_rules.Logged(r.index, r.kind, r.patient)
+        return self._logged.get(consent_id)
 
-    def delegates(self, patient: bytes, delegate: bytes) -> list[delegation.Delegate]:
-        """The delegations of ``patient`` naming ``delegate``, each with its first revocation. Only entries that
-        passed admission reach an honest log, so every one is taken as authentic."""
+    def _stored_delegates(self, patient: bytes, delegate: bytes) -> list[delegation.Delegate]:
         key = (patient, delegate)
-        if key not in self._delegations:
+        if key not in self._stored_delegations:
             rows = self._index.delegations(patient, delegate, self._below)
             found: list[delegation.Delegate] = []
             if rows:
@@ -99,6 +135,16 @@ class IndexFacts:
                     did = payloads.consent_id(env.payload)
                     ms, idx = revoked.get(did, (None, None))
                     found.append(delegation.Delegate(did, stored.index, parse_leaf(stored.leaf).integrated_time_ms, d, ms, idx))
+            self._stored_delegations[key] = found
+        return self._stored_delegations[key]
+
+    def delegates(self, patient: bytes, delegate: bytes) -> list[delegation.Delegate]:
+        """The delegations of ``patient`` naming ``delegate``, each with its first revocation. Only entries that
+        passed admission reach an honest log, so every one is taken as authentic."""
+        key = (patient, delegate)
+        if key not in self._delegations:
+            # Copies: the batch's revocations are noted on them, not on the shared stored facts.
+            found = [dataclasses.replace(d) for d in self._stored_delegates(patient, delegate)]
             found.extend(d for d in self._batch_delegations if (d.payload.patient, d.payload.delegate) == key)
             for d in found:
                 hit = self._batch_revoked.get((d.delegation_id, d.payload.patient))
@@ -139,10 +185,22 @@ def in_force(
     index: ConsentIndex, patient: bytes, selectors: Collection[str], below: int, read: Read | None = None
 ) -> dict[str, dict[str, int]]:
     """For each selector, the patient's in-force grants among entries with index < below: consent id -> index of
-    the grant. The index finds the candidates (the patient's grants for these selectors and the entries naming
-    them); the one rule (core.state_rules) says which joined and which entries ended them."""
-    grants = [r for r in index.for_selectors(patient, selectors, below) if r.kind == GRANT]
-    out: dict[str, dict[str, int]] = {sel: {} for sel in selectors}
+    the grant (in_force_many for one patient)."""
+    found = in_force_many(index, {(patient, sel) for sel in selectors}, below, read)
+    return {sel: found[(patient, sel)] for sel in selectors}
+
+
+def in_force_many(
+    index: ConsentIndex, keys: Collection[Key], below: int, read: Read | None = None
+) -> dict[Key, dict[str, int]]:
+    """For each (patient, selector) key, its in-force grants among entries with index < below: consent id ->
+    index of the grant. The index finds the candidates in one read for all keys (their grants, then the entries
+    naming them); the one rule (core.state_rules) says which joined and which entries ended them. Keys do not
+    interact: an entry ends only a grant of its own patient."""
+    out: dict[Key, dict[str, int]] = {k: {} for k in keys}
+    if not keys:
+        return out
+    grants = [r for r in index.for_keys(list(out), below) if r.kind == GRANT]
     if not grants:
         return out
     facts = IndexFacts(index, below, read)
@@ -151,12 +209,16 @@ def in_force(
     signers = facts.signers(rows.keys())
     live = state_rules.live((_rule_entry(r, signers[i]) for i, r in rows.items()), state_rules.Replay(delegates=facts.delegates))
     for r in grants:
-        if r.consent_id in live and live[r.consent_id].index == r.index and r.grantee in out:
-            out[r.grantee][r.consent_id] = r.index
+        key = (r.patient, r.grantee or "")
+        if r.consent_id in live and live[r.consent_id].index == r.index and key in out:
+            out[key][r.consent_id] = r.index
     return out
 
 
 _ABSENT = None
+# What estimate_size gives any map node (a branch or a leaf: two 32-byte hashes).
+_NODE_COST = estimate_size(smt.MapBranch(bytes(32), bytes(32)))
+assert _NODE_COST == estimate_size(smt.MapLeaf(bytes(32), bytes(32)))
 
 
 class NodeCache:
@@ -202,7 +264,8 @@ class NodeCache:
         old = self._nodes.pop(path, None)
         if old is not None:
             self.bytes -= old[1]
-        cost = 2 * OVERHEAD + len(path) + estimate_size(node)
+        # A node is two 32-byte hashes (either kind): its estimate is a constant, not walked per node.
+        cost = 2 * OVERHEAD + len(path) + (_NODE_COST if node is not None else OVERHEAD // 2)
         self._nodes[path] = (node, cost)
         self.bytes += cost
 
@@ -229,16 +292,11 @@ class InForceCache:
 
     def get(self, keys: Collection[Key]) -> dict[Key, Members]:
         out = {k: hit for k in keys if (hit := self._sets.get(k)) is not None}
-        missing: dict[bytes, set[str]] = {}
-        for patient, sel in keys:
-            if (patient, sel) not in out:
-                missing.setdefault(patient, set()).add(sel)
+        missing = [k for k in keys if k not in out]
         if missing:
-            loaded: dict[Key, dict[str, int]] = {}
-            for patient, sels in missing.items():
-                for sel, live in in_force(self._index, patient, sels, EVERYTHING).items():
-                    loaded[(patient, sel)] = live
-            hashes = self._index.leaf_hashes({i for live in loaded.values() for i in live.values()})
+            loaded = in_force_many(self._index, missing, EVERYTHING)
+            wanted = {i for live in loaded.values() for i in live.values()}
+            hashes = self._index.leaf_hashes(wanted) if wanted else {}
             for k, live in loaded.items():
                 out[k] = {cid: (i, hashes[i]) for cid, i in live.items()}
             self.put(out)
@@ -262,7 +320,7 @@ class ConsentState:
         cache: CacheBudget = CacheBudget(),
     ) -> None:
         self._index = index
-        # Map keys are map VRF outputs (DESIGN section 5), cached by the prover (a prove costs about 0.4 ms).
+        # Map keys are map VRF outputs (docs/design.md section 5), cached by the prover (a prove costs about 0.4 ms).
         self.map_keys = map_keys
         # Updates the next batch applies besides its own (set by rebuild_map: every key, into an emptied map).
         self._forced: dict[bytes, bytes | None] = {}
@@ -278,6 +336,8 @@ class ConsentState:
         # The map change of the batch being integrated, by the index of its StateCommit; written through to
         # the cache once that batch committed.
         self._pending: tuple[int, Mapping[bytes, smt.MapNode], Collection[bytes], Mapping[Key, Members]] | None = None
+        # Replicas (app/replica.py): a follower catches up with the log when a map proof meets a newer map.
+        self.on_stale: Callable[[], None] | None = None
 
     def in_force_ids(self, keys: Collection[Key]) -> dict[Key, set[str]]:
         """The consent ids in force for ``keys`` as of the last committed batch. The sequencer's thread only (the
@@ -306,10 +366,13 @@ class ConsentState:
         closing_index: int,
         heartbeat: bool,
         party_rows: Sequence[Mapping[str, object]] = (),
+        items: Sequence[Validated] = (),
+        facts: IndexFacts | None = None,
     ) -> PreparedBatch:
         """Update the map for a batch by the one rule (core.state_rules.effect) and decide whether a StateCommit
-        closes it."""
-        changes = self._changes(entries, consent_rows)
+        closes it. ``items``: the entries' validated envelopes (parsed once; parsed here when not given);
+        ``facts``: stored facts the batch already read (admission's, IndexFacts.fork)."""
+        changes = self._changes(entries, consent_rows, items, facts)
         change = None
         sets: dict[Key, Members] = {}
         extra_updates: dict[bytes, bytes | None] = {**self._forced, **self.party_updates(entries, party_rows)}
@@ -336,7 +399,7 @@ class ConsentState:
         payload = payloads.build_state_commit(
             map_root=root, batch_time_ms=batch_time_ms, map_vrf_public_key=self.map_keys.public_key
         )
-        closing = parse_envelope(sign_envelope(payloads.STATE_COMMIT, payload, [self._signer.private_key]))
+        closing = Validated.of(parse_envelope(sign_envelope(payloads.STATE_COMMIT, payload, [self._signer.private_key])))
         extra = {
             **self._map.rows(changed, deleted),
             "state_commits": [{"idx": closing_index, "map_root": root, "batch_time_ms": batch_time_ms}],
@@ -344,22 +407,27 @@ class ConsentState:
         return PreparedBatch(closing, extra, state_index=closing_index)
 
     def _changes(
-        self, entries: Sequence[NewEntry], rows: Sequence[Mapping[str, object]]
+        self,
+        entries: Sequence[NewEntry],
+        rows: Sequence[Mapping[str, object]],
+        items: Sequence[Validated] = (),
+        facts: IndexFacts | None = None,
     ) -> list[tuple[bool, Key, str, tuple[int, bytes]]]:
         """The batch's changes to the in-force sets, in order: (joins, key, consent id, (index, leaf hash))."""
         if not rows:
             return []
-        by_index = {e.index: e for e in entries}
-        facts = IndexFacts(self._index)
-        facts.prefetch({str(r["consent_id"]) for r in rows})
+        if len(items) != len(entries):
+            items = [Validated.of(parse_envelope(e.envelope)) for e in entries]
+        by_index = {e.index: (e, v) for e, v in zip(entries, items)}
+        facts = facts if facts is not None else IndexFacts(self._index)
+        facts.prefetch({str(r["consent_id"]) for r in rows} | {str(r["target"]) for r in rows if r.get("target")})
         grantee_of: dict[str, str] = {}
         out: list[tuple[bool, Key, str, tuple[int, bytes]]] = []
         for row in rows:
             idx = int(row["idx"])  # type: ignore[call-overload]
-            new = by_index[idx]
-            env = parse_envelope(new.envelope)
-            p = payloads.parse_payload(env.payload_type, env.payload)
-            e = state_rules.ConsentEntry.of(idx, new.integrated_ms, str(row["consent_id"]), p, env.signers)
+            new, v = by_index[idx]
+            p = v.payload
+            e = state_rules.ConsentEntry.of(idx, new.integrated_ms, v.consent_id, p, v.signers)
             if e is None:
                 continue
             eff = state_rules.effect(e, facts)
@@ -372,7 +440,7 @@ class ConsentState:
                 ended = facts.logged(eff.ends)
                 grantee = grantee_of.get(eff.ends)
                 if grantee is None:
-                    old = self._index.consent(eff.ends)
+                    old = facts.row(eff.ends)
                     grantee = old.grantee if old else None
                 if ended is not None and ended.patient is not None and grantee is not None:
                     out.append((False, (ended.patient, grantee), eff.ends, (0, b"")))
@@ -418,5 +486,8 @@ class ConsentState:
                 for k, p in fresh.items():
                     self._proofs.put((k, root), p)
                 return sc, {**proofs, **fresh}
+            if self.on_stale is not None:  # a replica that follows the log: the map moved past its view
+                self.on_stale()
+                continue
             time.sleep(0.01)  # a batch changed the map and its StateCommit is about to be published
         raise Unavailable("the consent state is being updated; try again")

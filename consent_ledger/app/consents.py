@@ -1,5 +1,5 @@
 """Consent rules that need the log's state, the access check with its evidence and receipt, and the
-patient's view (DESIGN sections 3 and 4). The rules themselves are the pure core's (core.decision,
+patient's view (docs/design.md sections 3 and 4). The rules themselves are the pure core's (core.decision,
 core.delegation, core.state_rules: what ends a grant and the admission of grants and revocations); this module
 gathers the entries and facts they run on, from the consent index, as of one published checkpoint.
 
@@ -17,7 +17,6 @@ delegation revocations needed to check who signed each entry on the page."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
@@ -34,10 +33,9 @@ from consent_ledger.app.errors import (
     WouldBlock,
 )
 from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
-from consent_ledger.app.payload_check import check_payload
+from consent_ledger.app.payload_check import Validated, validated
 from consent_ledger.app.ports import (
     ConsentIndex,
-    ConsentRow,
     NewEntry,
     PartyRow,
     StateCommitRow,
@@ -78,9 +76,16 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
 T = TypeVar("T")
-# How long a review or erasure that passed its checks holds its event or entry against a different envelope doing
-# the same, while it waits for its batch (a failed batch releases nothing, so the hold expires).
-IN_FLIGHT_S = 30.0
+# The entry kinds this ledger accepts from callers (StateCommits are the sequencer's own).
+_ACCEPTED = (
+    payloads.ConsentGrantPayload,
+    payloads.ConsentRevocationPayload,
+    payloads.DelegationPayload,
+    payloads.PartyRegistrationPayload,
+    payloads.AccessEventPayload,
+    payloads.BreakGlassReviewPayload,
+    payloads.ErasurePayload,
+)
 
 # Entries whose bodies are evidence the ledger keeps: refused as erasure targets.
 _NEVER_ERASED = {
@@ -139,7 +144,7 @@ class Pushed:
 
 def records_access_event(answer: AccessAnswer, asked: bool) -> bool:
     """Whether the ledger appends the AccessEvent of a decision it made: when asked, and always for a break-glass
-    permit (DESIGN section 4: the access is recorded, the patient notified through the watch, and the event
+    permit (docs/design.md section 4: the access is recorded, the patient notified through the watch, and the event
     enters the review queue)."""
     return asked or answer.decision.break_glass_until_ms > 0
 
@@ -185,6 +190,23 @@ def ledger_entry(stored: StoredEntry) -> LedgerEntry:
         payload=env.payload,
         signers=env.signers,
     )
+
+
+@dataclass
+class _BatchAdmission:
+    """What admission of one batch reads once and keeps up to date entry by entry: the facts (with the batch's
+    consent entries noted), the in-force consent ids of every key granted to, break-glass events and their
+    stored reviews, and the batch's reviews, erasures, signers and consent payloads so far."""
+
+    facts: IndexFacts
+    now: int
+    live: dict[tuple[bytes, str], set[str]]
+    break_glass: set[int]
+    reviewed: dict[int, int]
+    reviewing: set[int] = field(default_factory=set)
+    erasing: set[int] = field(default_factory=set)
+    signed: set[bytes] = field(default_factory=set)
+    consent_payloads: dict[str, payloads.Payload] = field(default_factory=dict)
 
 
 def _entry_cost(index: int, cached: tuple[StoredEntry, LedgerEntry | None]) -> int:
@@ -237,9 +259,8 @@ class ConsentLedger:
         # The registration in force for each party id, as of the latest batch (dropped when a party re-registers).
         self._parties: dict[str, PartyRow] = {}
         self._party_horizon = 0
-        # Reviews and erasures that passed check() and wait for their batch: (kind, index) -> (envelope sha, since).
-        self._in_flight: dict[tuple[str, int], tuple[bytes, float]] = {}
-        self._in_flight_lock = threading.Lock()
+        # What admission read for the batch being integrated (its entries, the stored facts), for its map update.
+        self._admitted: tuple[frozenset[bytes], IndexFacts] | None = None
 
     def attach(
         self,
@@ -251,51 +272,31 @@ class ConsentLedger:
         self._reader, self._latest, self._append, self.broker = reader, latest, append, broker
         self.access = AccessPath(self, self._signer.private_key, reader, latest, lambda: self._clock_ms(), self._cache)
 
-    # -- validation before append (stateful rules) ------------------------------------------------------
+    # -- validation of a submission (stateless: on the event loop) ----------------------------------------
 
-    def check(self, env: ParsedEnvelope) -> payloads.Payload:
-        """Check a verified envelope against the log's state. Raises InvalidInput, NotFound, PermissionDenied
-        or AlreadyExists; nothing is appended unless this passes."""
-        p = check_payload(env)
-        facts = self._facts()
-        if isinstance(p, payloads.ConsentGrantPayload | payloads.DelegationPayload):
-            cid = payloads.consent_id(env.payload)
-            if facts.logged(cid) is not None:  # one read, which the admission rule below reuses
-                if self._index.envelope_logged(env.sha256):
-                    return p  # the same envelope again: the sequencer answers with its first index
-                raise _already_logged(cid)
-        if isinstance(p, payloads.ConsentGrantPayload):
-            # Prove the grant's map key here, in a worker thread, so that the integration thread (which every
-            # batch waits for) finds it in the prover's cache.
-            self.state.map_keys.consent_key(p.patient, p.grantee)
-            self._admit_consent(env, p, state_rules.grant_refusal, facts)
-            # The bound on grants in force (MAX_IN_FORCE) is checked once, atomically with the batch (admit), from
-            # the sequencer's in-force cache: no read per submission here.
-        elif isinstance(p, payloads.ConsentRevocationPayload):
-            # One read of the target, which the admission rule below reuses through ``facts``.
-            first = facts.logged(p.consent_id)
-            if first is not None and first.kind == DELEGATION:
-                target = self._index.consent(p.consent_id)
-                assert target is not None
-                self._check_delegation_revocation(env, p, target)
-            else:
-                self._admit_consent(env, p, state_rules.revocation_refusal, facts)
-        elif isinstance(p, payloads.DelegationPayload):
-            self._check_delegation_signer(env, p)
-        elif isinstance(p, payloads.PartyRegistrationPayload):
-            if not self._operator_keys.intersection(env.signers):
-                raise PermissionDenied("only the ledger operator may register a party")
-        elif isinstance(p, payloads.AccessEventPayload):
-            self._check_event_signer(env, p)
-        elif isinstance(p, payloads.BreakGlassReviewPayload):
-            self._check_review(env, p)
-        elif isinstance(p, payloads.ErasurePayload):
-            self._check_erasure(env, p)
-        elif isinstance(p, payloads.StateCommitPayload):
+    def check(self, env: ParsedEnvelope) -> Validated:
+        """The stateless checks of a verified envelope: its payload parses (once; the result travels with it),
+        its kind is accepted, and the entries only the operator may sign are the operator's. Raises InvalidInput
+        or PermissionDenied. Everything that reads the log's state is ``admit``'s, once per batch."""
+        v = Validated.of(env)
+        p = v.payload
+        operator = bool(self._operator_keys.intersection(env.signers))
+        if isinstance(p, payloads.StateCommitPayload):
             raise PermissionDenied("state commits are written by the ledger's sequencer only")
-        else:
+        if isinstance(p, payloads.PartyRegistrationPayload) and not operator:
+            raise PermissionDenied("only the ledger operator may register a party")
+        if isinstance(p, payloads.BreakGlassReviewPayload) and not operator:
+            raise PermissionDenied("only the ledger operator (a privacy officer) may review a break-glass access")
+        if isinstance(p, payloads.ErasurePayload) and not operator:
+            raise PermissionDenied("only the ledger operator may erase a body")
+        if isinstance(p, payloads.DelegationPayload) and not p.attested_by and p.patient not in env.signers:
+            raise PermissionDenied(
+                "a delegation must be signed by the patient's own key (or name the organisation attesting a "
+                "guardian in attested_by and be signed by it)"
+            )
+        if not isinstance(p, _ACCEPTED):
             raise PermissionDenied(f"{env.payload_type} entries are not accepted by this ledger yet")
-        return p
+        return v
 
     def _read_stored(self, indices: Collection[int]) -> list[StoredEntry]:
         return self._entries_at(set(indices), set())[0]
@@ -304,61 +305,146 @@ class ConsentLedger:
         """The rules' facts (core.state_rules.ConsentFacts) from the index, reading entries through the cache."""
         return IndexFacts(self._index, below, self._read_stored)
 
-    def _admit_consent(
-        self,
-        env: ParsedEnvelope,
-        p: payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload,
-        rule: Callable[[state_rules.ConsentEntry, state_rules.ConsentFacts, int], state_rules.Refusal | None],
-        facts: IndexFacts | None = None,
-    ) -> None:
-        """Admit a grant or a revocation of a grant by the core admission rule of its kind, as of now."""
-        now = self._clock_ms()
-        e = state_rules.ConsentEntry.of(EVERYTHING, now, payloads.consent_id(env.payload), p, env.signers)
-        assert e is not None
-        refusal = rule(e, facts or self._facts(), now)
+    # -- admission: every rule that reads the log's state, once per batch ----------------------------------
+
+    def admit(self, entries: Sequence[Validated | ParsedEnvelope], batch_time_ms: int | None = None) -> dict[bytes, Exception]:
+        """Judge a batch's entries not logged yet, in order, at the batch time, in the integration thread inside
+        the batch's transaction (so atomically with it): the core rules of each kind (core.state_rules,
+        core.delegation, the MAX_IN_FORCE bound of core.decision) over facts read once for the whole batch, as
+        sets (the first rows of every consent id named, which signers signed before, the in-force sets of every
+        key granted to, the break-glass events reviewed), plus the batch's own earlier entries. Returns the
+        refused ones, each with its error (by envelope SHA-256); a refusal never affects its batch-mates except
+        as the rules say (a consent id is logged once, a review is the first one)."""
+        items = [validated(e) for e in entries]
+        batch_time_ms = self._clock_ms() if batch_time_ms is None else batch_time_ms
+        facts = self._facts()
+        ids: set[str] = set()
+        grant_keys: set[tuple[bytes, str]] = set()
+        ended_keys: set[tuple[bytes, str]] = set()
+        attested: set[bytes] = set()
+        events: set[int] = set()
+        for v in items:
+            p = v.payload
+            if isinstance(p, payloads.ConsentGrantPayload | payloads.DelegationPayload):
+                ids.add(v.consent_id)
+            if isinstance(p, payloads.ConsentGrantPayload):
+                grant_keys.add((p.patient, p.grantee))
+                if p.supersedes:
+                    ids.add(p.supersedes)
+            elif isinstance(p, payloads.ConsentRevocationPayload):
+                ids.add(p.consent_id)
+            elif isinstance(p, payloads.DelegationPayload) and p.attested_by:
+                attested.add(p.patient)
+            elif isinstance(p, payloads.BreakGlassReviewPayload):
+                events.add(p.event_index)
+        facts.prefetch(ids)
+        # One in-force read for every key the batch touches: those granted to, and those of the grants it ends.
+        for cid in ids:
+            row = facts.row(cid)
+            if row is not None and row.kind == GRANT and row.grantee is not None:
+                ended_keys.add((row.patient, row.grantee))
+        # Every signer: attested delegations need to know whose key signed before, and the batch's index rows
+        # (signers) too; one read serves both.
+        facts.prefetch_signed({k for v in items for k in v.signers} | attested)
+        batch = _BatchAdmission(
+            facts=facts,
+            now=batch_time_ms,
+            live=self.state.in_force_ids(grant_keys | ended_keys) if grant_keys | ended_keys else {},
+            break_glass=self._index.break_glass_events(events) if events else set(),
+            reviewed=self._index.reviews_of(events, EVERYTHING) if events else {},
+        )
+        refused: dict[bytes, Exception] = {}
+        n = len(items)
+        for i, v in enumerate(items):
+            # Stand-in indices, in batch order, after everything logged.
+            index = EVERYTHING - n + i
+            try:
+                self._admit_one(v, index, batch)
+            except (InvalidInput, NotFound, PermissionDenied, AlreadyExists, FailedPrecondition) as e:
+                refused[v.sha256] = e
+                continue
+            entry = state_rules.ConsentEntry.of(index, batch_time_ms, v.consent_id, v.payload, v.signers)
+            if entry is not None:
+                facts.note(entry, v.payload)
+                batch.consent_payloads[v.consent_id] = v.payload
+            if not isinstance(v.payload, payloads.StateCommitPayload):
+                batch.signed.update(v.signers)
+        # The map update of this batch reads the same stored facts (prepare_batch), not the stand-in notes.
+        self._admitted = (frozenset(v.sha256 for v in items if v.sha256 not in refused), facts.fork())
+        return refused
+
+    def _admit_one(self, v: Validated, index: int, batch: _BatchAdmission) -> None:
+        """Admit one entry of a batch (see admit); raises its refusal."""
+        p, env, now, facts = v.payload, v.env, batch.now, batch.facts
+        if isinstance(p, payloads.ConsentGrantPayload):
+            e = state_rules.ConsentEntry.of(index, now, v.consent_id, p, env.signers)
+            assert e is not None
+            self._refuse(state_rules.grant_refusal(e, facts, now))
+            # At most MAX_IN_FORCE grants in force per patient and selector, counting the batch's earlier entries.
+            live = batch.live.setdefault((p.patient, p.grantee), set())
+            count = len(live) - (1 if p.supersedes and p.supersedes in live else 0)
+            if v.consent_id not in live and count >= MAX_IN_FORCE:
+                raise _too_many(p, count)
+            if p.supersedes:
+                for members in batch.live.values():
+                    members.discard(p.supersedes)
+            live.add(v.consent_id)
+        elif isinstance(p, payloads.ConsentRevocationPayload):
+            first = facts.logged(p.consent_id)
+            if first is not None and first.kind == DELEGATION:
+                self._check_delegation_revocation(env, p, first, batch)
+            else:
+                e = state_rules.ConsentEntry.of(index, now, v.consent_id, p, env.signers)
+                assert e is not None
+                self._refuse(state_rules.revocation_refusal(e, facts, now))
+                for members in batch.live.values():
+                    members.discard(p.consent_id)
+        elif isinstance(p, payloads.DelegationPayload):
+            e = state_rules.ConsentEntry.of(index, now, v.consent_id, p, env.signers)
+            assert e is not None
+            self._refuse(state_rules.logged_once_refusal(e, facts))
+            if p.attested_by:
+                signed = p.patient in batch.signed or p.patient in facts.signed_before([p.patient])
+                self._check_attestation(env, p, signed_before=signed)
+        elif isinstance(p, payloads.AccessEventPayload):
+            self._check_event_signer(env, p)
+        elif isinstance(p, payloads.BreakGlassReviewPayload):
+            self._check_review(p, batch)
+        elif isinstance(p, payloads.ErasurePayload):
+            self._check_erasure(p, batch)
+
+    @staticmethod
+    def _refuse(refusal: state_rules.Refusal | None) -> None:
         if refusal is not None:
             raise _ADMISSION_ERRORS[refusal.rule](refusal.text)
 
-    def _hold(self, kind: str, index: int, env: ParsedEnvelope, error: Exception) -> None:
-        """Hold ``index`` for this envelope until its batch is integrated; raise ``error`` if another envelope
-        holds it (two reviews of one event, or two erasures of one body, racing into the log)."""
-        now = time.monotonic()
-        with self._in_flight_lock:
-            held = self._in_flight.get((kind, index))
-            if held is not None and held[0] != env.sha256 and now - held[1] < IN_FLIGHT_S:
-                raise error
-            self._in_flight[(kind, index)] = (env.sha256, now)
-
-    def _check_review(self, env: ParsedEnvelope, p: payloads.BreakGlassReviewPayload) -> None:
-        """An operator reviews a break-glass access event, once."""
-        if not self._operator_keys.intersection(env.signers):
-            raise PermissionDenied("only the ledger operator (a privacy officer) may review a break-glass access")
-        if self._index.envelope_logged(env.sha256):
-            return  # the same envelope again: the sequencer answers with its first index
+    def _check_review(self, p: payloads.BreakGlassReviewPayload, batch: _BatchAdmission) -> None:
+        """An operator reviews a break-glass access event, once (check: the operator signed it)."""
         _, cp = self._ready()
         i = p.event_index
         if i >= cp.size:
             raise NotFound(f"there is no entry {i} to review: the log has {cp.size} entries")
-        if not self._index.is_break_glass_event(i):
+        if i not in batch.break_glass:
             raise FailedPrecondition(
                 f"entry {i} is not a break-glass access event: only access events recorded with break-glass whose "
                 "decision permitted something are reviewed"
             )
-        done = self._index.reviews_of([i], EVERYTHING).get(i)
+        done = batch.reviewed.get(i)
         if done is not None:
             raise AlreadyExists(f"break-glass event {i} was already reviewed (entry {done})")
-        self._hold("review", i, env, AlreadyExists(f"break-glass event {i} is being reviewed by another entry"))
+        if i in batch.reviewing:
+            raise AlreadyExists(f"break-glass event {i} is being reviewed by another entry")
+        batch.reviewing.add(i)
 
-    def _check_erasure(self, env: ParsedEnvelope, p: payloads.ErasurePayload) -> None:
-        """An operator erases a body that is no longer needed as evidence (DESIGN section 3)."""
-        if not self._operator_keys.intersection(env.signers):
-            raise PermissionDenied("only the ledger operator may erase a body")
-        if self._index.envelope_logged(env.sha256):
-            return
+    def _check_erasure(self, p: payloads.ErasurePayload, batch: _BatchAdmission) -> None:
+        """An operator erases a body that is no longer needed as evidence (docs/design.md section 3; check: the operator
+        signed it)."""
         _, cp = self._ready()
         i = p.index
         if i >= cp.size:
             raise FailedPrecondition(f"cannot erase entry {i}: the log has {cp.size} entries")
+        if i in batch.erasing:
+            raise FailedPrecondition(f"the body of entry {i} is being erased by another entry")
         (stored,) = self._index.read_indices([i])
         if stored.envelope is None:
             raise FailedPrecondition(f"the body of entry {i} is already erased")
@@ -390,7 +476,7 @@ class ConsentLedger:
                 f"consent id {facts.consent_id or '(none)'}, map key {facts.map_key.hex() or '(none)'}, ends "
                 f"{facts.ends or '(none)'} (see core.state_rules.erasure_facts)"
             )
-        self._hold("erasure", i, env, FailedPrecondition(f"the body of entry {i} is being erased by another entry"))
+        batch.erasing.add(i)
 
     def _ended_first(self, index: int, consent_id: str, verb: str) -> None:
         """An entry that ends a grant is evidence of that grant's state for as long as the grant's body is kept."""
@@ -439,16 +525,6 @@ class ConsentLedger:
             raise InvalidInput(f"scope: unknown {scope!r:.40} (grant, revoke, * or none)")
         return any(d.refusal(t_ms, (scope,)) is None for d in self._delegates(patient, delegate, EVERYTHING))
 
-    def _check_delegation_signer(self, env: ParsedEnvelope, p: payloads.DelegationPayload) -> None:
-        if not p.attested_by:
-            if p.patient not in env.signers:
-                raise PermissionDenied(
-                    "a delegation must be signed by the patient's own key (or name the organisation attesting a "
-                    "guardian in attested_by and be signed by it)"
-                )
-            return
-        self._check_attestation(env, p, signed_before=bool(self._index.signed([p.patient])))
-
     def _check_attestation(self, env: ParsedEnvelope, p: payloads.DelegationPayload, *, signed_before: bool) -> None:
         """core.delegation.check_attestation against the attesting organisation's latest registration."""
         reg = self._registration(p.attested_by, EVERYTHING)
@@ -461,12 +537,18 @@ class ConsentLedger:
             raise PermissionDenied(str(e)) from None
 
     def _check_delegation_revocation(
-        self, env: ParsedEnvelope, p: payloads.ConsentRevocationPayload, target: ConsentRow
+        self,
+        env: ParsedEnvelope,
+        p: payloads.ConsentRevocationPayload,
+        target: state_rules.Logged,
+        batch: _BatchAdmission,
     ) -> None:
         if target.patient != p.patient:
             raise PermissionDenied(f"cannot revoke delegation {p.consent_id}: it is another patient's")
-        _, (entry,) = self._entries_at({target.index}, {target.index})
-        d = entry.payload
+        d = batch.consent_payloads.get(p.consent_id)  # a delegation earlier in the batch
+        if d is None:
+            _, (entry,) = self._entries_at({target.index}, {target.index})
+            d = entry.payload
         assert isinstance(d, payloads.DelegationPayload)
         keys = self._party_keys(d.attested_by, EVERYTHING) if d.attested_by else frozenset()
         if not delegation.may_revoke(d, env.signers, keys):
@@ -502,135 +584,35 @@ class ConsentLedger:
             out.update(r.index for r in self._index.targeting(ids, EVERYTHING) if r.kind == REVOCATION)
         return out
 
-    def admit(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
-        """In the integration thread, atomically with the batch: refuse a grant or delegation whose consent id is
-        already in the log or earlier in the batch; a grant that would make more than MAX_IN_FORCE grants in force
-        for its patient and selector; an attested delegation whose patient key signed an entry already logged or
-        earlier in the batch. ``check`` refuses those too, but concurrent submissions (or two different envelopes
-        of one payload) can all pass it before any is logged. And refuse a grant or revocation whose delegate is no
-        longer in force (``_delegates_still_in_force``)."""
-        refused = self._logged_once(envs)
-        self._admit_bounded(envs, refused)
-        self._admit_attested(envs, refused)
-        refused.update(self._delegates_still_in_force([env for env in envs if env.sha256 not in refused]))
-        return refused
-
-    def _delegates_still_in_force(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
-        """``check`` judged a delegate-signed grant or revocation when it was submitted; the rule (core.state_rules)
-        judges it at its integration, so judge it again now, counting the delegations and revocations of
-        delegations earlier in the batch: a delegation revoked (or expired) in between lets nothing in."""
-        kinds = (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION, payloads.DELEGATION)
-        parsed = [(env, payloads.parse_payload(env.payload_type, env.payload)) for env in envs if env.payload_type in kinds]
-        if not any(
-            isinstance(p, payloads.ConsentGrantPayload | payloads.ConsentRevocationPayload) and p.patient not in env.signers
-            for env, p in parsed
-        ):
-            return {}
-        facts, now = self._facts(), self._clock_ms()
-        refused: dict[bytes, Exception] = {}
-        for i, (env, p) in enumerate(parsed):
-            # Stand-in indices, in batch order, after everything logged.
-            e = state_rules.ConsentEntry.of(EVERYTHING - len(parsed) + i, now, payloads.consent_id(env.payload), p, env.signers)
-            assert e is not None
-            ends = facts.logged(e.target) if e.kind == REVOCATION and e.target else None
-            if e.kind != DELEGATION and not (ends is not None and ends.kind == DELEGATION):
-                refusal = state_rules.signer_refusal(e, facts, now)
-                if refusal is not None:
-                    refused[env.sha256] = PermissionDenied(refusal.text)
-                    continue
-            facts.note(e, p)
-        return refused
-
-    def _logged_once(self, envs: Sequence[ParsedEnvelope]) -> dict[bytes, Exception]:
-        ids = {
-            env.sha256: payloads.consent_id(env.payload)
-            for env in envs
-            if env.payload_type in (payloads.CONSENT_GRANT, payloads.DELEGATION)
-        }
-        if not ids:
-            return {}
-        logged = self._index.logged_ids(set(ids.values()))
-        refused: dict[bytes, Exception] = {}
-        for env in envs:
-            cid = ids.get(env.sha256)
-            if cid is None:
-                continue
-            if cid in logged:
-                refused[env.sha256] = _already_logged(cid)
-            logged.add(cid)
-        return refused
-
-    def _admit_bounded(self, envs: Sequence[ParsedEnvelope], refused: dict[bytes, Exception]) -> None:
-        parsed = [
-            (env, payloads.parse_payload(env.payload_type, env.payload))
-            for env in envs
-            if env.payload_type in (payloads.CONSENT_GRANT, payloads.CONSENT_REVOCATION) and env.sha256 not in refused
-        ]
-        keys = {(p.patient, p.grantee) for _, p in parsed if isinstance(p, payloads.ConsentGrantPayload)}
-        if not keys:
-            return
-        live = self.state.in_force_ids(keys)
-        for env, p in parsed:
-            if isinstance(p, payloads.ConsentGrantPayload):
-                ids = live[(p.patient, p.grantee)]
-                if p.supersedes:
-                    for members in live.values():
-                        members.discard(p.supersedes)
-                cid = payloads.consent_id(env.payload)
-                if cid not in ids and len(ids) >= MAX_IN_FORCE:
-                    refused[env.sha256] = _too_many(p, len(ids))
-                    continue
-                ids.add(cid)
-            elif isinstance(p, payloads.ConsentRevocationPayload):
-                for members in live.values():
-                    members.discard(p.consent_id)
-
-    def _admit_attested(self, envs: Sequence[ParsedEnvelope], refused: dict[bytes, Exception]) -> None:
-        attested = {
-            env.sha256: p
-            for env in envs
-            if env.payload_type == payloads.DELEGATION and env.sha256 not in refused
-            for p in [payloads.parse_payload(env.payload_type, env.payload)]
-            if isinstance(p, payloads.DelegationPayload) and p.attested_by
-        }
-        if not attested:
-            return
-        signed = self._index.signed({p.patient for p in attested.values()})
-        for env in envs:
-            p = attested.get(env.sha256)
-            if p is not None:
-                try:
-                    self._check_attestation(env, p, signed_before=p.patient in signed)
-                except PermissionDenied as e:
-                    refused[env.sha256] = e
-                    continue
-            if env.sha256 not in refused:
-                signed.update(env.signers)
-
     # -- index rows, written in the batch's transaction --------------------------------------------------
 
     def prepare_batch(
         self,
         entries: Sequence[NewEntry],
-        envs: Sequence[ParsedEnvelope],
+        items: Sequence[Validated],
         batch_time_ms: int,
         closing_index: int,
         heartbeat: bool,
     ) -> PreparedBatch:
-        """Index rows for the batch, the consent map's update, and the StateCommit that closes the batch."""
-        rows, erasures = self._index_batch(entries, envs)
+        """Index rows for the batch, the consent map's update, and the StateCommit that closes the batch. Reads
+        the stored facts admission read for this batch (no second read)."""
+        admitted, self._admitted = self._admitted, None
+        facts = admitted[1] if admitted is not None and all(v.sha256 in admitted[0] for v in items) else None
+        rows, erasures = self._index_batch(entries, items, facts)
         state = self.state.prepare(
-            entries, rows.get("consents", []), batch_time_ms, closing_index, heartbeat, rows.get("parties", [])
+            entries, rows.get("consents", []), batch_time_ms, closing_index, heartbeat, rows.get("parties", []),
+            items, facts,
         )
         return PreparedBatch(state.closing, {**rows, **state.extra}, erasures, state.state_index)
 
-    def index_rows(self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]) -> dict[str, list[dict[str, object]]]:
-        return self._index_batch(entries, envs)[0]
+    def index_rows(self, entries: Sequence[NewEntry], envs: Sequence[Validated | ParsedEnvelope]) -> dict[str, list[dict[str, object]]]:
+        return self._index_batch(entries, [validated(e) for e in envs])[0]
 
     def _index_batch(
-        self, entries: Sequence[NewEntry], envs: Sequence[ParsedEnvelope]
+        self, entries: Sequence[NewEntry], items: Sequence[Validated], facts: IndexFacts | None = None
     ) -> tuple[dict[str, list[dict[str, object]]], dict[int, str]]:
         """The index rows of a batch, and the bodies its Erasure entries erase (index -> reason)."""
+        facts = facts if facts is not None else self._facts()
         consents: list[dict[str, object]] = []
         parties: list[dict[str, object]] = []
         events: list[dict[str, object]] = []
@@ -641,12 +623,14 @@ class ConsentLedger:
         grantee_of: dict[str, str | None] = {}
         delegations: list[dict[str, object]] = []
         first_signed: dict[bytes, int] = {}
-        for e, env in zip(entries, envs):
-            if env.payload_type != payloads.STATE_COMMIT:
-                for key in env.signers:
+        targets = {v.payload.consent_id for v in items if isinstance(v.payload, payloads.ConsentRevocationPayload)}
+        if targets:
+            facts.prefetch(targets)
+        for e, v in zip(entries, items):
+            p, cid = v.payload, v.consent_id
+            if not isinstance(p, payloads.StateCommitPayload):
+                for key in v.signers:
                     first_signed.setdefault(key, e.index)
-            p = payloads.parse_payload(env.payload_type, env.payload)
-            cid = payloads.consent_id(env.payload)
             base = {"idx": e.index, "integrated_ms": e.integrated_ms, "consent_id": cid}
             if isinstance(p, payloads.ConsentGrantPayload):
                 grantee_of[cid] = p.grantee
@@ -654,13 +638,12 @@ class ConsentLedger:
             elif isinstance(p, payloads.ConsentRevocationPayload):
                 grantee = grantee_of.get(p.consent_id)
                 if grantee is None:
-                    row = self._index.consent(p.consent_id)
+                    row = facts.row(p.consent_id)
                     grantee = row.grantee if row else None
                 consents.append({**base, "patient": p.patient, "kind": REVOCATION, "grantee": grantee, "target": p.consent_id})
             elif isinstance(p, payloads.DelegationPayload):
                 consents.append({**base, "patient": p.patient, "kind": DELEGATION, "grantee": None, "target": None})
-                delegations.append({**base, "patient": p.patient, "delegate": p.delegate, "delegation_id": cid})
-                del delegations[-1]["consent_id"]
+                delegations.append({"idx": e.index, "integrated_ms": e.integrated_ms, "patient": p.patient, "delegate": p.delegate, "delegation_id": cid})
             elif isinstance(p, payloads.PartyRegistrationPayload):
                 parties.append({"idx": e.index, "party_id": p.party_id, "roles": ",".join(sorted(p.roles))})
             elif isinstance(p, payloads.AccessEventPayload):
@@ -670,7 +653,7 @@ class ConsentLedger:
                         {"idx": e.index, "patient": p.patient, "party_id": p.party_id, "integrated_ms": e.integrated_ms}
                     )
             elif isinstance(p, payloads.BreakGlassReviewPayload):
-                # The first review of an event is its review (check() lets only one through at a time).
+                # The first review of an event is its review (admission lets one through).
                 reviews.setdefault(p.event_index, {"event_idx": p.event_index, "idx": e.index, "outcome": p.outcome})
             elif isinstance(p, payloads.ErasurePayload):
                 if p.index not in erasures:
@@ -683,7 +666,7 @@ class ConsentLedger:
             for i in self._index.erased_by(erasures):
                 del erasures[i], reasons[i]
         if first_signed:
-            for key in self._index.signed(first_signed):
+            for key in facts.signed_before(first_signed):
                 del first_signed[key]
         rows: dict[str, list[dict[str, object]]] = {}
         for name, r in (
@@ -707,14 +690,8 @@ class ConsentLedger:
         for row in extra.get("parties", ()):
             self._parties.pop(str(row["party_id"]), None)
         self._party_horizon = cp.size
-        released = [("review", int(r["event_idx"])) for r in extra.get("break_glass_reviews", ())]  # type: ignore[call-overload]
         for row in extra.get("erasures", ()):
-            i = int(row["idx"])  # type: ignore[call-overload]
-            self._entry_cache.discard(i)  # the body is gone: no cache may serve it
-            released.append(("erasure", i))
-        with self._in_flight_lock:
-            for key in released:
-                self._in_flight.pop(key, None)
+            self._entry_cache.discard(int(row["idx"]))  # type: ignore[call-overload]  # the body is gone
         if self.broker is None:
             return
         by_index = {e.index: e for e in entries}
@@ -735,6 +712,7 @@ class ConsentLedger:
         """Drop every cache written through on commit (the consent state's, the party registrations, the
         entries): the sequencer calls this after a batch whose outcome is unknown, once it read the log back."""
         self.state.reset()
+        self._admitted = None
         self._parties = {}
         self._entry_cache = Lru(50_000)
         if self.access is not None:
@@ -810,7 +788,7 @@ class ConsentLedger:
 
     def map_vrf_proof(self, envelope: bytes | None) -> bytes:
         """The VRF proof of an entry's map key (a grant's consent key, a registration's party key), so an auditor
-        can replay the map (DESIGN section 5); empty for other entries and erased bodies."""
+        can replay the map (docs/design.md section 5); empty for other entries and erased bodies."""
         if envelope is None:
             return b""
         env = parse_envelope(envelope)

@@ -30,3 +30,10 @@ batch_failures = meter.create_counter(
 database_available = meter.create_gauge(
     "ledger.database.available", unit="1", description="1 while the health probe reaches the database, else 0"
 )
+sequencer_leader = meter.create_gauge(
+    "ledger.replica.leader", description="1 while this replica holds the sequencer lease and integrates, else 0"
+)
+fenced_batches = meter.create_counter(
+    "ledger.replica.fenced_batches", unit="{batch}",
+    description="Batches the database refused because this replica's sequencer lease had been taken over",
+)

@@ -11,13 +11,15 @@ from typing import Any
 from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.lru import CacheBudget
+from consent_ledger.app.payload_check import Validated
 from consent_ledger.app.ports import LogStore
-from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Sequencer
+from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Role, Sequencer
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.envelope import DEFAULT_MAX_ENVELOPE_SIZE, ParsedEnvelope, parse_envelope, verify_envelope
 from consent_ledger.core.note import Signer
 
-# Checks an envelope's payload (type registered, payload well-formed, signed by whom it must be); raises.
+# The stateless checks of an envelope's payload (type accepted, payload well-formed, the operator's entries signed
+# by the operator); returns the Validated entry (or anything else: the payload is then parsed here); raises.
 PayloadCheck = Callable[[ParsedEnvelope], object]
 # When the call being served started (time.monotonic()), set by the server as it authenticates the call: an
 # acknowledgement bound counts from there.
@@ -42,6 +44,7 @@ class Ledger:
         max_batch: int = 4096,
         cache: CacheBudget = CacheBudget(),
         ack_timeout_s: float | None = None,
+        role: Role | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -56,6 +59,7 @@ class Ledger:
             admit=admit,
             heartbeat_s=heartbeat_s,
             on_reset=on_reset,
+            role=role,
         )
         self.queries = LogQueries(store, self.reader, lambda: self.sequencer.latest)
         self._check_payload = check_payload
@@ -77,12 +81,14 @@ class Ledger:
     async def stop(self) -> None:
         await self.sequencer.stop()
 
-    def validate(self, raw: bytes) -> ParsedEnvelope:
-        """Parse and verify an envelope and its payload. Raises InvalidInput or VerificationError."""
+    def validate(self, raw: bytes) -> Validated:
+        """Parse and verify an envelope, parse its payload and apply the stateless checks (``check_payload``).
+        Raises InvalidInput, VerificationError or PermissionDenied. Reads no storage: every rule that reads the
+        log's state is applied by the sequencer's admission, once per batch."""
         env = parse_envelope(raw, self._max_envelope_size)
         verify_envelope(env)
-        self._check_payload(env)
-        return env
+        checked = self._check_payload(env)
+        return checked if isinstance(checked, Validated) else Validated.of(env)
 
     @property
     def ack_timeout_s(self) -> float | None:
@@ -90,13 +96,12 @@ class Ledger:
         return self._ack_timeout_s
 
     async def submit(self, raw: bytes) -> Appended:
-        """Validate, then append. Nothing reaches the log unless it passed every check.
-
-        Validation reads storage (stateful consent rules), so it runs off the event loop. Bounded like append().
-        """
+        """Validate, then append. Nothing reaches the log unless it passed every check: the stateless ones here,
+        on the event loop (parse, signature verification, payload: no storage, no thread hop), the stateful ones
+        in the batch (the sequencer's admission). Bounded like append()."""
         return await self._bounded(self._validate_and_append(raw))
 
-    async def append(self, env: ParsedEnvelope) -> Appended:
+    async def append(self, env: Validated | ParsedEnvelope) -> Appended:
         """Append an envelope the ledger made or validated itself (an access event it records). With an
         ``ack_timeout_s``, an entry not acknowledged within it (a slow or stalled database) is answered
         Unavailable: it was not integrated, unless its batch was already being committed, so the caller submits it
@@ -104,7 +109,7 @@ class Ledger:
         return await self._bounded(self.sequencer.append(env))
 
     async def _validate_and_append(self, raw: bytes) -> Appended:
-        return await self.sequencer.append(await asyncio.to_thread(self.validate, raw))
+        return await self.sequencer.append(self.validate(raw))
 
     async def _bounded(self, work: Coroutine[Any, Any, Appended]) -> Appended:
         if self._ack_timeout_s is None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from consent_ledger.app.errors import Unavailable
 from consent_ledger.core.smt import MapNode
 from consent_ledger.core.tiles import TileId
 
@@ -58,6 +60,21 @@ class IntegrationBatch:
     checkpoint: StoredCheckpoint
     extra: Mapping[str, Sequence[Mapping[str, object]]] = field(default_factory=dict)
     erasures: Mapping[int, str] = field(default_factory=dict)
+    # Replicas (app/replica.py): the sequencer lease this batch is written under. The integration transaction
+    # writes nothing unless the lease's token is still this one (storage raises Fenced); None: no lease.
+    fence: Fence | None = None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The sequencer lease a replica believes it holds: its holder id and fencing token."""
+
+    holder: str
+    token: int
+
+
+class Fenced(Unavailable):
+    """The batch was not written: its fencing token is no longer the lease's (another replica took the lease)."""
 
 
 class ConcurrentIntegration(Exception):
@@ -89,6 +106,12 @@ class LogStore(Protocol):
 
     def integrate(self, batch: IntegrationBatch) -> None:
         """Write a batch atomically. Raises ConcurrentIntegration if the log is no longer at the batch's start."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction for everything the calling thread does with this store (and the index and map
+        look-ups over it) until the block ends, ``integrate`` included; committed at the end unless an exception
+        escapes. The sequencer holds one per batch: its admission reads and its writes commit together."""
         ...
 
     def ping(self) -> None:
@@ -142,7 +165,7 @@ class StateCommitRow:
 
 
 class ConsentMap(Protocol):
-    """The stored consent-state map (DESIGN section 5): node reads, and how to write a change with a batch."""
+    """The stored consent-state map (docs/design.md section 5): node reads, and how to write a change with a batch."""
 
     def read(self, paths: Collection[bytes]) -> Mapping[bytes, MapNode]:
         """The committed nodes at ``paths``; empty positions are absent from the result."""
@@ -158,6 +181,18 @@ class ConsentIndex(Protocol):
 
     def consent(self, consent_id: str) -> ConsentRow | None:
         """The first entry with this consent id (grant, revocation or delegation), if any."""
+        ...
+
+    def consents(self, consent_ids: Collection[str]) -> dict[str, ConsentRow]:
+        """The first entry with each of ``consent_ids`` that has one."""
+        ...
+
+    def for_keys(self, keys: Collection[tuple[bytes, str]], below: int) -> list[ConsentRow]:
+        """The grants and revocations of each (patient, grantee selector) key, in index order."""
+        ...
+
+    def break_glass_events(self, indices: Collection[int]) -> set[int]:
+        """Which of ``indices`` are indexed break-glass access events."""
         ...
 
     def logged_ids(self, consent_ids: Collection[str]) -> set[str]:
@@ -235,7 +270,7 @@ class SpentNonce:
 
 
 class NonceStore(Protocol):
-    """The nonces of signed requests, shared by every server process of the log (DESIGN section 7)."""
+    """The nonces of signed requests, shared by every server process of the log (docs/design.md section 7)."""
 
     def claim(self, nonces: Sequence[SpentNonce], now_ms: int) -> list[bool]:
         """Record each nonce; True for each one no one recorded before (its first use). Atomic per nonce: of two

@@ -1,4 +1,4 @@
-"""Sequencing, integration and publishing with group commit (DESIGN section 2).
+"""Sequencing, integration and publishing with group commit (docs/design.md section 2).
 
 Submissions queue up while a batch commits; the next batch takes everything queued. One database transaction
 writes the batch's leaves, bodies, tiles and the new signed checkpoint, and only then is each caller answered,
@@ -6,7 +6,7 @@ with its index, that checkpoint and an inclusion proof against it. Start-up read
 the right edge of the tree (a handful of tile rows), never the log.
 
 An error anywhere in a batch leaves its outcome unknown (a COMMIT whose reply was lost may have committed;
-DESIGN section 7). The sequencer then reconciles from the database before it integrates anything else: it
+docs/design.md section 7). The sequencer then reconciles from the database before it integrates anything else: it
 reloads the right edge and latest checkpoint, looks up which of the batch's envelopes are in the log, tells the
 listeners of a batch that did commit (watchers, caches), has every cache written through on commit dropped
 (``on_reset``) so the next batch starts from what storage holds, and answers each caller with the truth: its
@@ -19,11 +19,13 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from consent_ledger.app import instruments
 from consent_ledger.app.errors import CorruptStorage, StorageUnavailable, Unavailable
+from consent_ledger.app.payload_check import Validated, validated
 from consent_ledger.app.ports import ConcurrentIntegration, IntegrationBatch, LogStore, NewEntry, StoredCheckpoint
 from consent_ledger.app.tree import OverlayReader, TreeReader
 from consent_ledger.core import tiles
@@ -46,7 +48,7 @@ class PreparedBatch:
     of earlier entries to erase in the batch's transaction (index -> reason; the batch holds the Erasure entries),
     and the StateCommit the batch's checkpoint names."""
 
-    closing: ParsedEnvelope | None = None
+    closing: Validated | None = None
     extra: ExtraRows = field(default_factory=dict)
     erasures: Mapping[int, str] = field(default_factory=dict)
     # The index of the latest StateCommit once the batch is in (the closing entry's, or an earlier one): the
@@ -54,15 +56,16 @@ class PreparedBatch:
     state_index: int | None = None
 
 
-# Called in the integration thread before each batch's transaction with the batch's entries and envelopes, the
-# batch time, the index a closing entry would get, and whether the batch is an idle heartbeat (no entries).
-PrepareBatch = Callable[[Sequence[NewEntry], Sequence[ParsedEnvelope], int, int, bool], PreparedBatch]
+# Called in the integration thread, inside the batch's transaction, with the batch's entries and their validated
+# envelopes, the batch time, the index a closing entry would get, and whether the batch is an idle heartbeat.
+PrepareBatch = Callable[[Sequence[NewEntry], Sequence[Validated], int, int, bool], PreparedBatch]
 # Called in the integration thread after each commit, with the new entries, their extra rows and the checkpoint.
 OnIntegrated = Callable[[Sequence[NewEntry], ExtraRows, StoredCheckpoint], None]
-# Refuses envelopes of a batch that may not join the log after all (by envelope SHA-256, with the error their
-# submitters get), in the integration thread, so atomically with the batch: checks that validation made earlier
-# could race (two different envelopes of one consent both validated before either was logged).
-Admit = Callable[[Sequence[ParsedEnvelope]], Mapping[bytes, Exception]]
+# Admission: refuses the entries of a batch that may not join the log (by envelope SHA-256, with the error their
+# submitters get), given the batch's entries not logged yet, in order, and the batch time. Called once per batch in
+# the integration thread, inside the batch's transaction: every rule that reads the log's state runs here, as set
+# operations over the batch, so two submissions racing each other are judged in log order.
+Admit = Callable[[Sequence[Validated], int], Mapping[bytes, Exception]]
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,21 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+T = TypeVar("T")
+
+
+class Role(Protocol):
+    """A replica's role (app/replica.py): whether it integrates now, and how a submission is appended."""
+
+    def leading(self) -> bool: ...
+
+    async def append(
+        self, envelope: ParsedEnvelope, local: Callable[[ParsedEnvelope], Awaitable[Appended]]
+    ) -> Appended: ...
+
+
 class Sequencer:
-    """Integrates submitted envelopes into the log in batches. One per log (see DESIGN section 2)."""
+    """Integrates submitted envelopes into the log in batches. One per log (see docs/design.md section 2)."""
 
     def __init__(
         self,
@@ -142,8 +158,11 @@ class Sequencer:
         admit: Admit | None = None,
         heartbeat_s: float | None = None,
         on_reset: Callable[[], None] | None = None,
+        role: Role | None = None,
     ) -> None:
         self._store = store
+        # Replicas (app/replica.py): whether this process integrates now, and where submissions go when not.
+        self._role = role
         # Drops every cache written through on commit (consent state, parties), after an unknown outcome.
         self._on_reset = on_reset
         self._attempt: _Attempt | None = None
@@ -159,7 +178,7 @@ class Sequencer:
         self._prepare_batch = prepare_batch
         self._heartbeat_s = heartbeat_s
         self._on_integrated = on_integrated
-        self._queue: asyncio.Queue[tuple[ParsedEnvelope, asyncio.Future[Appended]]] | None = None
+        self._queue: asyncio.Queue[tuple[Validated, asyncio.Future[Appended]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         # One thread does all integration, so batches are strictly ordered.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrate")
@@ -187,6 +206,11 @@ class Sequencer:
             self._reader.set_edge({})
             self._publish([], {})
             return
+        self.load(latest)
+
+    def load(self, latest: StoredCheckpoint) -> None:
+        """Move to ``latest``, a checkpoint read from storage: load its right edge and check it gives the signed
+        root (open(); replicas that follow the log). Raises CorruptStorage."""
         edge_ids = tiles.edge_tiles(latest.size)
         edge = self._store.read_tiles(edge_ids)
         if set(edge) != set(edge_ids):
@@ -219,12 +243,19 @@ class Sequencer:
                     fut.set_exception(Unavailable("the ledger is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def append(self, envelope: ParsedEnvelope) -> Appended:
-        """Queue a verified envelope; return once the batch holding it has committed."""
+    async def append(self, envelope: Validated | ParsedEnvelope) -> Appended:
+        """Queue a verified envelope; return once the batch holding it has committed (or admission refused it:
+        its error is raised). A replica that does not hold the sequencer lease hands it to its role (forwarded to
+        the leader)."""
+        if self._role is not None:
+            return await self._role.append(envelope, self._append_here)
+        return await self._append_here(envelope)
+
+    async def _append_here(self, envelope: Validated | ParsedEnvelope) -> Appended:
         if self._closing or self._queue is None:
             raise Unavailable("the ledger is not accepting entries")
         fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((envelope, fut))
+        self._queue.put_nowait((validated(envelope), fut))
         return await fut
 
     async def _run(self) -> None:
@@ -249,6 +280,8 @@ class Sequencer:
             try:
                 first = await asyncio.wait_for(self._queue.get(), self._heartbeat_s)
             except TimeoutError:
+                if self._role is not None and not self._role.leading():
+                    continue  # a replica that does not hold the lease writes nothing, heartbeats included
                 # Idle: let the application close an empty batch (a heartbeat StateCommit keeps evidence fresh).
                 try:
                     await asyncio.shield(loop.run_in_executor(self._executor, self._heartbeat))
@@ -299,7 +332,15 @@ class Sequencer:
                 else:
                     fut.set_result(result)
 
-    def reconcile(self, envelopes: Sequence[ParsedEnvelope]) -> list[Appended | Exception]:
+    async def run_in_integration_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the integration thread, between batches (replicas: following the log, taking the lease)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def run_in_integration_thread_sync(self, fn: Callable[[], T]) -> T:
+        """The same from another thread, waiting for the result (never from the integration thread itself)."""
+        return self._executor.submit(fn).result()
+
+    def reconcile(self, envelopes: Sequence[Validated | ParsedEnvelope]) -> list[Appended | Exception]:
         """After an error in a batch, whose outcome is then unknown: read the log back from storage (latest
         checkpoint and right edge), find which of the batch's envelopes are there, tell ``on_integrated`` about a
         batch that did commit (its watchers, its caches), have every write-through cache dropped, and answer each
@@ -352,59 +393,39 @@ class Sequencer:
         self.integrate_batch([], heartbeat=True)
 
     def integrate_batch(
-        self, envelopes: Sequence[ParsedEnvelope], *, prove: bool = True, heartbeat: bool = False
+        self, envelopes: Sequence[Validated | ParsedEnvelope], *, prove: bool = True, heartbeat: bool = False
     ) -> list[Appended | Exception]:
         """Integrate verified envelopes as one batch, synchronously. The worker calls this for each group
         commit; bulk loaders (benchmarks) may call it directly while no worker runs. With ``prove`` False the
-        answers carry no inclusion proofs. An envelope the ``admit`` hook refuses is answered with its error."""
+        answers carry no inclusion proofs. An envelope the ``admit`` hook refuses is answered with its error.
+
+        The batch is one storage transaction (LogStore.transaction): which envelopes are logged already,
+        admission, the application's index rows and map update (``prepare_batch``), and the writes, committed
+        together; the in-memory state moves forward only after the commit."""
         started = time.perf_counter()
+        items = [validated(e) for e in envelopes]
         with instruments.tracer.start_as_current_span("ledger.integrate_batch") as span:
-            span.set_attribute("ledger.batch.submissions", len(envelopes))
-            existing = self._store.find_envelopes({e.sha256 for e in envelopes})
-            index_of = dict(existing)
-            new_entries: list[NewEntry] = []
-            new_envs: list[ParsedEnvelope] = []
-            now = max(self._clock_ms(), self._last_ms)
-            refused: Mapping[bytes, Exception] = {}
-            if self._admit is not None:
-                fresh = list({e.sha256: e for e in envelopes if e.sha256 not in index_of}.values())
-                refused = self._admit(fresh) if fresh else {}
-            for env in envelopes:
-                if env.sha256 in index_of or env.sha256 in refused:
-                    continue
-                index = self._size + len(new_entries)
-                index_of[env.sha256] = index
-                leaf = encode_leaf(now, env.payload_type, env.sha256)
-                new_entries.append(NewEntry(index, leaf, hash_leaf(leaf), env.raw, env.sha256, env.payload_type, now))
-                new_envs.append(env)
-            extra: ExtraRows = {}
-            erasures: Mapping[int, str] = {}
-            state_index: int | None = None
-            if self._prepare_batch is not None and (new_entries or heartbeat):
-                prepared = self._prepare_batch(new_entries, new_envs, now, self._size + len(new_entries), heartbeat)
-                extra, erasures, state_index = prepared.extra, prepared.erasures, prepared.state_index
-                if prepared.closing is not None:
-                    env = prepared.closing
-                    leaf = encode_leaf(now, env.payload_type, env.sha256)
-                    index = self._size + len(new_entries)
-                    new_entries.append(NewEntry(index, leaf, hash_leaf(leaf), env.raw, env.sha256, env.payload_type, now))
-                    new_envs.append(env)
-            if new_entries:
-                try:
-                    self._publish(new_entries, extra, now=now, erasures=erasures, state_index=state_index)
-                except ConcurrentIntegration:
-                    log.error("another writer integrated into this log; reloading its state")
-                    self.open()
-                    raise
+            span.set_attribute("ledger.batch.submissions", len(items))
+            try:
+                with self._store.transaction():
+                    existing, refused, new_entries, extra, written = self._write_batch(items, heartbeat)
+            except ConcurrentIntegration:
+                log.error("another writer integrated into this log; reloading its state")
+                self.open()
+                raise
+            # Committed.
+            if written is not None:
+                self._advance(*written)
             size, latest = self._size, self.latest
             leaves = {e.index: e.leaf for e in new_entries}
+            index_of = {**existing, **{e.envelope_sha256: e.index for e in new_entries}}
             old = sorted({i for i in existing.values()})
             if old:
                 for entry in self._read_existing(old):
                     leaves[entry[0]] = entry[1]
             results: list[Appended | Exception] = []
             seen_new: set[bytes] = set()
-            for env in envelopes:
+            for env in items:
                 if env.sha256 in refused:
                     results.append(refused[env.sha256])
                     continue
@@ -415,12 +436,49 @@ class Sequencer:
                 results.append(Appended(index, leaves[index], duplicate, latest, proof))
             span.set_attribute("ledger.batch.appended", len(new_entries))
             span.set_attribute("ledger.tree.size", size)
-        instruments.batch_size.record(len(envelopes))
+        instruments.batch_size.record(len(items))
         instruments.appends.add(len(new_entries))
         instruments.duplicates.add(sum(1 for r in results if isinstance(r, Appended) and r.duplicate))
         instruments.integration_latency.record((time.perf_counter() - started) * 1000)
         instruments.tree_size.set(size)
         return results
+
+    def _write_batch(
+        self, items: Sequence[Validated], heartbeat: bool
+    ) -> tuple[dict[bytes, int], Mapping[bytes, Exception], list[NewEntry], ExtraRows, tuple[object, ...] | None]:
+        """Inside the batch's transaction: find what is logged already, admit the rest, prepare and write.
+        Returns (already logged: sha -> index, refused: sha -> error, new entries, extra rows, what _advance needs
+        once the transaction committed, or None when nothing was written)."""
+        existing = self._store.find_envelopes({e.sha256 for e in items})
+        now = max(self._clock_ms(), self._last_ms)
+        fresh = list({e.sha256: e for e in items if e.sha256 not in existing}.values())
+        refused: Mapping[bytes, Exception] = {}
+        if self._admit is not None and fresh:
+            refused = self._admit(fresh, now)
+        new_entries: list[NewEntry] = []
+        new_items: list[Validated] = []
+        for env in fresh:
+            if env.sha256 in refused:
+                continue
+            self._add(new_entries, new_items, env, now)
+        extra: ExtraRows = {}
+        erasures: Mapping[int, str] = {}
+        state_index: int | None = None
+        if self._prepare_batch is not None and (new_entries or heartbeat):
+            prepared = self._prepare_batch(new_entries, new_items, now, self._size + len(new_entries), heartbeat)
+            extra, erasures, state_index = prepared.extra, prepared.erasures, prepared.state_index
+            if prepared.closing is not None:
+                self._add(new_entries, new_items, prepared.closing, now)
+        if not new_entries:
+            return existing, refused, new_entries, extra, None
+        written = self._write(new_entries, extra, now=now, erasures=erasures, state_index=state_index)
+        return existing, refused, new_entries, extra, written
+
+    def _add(self, entries: list[NewEntry], items: list[Validated], env: Validated, now: int) -> None:
+        index = self._size + len(entries)
+        leaf = encode_leaf(now, env.payload_type, env.sha256)
+        entries.append(NewEntry(index, leaf, hash_leaf(leaf), env.raw, env.sha256, env.payload_type, now))
+        items.append(env)
 
     def _read_existing(self, indices: Sequence[int]) -> list[tuple[int, bytes]]:
         out = []
@@ -440,8 +498,23 @@ class Sequencer:
         erasures: Mapping[int, str] | None = None,
         state_index: int | None = None,
     ) -> None:
-        """Write a batch and its checkpoint in one transaction, then move the in-memory state forward. The
-        checkpoint names ``state_index`` in a `consent-state` line (core.checkpoint), when there is one."""
+        """Write a batch and its checkpoint in one transaction, then move the in-memory state forward."""
+        with self._store.transaction():
+            written = self._write(new_entries, extra, now=now, erasures=erasures, state_index=state_index)
+        self._advance(*written)
+
+    def _write(
+        self,
+        new_entries: Sequence[NewEntry],
+        extra: ExtraRows,
+        *,
+        now: int | None = None,
+        erasures: Mapping[int, str] | None = None,
+        state_index: int | None = None,
+    ) -> tuple[object, ...]:
+        """Write a batch and its checkpoint in the open transaction; returns what ``_advance`` needs once it
+        committed. The checkpoint names ``state_index`` in a `consent-state` line (core.checkpoint), when there is
+        one."""
         now = self._clock_ms() if now is None else now
         changed = tiles.append_leaves(self._size, self._edge, [e.leaf_hash for e in new_entries])
         new_size = self._size + len(new_entries)
@@ -450,11 +523,18 @@ class Sequencer:
             ext = () if state_index is None else (format_consent_state(state_index),)
             note = sign_checkpoint(Checkpoint(self._signer.name, new_size, root, ext), self._signer)
         cp = StoredCheckpoint(new_size, root, note, now)
-        # Until integrate returns, the batch may or may not be in storage (see reconcile).
+        # Until the transaction has committed, the batch may or may not be in storage (see reconcile).
         self._attempt = _Attempt(self._size, new_entries, extra)
         with instruments.tracer.start_as_current_span("ledger.commit"):
             self._store.integrate(IntegrationBatch(new_entries, changed, cp, extra, erasures or {}))
+        return (new_entries, extra, changed, cp, now)
+
+    def _advance(self, *written: object) -> None:
+        """After the commit: move the right edge, size and latest checkpoint forward; tell ``on_integrated``."""
+        new_entries, extra, changed, cp, now = written
+        assert isinstance(cp, StoredCheckpoint) and isinstance(changed, dict) and isinstance(now, int)
         self._attempt, self.write_failure = None, None
+        new_size = cp.size
         merged = {**self._edge, **changed}
         self._edge = {t: merged[t] for t in tiles.edge_tiles(new_size)}
         for tile, data in changed.items():
@@ -464,7 +544,6 @@ class Sequencer:
         self._size, self._latest, self._last_ms = new_size, cp, now
         if self._on_integrated is not None and new_entries:
             try:
-                self._on_integrated(new_entries, extra, cp)
+                self._on_integrated(new_entries, extra, cp)  # type: ignore[arg-type]
             except Exception:  # a listener's failure must not fail a committed batch
                 log.exception("on_integrated listener failed")
-

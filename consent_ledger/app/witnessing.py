@@ -1,5 +1,5 @@
 """The ledger as a C2SP tlog-witness client: it sends its newest checkpoint to each configured witness and collects
-their cosignatures (DESIGN section 2, witnessed checkpoints).
+their cosignatures (docs/design.md section 2, witnessed checkpoints).
 
 One task per witness: whenever the log's latest checkpoint is newer than what the witness last cosigned (checked
 every ``poll_s``, 0.2 s by default, so under load the newest checkpoint goes out at least every second), it POSTs ``add-checkpoint``

@@ -28,7 +28,7 @@ from consent_ledger.server.auth import caller_of
 from consent_ledger.server.log_servicer import checkpoint_pb, entry_pb, witnessed_fields
 from consent_ledger.v1 import access_pb2, access_pb2_grpc, consent_pb2, consent_pb2_grpc
 
-# A watch ends after this long; clients reconnect (bounded stream durations, DESIGN section 7).
+# A watch ends after this long; clients reconnect (bounded stream durations, docs/design.md section 7).
 MAX_WATCH_SECONDS = 3600.0
 
 

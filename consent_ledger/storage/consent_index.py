@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, tuple_
 
 from consent_ledger.app.ports import ConsentRow, DelegationRow, PartyRow, StateCommitRow, StoredEntry
 from consent_ledger.storage import schema
@@ -35,6 +35,7 @@ _FOR_SELECTORS = (
     )
     .order_by(_c.c.idx)
 )
+_CONSENTS = select(_c).where(_c.c.consent_id.in_(bindparam("ids", expanding=True)))
 _TARGETING = select(_c).where(_c.c.target.in_(bindparam("ids", expanding=True)), _c.c.idx < bindparam("below"))
 _PARTY = (
     select(schema.parties)
@@ -69,6 +70,36 @@ class SqlConsentIndex:
         with self._store.connect() as conn:
             r = conn.execute(q).first()
         return _row(r) if r else None
+
+    def consents(self, consent_ids: Collection[str]) -> dict[str, ConsentRow]:
+        """The first entry with each of ``consent_ids`` that has one (one query per 500 ids)."""
+        out: dict[str, ConsentRow] = {}
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(set(consent_ids))):
+                for r in conn.execute(_CONSENTS, {"ids": list(chunk)}):
+                    row = _row(r)
+                    if row.consent_id not in out or row.index < out[row.consent_id].index:
+                        out[row.consent_id] = row
+        return out
+
+    def for_keys(self, keys: Collection[tuple[bytes, str]], below: int) -> list[ConsentRow]:
+        """The grants and revocations of each (patient, grantee selector) key, in index order (one query per 250
+        keys)."""
+        out: list[ConsentRow] = []
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(set(keys)), 250):
+                q = select(_c).where(tuple_(_c.c.patient, _c.c.grantee).in_(list(chunk)), _c.c.idx < below)
+                out.extend(_row(r) for r in conn.execute(q))
+        return sorted(out, key=lambda r: r.index)
+
+    def break_glass_events(self, indices: Collection[int]) -> set[int]:
+        """Which of ``indices`` are indexed break-glass access events."""
+        ev = schema.break_glass_events
+        out: set[int] = set()
+        with self._store.connect() as conn:
+            for chunk in _chunks(sorted(set(indices))):
+                out.update(r[0] for r in conn.execute(select(ev.c.idx).where(ev.c.idx.in_(list(chunk)))))
+        return out
 
     def logged_ids(self, consent_ids: Collection[str]) -> set[str]:
         out: set[str] = set()

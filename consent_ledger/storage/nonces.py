@@ -1,5 +1,5 @@
 """The nonces of signed requests in the log's database (app.ports.NonceStore), so that a replay is refused by a
-restarted server and by every other server process on the same database (DESIGN section 7)."""
+restarted server and by every other server process on the same database (docs/design.md section 7)."""
 
 from __future__ import annotations
 

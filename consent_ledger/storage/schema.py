@@ -1,6 +1,6 @@
 """The database schema of one log, as SQLAlchemy Core tables in one MetaData.
 
-The tree is kept as tiles (DESIGN section 2) and the envelope bodies beside it (section 3):
+The tree is kept as tiles (docs/design.md section 2) and the envelope bodies beside it (section 3):
 
 - ``leaves``: one row per entry: the leaf bytes (a commitment, no health data), its RFC 6962 leaf hash and the
   SHA-256 of the envelope, each unique; looked up by index, by leaf hash and by envelope hash (dedup).
@@ -171,7 +171,7 @@ access_events = Table(
     **_MYSQL,
 )
 
-# --- consent-state map (DESIGN section 5; written with each batch through IntegrationBatch.extra; migration 0003)
+# --- consent-state map (docs/design.md section 5; written with each batch through IntegrationBatch.extra; migration 0003)
 # The sparse Merkle map's nodes by position (consent_ledger.core.smt: node_path is the key's first `depth` bits,
 # a 1 bit, then 0 bits to the byte's end, 1 to 33 bytes). A branch row holds its children's hashes (left_hash,
 # right_hash), a leaf row its pair (leaf_key, value_hash). A position that no longer holds a node is overwritten
@@ -269,7 +269,7 @@ __all__ += ["break_glass_events", "break_glass_reviews", "erasures"]
 
 # --- signed-request nonces (migration 0007) -------------------------------------------------------------
 # Every (signer key, nonce) pair of a signed request accepted within the freshness window, shared by every server
-# process on the database so that neither a restart nor another replica accepts a replay (DESIGN section 7). The
+# process on the database so that neither a restart nor another replica accepts a replay (docs/design.md section 7). The
 # primary key makes claiming a nonce atomic; rows are deleted once expired (expires_ms, in ms since the epoch).
 request_nonces = Table(
     "request_nonces",
@@ -311,3 +311,21 @@ witnessed_checkpoint = Table(
     **_MYSQL,
 )
 __all__ += ["witnessed_checkpoint"]
+
+# The sequencer lease (storage/lease.py): the one replica that integrates (``holder``, reachable at ``address``),
+# until ``expires_ms`` unless renewed, and its fencing token, which only grows; every integration transaction of a
+# replica updates this row where the token is still its own (``commits`` counts them), or writes nothing. One row
+# (id 1).
+sequencer_lease = Table(
+    "sequencer_lease",
+    metadata,
+    Column("id", BigInteger, nullable=False, autoincrement=False),
+    Column("holder", String(128), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("address", String(255), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("commits", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    **_MYSQL,
+)
+__all__ += ["sequencer_lease"]

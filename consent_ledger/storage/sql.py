@@ -44,6 +44,7 @@ from consent_ledger.app.ports import (
 )
 from consent_ledger.core.tiles import TILE_WIDTH, TileId
 from consent_ledger.storage import schema
+from consent_ledger.storage.lease import check_fence
 from consent_ledger.storage.engine import WRITE_OPTION, Timeouts, is_memory_sqlite, make_engine
 from consent_ledger.storage.migration import migrate as migrate_schema
 
@@ -140,6 +141,8 @@ class SqlLogStore:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if is_memory_sqlite(engine.url) else contextlib.nullcontext()
         )
+        # The connection of the transaction() open on a thread, if any.
+        self._local = threading.local()
 
     @property
     def engine(self) -> Engine:
@@ -148,18 +151,59 @@ class SqlLogStore:
     @contextlib.contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection for reading; its transaction is rolled back at the end. A database that cannot be
-        reached raises StorageUnavailable (see storage_unavailable)."""
+        reached raises StorageUnavailable (see storage_unavailable). Inside :meth:`transaction`, on its thread:
+        the transaction's connection (the read sees the transaction's own writes)."""
+        current = self._local.__dict__.get("conn")
+        if current is not None:
+            with _storage_errors():
+                yield current
+            return
         with _storage_errors(), self._lock, self._engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed at the end unless an exception escapes. A failure to
-        reach the database raises StorageUnavailable; during the COMMIT its outcome is then unknown."""
+        reach the database raises StorageUnavailable; during the COMMIT its outcome is then unknown. Inside
+        :meth:`transaction`, on its thread: that transaction (committed when it ends)."""
+        current = self._local.__dict__.get("conn")
+        if current is not None:
+            with _storage_errors():
+                yield current
+            return
         with _storage_errors(), self._lock, self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside :meth:`transaction`."""
+        return self._local.__dict__.get("conn") is not None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite) for everything this thread does with the store until
+        the block ends: the sequencer's batch, whose admission reads, index look-ups and ``integrate`` then see one
+        state and commit together, on one pooled connection. Committed at the end unless an exception escapes
+        (then rolled back; a failed ``integrate`` is explained as it is outside a transaction)."""
+        if self.in_transaction():
+            raise RuntimeError("SqlLogStore.transaction() does not nest")
+        self._local.start = None
+        try:
+            with self.begin() as conn:
+                self._local.conn = conn
+                try:
+                    yield
+                finally:
+                    self._local.conn = None
+        except DBAPIError as e:
+            start = self._local.__dict__.get("start")
+            failure = e if start is None else self._failed_write(start, e)
+            if failure is e:
+                raise
+            raise failure from e
+        finally:
+            self._local.start = None
 
     def ping(self) -> None:
         """A cheap round trip to the database (health). Raises StorageUnavailable when it cannot be reached."""
@@ -252,84 +296,105 @@ class SqlLogStore:
         leaf or envelope hash, ValueError if the batch is malformed. Nothing is written in any of these cases.
         """
         start = _check_batch(batch)
-        cp = batch.checkpoint
+        if self.in_transaction():
+            # Inside the sequencer's transaction(): it explains a failure once the transaction is rolled back.
+            self._local.start = start
+            with self.begin() as conn:
+                self._write(conn, batch, start)
+            return
         try:
             with self.begin() as conn:
-                latest = conn.execute(
-                    select(_checkpoints.c.size, _checkpoints.c.root_hash)
-                    .order_by(_checkpoints.c.size.desc())
-                    .limit(1)
-                ).first()
-                size = latest.size if latest is not None else 0
-                if size != start:
-                    raise ConcurrentIntegration(f"the log is at size {size}, the batch starts at {start}")
-                if batch.entries:
-                    # Leaves first: a concurrent writer at the same start collides here, before anything else.
-                    _insert_many(
-                        conn,
-                        _leaves,
-                        ("idx", "leaf_hash", "leaf", "envelope_sha256", "payload_type", "integrated_ms"),
-                        [
-                            (
-                                e.index,
-                                bytes(e.leaf_hash),
-                                bytes(e.leaf),
-                                bytes(e.envelope_sha256),
-                                e.payload_type,
-                                e.integrated_ms,
-                            )
-                            for e in batch.entries
-                        ],
-                    )
-                    bodies = [(e.index, bytes(e.envelope)) for e in batch.entries]
-                    _insert_many(conn, _bodies, ("idx", "envelope"), bodies)
-                if batch.tiles:
-                    _upsert(
-                        conn,
-                        _tiles,
-                        [{"level": lv, "idx": ix, "hashes": bytes(data)} for (lv, ix), data in batch.tiles.items()],
-                    )
-                for table in _extra_tables(batch.extra):
-                    rows = [dict(r) for r in batch.extra[table.name]]
-                    if not rows:
-                        continue
-                    if table.info.get(schema.UPSERT):
-                        _upsert(conn, table, rows)
-                    else:
-                        conn.execute(insert(table), rows)
-                for index, reason in sorted(batch.erasures.items()):
-                    # Only a body still there: erasing twice would replace the reason the first erasure gave.
-                    conn.execute(
-                        update(_bodies)
-                        .where(_bodies.c.idx == index, _bodies.c.envelope.is_not(None))
-                        .values(envelope=None, erased_reason=reason)
-                    )
-                if latest is not None and latest.size == cp.size:
-                    if bytes(latest.root_hash) != bytes(cp.root_hash):
-                        raise ValueError(f"a checkpoint for size {cp.size} with another root is already stored")
-                    conn.execute(
-                        update(_checkpoints)
-                        .where(_checkpoints.c.size == cp.size)
-                        .values(note=bytes(cp.note), created_ms=cp.created_ms)
-                    )
-                else:
-                    conn.execute(
-                        insert(_checkpoints).values(
-                            size=cp.size, root_hash=bytes(cp.root_hash), note=bytes(cp.note), created_ms=cp.created_ms
-                        )
-                    )
-        except IntegrityError as e:
-            raise self._explain_conflict(start, e) from e
+                self._write(conn, batch, start)
         except DBAPIError as e:
-            if not _is_lock_conflict(e):
+            failure = self._failed_write(start, e)
+            if failure is e:
                 raise
-            explained = self._explain_conflict(start, e)
-            if explained is e:
-                mapped = storage_unavailable(e)
-                if mapped is None:
-                    raise
-                raise mapped from e
-            raise explained from e
+            raise failure from e
+
+    def _failed_write(self, start: int, e: DBAPIError) -> Exception:
+        """What a failed batch write raises: ConcurrentIntegration or BatchConflict (_explain_conflict) for a
+        constraint or a lock conflict, StorageUnavailable for a database that cannot do it now, else ``e``."""
+        if isinstance(e, IntegrityError):
+            return self._explain_conflict(start, e)
+        if not _is_lock_conflict(e):
+            return e
+        explained = self._explain_conflict(start, e)
+        if explained is e:
+            mapped = storage_unavailable(e)
+            return e if mapped is None else mapped
+        return explained
+
+    def _write(self, conn: Connection, batch: IntegrationBatch, start: int) -> None:
+        """The batch's writes, in the open transaction of ``conn``. The log must be at ``start``: this is where a
+        check that this writer still holds the log (a lease, a fencing token) belongs, before anything is
+        written."""
+        if batch.fence is not None:  # replicas: before any write, so a lease taken over fails the batch here
+            check_fence(conn, batch.fence)
+        cp = batch.checkpoint
+        latest = conn.execute(
+            select(_checkpoints.c.size, _checkpoints.c.root_hash)
+            .order_by(_checkpoints.c.size.desc())
+            .limit(1)
+        ).first()
+        size = latest.size if latest is not None else 0
+        if size != start:
+            raise ConcurrentIntegration(f"the log is at size {size}, the batch starts at {start}")
+        if batch.entries:
+            # Leaves first: a concurrent writer at the same start collides here, before anything else.
+            _insert_many(
+                conn,
+                _leaves,
+                ("idx", "leaf_hash", "leaf", "envelope_sha256", "payload_type", "integrated_ms"),
+                [
+                    (
+                        e.index,
+                        bytes(e.leaf_hash),
+                        bytes(e.leaf),
+                        bytes(e.envelope_sha256),
+                        e.payload_type,
+                        e.integrated_ms,
+                    )
+                    for e in batch.entries
+                ],
+            )
+            bodies = [(e.index, bytes(e.envelope)) for e in batch.entries]
+            _insert_many(conn, _bodies, ("idx", "envelope"), bodies)
+        if batch.tiles:
+            _upsert(
+                conn,
+                _tiles,
+                [{"level": lv, "idx": ix, "hashes": bytes(data)} for (lv, ix), data in batch.tiles.items()],
+            )
+        for table in _extra_tables(batch.extra):
+            rows = [dict(r) for r in batch.extra[table.name]]
+            if not rows:
+                continue
+            if table.info.get(schema.UPSERT):
+                _upsert(conn, table, rows)
+            else:
+                columns = [c.name for c in table.columns if any(c.name in r for r in rows)]
+                _insert_many(conn, table, columns, [tuple(r.get(c) for c in columns) for r in rows])
+        for index, reason in sorted(batch.erasures.items()):
+            # Only a body still there: erasing twice would replace the reason the first erasure gave.
+            conn.execute(
+                update(_bodies)
+                .where(_bodies.c.idx == index, _bodies.c.envelope.is_not(None))
+                .values(envelope=None, erased_reason=reason)
+            )
+        if latest is not None and latest.size == cp.size:
+            if bytes(latest.root_hash) != bytes(cp.root_hash):
+                raise ValueError(f"a checkpoint for size {cp.size} with another root is already stored")
+            conn.execute(
+                update(_checkpoints)
+                .where(_checkpoints.c.size == cp.size)
+                .values(note=bytes(cp.note), created_ms=cp.created_ms)
+            )
+        else:
+            conn.execute(
+                insert(_checkpoints).values(
+                    size=cp.size, root_hash=bytes(cp.root_hash), note=bytes(cp.note), created_ms=cp.created_ms
+                )
+            )
 
     def erase_body(self, index: int, reason: str) -> None:
         """Erase the body of entry ``index`` (its leaf, and so every proof, stays). Raises LookupError if there is
@@ -430,13 +495,33 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: l
         finally:
             cursor.close()
         return
-    compiled = cast(SQLCompiler, insert(table).compile(dialect=conn.dialect, column_keys=list(columns)))
-    if compiled.positional:
-        order = [columns.index(name) for name in compiled.positiontup or ()]
-        params: list[Any] = [tuple(row[i] for i in order) for row in rows]
+    _execute_many(conn, ("insert", table.name), lambda: insert(table), columns, rows)
+
+
+# Compiled statements by (dialect and server version, kind, table, columns): building and compiling a statement costs more than
+# running it for a batch of a few dozen rows.
+_COMPILED: dict[tuple[object, ...], tuple[str, list[int] | None]] = {}
+
+
+def _execute_many(
+    conn: Connection, key: tuple[str, str], build: Any, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """One DBAPI executemany of the statement ``build()`` (an INSERT, or an upsert) for ``rows`` of plain values in
+    ``columns`` order, compiled once per dialect and columns; no per-row SQLAlchemy parameter processing."""
+    d = conn.dialect
+    cache_key = (d.name, d.driver, d.paramstyle, getattr(d, "server_version_info", None), *key, tuple(columns))
+    hit = _COMPILED.get(cache_key)
+    if hit is None:
+        compiled = cast(SQLCompiler, build().compile(dialect=conn.dialect, column_keys=list(columns)))
+        order = [list(columns).index(name) for name in compiled.positiontup or ()] if compiled.positional else None
+        hit = _COMPILED[cache_key] = (compiled.string, order)
+    sql, order = hit
+    params: list[Any]
+    if order is not None:
+        params = [tuple(row[i] for i in order) for row in rows]
     else:
         params = [dict(zip(columns, row, strict=True)) for row in rows]
-    conn.exec_driver_sql(compiled.string, params)
+    conn.exec_driver_sql(sql, params)
 
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -444,18 +529,28 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     keys = [c.name for c in table.primary_key.columns]
     others = [c.name for c in table.columns if c.name not in keys]
     backend = conn.dialect.name
+    columns = [c.name for c in table.columns if any(c.name in r for r in rows)]
+    values = [tuple(r.get(c) for c in columns) for r in rows]
     if backend in ("sqlite", "postgresql"):
-        ins = sqlite_dialect.insert(table) if backend == "sqlite" else pg_dialect.insert(table)
-        stmt = (
-            ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in others})
-            if others
-            else ins.on_conflict_do_nothing(index_elements=keys)
-        )
-        conn.execute(stmt, rows)
+
+        def build() -> Any:
+            ins = sqlite_dialect.insert(table) if backend == "sqlite" else pg_dialect.insert(table)
+            others_ = [c for c in others if c in columns]
+            return (
+                ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in others_})
+                if others_
+                else ins.on_conflict_do_nothing(index_elements=keys)
+            )
+
+        _execute_many(conn, ("upsert", table.name), build, columns, values)
     elif backend in ("mysql", "mariadb"):
-        mins = mysql_dialect.insert(table)
-        names = others or keys  # with nothing else to update, "update" a key to itself
-        conn.execute(mins.on_duplicate_key_update({c: mins.inserted[c] for c in names}), rows)
+
+        def build_mysql() -> Any:
+            mins = mysql_dialect.insert(table)
+            names = [c for c in others if c in columns] or keys  # with nothing else to update, "update" a key to itself
+            return mins.on_duplicate_key_update({c: mins.inserted[c] for c in names})
+
+        _execute_many(conn, ("upsert", table.name), build_mysql, columns, values)
     else:
         for chunk in _chunks(rows):
             key_values = [tuple(r[k] for k in keys) for r in chunk]

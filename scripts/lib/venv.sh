@@ -1,6 +1,8 @@
-# Sourced by scripts/demo and scripts/test. Makes sure $ROOT/.venv exists with Python >= 3.11 and the package
-# installed (editable, with the dev extras); reinstalls only when pyproject.toml changed or the install is
-# missing. Sets ROOT and VENV; leaves the caller's working directory alone.
+# Sourced by scripts/demo and scripts/test. Makes sure $ROOT/.venv exists with Python >= 3.11 and both
+# distributions installed (the client, clients/python, and the server at the root; editable in compat mode, which
+# puts both directories on sys.path so that the namespace package consent_ledger spans them for every tool, with
+# the dev extras); reinstalls only when either pyproject.toml changed or the install is missing. Sets ROOT and
+# VENV; leaves the caller's working directory alone.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="$ROOT/.venv"
@@ -29,13 +31,13 @@ elif ! is_new_enough "$VENV/bin/python"; then
 fi
 
 STAMP="$VENV/.consent-ledger-install"
-want="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest(), sys.argv[2])' "$ROOT/pyproject.toml" "$ROOT")"
+want="$("$VENV/bin/python" -c 'import hashlib, sys; print(*(hashlib.sha256(open(p, "rb").read()).hexdigest() for p in sys.argv[1:3]), sys.argv[3])' "$ROOT/pyproject.toml" "$ROOT/clients/python/pyproject.toml" "$ROOT")"
 # Installed, and from this very tree (checked from / so that a working directory's sources don't count).
 installed_here() {
-  (cd / && "$VENV/bin/python" -c 'import sys, consent_ledger, consent_ledger_client; sys.exit(0 if consent_ledger.__file__.startswith(sys.argv[1] + "/") else 1)' "$ROOT") >/dev/null 2>&1
+  (cd / && "$VENV/bin/python" -c 'import sys, consent_ledger.cli, consent_ledger.core, consent_ledger_client; sys.exit(0 if all(m.__file__.startswith(sys.argv[1] + "/") for m in (consent_ledger.cli, consent_ledger.core, consent_ledger_client)) else 1)' "$ROOT") >/dev/null 2>&1
 }
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ] || ! installed_here; then
   echo "==> installing consent-ledger with its dev extras into .venv (pip, quiet; a minute or two the first time)" >&2
-  (cd "$ROOT" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]')
+  (cd "$ROOT" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e ./clients/python -e '.[dev]')
   echo "$want" > "$STAMP"
 fi

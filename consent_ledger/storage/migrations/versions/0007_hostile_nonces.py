@@ -1,4 +1,4 @@
-"""Signed-request nonces kept in the database for the freshness window (DESIGN section 7).
+"""Signed-request nonces kept in the database for the freshness window (docs/design.md section 7).
 
 Revision ID: 0007
 Revises: 0006

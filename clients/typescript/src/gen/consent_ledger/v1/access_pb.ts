@@ -459,7 +459,7 @@ export const EvidenceEntrySchema: GenMessage<EvidenceEntry> = /*@__PURE__*/
   messageDesc(file_consent_ledger_v1_access, 9);
 
 /**
- * A consent-state map proof (DESIGN section 5) for one grantee selector that could apply to the requester.
+ * A consent-state map proof (docs/design.md section 5) for one grantee selector that could apply to the requester.
  *
  * @generated from message consent_ledger.v1.SelectorProof
  */
@@ -492,7 +492,7 @@ export type SelectorProof = Message<"consent_ledger.v1.SelectorProof"> & {
 
   /**
    * The 80-byte ECVRF proof pi that the map key of this proof belongs to alpha = 0x00 || patient || selector
-   * under the map VRF key the StateCommit names (DESIGN section 5).
+   * under the map VRF key the StateCommit names (docs/design.md section 5).
    *
    * @generated from field: bytes vrf_proof = 70;
    */

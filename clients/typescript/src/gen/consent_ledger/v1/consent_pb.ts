@@ -343,7 +343,7 @@ export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
   messageDesc(file_consent_ledger_v1_consent, 10);
 
 /**
- * The patient's view of the ledger, and pushes to grantees (DESIGN sections 3, 4, 6).
+ * The patient's view of the ledger, and pushes to grantees (docs/design.md sections 3, 4, 6).
  * Every entry comes with its inclusion proof against the checkpoint in the same message.
  *
  * @generated from service consent_ledger.v1.ConsentService

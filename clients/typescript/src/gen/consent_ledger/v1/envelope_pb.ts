@@ -75,7 +75,7 @@ export const SignatureSchema: GenMessage<Signature> = /*@__PURE__*/
   messageDesc(file_consent_ledger_v1_envelope, 1);
 
 /**
- * A leaf of the log: only a commitment, never health information (DESIGN section 3).
+ * A leaf of the log: only a commitment, never health information (docs/design.md section 3).
  * Leaf bytes are this message's deterministic serialization; clients parse the bytes
  * they were given and never re-serialize.
  *

@@ -245,7 +245,7 @@ export type GetEntriesResponse = Message<"consent_ledger.v1.GetEntriesResponse">
 
   /**
    * For each entry (same order), the 80-byte ECVRF proof of its map key, so an auditor can replay the
-   * consent-state map (DESIGN section 5): a consent grant's (alpha = 0x00 || patient || grantee) and a party
+   * consent-state map (docs/design.md section 5): a consent grant's (alpha = 0x00 || patient || grantee) and a party
    * registration's (alpha = 0x01 || party id); empty for other entries and erased bodies.
    *
    * @generated from field: repeated bytes map_vrf_proofs = 70;

@@ -476,9 +476,9 @@ export type Erasure = Message<"consent_ledger.v1.Erasure"> & {
 
   /**
    * For an erased consent grant or revocation, what an auditor needs to replay the consent-state map without the
-   * body (DESIGN section 5); empty for other kinds. The ledger checks them against the body before erasing it.
+   * body (docs/design.md section 5); empty for other kinds. The ledger checks them against the body before erasing it.
    * A grant's own consent id, and its map key (32 bytes): the map VRF output's first 32 bytes for
-   * alpha = 0x00 || patient || grantee (DESIGN section 5).
+   * alpha = 0x00 || patient || grantee (docs/design.md section 5).
    *
    * @generated from field: string consent_id = 5;
    */
@@ -553,7 +553,7 @@ export const BreakGlassReviewSchema: GenMessage<BreakGlassReview> = /*@__PURE__*
 
 /**
  * The sequencer's own entry closing a batch that changed consents (and a heartbeat when idle): the root of the
- * consent-state map after the batch (DESIGN section 5). Signed by the ledger's key; never accepted from callers.
+ * consent-state map after the batch (docs/design.md section 5). Signed by the ledger's key; never accepted from callers.
  *
  * @generated from message consent_ledger.v1.StateCommit
  */
@@ -583,7 +583,7 @@ export type StateCommit = Message<"consent_ledger.v1.StateCommit"> & {
   nonce: Uint8Array;
 
   /**
-   * The public key (32 bytes) of the map VRF key that derives the map's keys (DESIGN section 5); empty in
+   * The public key (32 bytes) of the map VRF key that derives the map's keys (docs/design.md section 5); empty in
    * StateCommits written before map keys were VRF outputs.
    *
    * @generated from field: bytes map_vrf_public_key = 70;

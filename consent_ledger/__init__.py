@@ -1,1 +1,0 @@
-"""consent-ledger: patient consent as a verifiable ledger."""
