@@ -248,7 +248,7 @@ async def alternate(target: str, pid: int, patients: int, duration: float, warmu
                 cpu[name][0] += cpu_seconds(pid) - c0
                 cpu[name][1] += box[0]
     merged = [Result.merge(p) for p in parts.values()]
-    for res, (name, (seconds, n)) in zip(merged, cpu.items()):
+    for res, (seconds, n) in zip(merged, cpu.values()):
         res.note = f"server CPU {seconds / max(n, 1) * 1e6:,.0f} us/call"
     trivial, *rest = merged
     for res, (target_ratio, label) in zip(rest, ((1 / 3, ">= 0.33x"), (0.5, ">= 0.5x"))):

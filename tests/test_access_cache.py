@@ -10,7 +10,7 @@ import pytest
 from consent_ledger.app.errors import WouldBlock
 from consent_ledger.core.crypto import Ed25519PrivateKey
 from consent_ledger.core.payloads import DataItem
-from consent_ledger_client import IncompleteEvidence, VerificationError
+from consent_ledger_client import VerificationError
 
 from .server_support import OPERATOR, connect, log_signer, running_server
 
