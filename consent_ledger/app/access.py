@@ -1,4 +1,4 @@
-"""The access check (DESIGN section 4 and 5): a decision with its evidence and a signed receipt, answered from
+"""The access check (docs/design.md sections 4 and 5): a decision with its evidence and a signed receipt, answered from
 memory when it can.
 
 What an answer rests on is fixed by two published things: the checkpoint (its tree size: the inclusion proofs)
@@ -235,7 +235,7 @@ class AccessPath:
         """Decide a request as of the latest checkpoint's StateCommit; return the decision, its evidence and a
         receipt.
 
-        The evidence (DESIGN section 5): for each selector that could name the requester (its ``org:`` id, a
+        The evidence (docs/design.md section 5): for each selector that could name the requester (its ``org:`` id, a
         ``role:`` per registered role, ``any``), a map proof against the StateCommit's root and the complete
         in-force set the map commits to; the requester's registration; the StateCommit entry. Each entry comes with
         its inclusion proof, so the client re-runs the decision knowing nothing was left out. Nothing about other
