@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from consent_ledger.app import instruments
+from consent_ledger.app.access import WarmUp
 from consent_ledger.app.authorization import Authorizer
 from consent_ledger.app.broker import Broker
 from consent_ledger.app.consent_state import ConsentState, StatePolicy
@@ -77,6 +79,9 @@ class ServiceConfig:
     auditors: tuple[str, ...] = ()
     # What the server's caches may hold together (app.lru.CacheBudget; serve --cache-mb).
     cache: CacheBudget = field(default_factory=CacheBudget)
+    # Read full tiles and the top of the consent map into the caches in the background after start-up
+    # (app.access.WarmUp); serving does not wait for it.
+    warm_up: bool = True
     # The database: connect and statement timeouts; how often health probes it.
     db_connect_timeout_s: float = 5.0
     db_statement_timeout_s: float = 30.0
@@ -118,6 +123,8 @@ class RunningService:
     witnessing: Witnessing | None = None
     role: ReplicaRole | None = None
     forwarder: Forwarder | None = None
+    warm_up: WarmUp | None = None
+    warm_thread: threading.Thread | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.stopped:
@@ -125,6 +132,8 @@ class RunningService:
         self.stopped = True
         if self.probe is not None:
             self.probe.cancel()
+        if self.warm_up is not None:
+            self.warm_up.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.role is not None:  # let the lease go now: another replica takes over at once
@@ -134,6 +143,8 @@ class RunningService:
         if self.witnessing is not None:
             await self.witnessing.stop()
         await self.ledger.stop()
+        if self.warm_thread is not None:
+            await asyncio.to_thread(self.warm_thread.join, 30)
         self.ledger.store.close()
 
     async def wait(self) -> None:
@@ -246,6 +257,12 @@ async def start_service(
         role.attach(ledger.sequencer, consents, forwarder, on_role)
         consents.state.on_stale = role.catch_up_now
         await role.start()
+    if config.warm_up and cp.size:
+        running.warm_up = WarmUp(
+            ledger.reader, cp.size, lambda: state._nodes, config.cache.of("map_nodes")  # noqa: SLF001
+        )
+        running.warm_thread = threading.Thread(target=running.warm_up.run, name="cache-warm-up", daemon=True)
+        running.warm_thread.start()
     running.probe = asyncio.create_task(
         probe_database(
             functools.partial(_check_database, ledger), health, config.health_probe_s, config.db_connect_timeout_s + 1

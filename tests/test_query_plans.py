@@ -1,4 +1,4 @@
-"""Nothing the server runs reads a whole table that grows with the log (DESIGN section 8; issue 14 item 5).
+"""Nothing the server runs reads a whole table that grows with the log (docs/design.md section 8; issue 14 item 5).
 
 The server is started on each backend and driven through the public API (start-up, submissions, proofs, entries,
 an access check, the patient's views); every statement it sends is captured and the database is asked how it

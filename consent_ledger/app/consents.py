@@ -22,12 +22,12 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 from dataclasses import dataclass, field
 
+from consent_ledger.app.access import AccessAnswer, AccessPath, Proven
 from consent_ledger.app.broker import Broker
 from consent_ledger.app.errors import (
     AlreadyExists,
     CorruptStorage,
     FailedPrecondition,
-    Unavailable,
     NotFound,
     PermissionDenied,
     WouldBlock,
@@ -53,18 +53,14 @@ from consent_ledger.app.consent_state import (
 )
 from consent_ledger.app.sequencer import ExtraRows, PreparedBatch
 from consent_ledger.app.tree import TreeReader
-from consent_ledger.core import delegation, payloads, smt, state_rules, vrf
+from consent_ledger.core import delegation, payloads, state_rules, vrf
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.decision import (
     MAX_IN_FORCE,
     STATE_ACTIVE,
-    AccessRequest,
-    Decision,
     LedgerEntry,
     Policy,
-    check_request,
     consent_states,
-    decide,
     ended_by,
     grantee_selectors,
 )
@@ -72,10 +68,8 @@ from consent_ledger.core.envelope import ParsedEnvelope, parse_envelope, sign_en
 from consent_ledger.core.leaf import parse_leaf
 from consent_ledger.core.merkle import prove_inclusion
 from consent_ledger.core.note import Signer
-from consent_ledger.core.receipt import access_event_for, receipt_body, sign_receipt
-from consent_ledger.core.rfc6962 import hash_leaf
+from consent_ledger.core.receipt import access_event_for
 from consent_ledger.core.state_rules import erasure_facts
-from consent_ledger.core.timing import check_request_time
 
 log = logging.getLogger(__name__)
 
@@ -104,28 +98,6 @@ _NEVER_ERASED = {
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class Proven:
-    """An entry with its inclusion proof against a checkpoint."""
-
-    entry: StoredEntry
-    proof: list[bytes]
-
-
-@dataclass(frozen=True)
-class AccessAnswer:
-    decision: Decision
-    evidence: list[Proven]
-    checkpoint: StoredCheckpoint
-    receipt: bytes
-    state_commit_index: int
-    selector_proofs: dict[str, smt.MapProof]
-    # The VRF proof of each selector's map key, and the map proof (with its VRF proof) of the requester's party key.
-    selector_pis: dict[str, bytes] = field(default_factory=dict)
-    party_proof: smt.MapProof | None = None
-    party_pi: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -268,6 +240,9 @@ class ConsentLedger:
         # The operator signs party registrations; the ledger's own key is always one of its keys.
         self._operator_keys = frozenset({signer.public_key, *operator_keys})
         self._clock_ms = clock_ms
+        self._cache = cache
+        # The access check (app.access), once attach() gave it the tree and the latest checkpoint.
+        self.access: AccessPath | None = None
         self._reader: TreeReader | None = None
         self._latest: Callable[[], StoredCheckpoint] | None = None
         self._append: Callable[[ParsedEnvelope], object] | None = None
@@ -296,6 +271,7 @@ class ConsentLedger:
         broker: Broker | None,
     ) -> None:
         self._reader, self._latest, self._append, self.broker = reader, latest, append, broker
+        self.access = AccessPath(self, self._signer.private_key, reader, latest, lambda: self._clock_ms(), self._cache)
 
     # -- validation of a submission (stateless: on the event loop) ----------------------------------------
 
@@ -740,6 +716,8 @@ class ConsentLedger:
         self._admitted = None
         self._parties = {}
         self._entry_cache = Lru(self._cache.of("entries"), _entry_cost)
+        if self.access is not None:
+            self.access.reset()
 
     # -- the access check -------------------------------------------------------------------------------
 
@@ -824,94 +802,25 @@ class ConsentLedger:
         return self.state.map_keys.prove(vrf.party_alpha(p.party_id)).pi
 
     def _prove(self, entries: Iterable[StoredEntry], size: int) -> list[Proven]:
-        reader, _ = self._ready()
-        return [Proven(e, prove_inclusion(e.index, size, reader)) for e in entries]
+        self._ready()
+        assert self.access is not None
+        return [Proven(e, self.access.proofs.prove(e.index, size)) for e in entries]
 
-    def check_access(
-        self,
-        requester_id: str,
-        *,
-        patient: bytes,
-        action: str,
-        purpose: str,
-        data: Sequence[payloads.DataItem],
-        data_period: payloads.Period = payloads.Period(),
-        time_ms: int = 0,
-        break_glass: bool = False,
-        break_glass_reason: str = "",
-    ) -> AccessAnswer:
-        """Decide a request as of the latest StateCommit; return the decision, its evidence and a receipt.
+    def check_access(self, requester_id: str, **request: object) -> AccessAnswer:
+        """The access check (app.access.AccessPath.check_access)."""
+        assert self.access is not None, "attach() the ConsentLedger first"
+        return self.access.check_access(requester_id, **request)  # type: ignore[arg-type]
 
-        The evidence (docs/design.md section 5): for each selector that could name the requester (its ``org:`` id, a
-        ``role:`` per registered role, ``any``), a map proof against the latest StateCommit's root and the
-        complete in-force set the map commits to; the requester's registration; the StateCommit entry. Each
-        entry comes with its inclusion proof, so the client re-runs the decision knowing nothing was left out.
-        Nothing about other grantees is returned.
-        """
-        payloads.check_patient_key(patient)
-        check_request_time(time_ms, self._clock_ms())
-        _, cp = self._ready()
-        party = self.party(requester_id, cp.size)
-        prover = self.state.map_keys
-        party_key = prover.prove(vrf.party_alpha(requester_id))
-        for _ in range(5):
-            selectors = grantee_selectors(requester_id, party.roles)
-            keys = {sel: prover.prove(vrf.consent_alpha(patient, sel)) for sel in selectors}
-            sc, proofs = self.state.proofs([*(k.key for k in keys.values()), party_key.key])
-            # The requester's party key holds its latest registration as of sc: the roles used must be its.
-            (reg,), _ = self._entries_at({party.index}, set())
-            if proofs[party_key.key].leaf == (party_key.key, smt.value_hash([(party.index, hash_leaf(reg.leaf))])):
-                break
-            newer = self.party(requester_id, sc.index)
-            if newer.index == party.index:
-                raise FailedPrecondition(
-                    f"the consent-state map does not hold the registration of {requester_id} (a map written before "
-                    "party keys or with other map keys: run consent-ledger rebuild-map)"
-                )
-            party = newer
-        else:
-            raise Unavailable(f"the registration of {requester_id} is being updated; try again")
-        for _ in range(100):  # a replica following the log moves its consent state first, then its checkpoint
-            if sc.index < cp.size:
-                break
-            time.sleep(0.002)
-            _, cp = self._ready()
-        t = time_ms or max(self._clock_ms(), sc.batch_time_ms)
-        if t < sc.batch_time_ms:
-            raise InvalidInput("decisions are made on the latest consent state: ask for now or a later time")
-        request = AccessRequest(
-            patient=patient,
-            requester_id=requester_id,
-            requester_roles=party.roles,
-            action=action,
-            purpose=purpose,
-            data=tuple(data),
-            data_period=data_period,
-            time_ms=t,
-            break_glass=break_glass,
-            break_glass_reason=break_glass_reason,
-        )
-        check_request(request)
-        live = self._in_force_at(patient, selectors, sc)
-        grant_indices = {i for s in live.values() for i in s.values()}
-        _, grants = self._entries_at(grant_indices, grant_indices)
-        # Delegate-signed grants come with the delegation that authorised them (core.decision reads it).
-        support = self._support(grants, revocations=False)
-        parsed = grant_indices | support
-        stored, entries = self._entries_at(parsed | {party.index, sc.index}, parsed)
-        decision = decide(entries, request, self.policy)
-        receipt = sign_receipt(receipt_body(decision, cp.note), self._signer.private_key)
-        return AccessAnswer(
-            decision,
-            self._prove(stored, cp.size),
-            cp,
-            receipt,
-            sc.index,
-            {sel: proofs[k.key] for sel, k in keys.items()},
-            {sel: k.pi for sel, k in keys.items()},
-            proofs[party_key.key],
-            party_key.pi,
-        )
+    # What the access path reads (app.access.AccessSource).
+
+    def entries_at(self, indices: set[int], parsed: set[int], *, io: bool = True) -> tuple[list[StoredEntry], list[LedgerEntry]]:
+        return self._entries_at(indices, parsed, io=io)
+
+    def in_force_at(self, patient: bytes, selectors: Sequence[str], sc: StateCommitRow) -> dict[str, dict[str, int]]:
+        return self._in_force_at(patient, selectors, sc)
+
+    def support(self, entries: Sequence[LedgerEntry]) -> set[int]:
+        return self._support(entries, revocations=False)
 
     def _in_force_at(self, patient: bytes, selectors: Sequence[str], sc: StateCommitRow) -> dict[str, dict[str, int]]:
         """The in-force sets as of ``sc``. Cached by map root: equal roots commit to equal sets for every key."""
@@ -929,11 +838,16 @@ class ConsentLedger:
                 out[sel] = live
         return out
 
-    def _entries_at(self, indices: set[int], parsed: set[int]) -> tuple[list[StoredEntry], list[LedgerEntry]]:
+    def _entries_at(
+        self, indices: set[int], parsed: set[int], *, io: bool = True
+    ) -> tuple[list[StoredEntry], list[LedgerEntry]]:
         """Stored entries (immutable once logged) from a cache or storage, and the ``parsed`` ones as the decision
-        reads them. Body erasure, when it is implemented, must drop the erased index from this cache."""
+        reads them. An erasure drops the erased index from this cache (on_integrated). With ``io=False``, from the
+        cache alone (entries already parsed where asked): WouldBlock otherwise."""
         cached = {i: self._entry_cache.get(i) for i in indices}
         missing = [i for i, hit in cached.items() if hit is None]
+        if not io and (missing or any(cached[i][1] is None for i in parsed)):  # type: ignore[index]
+            raise WouldBlock("an entry is not cached (or not parsed yet)")
         for stored in self._index.read_indices(missing) if missing else ():
             cached[stored.index] = self._entry_cache.put(stored.index, (stored, None))
         for i in parsed:

@@ -107,12 +107,15 @@ class CacheBudget:
     # Shares of the total, by cache. They sum to 1. An expanded full tile holds about 16 KiB, so the tiles' share
     # (96 MiB by default) keeps every full tile of a 1.5M-leaf log in memory: proofs then read no storage.
     SHARES: ClassVar[dict[str, float]] = {
-        "entries": 0.25,  # stored and parsed entries by index (consents.ConsentLedger)
-        "in_force_by_root": 0.08,  # in-force sets by (patient, selector, map root) (consents.ConsentLedger)
+        "entries": 0.22,  # stored and parsed entries by index (consents.ConsentLedger)
+        "in_force_by_root": 0.05,  # in-force sets by (patient, selector, map root) (consents.ConsentLedger)
         "tiles": 0.25,  # expanded full tiles of the log (tree.TileCache)
         "map_nodes": 0.22,  # committed consent-map nodes (consent_state.NodeCache)
         "in_force": 0.10,  # the sequencer's committed in-force sets (consent_state.InForceCache)
-        "map_proofs": 0.10,  # map proofs by (key, root) (consent_state.ConsentState)
+        "map_proofs": 0.02,  # map proofs by (key, root) (consent_state.ConsentState; read on an evidence miss)
+        "inclusion_proofs": 0.05,  # inclusion proofs by (index, tree size) (access.InclusionProofs)
+        "access_evidence": 0.06,  # an access check's evidence by (patient, requester, StateCommit) (access.AccessPath)
+        "access_wire": 0.03,  # that evidence as sent, by (patient, requester, StateCommit, tree size) (access.AccessPath)
     }
 
     def __post_init__(self) -> None:

@@ -7,9 +7,9 @@ no request reads a tile that is still growing from the database unless another p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from consent_ledger.app.errors import CorruptStorage
+from consent_ledger.app.errors import CorruptStorage, WouldBlock
 from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
 from consent_ledger.app.ports import LogStore
 from consent_ledger.core import tiles
@@ -46,6 +46,14 @@ class TileCache:
 
     def put(self, tile: tiles.TileId, data: bytes) -> tuple[bytes, ...]:
         return self._tiles.put(tile, expand_tile(data))
+
+    def room(self, tiles_count: int) -> bool:
+        """Whether ``tiles_count`` more full tiles fit in the budget without evicting any."""
+        return self._tiles.bytes + tiles_count * _FULL_TILE_COST <= self._tiles.max_bytes
+
+
+# What an expanded full tile costs in the TileCache (the levels of a 256-hash tile: 511 hashes).
+_FULL_TILE_COST = OVERHEAD * (3 + tiles.TILE_HEIGHT + 1) + (2 * tiles.TILE_WIDTH - 1) * HASH_SIZE
 
 
 def _node_from_levels(levels: Sequence[bytes], loc: tiles.NodeLocation) -> bytes | None:
@@ -100,6 +108,33 @@ class TreeReader:
             out.append(h)
         return out
 
+    def memory_only(self) -> MemoryOnlyReader:
+        """A NodeReader over this reader's memory (right edge, cached full tiles) that raises WouldBlock instead
+        of reading storage: for requests answered on the event loop."""
+        return MemoryOnlyReader(self)
+
+    @staticmethod
+    def full_tile_ids(size: int, chunk: int) -> Iterator[list[tiles.TileId]]:
+        """The full tiles of a tree of ``size`` leaves in chunks: the upper levels first (every proof reads them),
+        then each level from its newest tile back."""
+        counts = []
+        level, count = 0, size
+        while count >= tiles.TILE_WIDTH:
+            counts.append((level, count // tiles.TILE_WIDTH))
+            level, count = level + 1, count // tiles.TILE_WIDTH
+        for level, full in reversed(counts):
+            for end in range(full, 0, -chunk):
+                yield [(level, i) for i in range(end - 1, max(end - chunk, 0) - 1, -1)]
+
+    def warm(self, ids: Sequence[tiles.TileId]) -> bool:
+        """Read full tiles ``ids`` into the cache unless that would evict cached ones; returns whether it did."""
+        ids = [t for t in ids if self._cache.get(t) is None]
+        if not self._cache.room(len(ids)):
+            return False
+        for tile, data in self._store.read_tiles(ids).items():
+            self.remember_full(tile, data)
+        return True
+
     def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
         edge, edge_levels = self._edge, self._edge_levels
         locs = [tiles.locate_node(*n) for n in nodes]
@@ -129,6 +164,19 @@ class TreeReader:
                     except InvalidInput as e:
                         raise CorruptStorage(str(e)) from e
         return [h for h in out if h is not None]
+
+
+class MemoryOnlyReader:
+    """Node hashes from a TreeReader's memory only; WouldBlock when one would be read from storage."""
+
+    def __init__(self, reader: TreeReader) -> None:
+        self._reader = reader
+
+    def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        hashes = self._reader.read_cached(nodes)
+        if hashes is None:
+            raise WouldBlock("a tile is not in memory")
+        return hashes
 
 
 class OverlayReader:

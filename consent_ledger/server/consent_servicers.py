@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -10,17 +11,18 @@ import grpc
 
 from consent_ledger.app.authorization import Kind
 from consent_ledger.app.broker import OVERFLOW
+from consent_ledger.app.access import AccessAnswer
 from consent_ledger.app.consents import (
     ConsentLedger,
     Proven,
     Pushed,
     records_access_event,
 )
-from consent_ledger.app.errors import PermissionDenied, Unavailable
+from consent_ledger.app.errors import PermissionDenied, Unavailable, WouldBlock
 from consent_ledger.app.ledger import Ledger
+from consent_ledger.app.lru import Lru
 from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.payloads import Period, data_item_from_pb
-from consent_ledger.core.receipt import decision_to_pb
 from consent_ledger.server.errors import streaming, unary
 from consent_ledger.server.auth import caller_of
 from consent_ledger.server.log_servicer import checkpoint_pb, entry_pb, witnessed_fields
@@ -51,6 +53,95 @@ def _page_after(token: str) -> int:
     return after
 
 
+def _shared_tail(a: list[bytes], b: list[bytes]) -> int:
+    """How many trailing hashes two inclusion proofs (at one tree size) have in common."""
+    n, most = 0, min(len(a), len(b))
+    while n < most and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+# A tail is left out only when it saves this many hashes, taken from one of the first or latest few entries.
+_MIN_TAIL = 2
+_TAIL_CANDIDATES = 4
+
+
+def _evidence_pbs(evidence: list[Proven]) -> list[access_pb2.EvidenceEntry]:
+    out = []
+    for k, p in enumerate(evidence):
+        best, tail = None, 0
+        for j in sorted({*range(min(k, _TAIL_CANDIDATES)), *range(max(0, k - _TAIL_CANDIDATES), k)}):
+            q = evidence[j]
+            n = min(_shared_tail(q.proof, p.proof), len(p.proof) - 1)  # at least one hash given
+            if n > tail and q.entry.index != p.entry.index:
+                best, tail = q, n
+        if best is None or tail < _MIN_TAIL:
+            out.append(access_pb2.EvidenceEntry(entry=entry_pb(p.entry), inclusion_proof=p.proof))
+        else:
+            out.append(
+                access_pb2.EvidenceEntry(
+                    entry=entry_pb(p.entry),
+                    inclusion_proof=p.proof[: len(p.proof) - tail],
+                    inclusion_proof_tail=tail,
+                    inclusion_proof_tail_from=best.entry.index,
+                )
+            )
+    return out
+
+
+def access_response(answer: AccessAnswer, requester: str, wire: Lru[tuple[bytes, str, int, int], bytes] | None = None) -> access_pb2.CheckAccessResponse:
+    """A CheckAccess answer on the wire, without what the client derives (access.proto): the shared tails of
+    inclusion proofs, and the leaf of a map proof that ends at its own key. The evidence part depends only on
+    ``answer.key`` and is kept serialized in ``wire``; the decision is the receipt's."""
+    blob = wire.get(answer.key) if wire is not None and answer.key is not None else None
+    if blob is None:
+        blob = _evidence_part(answer, requester).SerializeToString()
+        if wire is not None and answer.key is not None:
+            wire.put(answer.key, blob)
+    resp = access_pb2.CheckAccessResponse.FromString(blob)
+    body = access_pb2.ReceiptBody.FromString(access_pb2.SignedReceipt.FromString(answer.receipt).body)
+    resp.decision.CopyFrom(body.decision)
+    resp.checkpoint.note = answer.checkpoint.note
+    resp.receipt = answer.receipt
+    return resp
+
+
+def _evidence_part(answer: AccessAnswer, requester: str) -> access_pb2.CheckAccessResponse:
+    evidence = _evidence_pbs(answer.evidence)
+    selector_proofs = []
+    for sel, proof in answer.selector_proofs.items():
+        own = proof.leaf is not None and proof.leaf[0] == answer.selector_keys.get(sel)
+        selector_proofs.append(
+            access_pb2.SelectorProof(
+                selector=sel,
+                siblings=proof.siblings,
+                leaf_key=proof.leaf[0] if proof.leaf and not own else b"",
+                leaf_value_hash=proof.leaf[1] if proof.leaf and not own else b"",
+                vrf_proof=answer.selector_pis.get(sel, b""),
+                leaf_derived=own,
+            )
+        )
+    resp = access_pb2.CheckAccessResponse(
+        evidence=evidence,
+        state_commit_index=answer.state_commit_index,
+        selector_proofs=selector_proofs,
+    )
+    if answer.party_proof is not None:
+        pp = answer.party_proof
+        own = pp.leaf is not None and pp.leaf[0] == answer.party_key
+        resp.party_proof.CopyFrom(
+            access_pb2.PartyProof(
+                party_id=requester,
+                siblings=pp.siblings,
+                leaf_key=pp.leaf[0] if pp.leaf and not own else b"",
+                leaf_value_hash=pp.leaf[1] if pp.leaf and not own else b"",
+                vrf_proof=answer.party_pi,
+                leaf_derived=own,
+            )
+        )
+    return resp
+
+
 class AccessServicer(access_pb2_grpc.AccessServiceServicer):
     def __init__(self, ledger: Ledger, consents: ConsentLedger) -> None:
         self._ledger = ledger
@@ -61,47 +152,26 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         self, request: access_pb2.CheckAccessRequest, context: grpc.aio.ServicerContext
     ) -> access_pb2.CheckAccessResponse:
         requester = caller_of(context).name
-        period = Period(start_ms=request.data_period.start_ms, end_ms=request.data_period.end_ms)
-        answer = await asyncio.to_thread(
-            self._consents.check_access,
+        access = self._consents.access
+        assert access is not None
+        check = functools.partial(
+            access.check_access,
             requester,
             patient=request.patient,
             action=request.action,
             purpose=request.purpose,
             data=[data_item_from_pb(d) for d in request.data],
-            data_period=period,
+            data_period=Period(start_ms=request.data_period.start_ms, end_ms=request.data_period.end_ms),
             time_ms=request.time_ms,
             break_glass=request.break_glass,
             break_glass_reason=request.break_glass_reason,
         )
-        resp = access_pb2.CheckAccessResponse(
-            decision=decision_to_pb(answer.decision),
-            evidence=[evidence_pb(p) for p in answer.evidence],
-            checkpoint=checkpoint_pb(answer.checkpoint),
-            receipt=answer.receipt,
-            state_commit_index=answer.state_commit_index,
-            selector_proofs=[
-                access_pb2.SelectorProof(
-                    selector=sel,
-                    siblings=proof.siblings,
-                    leaf_key=proof.leaf[0] if proof.leaf else b"",
-                    leaf_value_hash=proof.leaf[1] if proof.leaf else b"",
-                    vrf_proof=answer.selector_pis.get(sel, b""),
-                )
-                for sel, proof in answer.selector_proofs.items()
-            ],
-        )
-        if answer.party_proof is not None:
-            pp = answer.party_proof
-            resp.party_proof.CopyFrom(
-                access_pb2.PartyProof(
-                    party_id=requester,
-                    siblings=pp.siblings,
-                    leaf_key=pp.leaf[0] if pp.leaf else b"",
-                    leaf_value_hash=pp.leaf[1] if pp.leaf else b"",
-                    vrf_proof=answer.party_pi,
-                )
-            )
+        try:
+            # Warm: answered from memory, here on the event loop. A miss goes to a worker thread.
+            answer = check(io=False)
+        except WouldBlock:
+            answer = await asyncio.to_thread(check, io=True)
+        resp = access_response(answer, requester, access.wire)
         witnessed, proof = await witnessed_fields(self._ledger, answer.checkpoint.size)
         if witnessed is not None:
             resp.witnessed_checkpoint.CopyFrom(witnessed)

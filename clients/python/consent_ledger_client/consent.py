@@ -653,6 +653,35 @@ class ConsentClient:
         v = verify_entry(e.entry.index, e.entry.leaf, _body(e.entry), e.inclusion_proof, cp)
         return self.ledger.verify_erasure(v, e.entry.erased_by_index)
 
+    def _verify_evidence(self, items: Sequence[access_pb2.EvidenceEntry], cp: Checkpoint) -> list[VerifiedEntry]:
+        """Verify CheckAccess evidence entries in order. An entry's inclusion proof may go on with the tail of the
+        whole proof of an entry listed before it (access.proto, inclusion_proof_tail): the whole proof is rebuilt
+        and verified like any other; a tail taken from an entry missing from the evidence makes it incomplete."""
+        listed = {e.entry.index for e in items}
+        whole: dict[int, tuple[bytes, ...]] = {}
+        out = []
+        for e in items:
+            proof = list(e.inclusion_proof)
+            tail, source = e.inclusion_proof_tail, e.inclusion_proof_tail_from
+            if tail:
+                base = whole.get(source)
+                if base is None:
+                    if source not in listed:
+                        raise IncompleteEvidence(
+                            f"the inclusion proof of entry {e.entry.index} goes on with that of entry {source}, which "
+                            "is missing from the evidence"
+                        )
+                    raise VerificationError(f"the inclusion proof of entry {e.entry.index} goes on with that of a later entry")
+                if tail > len(base):
+                    raise VerificationError(f"the inclusion proof of entry {e.entry.index} takes more hashes than entry {source}'s has")
+                proof.extend(base[len(base) - tail :])
+            v = self.ledger.verify_erasure(
+                verify_entry(e.entry.index, e.entry.leaf, _body(e.entry), proof, cp), e.entry.erased_by_index
+            )
+            whole.setdefault(v.index, v.proof)
+            out.append(v)
+        return out
+
     # -- organisations ----------------------------------------------------------------------------------------
 
     def check_access(
@@ -726,7 +755,7 @@ class ConsentClient:
             raise VerificationError(f"the decision was made for {r.requester_id}, not for {self.ledger.party_id}")
         if self._policy is not None and decision.policy != self._policy:
             raise VerificationError("the decision was made under another policy than the pinned one")
-        evidence = [self._verify(e, cp) for e in resp.evidence]
+        evidence = self._verify_evidence(resp.evidence, cp)
         entries = [_as_ledger_entry(v) for v in evidence]
         self._check_registration(evidence, entries, r.requester_id, r.requester_roles)
         grants, sc = self._check_complete(resp, evidence, entries, r)
@@ -830,13 +859,25 @@ class ConsentClient:
         self._check_party_key(resp, evidence, entries, r.requester_id, sc.payload.map_root, vrf_key, sc.index)
         for sel in selectors:
             sp = proofs[sel]
-            leaf = (bytes(sp.leaf_key), bytes(sp.leaf_value_hash)) if sp.leaf_key else None
             key = self.ledger.map_keys.key(vrf_key, vrf.consent_alpha(r.patient, sel), bytes(sp.vrf_proof))
-            proven = smt.verify_map_proof(sc.payload.map_root, key, smt.MapProof(tuple(sp.siblings), leaf))
             mine = grants[sel]
             if len({e.consent_id for e in mine}) != len(mine):
                 raise IncompleteEvidence(f"the evidence for {sel} lists a consent twice")
             got = smt.value_hash((e.index, leaf_hashes[e.index]) for e in mine) if mine else None
+            if sp.leaf_derived:
+                # The walk ends at this key's own pair, whose value must be the evidence's set: derive the leaf.
+                if sp.leaf_key or sp.leaf_value_hash or got is None:
+                    raise IncompleteEvidence(f"the map proof for {sel} ends at its own pair, but the evidence holds no grant for it")
+                try:
+                    proven = smt.verify_map_proof(sc.payload.map_root, key, smt.MapProof(tuple(sp.siblings), (key, got)))
+                except VerificationError:
+                    raise IncompleteEvidence(
+                        f"the evidence for {sel} with its map proof does not give the consent state's map root: the "
+                        "evidence is not the in-force set the state commits to (or the proof was altered)"
+                    ) from None
+            else:
+                leaf = (bytes(sp.leaf_key), bytes(sp.leaf_value_hash)) if sp.leaf_key else None
+                proven = smt.verify_map_proof(sc.payload.map_root, key, smt.MapProof(tuple(sp.siblings), leaf))
             if got != proven:
                 raise IncompleteEvidence(
                     f"the evidence for {sel} is not the in-force set the consent state commits to"
@@ -889,15 +930,25 @@ class ConsentClient:
         if pp.party_id != party_id:
             raise IncompleteEvidence(f"the evidence holds no map proof of the party key of {party_id}")
         key = self.ledger.map_keys.key(vrf_key, vrf.party_alpha(party_id), bytes(pp.vrf_proof))
-        leaf = (bytes(pp.leaf_key), bytes(pp.leaf_value_hash)) if pp.leaf_key else None
-        proven = smt.verify_map_proof(map_root, key, smt.MapProof(tuple(pp.siblings), leaf))
         regs = [
             (v, e)
             for v, e in zip(evidence, entries)
             if isinstance(e.payload, payloads.PartyRegistrationPayload) and e.payload.party_id == party_id
         ]
         v, reg = max(regs, key=lambda ve: ve[1].index)
-        if reg.index >= sc_index or proven != smt.value_hash([(reg.index, hash_leaf(v.leaf_bytes))]):
+        expected = smt.value_hash([(reg.index, hash_leaf(v.leaf_bytes))])
+        if pp.leaf_derived:
+            # The walk ends at the party key's own pair, whose value must be this registration's: derive the leaf.
+            if pp.leaf_key or pp.leaf_value_hash:
+                raise VerificationError("the party key's map proof both gives and derives its leaf")
+            try:
+                proven = smt.verify_map_proof(map_root, key, smt.MapProof(tuple(pp.siblings), (key, expected)))
+            except VerificationError:
+                raise StaleRegistration(party_id, reg.index) from None
+        else:
+            leaf = (bytes(pp.leaf_key), bytes(pp.leaf_value_hash)) if pp.leaf_key else None
+            proven = smt.verify_map_proof(map_root, key, smt.MapProof(tuple(pp.siblings), leaf))
+        if reg.index >= sc_index or proven != expected:
             raise StaleRegistration(party_id, reg.index)
 
     def _check_registration(

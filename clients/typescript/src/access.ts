@@ -182,10 +182,32 @@ export function verifyAccessResponse(
     throw new VerificationError("the decision was made under another policy than the pinned one");
   }
 
+  // An entry's inclusion proof may go on with the tail of the whole proof of an entry listed before it
+  // (access.proto, inclusion_proof_tail): rebuild the whole proof and verify it like any other.
+  const listed = new Set(resp.evidence.map((e) => e.entry?.index));
+  const whole = new Map<bigint, readonly Uint8Array[]>();
   const evidence: Evidence[] = resp.evidence.map((e) => {
     const entry = e.entry;
     if (entry === undefined) throw new VerificationError("an evidence item holds no entry");
-    const ve = verifyEntry(entry.index, entry.leaf, entry.bodyErased ? null : entry.envelope, e.inclusionProof, checkpoint);
+    const proof = [...e.inclusionProof];
+    if (e.inclusionProofTail !== 0) {
+      const source = e.inclusionProofTailFrom;
+      const base = whole.get(source);
+      if (base === undefined) {
+        if (!listed.has(source)) {
+          throw new IncompleteEvidence(
+            `the inclusion proof of entry ${entry.index} goes on with that of entry ${source}, which is missing from the evidence`,
+          );
+        }
+        throw new VerificationError(`the inclusion proof of entry ${entry.index} goes on with that of a later entry`);
+      }
+      if (e.inclusionProofTail > base.length) {
+        throw new VerificationError(`the inclusion proof of entry ${entry.index} takes more hashes than entry ${source}'s has`);
+      }
+      proof.push(...base.slice(base.length - e.inclusionProofTail));
+    }
+    const ve = verifyEntry(entry.index, entry.leaf, entry.bodyErased ? null : entry.envelope, proof, checkpoint);
+    if (!whole.has(ve.index)) whole.set(ve.index, ve.proof);
     if (ve.envelope === null) throw new VerificationError(`entry ${ve.index} is evidence but its body was withheld or erased`);
     let payload: Payload;
     try {
@@ -361,12 +383,28 @@ function checkComplete(
   for (const sel of selectors) {
     const sp = proofs.get(sel)!;
     const key = v.mapKeys.key(vrfKey, consentAlpha(patient, sel), sp.vrfProof);
-    const leaf = sp.leafKey.length !== 0 ? { key: sp.leafKey, valueHash: sp.leafValueHash } : null;
-    const proven = verifyMapProof(sc.mapRoot, key, { siblings: sp.siblings, leaf });
     const mine = grants.get(sel)!;
     const ids = mine.map((e) => e.consentId);
     if (new Set(ids).size !== ids.length) throw new IncompleteEvidence(`the evidence for ${sel} lists a consent twice`);
     const got = mine.length ? valueHash(mine.map((e) => [e.entry.index, e.entry.leafHash] as const)) : null;
+    let proven: Uint8Array | null;
+    if (sp.leafDerived) {
+      // The walk ends at this key's own pair, whose value must be the evidence's set: derive the leaf.
+      if (sp.leafKey.length !== 0 || sp.leafValueHash.length !== 0 || got === null) {
+        throw new IncompleteEvidence(`the map proof for ${sel} ends at its own pair, but the evidence holds no grant for it`);
+      }
+      try {
+        proven = verifyMapProof(sc.mapRoot, key, { siblings: sp.siblings, leaf: { key, valueHash: got } });
+      } catch (err) {
+        if (!(err instanceof VerificationError)) throw err;
+        throw new IncompleteEvidence(
+          `the evidence for ${sel} with its map proof does not give the consent state's map root: the evidence is not the in-force set the state commits to (or the proof was altered)`,
+        );
+      }
+    } else {
+      const leaf = sp.leafKey.length !== 0 ? { key: sp.leafKey, valueHash: sp.leafValueHash } : null;
+      proven = verifyMapProof(sc.mapRoot, key, { siblings: sp.siblings, leaf });
+    }
     if (!(got === null ? proven === null : proven !== null && equal(got, proven))) {
       throw new IncompleteEvidence(`the evidence for ${sel} is not the in-force set the consent state commits to`);
     }
@@ -398,11 +436,26 @@ function checkPartyKey(
     throw new IncompleteEvidence(`the evidence holds no map proof of the party key of ${partyId}`);
   }
   const key = v.mapKeys.key(vrfKey, partyAlpha(partyId), pp.vrfProof);
-  const leaf = pp.leafKey.length !== 0 ? { key: pp.leafKey, valueHash: pp.leafValueHash } : null;
-  const proven = verifyMapProof(mapRoot, key, { siblings: pp.siblings, leaf });
   const regs = registrationsOf(evidence, partyId);
   const latest = regs[regs.length - 1]!;
-  if (latest.entry.index >= scIndex || proven === null || !equal(proven, valueHash([[latest.entry.index, latest.entry.leafHash]]))) {
+  const expected = valueHash([[latest.entry.index, latest.entry.leafHash]]);
+  let proven: Uint8Array | null;
+  if (pp.leafDerived) {
+    // The walk ends at the party key's own pair, whose value must be this registration's: derive the leaf.
+    if (pp.leafKey.length !== 0 || pp.leafValueHash.length !== 0) {
+      throw new VerificationError("the party key's map proof both gives and derives its leaf");
+    }
+    try {
+      proven = verifyMapProof(mapRoot, key, { siblings: pp.siblings, leaf: { key, valueHash: expected } });
+    } catch (err) {
+      if (!(err instanceof VerificationError)) throw err;
+      throw new StaleRegistration(partyId, latest.entry.index);
+    }
+  } else {
+    const leaf = pp.leafKey.length !== 0 ? { key: pp.leafKey, valueHash: pp.leafValueHash } : null;
+    proven = verifyMapProof(mapRoot, key, { siblings: pp.siblings, leaf });
+  }
+  if (latest.entry.index >= scIndex || proven === null || !equal(proven, expected)) {
     throw new StaleRegistration(partyId, latest.entry.index);
   }
 }

@@ -181,9 +181,21 @@ describe("tampering is refused", () => {
       if (p.siblings.length) p.siblings[0] = flip(p.siblings[0]!);
       else p.leafValueHash = flip(p.leafValueHash);
     }, VerificationError],
-    ["a map proof's value hash", permit, (r) => {
-      r.selectorProofs[0]!.leafValueHash = flip(r.selectorProofs[0]!.leafValueHash);
+    ["a map proof's value hash (given, or given where the client derives it)", permit, (r) => {
+      const p = r.selectorProofs[0]!;
+      p.leafValueHash = p.leafValueHash.length ? flip(p.leafValueHash) : new Uint8Array(32).fill(7);
     }, VerificationError],
+    ["a derived map leaf neither given nor derived", permit, (r) => {
+      const p = r.selectorProofs.find((x) => x.leafDerived)!;
+      p.leafDerived = false;
+    }, VerificationError],
+    ["an inclusion proof going on with one hash more of another's", permit, (r) => {
+      r.evidence.find((e) => e.inclusionProofTail !== 0)!.inclusionProofTail += 1;
+    }, VerificationError],
+    ["an inclusion proof going on with an entry missing from the evidence", permit, (r) => {
+      const e = r.evidence.find((x) => x.inclusionProofTail !== 0)!;
+      e.inclusionProofTailFrom = e.inclusionProofTailFrom + 1000n;
+    }, IncompleteEvidence],
     ["a map key's VRF proof pi", permit, (r) => {
       r.selectorProofs[1]!.vrfProof = flip(r.selectorProofs[1]!.vrfProof, 40);
     }, VerificationError],
@@ -194,7 +206,9 @@ describe("tampering is refused", () => {
       r.partyProof!.partyId = "insurer-1";
     }, IncompleteEvidence],
     ["the party key's value hash (a stale registration)", permit, (r) => {
-      r.partyProof!.leafValueHash = flip(r.partyProof!.leafValueHash);
+      const p = r.partyProof!;
+      if (p.leafDerived) p.siblings[p.siblings.length - 1] = flip(p.siblings[p.siblings.length - 1]!);
+      else p.leafValueHash = flip(p.leafValueHash);
     }, VerificationError],
     ["the state commit index pointing elsewhere", permit, (r) => {
       r.stateCommitIndex = r.stateCommitIndex - 1n;

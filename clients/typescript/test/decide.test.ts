@@ -43,8 +43,8 @@ describe("decide: the TypeScript port against Python's decide", () => {
 
   it("the vocabulary file is the Python package's, and subsumption goes one way", () => {
     const mine = readFileSync(new URL("../data/hl7_codes.json", import.meta.url));
-    const python = readFileSync(new URL("../../../consent_ledger/data/hl7_codes.json", import.meta.url));
-    assert.ok(mine.equals(python), "clients/typescript/data/hl7_codes.json differs from consent_ledger/data/hl7_codes.json");
+    const python = readFileSync(new URL("../../python/consent_ledger/data/hl7_codes.json", import.meta.url));
+    assert.ok(mine.equals(python), "clients/typescript/data/hl7_codes.json differs from clients/python/consent_ledger/data/hl7_codes.json");
     assert.ok(purposeCovers("HPAYMT", "COVAUTH") && !purposeCovers("COVAUTH", "HPAYMT"));
     assert.ok(purposeCovers("TREAT", "BTG") && purposeCovers("TREAT", "ETREAT"));
     assert.ok(labelCovers("SPI", "MH") && !labelCovers("MH", "SPI") && !labelCovers("SPI", "ETH"));

@@ -137,40 +137,48 @@ class CheckAccessRequest(_message.Message):
     def __init__(self, patient: _Optional[bytes] = ..., action: _Optional[str] = ..., purpose: _Optional[str] = ..., data: _Optional[_Iterable[_Union[_payloads_pb2.DataItem, _Mapping]]] = ..., data_period: _Optional[_Union[_payloads_pb2.Period, _Mapping]] = ..., time_ms: _Optional[int] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ..., record_access_event: _Optional[bool] = ...) -> None: ...
 
 class EvidenceEntry(_message.Message):
-    __slots__ = ("entry", "inclusion_proof")
+    __slots__ = ("entry", "inclusion_proof", "inclusion_proof_tail", "inclusion_proof_tail_from")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_TAIL_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_TAIL_FROM_FIELD_NUMBER: _ClassVar[int]
     entry: _log_pb2.Entry
     inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, entry: _Optional[_Union[_log_pb2.Entry, _Mapping]] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    inclusion_proof_tail: int
+    inclusion_proof_tail_from: int
+    def __init__(self, entry: _Optional[_Union[_log_pb2.Entry, _Mapping]] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., inclusion_proof_tail: _Optional[int] = ..., inclusion_proof_tail_from: _Optional[int] = ...) -> None: ...
 
 class SelectorProof(_message.Message):
-    __slots__ = ("selector", "siblings", "leaf_key", "leaf_value_hash", "vrf_proof")
+    __slots__ = ("selector", "siblings", "leaf_key", "leaf_value_hash", "vrf_proof", "leaf_derived")
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     SIBLINGS_FIELD_NUMBER: _ClassVar[int]
     LEAF_KEY_FIELD_NUMBER: _ClassVar[int]
     LEAF_VALUE_HASH_FIELD_NUMBER: _ClassVar[int]
     VRF_PROOF_FIELD_NUMBER: _ClassVar[int]
+    LEAF_DERIVED_FIELD_NUMBER: _ClassVar[int]
     selector: str
     siblings: _containers.RepeatedScalarFieldContainer[bytes]
     leaf_key: bytes
     leaf_value_hash: bytes
     vrf_proof: bytes
-    def __init__(self, selector: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ..., vrf_proof: _Optional[bytes] = ...) -> None: ...
+    leaf_derived: bool
+    def __init__(self, selector: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ..., vrf_proof: _Optional[bytes] = ..., leaf_derived: _Optional[bool] = ...) -> None: ...
 
 class PartyProof(_message.Message):
-    __slots__ = ("party_id", "siblings", "leaf_key", "leaf_value_hash", "vrf_proof")
+    __slots__ = ("party_id", "siblings", "leaf_key", "leaf_value_hash", "vrf_proof", "leaf_derived")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     SIBLINGS_FIELD_NUMBER: _ClassVar[int]
     LEAF_KEY_FIELD_NUMBER: _ClassVar[int]
     LEAF_VALUE_HASH_FIELD_NUMBER: _ClassVar[int]
     VRF_PROOF_FIELD_NUMBER: _ClassVar[int]
+    LEAF_DERIVED_FIELD_NUMBER: _ClassVar[int]
     party_id: str
     siblings: _containers.RepeatedScalarFieldContainer[bytes]
     leaf_key: bytes
     leaf_value_hash: bytes
     vrf_proof: bytes
-    def __init__(self, party_id: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ..., vrf_proof: _Optional[bytes] = ...) -> None: ...
+    leaf_derived: bool
+    def __init__(self, party_id: _Optional[str] = ..., siblings: _Optional[_Iterable[bytes]] = ..., leaf_key: _Optional[bytes] = ..., leaf_value_hash: _Optional[bytes] = ..., vrf_proof: _Optional[bytes] = ..., leaf_derived: _Optional[bool] = ...) -> None: ...
 
 class CheckAccessResponse(_message.Message):
     __slots__ = ("decision", "evidence", "checkpoint", "receipt", "access_event_recorded", "access_event_index", "state_commit_index", "selector_proofs", "party_proof", "witnessed_checkpoint", "witnessed_consistency")
