@@ -17,6 +17,8 @@ lease holder whose lease was taken over cannot integrate, deterministically.
 from __future__ import annotations
 
 import os
+import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -181,6 +183,28 @@ def test_a_paused_leader_is_fenced_and_steps_down(cluster: ReplicaCluster) -> No
     # Exactly one leader now, and it is not the resumed one.
     assert cluster.wait_for_leader() == report.new_leader
     cluster.check_log()
+
+
+@pytest.mark.postgres
+def test_the_final_log_is_read_as_of_the_largest_tree_a_client_was_shown(cluster: ReplicaCluster) -> None:
+    """The harness, not the replicas: a follower's view trails the database by its poll interval, so the log read
+    back through a follower right after the last acknowledgement may not hold it yet. Reading it there must not
+    report an acknowledged entry as lost (the failure once seen in the paused-leader test: the entries were in
+    the database, the follower read had not polled them yet); check_log reads as of the largest tree a client
+    was shown. Here the follower is stopped while entries are acknowledged, so its view is behind when read."""
+    leader = cluster.wait_for_leader()
+    follower = next(i for i in range(3) if i != leader)
+    proc = cluster.procs[follower].proc
+    assert proc is not None
+    rng = random.Random(cluster.seed)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        with cluster.client(leader) as c:
+            receipts = [c.submit(cluster.envelope(rng)) for _ in range(5)]
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    size = cluster.check_log(reader=follower)
+    assert size >= receipts[-1].entry.index + 1
 
 
 # -- the lease and its fence, in storage (every backend) ---------------------------------------------------
