@@ -267,8 +267,7 @@ class Sequencer:
         if self._closing or self._queue is None:
             raise Unavailable("the ledger is not accepting entries")
         if self._role is not None and not self._role.leading():
-            role = self._role
-            return [asyncio.ensure_future(role.append(e, self._append_here)) for e in envelopes]
+            return [asyncio.ensure_future(self.append(e)) for e in envelopes]
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Appended]] = []
         for envelope in envelopes:
