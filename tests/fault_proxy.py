@@ -11,6 +11,10 @@ PostgreSQL (a simple-protocol Query or an extended-protocol Parse whose text is 
 - ``arm("after")``: forward that COMMIT, let the database commit it, then drop its reply and close both sides: the
   client sees a broken connection although the transaction committed (the reply was lost).
 - ``arm("before")``: close both sides instead of forwarding the COMMIT: the database rolls the transaction back.
+- ``hold_after(marker, n)``: a client stopped in the middle of what it sends, as a paused process (SIGSTOP) or a
+  network partition leaves it: after the chunk holding ``marker``, forward ``n`` more bytes of that connection's
+  client-to-server stream and then nothing more (the connection stays open, replies still flow), so the database
+  sees a statement, a COPY or a pipeline cut off at an arbitrary byte.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class _Pair:
     server: asyncio.StreamWriter
     marked: bool = False
     drop_reply: bool = False
+    hold_left: int | None = None  # hold_after: bytes still forwarded before the client's stream stops
 
     def close(self) -> None:
         for w in (self.client, self.server):
@@ -67,6 +72,8 @@ class FaultProxy:
         self.commit_faults = 0  # faults fired
         self._refusing = False
         self._armed: str | None = None
+        self._hold: tuple[bytes, int] | None = None
+        self._held = threading.Event()
         self._fired = threading.Event()
         self._pairs: set[_Pair] = set()
         self._loop = asyncio.new_event_loop()
@@ -86,6 +93,9 @@ class FaultProxy:
 
     def stop(self) -> None:
         if self._thread.is_alive():
+            # Close every connection while the loop still runs (an aborted transport closes its socket in a later
+            # loop iteration): the database then ends their sessions now, not when the sockets are collected.
+            self._call(self._cut_all)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 
@@ -129,6 +139,13 @@ class FaultProxy:
         self._fired.clear()
         self._armed = when
         return self._fired
+
+    def hold_after(self, marker: bytes, extra: int) -> threading.Event:
+        """On the next connection whose client sends ``marker``: forward that chunk and ``extra`` more bytes, then
+        stop forwarding from its client for good (see the module docstring). Returns an Event set when it holds."""
+        self._held.clear()
+        self._hold = (marker, extra)
+        return self._held
 
     def refuse(self, on: bool = True) -> None:
         """An outage: cut every open connection and close new ones at once (or end the outage)."""
@@ -184,6 +201,18 @@ class FaultProxy:
                     await self._flowing.wait()
                 if self._refusing:
                     break
+                if upward and pair.hold_left is not None:
+                    chunk, pair.hold_left = chunk[: pair.hold_left], pair.hold_left - len(chunk)
+                    if pair.hold_left <= 0:
+                        if chunk:
+                            out.write(chunk)
+                            await out.drain()
+                        self._held.set()
+                        while await reader.read(65536):  # stopped: nothing more reaches the database
+                            pass
+                        break
+                if upward and self._hold is not None and self._hold[0] in chunk:
+                    pair.hold_left, self._hold = self._hold[1], None
                 if upward:
                     if self.marker in chunk:
                         pair.marked = True

@@ -82,6 +82,7 @@ class ReplicaCluster:
     record: Record = field(init=False)
     verifier_key: str = field(init=False)
     cycles: int = field(init=False, default=0)
+    stopped: set[int] = field(init=False, default_factory=set)  # replicas paused with SIGSTOP now
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,13 @@ class ReplicaCluster:
         return [i for i in range(len(self.procs)) if self._port(i) is not None]
 
     def targets(self) -> list[str]:
-        return [f"127.0.0.1:{port}" for i in range(len(self.procs)) if (port := self._port(i)) is not None]
+        """Where the load sends new calls: every running replica but a stopped one (SIGSTOP), as a load balancer's
+        health checks take a replica that stopped answering out of rotation. Calls already sent to it wait."""
+        return [
+            f"127.0.0.1:{port}"
+            for i in range(len(self.procs))
+            if i not in self.stopped and (port := self._port(i)) is not None
+        ]
 
     def is_leader(self, i: int, timeout: float = 0.5) -> bool | None:
         """Replica ``i``'s role by its health (None: it does not answer)."""
@@ -267,11 +274,13 @@ class ReplicaCluster:
         with self.load(submitters) as counts:
             self.wait_for_acks(counts, settle)
             t0 = time.monotonic()
+            self.stopped.add(old)
             proc.proc.send_signal(signal.SIGSTOP)
             new = self.wait_for_leader(lambda i: i != old)
             failover = time.monotonic() - t0
             self.wait_for_acks(counts, settle)
             proc.proc.send_signal(signal.SIGCONT)
+            self.stopped.discard(old)
             self.wait_until_follower(old)
             # Calls that went to the paused replica were waiting (up to their 15 s timeout): give the load time.
             self.wait_for_acks(counts, settle, timeout=60)

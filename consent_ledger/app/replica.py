@@ -59,6 +59,10 @@ MAX_PUSHED_GAP = 20_000
 _PAGE = 1000
 
 
+class _LeaderMoved(Exception):
+    """The lease named another holder while an entry was forwarded to the old one."""
+
+
 @dataclass(frozen=True)
 class LeaseRow:
     """The lease as stored: who holds it, its fencing token, where the holder takes forwarded submissions, until
@@ -191,9 +195,12 @@ class ReplicaRole:
                 await asyncio.sleep(delay)  # no live leader known yet (a failover): the lease loop finds one
                 delay = min(delay * 2, 0.5)
                 continue
-            assert self._forward is not None
             try:
-                appended = await self._forward(known.address, envelope)
+                appended = await self._forward_while_leader(known, envelope)
+            except _LeaderMoved:
+                log.info("the lease moved while an entry was forwarded to %s: forwarding it to the new leader", known.address)
+                delay = 0.05
+                continue
             except Unavailable as e:
                 log.info("forwarding to the leader at %s failed (%s); trying again", known.address, e)
                 await asyncio.sleep(delay)
@@ -201,6 +208,26 @@ class ReplicaRole:
                 continue
             await self.caught_up_to(appended.checkpoint.size)
             return appended
+
+    async def _forward_while_leader(self, known: LeaseRow, envelope: ParsedEnvelope) -> Appended:
+        """Forward to the leader ``known`` until it answers, or raise _LeaderMoved as soon as the lease (read every
+        other poll) names another holder or token: a paused or partitioned leader would otherwise hold the caller
+        for the whole forwarding timeout after a new leader took over. Abandoning the forward is safe: the old
+        leader can no longer commit anything (the fence), and the new one answers an envelope it already holds
+        with its first index."""
+        assert self._forward is not None
+        task = asyncio.ensure_future(self._forward(known.address, envelope))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._poll_s)
+                if done:
+                    return task.result()
+                now = self._known
+                if now is not None and (now.holder, now.token) != (known.holder, known.token):
+                    raise _LeaderMoved
+        finally:
+            if not task.done():
+                task.cancel()
 
     # -- wiring --------------------------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql as mysql_dialect
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -45,7 +44,7 @@ from consent_ledger.app.ports import (
 from consent_ledger.core.tiles import TILE_WIDTH, TileId
 from consent_ledger.storage import schema
 from consent_ledger.storage.lease import check_fence
-from consent_ledger.storage.engine import WRITE_OPTION, Timeouts, is_memory_sqlite, make_engine, server_flavour
+from consent_ledger.storage.engine import WRITE_OPTION, Timeouts, is_memory_sqlite, make_engine
 from consent_ledger.storage.migration import migrate as migrate_schema
 
 __all__ = ["MAX_READ_ENTRIES", "BatchConflict", "SqlLogStore", "open_store", "storage_unavailable"]
@@ -478,27 +477,62 @@ def _insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: l
     """Insert many rows of plain Python values (bytes, int, str, None) straight through the driver.
 
     SQLAlchemy's per-row parameter processing costs more than the database's own work on large batches, and these
-    columns need none. PostgreSQL gets COPY; the others one executemany (PyMySQL turns it into multi-row INSERTs,
-    psycopg pipelines it). COPY only on PostgreSQL itself: YugabyteDB, which speaks its protocol, commits a COPY in
-    parts (every 20,000 rows by default), and CockroachDB has admitted COPY only for its admin role; a batch is
-    written in one transaction or not at all (docs/storage.md).
+    columns need none. PostgreSQL's protocol (PostgreSQL, CockroachDB, YugabyteDB) gets one statement with an
+    array per column (``_insert_arrays``); the others one executemany (PyMySQL turns it into multi-row INSERTs).
     """
-    if server_flavour(conn) == "postgresql":
-        quote = conn.dialect.identifier_preparer.quote
-        sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
-        dbapi = conn.dialect.loaded_dbapi
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(sql) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except dbapi.Error as e:
-            # Raised by the driver, not through SQLAlchemy: wrap it as SQLAlchemy would (IntegrityError, ...).
-            raise DBAPIError.instance(sql, None, e, dbapi.Error) from e
-        finally:
-            cursor.close()
+    if conn.dialect.name == "postgresql":
+        _insert_arrays(conn, table, columns, rows, upsert=False)
         return
     _execute_many(conn, ("insert", table.name), lambda: insert(table), columns, rows)
+
+
+def _insert_arrays(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], *, upsert: bool
+) -> None:
+    """PostgreSQL's protocol: ``rows`` as one array per column in ONE statement, ``INSERT INTO t (columns) SELECT *
+    FROM unnest($1::type[], ...)``, with ``ON CONFLICT (primary key) DO UPDATE`` when ``upsert`` (rows with the same
+    key: the last one wins, as an executemany would leave it).
+
+    The statement goes as ONE protocol message: psycopg's client-side binding (``ClientCursor``), which sends a
+    simple-protocol Query with the values inlined. Not COPY, not psycopg's executemany (a pipeline) and not even
+    one server-bound statement (Parse, Bind, Execute, Sync: separate messages): in each of those the server reads
+    the rest of the batch after it has started on it, its session stays "active", and neither
+    ``idle_in_transaction_session_timeout`` nor ``statement_timeout`` ends it. A leader stopped there (SIGSTOP, a
+    network partition) kept the lease row locked for as long as it stayed stopped, and no other replica could
+    take over (storage/lease.py, ``bound_lock_holding``). A Query message stopped before or halfway through is
+    read while the session is idle in its transaction, and the server ends the session after the lease's time
+    to live.
+    """
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    if upsert:
+        last = {tuple(row[columns.index(k)] for k in keys): row for row in rows}
+        rows = list(last.values())
+    cache_key = ("arrays", conn.dialect.name, table.name, tuple(columns), upsert)
+    hit = _COMPILED.get(cache_key)
+    if hit is None:
+        quote = conn.dialect.identifier_preparer.quote
+        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=conn.dialect)}[]" for c in columns)
+        sql = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) SELECT * FROM unnest({arrays})"
+        if upsert:
+            others = [c for c in columns if c not in keys]
+            action = (
+                "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in others)
+                if others
+                else "DO NOTHING"
+            )
+            sql += f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) {action}"
+        hit = _COMPILED[cache_key] = (sql, None)
+    sql = hit[0]
+    dbapi = conn.dialect.loaded_dbapi
+    raw = conn.connection.dbapi_connection
+    try:
+        with dbapi.ClientCursor(raw) as cursor:
+            cursor.execute(sql, tuple(list(column) for column in zip(*rows, strict=True)))
+    except dbapi.Error as e:
+        # Raised by the driver, not through SQLAlchemy: wrap it as SQLAlchemy would (IntegrityError, ...).
+        raise DBAPIError.instance(sql, None, e, dbapi.Error) from e
 
 
 # Compiled statements by (dialect and server version, kind, table, columns): building and compiling a statement costs more than
@@ -534,10 +568,12 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     backend = conn.dialect.name
     columns = [c.name for c in table.columns if any(c.name in r for r in rows)]
     values = [tuple(r.get(c) for c in columns) for r in rows]
-    if backend in ("sqlite", "postgresql"):
+    if backend == "postgresql":
+        _insert_arrays(conn, table, columns, values, upsert=True)
+    elif backend == "sqlite":
 
         def build() -> Any:
-            ins = sqlite_dialect.insert(table) if backend == "sqlite" else pg_dialect.insert(table)
+            ins = sqlite_dialect.insert(table)
             others_ = [c for c in others if c in columns]
             return (
                 ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in others_})
