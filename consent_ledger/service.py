@@ -239,6 +239,9 @@ async def start_service(
             save=saved.save,
             witnessed=await asyncio.to_thread(saved.load),
             ca_file=config.witness_ca,
+            # Replicas: the lease holder sends; the others serve what it saved.
+            leading=role.leading if role is not None else None,
+            load=saved.load,
         )
         ledger.witnessing = witnessing
         await witnessing.start()

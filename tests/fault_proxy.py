@@ -73,6 +73,7 @@ class FaultProxy:
         self._refusing = False
         self._armed: str | None = None
         self._hold: tuple[bytes, int] | None = None
+        self.counted: dict[bytes, int] = {}  # count(marker): client-to-server chunks that held it
         self._held = threading.Event()
         self._fired = threading.Event()
         self._pairs: set[_Pair] = set()
@@ -147,6 +148,10 @@ class FaultProxy:
         self._hold = (marker, extra)
         return self._held
 
+    def count(self, marker: bytes) -> None:
+        """Count the client-to-server chunks holding ``marker`` from now on (``counted[marker]``)."""
+        self.counted.setdefault(marker, 0)
+
     def refuse(self, on: bool = True) -> None:
         """An outage: cut every open connection and close new ones at once (or end the outage)."""
         self._refusing = on
@@ -211,6 +216,10 @@ class FaultProxy:
                         while await reader.read(65536):  # stopped: nothing more reaches the database
                             pass
                         break
+                if upward:
+                    for m in self.counted:
+                        if m in chunk:
+                            self.counted[m] += 1
                 if upward and self._hold is not None and self._hold[0] in chunk:
                     pair.hold_left, self._hold = self._hold[1], None
                 if upward:

@@ -223,6 +223,76 @@ def test_a_submission_forwarded_to_a_paused_leader_goes_to_the_next_one_without_
 
 
 @pytest.mark.postgres
+def test_only_the_leader_talks_to_the_witnesses_and_followers_serve_what_it_saved(tmp_path: Path) -> None:
+    """With witnesses configured, only the sequencer lease holder sends them checkpoints (the followers sent the
+    same checkpoints too, so each witness answered every one up to three times); the followers serve the
+    witnessed checkpoint the leader saved, and a verifying client with a witness policy accepts it from any
+    replica. After the leader is killed, the new one sends. Each replica reaches the witness through its own
+    relay (a TCP proxy) that counts the add-checkpoint requests passing through it."""
+    from consent_ledger.core.note import parse_verifier_key
+    from consent_ledger.core.witness_policy import WitnessPolicy, format_witness_key
+    from tests.witness_support import WitnessThread
+
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    reset_database(url)
+    add = b"POST /add-checkpoint"
+    relays = [FaultProxy("127.0.0.1", 0) for _ in range(3)]
+    cluster = ReplicaCluster(tmp_path / "replicas", url, replicas=3, lease_ttl=2.0)
+    witness = WitnessThread("witness.test/w1", {cluster.origin(): [parse_verifier_key(cluster.verifier_key)]},
+                            f"sqlite:///{tmp_path / 'witness.db'}")  # fmt: skip
+    with witness:
+        policy = WitnessPolicy.from_keys([format_witness_key(witness.key)], quorum=1, max_age_s=300)
+        for relay, proc in zip(relays, cluster.procs, strict=True):
+            relay.upstream = ("127.0.0.1", witness.running.port if witness.running else 0)
+            relay.start()
+            relay.count(add)
+            proc.extra_args += ("--witness", f"http://127.0.0.1:{relay.port}={format_witness_key(witness.key)}")
+        try:
+            with cluster:
+                leader = cluster.wait_for_leader()
+                rng = random.Random(cluster.seed)
+
+                def witnessed_everywhere(size: int) -> None:
+                    for i in cluster.running():
+                        ch = grpc.insecure_channel(cluster.procs[i].target)
+                        try:
+                            c = LedgerClient(channel=ch, verifier_key=cluster.verifier_key, witness_policy=policy,
+                                             party_id=OPERATOR, timeout=15.0)  # fmt: skip
+                            deadline, why = time.monotonic() + 30, None
+                            while True:
+                                try:
+                                    got = c.checkpoint().witnessed
+                                except Exception as e:  # noqa: BLE001 - not witnessed that far yet
+                                    got, why = None, e
+                                if got is not None and got.checkpoint.size >= size:
+                                    break
+                                assert time.monotonic() < deadline, f"replica {i} serves no witnessed {size}: {why}"
+                                time.sleep(0.1)
+                        finally:
+                            ch.close()
+
+                with cluster.client(leader) as c:
+                    first = [c.submit(cluster.envelope(rng)) for _ in range(3)][-1].entry.index + 1
+                witnessed_everywhere(first)
+                sent = [r.counted[add] for r in relays]
+                assert sent[leader] > 0 and all(n == 0 for i, n in enumerate(sent) if i != leader), sent
+                cluster.procs[leader].kill()
+                new = cluster.wait_for_leader(lambda i: i != leader)
+                with cluster.client(new) as c:
+                    second = [c.submit(cluster.envelope(rng)) for _ in range(3)][-1].entry.index + 1
+                witnessed_everywhere(second)
+                after = [r.counted[add] for r in relays]
+                assert after[new] > 0, after
+                assert all(after[i] == 0 for i in range(3) if i not in (leader, new)), after
+                cluster.check_log()
+        finally:
+            for relay in relays:
+                relay.stop()
+
+
+@pytest.mark.postgres
 def test_the_final_log_is_read_as_of_the_largest_tree_a_client_was_shown(cluster: ReplicaCluster) -> None:
     """The harness, not the replicas: a follower's view trails the database by its poll interval, so the log read
     back through a follower right after the last acknowledgement may not hold it yet. Reading it there must not

@@ -9,6 +9,11 @@ the tasks only read the published checkpoint.
 
 A checkpoint that collected cosignatures from ``quorum`` witnesses becomes the witnessed checkpoint: the log's note
 with those cosignature lines appended. It is kept in memory and persisted (``save``), so a restart serves it.
+
+In a replica set (``leading`` given) only the sequencer lease holder talks to the witnesses: the checkpoints are
+its own, and N replicas sending the same ones would only make each witness answer repeats. The others read the
+witnessed checkpoint the leader saved (``load``, every second) and serve it; a follower that becomes the leader
+starts sending (a witness ahead of what it knows answers 409 with its size, and it resyncs).
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Witnessing:
         poll_s: float = 0.2,
         timeout_s: float = 5.0,
         ca_file: str | None = None,
+        leading: Callable[[], bool] | None = None,
+        load: Callable[[], tuple[int, bytes] | None] | None = None,
     ) -> None:
         if not witnesses:
             raise InvalidInput("no witnesses configured")
@@ -88,6 +95,8 @@ class Witnessing:
         self._latest = latest
         self._prove = prove
         self._save = save
+        self._leading = leading
+        self._load = load
         self._poll_s = poll_s
         self._timeout_s = timeout_s
         # HTTPS witnesses are checked against the system's roots, or only against ca_file when given.
@@ -113,6 +122,8 @@ class Witnessing:
         self._tasks = [
             asyncio.create_task(self._run(w), name=f"witness-{w.key.name}") for w in self.witnesses
         ]
+        if self._leading is not None and self._load is not None:
+            self._tasks.append(asyncio.create_task(self._follow_saved(self._leading, self._load), name="witnessed"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -151,12 +162,38 @@ class Witnessing:
                 return False
         return True
 
+    def _sending(self) -> bool:
+        return self._leading is None or self._leading()
+
+    async def _follow_saved(self, leading: Callable[[], bool], load: Callable[[], tuple[int, bytes] | None]) -> None:
+        """A follower: adopt the witnessed checkpoint the leader saved, when it is newer than the one served."""
+        while True:
+            await asyncio.sleep(self._poll_s * 5)
+            if leading():
+                continue
+            try:
+                saved = await asyncio.to_thread(load)
+            except Exception as e:  # noqa: BLE001 - the database is down: served as before, tried again
+                log.warning("reading the witnessed checkpoint: %s: %s", type(e).__name__, e)
+                continue
+            if saved is not None and (self.witnessed is None or self.witnessed[0] < saved[0]):
+                self._set_witnessed(saved)
+
+    def _set_witnessed(self, witnessed: tuple[int, bytes]) -> None:
+        self.witnessed = witnessed
+        self._history = [*self._history[-(_KEEP_SIZES - 1):], witnessed]
+        witnessed_size.set(witnessed[0])
+        self._changed.set()
+
     async def _run(self, w: WitnessEndpoint) -> None:
         name = w.key.name
         backoff = 0.0
         sent: tuple[int, bytes] | None = None  # (size, root) last cosigned by this witness
         while True:
             await asyncio.sleep(max(self._poll_s, backoff))
+            if not self._sending():  # a follower: the leader sends (see the module docstring)
+                sent, backoff = None, 0.0
+                continue
             cp = self._next_target()
             if sent is not None and sent == (cp.size, cp.root_hash):
                 continue
@@ -265,10 +302,7 @@ class Witnessing:
         got.lines[name] = line
         if len(got.lines) >= self.quorum and (self.witnessed is None or self.witnessed[0] < cp.size):
             note = self.note_for(cp)
-            self.witnessed = (cp.size, note)
-            self._history = [*self._history[-(_KEEP_SIZES - 1):], self.witnessed]
-            witnessed_size.set(cp.size)
-            self._changed.set()
+            self._set_witnessed((cp.size, note))
             if self._save is not None:
                 save = self._save
                 asyncio.get_running_loop().run_in_executor(None, save, cp.size, note)
