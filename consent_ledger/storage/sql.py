@@ -507,7 +507,8 @@ def _insert_arrays(
         return
     keys = [c.name for c in table.primary_key.columns]
     if upsert:
-        last = {tuple(row[columns.index(k)] for k in keys): row for row in rows}
+        at = [columns.index(k) for k in keys]
+        last = {tuple(row[i] for i in at): row for row in rows}
         rows = list(last.values())
     cache_key = ("arrays", conn.dialect.name, table.name, tuple(columns), upsert)
     hit = _COMPILED.get(cache_key)
