@@ -18,6 +18,7 @@ from consent_ledger.core import payloads
 from consent_ledger.cli import EXIT_OK, EXIT_VERIFICATION, main
 from consent_ledger.core.checkpoint import Checkpoint, format_consent_state, parse_checkpoint, sign_checkpoint
 from consent_ledger.core.crypto import Ed25519PrivateKey
+from consent_ledger.core.envelope import sign_envelope
 from consent_ledger.core.note import open_note, parse_verifier_key
 from consent_ledger.core.payloads import DataItem, Period
 from consent_ledger.v1 import access_pb2, consent_pb2, log_pb2
@@ -429,3 +430,35 @@ def test_cli_check_access_exits_3_on_a_state_commit_dated_ahead(ahead, tmp_path,
     server, _ = ahead
     assert main(_cli(server.target, tmp_path, "--data", "laboratory-results")) == EXIT_VERIFICATION
     assert "ahead of this client's clock" in capsys.readouterr().err
+
+
+# -- what signers claim: entries dated ahead of the ledger's clock ---------------------------------------------------
+
+
+@pytest.mark.parametrize("ahead_ms", [payloads.MAX_CLAIMED_AHEAD_MS + 1_000, 40 * 86_400_000])
+def test_an_entry_its_signer_dated_ahead_of_the_ledgers_clock_is_refused(tmp_path, ahead_ms):
+    """Timestamps are sanity-checked (docs/design.md section 7): a grant issued, or an access event that happened,
+    more than MAX_CLAIMED_AHEAD_MS after the ledger's clock is refused with INVALID_ARGUMENT and not logged; one a
+    minute ahead (a drifting clock) is taken."""
+    from .entries_support import grant_envelope
+
+    patient = Ed25519PrivateKey.from_seed(b"\x5a" * 32)
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}") as server:
+        ledger = ledger_client(server, party=OPERATOR)
+        before = ledger.checkpoint().checkpoint.size
+        with pytest.raises(grpc.RpcError) as e:
+            ledger.submit(grant_envelope(patient, issued_at_ms=now_ms() + ahead_ms))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert "ahead of the ledger's clock" in (e.value.details() or "")
+        event = payloads.build_access_event(
+            patient=patient.public_key, party_id="hospital-1", action="access", purpose="TREAT",
+            data=[DataItem("laboratory-results")], decision="DENY", accessed_at_ms=now_ms() + ahead_ms,
+            receipt_sha256=bytes(32),
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as e:
+            ledger.submit(sign_envelope(payloads.ACCESS_EVENT, event, [log_signer().private_key]))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert "accessed at" in (e.value.details() or ""), e.value.details()
+        assert ledger.checkpoint().checkpoint.size == before
+        taken = ledger.submit(grant_envelope(patient, issued_at_ms=now_ms() + 60_000))
+        assert taken.entry.index >= before

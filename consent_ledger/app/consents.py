@@ -297,6 +297,7 @@ class ConsentLedger:
             )
         if not isinstance(p, _ACCEPTED):
             raise PermissionDenied(f"{env.payload_type} entries are not accepted by this ledger yet")
+        payloads.check_claimed_times(p, self._clock_ms())
         return v
 
     def _read_stored(self, indices: Collection[int]) -> list[StoredEntry]:

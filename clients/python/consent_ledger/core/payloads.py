@@ -42,6 +42,7 @@ __all__ = [
     "DENY",
     "ERASURE",
     "STATE_COMMIT",
+    "MAX_CLAIMED_AHEAD_MS",
     "MAX_CONSENT_IDS",
     "MAX_LIST",
     "MAX_PAYLOAD_SIZE",
@@ -72,6 +73,7 @@ __all__ = [
     "build_grant",
     "build_party_registration",
     "build_revocation",
+    "check_claimed_times",
     "check_consent_id",
     "check_data_items",
     "check_grantee",
@@ -390,6 +392,22 @@ def _check_time(value: object, what: str, *, allow_zero: bool = False) -> None:
     if not low <= value <= MAX_TIME_MS:
         bound = "zero or positive" if allow_zero else "positive"
         raise InvalidInput(f"{what}: {value} is not a {bound} time in ms before year 10000")
+
+
+# How far ahead of the admitting ledger's clock a signer may date its entry (issued at; an access event's accessed
+# at): clocks drift by seconds, not minutes. An entry dated later is refused (docs/design.md section 7).
+MAX_CLAIMED_AHEAD_MS = 5 * 60 * 1000
+
+
+def check_claimed_times(p: object, now_ms: int) -> None:
+    """Raise InvalidInput when a time the payload's signer claims (``issued_at_ms``, ``accessed_at_ms``) is more
+    than MAX_CLAIMED_AHEAD_MS after ``now_ms``, the clock of the ledger admitting it."""
+    for what, value in (("issued at", getattr(p, "issued_at_ms", None)), ("accessed at", getattr(p, "accessed_at_ms", None))):
+        if isinstance(value, int) and value > now_ms + MAX_CLAIMED_AHEAD_MS:
+            raise InvalidInput(
+                f"{what}: {value} is {(value - now_ms) / 1000:.0f} s ahead of the ledger's clock (at most "
+                f"{MAX_CLAIMED_AHEAD_MS // 1000} s accepted): check the signer's clock"
+            )
 
 
 def _check_period(period: object, what: str) -> None:
