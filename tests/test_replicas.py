@@ -45,6 +45,7 @@ from tests.db_support import MYSQL_ENV, POSTGRES_ENV, reset_database
 from tests.entries_support import grant_envelope
 from tests.fault_proxy import FaultProxy, proxied
 from tests.replica_support import OPERATOR, ReplicaCluster
+from tests.tamper_support import now_ms
 
 ALICE = Ed25519PrivateKey.from_seed(b"\xc1" * 32)
 HOSPITAL = Ed25519PrivateKey.from_seed(b"\xc2" * 32)
@@ -377,10 +378,6 @@ def proxied_db(request: pytest.FixtureRequest) -> Iterator[tuple[FaultProxy, str
         yield proxy, via_proxy, url
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @pytest.mark.parametrize("cut_at", [2_000, 40_000, 300_000])
 def test_a_leader_stopped_inside_its_batch_does_not_hold_the_lease_past_its_time(
     proxied_db: tuple[FaultProxy, str, str], cut_at: int
@@ -399,7 +396,7 @@ def test_a_leader_stopped_inside_its_batch_does_not_hold_the_lease_past_its_time
     try:
         for s in (leader, other):
             bound_lock_holding(s, ttl_ms / 1000)
-        a = SqlLease(leader).acquire("a", "127.0.0.1:1", _now_ms(), ttl_ms)
+        a = SqlLease(leader).acquire("a", "127.0.0.1:1", now_ms(), ttl_ms)
         assert a is not None
         held = proxy.hold_after(b"sequencer_lease", cut_at)
         outcome: list[BaseException | None] = []
@@ -426,7 +423,7 @@ def test_a_leader_stopped_inside_its_batch_does_not_hold_the_lease_past_its_time
                 "still holds the lease row"
             )
             try:
-                got = leases.acquire("b", "127.0.0.1:2", _now_ms(), ttl_ms)
+                got = leases.acquire("b", "127.0.0.1:2", now_ms(), ttl_ms)
             except StorageUnavailable:  # the lock wait is bounded; try again
                 pass
             if got is None:
