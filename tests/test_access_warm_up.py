@@ -28,9 +28,9 @@ def test_warming_tiles_stops_at_the_budget() -> None:
     class Store:
         reads = 0
 
-        def read_tiles(self, ids):
+        def read_tile_levels(self, ids):
             Store.reads += 1
-            return {t: FULL for t in ids}
+            return {t: tiles.tile_levels(FULL) for t in ids}
 
     reader = TreeReader(Store(), cache_bytes=40 * 17_000)  # room for about 40 expanded tiles
     assert reader.warm([(0, i) for i in range(30)])

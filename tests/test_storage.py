@@ -14,6 +14,7 @@ from sqlalchemy import Column, Integer, LargeBinary, Table, event, func, insert,
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from consent_ledger.app.errors import CorruptStorage
 from consent_ledger.app.ports import (
     ConcurrentIntegration,
     IntegrationBatch,
@@ -136,6 +137,7 @@ def check_matches(store: SqlLogStore, model: Model) -> None:
     assert store.latest_checkpoint() == model.checkpoints[-1]
     assert store.tree_size() == model.size
     assert store.read_tiles(model.tiles.keys()) == model.tiles
+    assert store.read_tile_levels(model.tiles.keys()) == {t: tilemod.tile_levels(d) for t, d in model.tiles.items()}
     for start in range(0, model.size, MAX_READ_ENTRIES):
         end = min(start + MAX_READ_ENTRIES, model.size)
         assert store.read_entries(start, end) == [
@@ -238,7 +240,31 @@ def test_tile_rows_are_overwritten_as_they_grow(store):
     assert rows[(0, 1)] == b"".join(e.leaf_hash for e in model.entries[256:])
     with store.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.tiles)).scalar() == 3
+        t = schema.tiles.c
+        interiors = {(lv, ix): it for lv, ix, it in conn.execute(select(t.level, t.idx, t.interior))}
+    # Only the full tile keeps its interior (255 hashes), and it is the tile's own.
+    assert bytes(interiors[(0, 0)]) == tilemod.tile_interior(rows[(0, 0)]) and len(interiors[(0, 0)]) == 255 * 32
+    assert interiors[(0, 1)] is None and interiors[(1, 0)] is None
     check_matches(store, model)
+
+
+def test_a_full_tile_stored_without_its_interior_is_hashed_when_read(store):
+    """Tiles written before migration 0011 have no interior: they read back the same, hashed on the way."""
+    model = started(store)
+    commit(store, model, model.batch(2 * tilemod.TILE_WIDTH + 5))
+    with store.begin() as conn:
+        conn.execute(schema.tiles.update().where(schema.tiles.c.idx == 0).values(interior=None))
+    check_matches(store, model)
+
+
+def test_a_corrupt_interior_is_reported_not_served(store):
+    model = started(store)
+    commit(store, model, model.batch(tilemod.TILE_WIDTH + 1))
+    with store.begin() as conn:
+        conn.execute(schema.tiles.update().where(schema.tiles.c.level == 0, schema.tiles.c.idx == 0)
+                     .values(interior=b"\x00" * 100))  # fmt: skip
+    with pytest.raises(CorruptStorage, match=r"tile \(0, 0\)"):
+        store.read_tile_levels([(0, 0)])
 
 
 def test_a_batch_at_the_wrong_size_raises_and_writes_nothing(store):

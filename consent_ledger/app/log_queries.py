@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from consent_ledger.app.errors import NotFound, OutOfRange
+from consent_ledger.app.errors import NotFound, OutOfRange, WouldBlock
 from consent_ledger.app.ports import LogStore, StoredCheckpoint, StoredEntry
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.errors import InvalidInput
-from consent_ledger.core.merkle import Node, prove_consistency, prove_inclusion
+from consent_ledger.core.merkle import prove_consistency, prove_inclusion
 
 MAX_ENTRIES_PER_CALL = 256
-
-
-class _CacheMiss(Exception):
-    pass
-
-
-class _CachedOnly:
-    """A NodeReader that answers from memory or gives up, so a request can be served on the event loop."""
-
-    def __init__(self, reader: TreeReader) -> None:
-        self._reader = reader
-
-    def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
-        hashes = self._reader.read_cached(nodes)
-        if hashes is None:
-            raise _CacheMiss
-        return hashes
 
 
 @dataclass(frozen=True)
@@ -44,7 +27,7 @@ class LogQueries:
         self._store = store
         self._reader = reader
         self._latest = latest
-        self._cached = _CachedOnly(reader)
+        self._cached = reader.memory_only()  # raises WouldBlock on a miss: served on the event loop or not at all
 
     def checkpoint(self) -> StoredCheckpoint:
         return self._latest()
@@ -67,7 +50,7 @@ class LogQueries:
         self._check_index(index, size)
         try:
             return size, prove_inclusion(index, size, self._cached)
-        except _CacheMiss:
+        except WouldBlock:
             return None
 
     def inclusion(self, index: int, tree_size: int) -> tuple[int, list[bytes]]:
@@ -92,7 +75,7 @@ class LogQueries:
         self._check_sizes(first, second)
         try:
             return prove_consistency(first, second, self._cached)
-        except _CacheMiss:
+        except WouldBlock:
             return None
 
     def consistency(self, first: int, second: int) -> list[bytes]:

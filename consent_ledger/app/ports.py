@@ -92,6 +92,11 @@ class LogStore(Protocol):
         """The stored rows of the given tiles; missing tiles are absent from the result."""
         ...
 
+    def read_tile_levels(self, ids: Collection[TileId]) -> dict[TileId, tuple[bytes, ...]]:
+        """Every complete level of each stored tile's subtree (core.tiles.tile_levels), a full tile's from the
+        interior hashes stored with it, so that a read needs no hashing; missing tiles are absent."""
+        ...
+
     def find_envelopes(self, sha256s: Collection[bytes]) -> dict[bytes, int]:
         """Index of each already-logged envelope, by the SHA-256 of its exact bytes."""
         ...

@@ -1,7 +1,7 @@
 """The tree as the ledger sees it: node hashes from tiles, with the right edge and full tiles kept in memory.
 
 Full tiles never change, so they are cached expanded (every level of their subtree), and a node hash is then a
-slice. The right edge (the partial tile of each level) is handed over by the sequencer after each commit, so
+slice; storage keeps a full tile's interior levels beside it, so one read from storage expands it without hashing. The right edge (the partial tile of each level) is handed over by the sequencer after each commit, so
 no request reads a tile that is still growing from the database unless another process writes the log.
 """
 
@@ -13,24 +13,8 @@ from consent_ledger.app.errors import CorruptStorage, WouldBlock
 from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
 from consent_ledger.app.ports import LogStore
 from consent_ledger.core import tiles
-from consent_ledger.core.errors import InvalidInput
 from consent_ledger.core.merkle import Node
-from consent_ledger.core.rfc6962 import HASH_SIZE, hash_children
-
-
-def expand_tile(data: bytes) -> tuple[bytes, ...]:
-    """Every complete level of a tile's subtree: level k holds the hashes of its complete 2**k-leaf subtrees
-    (256 >> k of them for a full tile; a partial tile's odd hash at the end of a level has no parent yet)."""
-    levels = [data]
-    row = data
-    while len(row) >= 2 * HASH_SIZE:
-        pairs = len(row) // (2 * HASH_SIZE)
-        row = b"".join(
-            hash_children(row[i : i + HASH_SIZE], row[i + HASH_SIZE : i + 2 * HASH_SIZE])
-            for i in range(0, pairs * 2 * HASH_SIZE, 2 * HASH_SIZE)
-        )
-        levels.append(row)
-    return tuple(levels)
+from consent_ledger.core.rfc6962 import HASH_SIZE
 
 
 class TileCache:
@@ -44,14 +28,16 @@ class TileCache:
     def get(self, tile: tiles.TileId) -> tuple[bytes, ...] | None:
         return self._tiles.get(tile)
 
-    def put(self, tile: tiles.TileId, data: bytes) -> tuple[bytes, ...]:
-        return self._tiles.put(tile, expand_tile(data))
+    def put(self, tile: tiles.TileId, levels: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """Cache the levels of a full tile (tiles.tile_levels)."""
+        return self._tiles.put(tile, levels)
 
     def room(self, tiles_count: int) -> bool:
         """Whether ``tiles_count`` more full tiles fit in the budget without evicting any."""
         return self._tiles.bytes + tiles_count * _FULL_TILE_COST <= self._tiles.max_bytes
 
 
+_FULL = tiles.TILE_WIDTH * HASH_SIZE
 # What an expanded full tile costs in the TileCache (the levels of a 256-hash tile: 511 hashes).
 _FULL_TILE_COST = OVERHEAD * (3 + tiles.TILE_HEIGHT + 1) + (2 * tiles.TILE_WIDTH - 1) * HASH_SIZE
 
@@ -80,8 +66,8 @@ class TreeReader:
 
     def remember_full(self, tile: tiles.TileId, data: bytes) -> None:
         """Cache a full tile that was just written."""
-        if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
-            self._cache.put(tile, data)
+        if len(data) == _FULL:
+            self._cache.put(tile, tiles.tile_levels(data))
 
     def _cached(
         self, loc: tiles.NodeLocation, edge: Mapping[tiles.TileId, bytes], edge_levels: dict[tiles.TileId, tuple[bytes, ...]]
@@ -94,7 +80,7 @@ class TreeReader:
             data = edge.get(loc.tile)
             if data is None:
                 return None
-            levels = edge_levels[loc.tile] = expand_tile(data)
+            levels = edge_levels[loc.tile] = tiles.tile_levels(data)
         return _node_from_levels(levels, loc)
 
     def read_cached(self, nodes: Sequence[Node]) -> list[bytes] | None:
@@ -131,8 +117,9 @@ class TreeReader:
         ids = [t for t in ids if self._cache.get(t) is None]
         if not self._cache.room(len(ids)):
             return False
-        for tile, data in self._store.read_tiles(ids).items():
-            self.remember_full(tile, data)
+        for tile, levels in self._store.read_tile_levels(ids).items():
+            if len(levels[0]) == _FULL:
+                self._cache.put(tile, levels)
         return True
 
     def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
@@ -141,28 +128,21 @@ class TreeReader:
         out: list[bytes | None] = [self._cached(loc, edge, edge_levels) for loc in locs]
         missing = {loc.tile for loc, h in zip(locs, out) if h is None}
         if missing:
-            rows = self._store.read_tiles(missing)
-            # Each full tile read is expanded once, however many of the wanted nodes it holds (a proof wants up to
-            # eight nodes of one tile: expanding it for each cost a proof eight tile expansions on a cache miss).
-            expanded: dict[tiles.TileId, tuple[bytes, ...]] = {}
+            # One read for all of them; a full tile comes back with its stored interior (no hashing: at 10M leaves
+            # most proofs read one level-0 tile, and hashing its 255 interior nodes cost 0.3 ms a proof).
+            rows = self._store.read_tile_levels(missing)
+            for tile, levels in rows.items():
+                if len(levels[0]) == _FULL:
+                    self._cache.put(tile, levels)
             for i, loc in enumerate(locs):
                 if out[i] is not None:
                     continue
-                data = rows.get(loc.tile)
-                if data is None:
+                read = rows.get(loc.tile)
+                if read is None:
                     raise CorruptStorage(f"tile {loc.tile} is missing from storage")
-                if len(data) == tiles.TILE_WIDTH * HASH_SIZE:
-                    levels = expanded.get(loc.tile)
-                    if levels is None:
-                        levels = expanded[loc.tile] = self._cache.put(loc.tile, data)
-                    out[i] = _node_from_levels(levels, loc)
-                    if out[i] is None:
-                        raise CorruptStorage(f"tile {loc.tile} is full but has no node {loc}")
-                else:
-                    try:
-                        out[i] = tiles.hash_from_tile(data, loc)
-                    except InvalidInput as e:
-                        raise CorruptStorage(str(e)) from e
+                out[i] = _node_from_levels(read, loc)
+                if out[i] is None:
+                    raise CorruptStorage(f"tile {loc.tile} of {len(read[0]) // HASH_SIZE} hashes has no node {loc}")
         return [h for h in out if h is not None]
 
 

@@ -6,7 +6,7 @@ The tree is kept as tiles (docs/design.md section 2) and the envelope bodies bes
   SHA-256 of the envelope, each unique; looked up by index, by leaf hash and by envelope hash (dedup).
 - ``bodies``: the envelope bytes by index; ``envelope`` is NULL once erased, with the reason kept.
 - ``tiles``: tile rows of up to 256 hashes, keyed by (tile level, tile index); a partial tile is overwritten as
-  it grows.
+  it grows; a full tile also keeps its interior hashes.
 - ``checkpoints``: every published signed checkpoint, keyed by tree size.
 
 The schema is created and changed only by the Alembic migrations in ``migrations/versions``; a test checks that
@@ -104,6 +104,10 @@ tiles = Table(
     Column("level", Integer, nullable=False, autoincrement=False),
     Column("idx", BigInteger, nullable=False, autoincrement=False),
     Column("hashes", LargeBinary, nullable=False),
+    # A full tile's interior hashes (core.tiles.tile_interior: levels 1..8 of its subtree, 255 hashes), so a proof
+    # that reads a full tile from storage hashes nothing (docs/storage.md "Tiles"); NULL for a partial tile and for
+    # tiles written before migration 0011, which are hashed when read.
+    Column("interior", LargeBinary, nullable=True),
     PrimaryKeyConstraint("level", "idx"),
     **_MYSQL,
 )

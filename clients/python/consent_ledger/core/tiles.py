@@ -59,6 +59,47 @@ def hash_from_tile(data: bytes, loc: NodeLocation) -> bytes:
     return subtree_hash(split_tile(data[loc.start * HASH_SIZE : end]))
 
 
+def tile_levels(data: bytes) -> tuple[bytes, ...]:
+    """Every complete level of a tile's subtree: level k holds the hashes of its complete 2**k-leaf subtrees
+    (256 >> k of them for a full tile; a partial tile's odd hash at the end of a level has no parent yet)."""
+    levels = [data]
+    row = data
+    while len(row) >= 2 * HASH_SIZE:
+        pairs = len(row) // (2 * HASH_SIZE)
+        row = b"".join(
+            hash_children(row[i : i + HASH_SIZE], row[i + HASH_SIZE : i + 2 * HASH_SIZE])
+            for i in range(0, pairs * 2 * HASH_SIZE, 2 * HASH_SIZE)
+        )
+        levels.append(row)
+    return tuple(levels)
+
+
+# A full tile's interior: levels 1..8 of its subtree, 128 + 64 + ... + 1 = 255 hashes, concatenated.
+INTERIOR_SIZE = (TILE_WIDTH - 1) * HASH_SIZE
+
+
+def tile_interior(data: bytes) -> bytes:
+    """The interior hashes of the full tile ``data`` (levels 1..8 of tile_levels, concatenated), stored beside a
+    full tile so that reading it back needs no hashing. Requires a full tile."""
+    if len(data) != TILE_WIDTH * HASH_SIZE:
+        raise InvalidInput(f"only a full tile has a stored interior, not one of {len(data)} bytes")
+    return b"".join(tile_levels(data)[1:])
+
+
+def levels_with_interior(data: bytes, interior: bytes) -> tuple[bytes, ...]:
+    """tile_levels of the full tile ``data`` from its stored ``interior`` (tile_interior), without hashing.
+    Raises InvalidInput when either is the wrong size."""
+    if len(data) != TILE_WIDTH * HASH_SIZE or len(interior) != INTERIOR_SIZE:
+        raise InvalidInput(f"a full tile and its interior are {TILE_WIDTH * HASH_SIZE} and {INTERIOR_SIZE} bytes")
+    levels = [data]
+    at, width = 0, TILE_WIDTH // 2
+    while width:
+        levels.append(interior[at : at + width * HASH_SIZE])
+        at += width * HASH_SIZE
+        width //= 2
+    return tuple(levels)
+
+
 def edge_tiles(size: int) -> list[TileId]:
     """The partial tile (if any) of each tile level for a tree of ``size`` leaves: the right edge."""
     out: list[TileId] = []
