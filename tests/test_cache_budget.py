@@ -59,7 +59,7 @@ def test_tile_and_map_node_caches_stay_under_budget() -> None:
     cache = TileCache(100_000)
     full = bytes(range(256)) * (tiles.TILE_WIDTH * 32 // 256)
     for i in range(50):
-        cache.put((0, i), full)
+        cache.put((0, i), tiles.tile_levels(full))
         assert cache._tiles.bytes <= 100_000  # noqa: SLF001
     assert cache.get((0, 49)) is not None
 
