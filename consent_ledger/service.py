@@ -45,6 +45,7 @@ from consent_ledger.server.forwarding import Forwarder, PeerTls
 from consent_ledger.server.limits import RateLimit
 from consent_ledger.server.witness_http import RunningWitness, WitnessConfig, start_witness
 from consent_ledger.storage import open_store
+from consent_ledger.storage.async_reads import AsyncTileReads, async_tile_reads
 from consent_ledger.storage.engine import Timeouts
 from consent_ledger.storage.lease import SqlFollowerRows, SqlLease, bound_lock_holding
 from consent_ledger.storage.consent_index import SqlConsentIndex
@@ -125,6 +126,7 @@ class RunningService:
     forwarder: Forwarder | None = None
     warm_up: WarmUp | None = None
     warm_thread: threading.Thread | None = None
+    tile_reads: AsyncTileReads | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.stopped:
@@ -145,6 +147,8 @@ class RunningService:
         await self.ledger.stop()
         if self.warm_thread is not None:
             await asyncio.to_thread(self.warm_thread.join, 30)
+        if self.tile_reads is not None:
+            await self.tile_reads.close()
         self.ledger.store.close()
 
     async def wait(self) -> None:
@@ -181,6 +185,7 @@ async def start_service(
         # is sent again to whoever holds the lease then (a duplicate is answered with its first index).
         forwarder = Forwarder(operator=config.operators[0], tls=config.peer_tls, timeout_s=max(2.0, 3 * config.lease_ttl_s))
         rate_limit = per_replica(config.rate_limit, config.replica_count)
+    tile_reads = async_tile_reads(store, timeouts)
     try:
         index = SqlConsentIndex(store)
         vrf_key = map_vrf_key or derived_map_vrf_key(signer)
@@ -201,6 +206,7 @@ async def start_service(
             cache=config.cache,
             ack_timeout_s=config.ack_timeout_s,
             role=role,
+            tile_source=tile_reads,
         )
         broker = Broker(asyncio.get_running_loop())
         consents.attach(ledger.reader, lambda: ledger.sequencer.latest, ledger.sequencer.append, broker)
@@ -249,7 +255,7 @@ async def start_service(
     cp = ledger.sequencer.latest
     log.info("serving log %s (tree size %d) on port %d", signer.name, cp.size, port)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    running = RunningService(server, port, ledger, consents, health, witnessing=witnessing)
+    running = RunningService(server, port, ledger, consents, health, witnessing=witnessing, tile_reads=tile_reads)
     if role is not None and forwarder is not None:
         running.role, running.forwarder = role, forwarder
 

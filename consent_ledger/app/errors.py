@@ -50,4 +50,9 @@ class Unauthenticated(ConsentLedgerError):
 
 class WouldBlock(Exception):
     """A look-up asked to answer from memory only would have to read storage. Not an error for callers: retry it
-    where blocking is allowed (off the event loop)."""
+    where blocking is allowed (off the event loop), or fetch ``tiles`` (the tree's tiles it missed, when that is
+    what it missed) and try again."""
+
+    def __init__(self, message: str, tiles: frozenset[tuple[int, int]] = frozenset()) -> None:
+        super().__init__(message)
+        self.tiles = tiles

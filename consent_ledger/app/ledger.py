@@ -12,7 +12,7 @@ from consent_ledger.app.errors import Unavailable
 from consent_ledger.app.log_queries import LogQueries
 from consent_ledger.app.lru import CacheBudget
 from consent_ledger.app.payload_check import Validated
-from consent_ledger.app.ports import LogStore
+from consent_ledger.app.ports import AsyncTileSource, LogStore
 from consent_ledger.app.sequencer import Admit, Appended, OnIntegrated, PrepareBatch, Role, Sequencer
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.envelope import DEFAULT_MAX_ENVELOPE_SIZE, ParsedEnvelope, parse_envelope, verify_envelope
@@ -47,10 +47,12 @@ class Ledger:
         cache: CacheBudget = CacheBudget(),
         ack_timeout_s: float | None = None,
         role: Role | None = None,
+        tile_source: AsyncTileSource | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
-        self.reader = TreeReader(store, cache_bytes=cache.of("tiles"))
+        # tile_source: tiles read on the event loop when a proof misses the cache (PostgreSQL; see TreeReader.fetch)
+        self.reader = TreeReader(store, cache_bytes=cache.of("tiles"), source=tile_source)
         self.sequencer = Sequencer(
             store,
             signer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from consent_ledger.app.errors import NotFound, OutOfRange, WouldBlock
 from consent_ledger.app.ports import LogStore, StoredCheckpoint, StoredEntry
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.errors import InvalidInput
-from consent_ledger.core.merkle import prove_consistency, prove_inclusion
+from consent_ledger.core.merkle import NodeReader, prove_consistency, prove_inclusion
 
 MAX_ENTRIES_PER_CALL = 256
 
@@ -45,13 +46,11 @@ class LogQueries:
         if index >= size:
             raise InvalidInput(f"index {index} is not in a tree of size {size}")
 
-    def inclusion_fast(self, index: int, tree_size: int) -> tuple[int, list[bytes]] | None:
+    async def inclusion_on_loop(self, index: int, tree_size: int) -> tuple[int, list[bytes]]:
+        """inclusion() for the event loop: from memory, else once the tiles it misses are fetched (awaited)."""
         size = self._size(tree_size)
         self._check_index(index, size)
-        try:
-            return size, prove_inclusion(index, size, self._cached)
-        except WouldBlock:
-            return None
+        return size, await self._on_loop(lambda nodes: prove_inclusion(index, size, nodes))
 
     def inclusion(self, index: int, tree_size: int) -> tuple[int, list[bytes]]:
         """(tree size, proof) for leaf ``index``; tree_size 0 means the latest."""
@@ -71,12 +70,23 @@ class LogQueries:
             raise NotFound(f"the leaf is not in the tree of size {size} (it is at index {index})")
         return index, size, prove_inclusion(index, size, self._reader)
 
-    def consistency_fast(self, first: int, second: int) -> list[bytes] | None:
+    async def consistency_on_loop(self, first: int, second: int) -> list[bytes]:
+        """consistency() for the event loop: from memory, else once the tiles it misses are fetched (awaited)."""
         self._check_sizes(first, second)
-        try:
-            return prove_consistency(first, second, self._cached)
-        except WouldBlock:
-            return None
+        return await self._on_loop(lambda nodes: prove_consistency(first, second, nodes))
+
+    async def _on_loop(self, prove: Callable[[NodeReader], list[bytes]]) -> list[bytes]:
+        """``prove`` over the tree in memory; when it misses tiles, they are fetched into the cache (an awaited
+        read: app.tree.TreeReader.fetch) and it runs again. Should the cache not keep them (a tile cache smaller
+        than one proof's tiles, or a right edge not yet handed over), it runs on a worker thread over storage."""
+        for _ in range(2):
+            try:
+                return prove(self._cached)
+            except WouldBlock as e:
+                if not e.tiles:
+                    break
+                await self._reader.fetch(e.tiles)
+        return await asyncio.to_thread(prove, self._reader)
 
     def consistency(self, first: int, second: int) -> list[bytes]:
         self._check_sizes(first, second)

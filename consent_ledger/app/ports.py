@@ -81,6 +81,15 @@ class ConcurrentIntegration(Exception):
     """Another writer integrated first: the batch was rolled back and nothing was written."""
 
 
+class AsyncTileSource(Protocol):
+    """Tile reads awaited on the event loop (storage.async_reads, PostgreSQL): LogStore.read_tile_levels without a
+    worker thread. Raises StorageUnavailable as the store does."""
+
+    async def read_tile_levels(self, ids: Collection[TileId]) -> dict[TileId, tuple[bytes, ...]]: ...
+
+    async def close(self) -> None: ...
+
+
 class LogStore(Protocol):
     """Durable storage of one log. Implementations must be safe to call from several threads."""
 

@@ -7,11 +7,12 @@ no request reads a tile that is still growing from the database unless another p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from consent_ledger.app.errors import CorruptStorage, WouldBlock
 from consent_ledger.app.lru import OVERHEAD, CacheBudget, Lru
-from consent_ledger.app.ports import LogStore
+from consent_ledger.app.ports import AsyncTileSource, LogStore
 from consent_ledger.core import tiles
 from consent_ledger.core.merkle import Node
 from consent_ledger.core.rfc6962 import HASH_SIZE
@@ -53,8 +54,11 @@ def _node_from_levels(levels: Sequence[bytes], loc: tiles.NodeLocation) -> bytes
 class TreeReader:
     """A NodeReader over a LogStore: right edge in memory, full tiles from an LRU, the rest from storage."""
 
-    def __init__(self, store: LogStore, *, cache_bytes: int = CacheBudget().of("tiles")) -> None:
+    def __init__(
+        self, store: LogStore, *, cache_bytes: int = CacheBudget().of("tiles"), source: AsyncTileSource | None = None
+    ) -> None:
         self._store = store
+        self._source = source
         self._cache = TileCache(cache_bytes)
         self._edge: Mapping[tiles.TileId, bytes] = {}
         # The right edge's partial tiles, expanded on first use (replaced with the edge, never mutated).
@@ -93,6 +97,24 @@ class TreeReader:
                 return None
             out.append(h)
         return out
+
+    def missing_tiles(self, nodes: Sequence[Node]) -> frozenset[tiles.TileId]:
+        """The tiles that hold those of ``nodes`` whose hashes are not in memory."""
+        edge, edge_levels = self._edge, self._edge_levels
+        locs = (tiles.locate_node(*node) for node in nodes)
+        return frozenset(loc.tile for loc in locs if self._cached(loc, edge, edge_levels) is None)
+
+    async def fetch(self, ids: Collection[tiles.TileId]) -> None:
+        """Read tiles ``ids`` into the cache from the event loop: awaited on the AsyncTileSource when there is one
+        (no worker thread), else read on a worker thread. Only full tiles are cached (a partial one is the right
+        edge's, which the sequencer hands over)."""
+        if self._source is not None:
+            rows = await self._source.read_tile_levels(ids)
+        else:
+            rows = await asyncio.to_thread(self._store.read_tile_levels, ids)
+        for tile, levels in rows.items():
+            if len(levels[0]) == _FULL:
+                self._cache.put(tile, levels)
 
     def memory_only(self) -> MemoryOnlyReader:
         """A NodeReader over this reader's memory (right edge, cached full tiles) that raises WouldBlock instead
@@ -155,7 +177,7 @@ class MemoryOnlyReader:
     def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
         hashes = self._reader.read_cached(nodes)
         if hashes is None:
-            raise WouldBlock("a tile is not in memory")
+            raise WouldBlock("a tile is not in memory", self._reader.missing_tiles(nodes))
         return hashes
 
 

@@ -32,8 +32,7 @@ async def witnessed_fields(ledger: Ledger, size: int) -> tuple[log_pb2.Checkpoin
     wsize, note = got
     proof: list[bytes] = []
     if wsize < size:
-        fast = ledger.queries.consistency_fast(wsize, size)
-        proof = fast if fast is not None else await asyncio.to_thread(ledger.queries.consistency, wsize, size)
+        proof = await ledger.queries.consistency_on_loop(wsize, size)
     return log_pb2.Checkpoint(note=note), proof
 
 
@@ -129,8 +128,7 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
             index, size, proof = await asyncio.to_thread(self._q.inclusion_by_hash, request.leaf_hash, request.tree_size)
         elif which == "index":
             index = request.index
-            fast = self._q.inclusion_fast(index, request.tree_size)
-            size, proof = fast if fast is not None else await asyncio.to_thread(self._q.inclusion, index, request.tree_size)
+            size, proof = await self._q.inclusion_on_loop(index, request.tree_size)
         else:
             raise InvalidInput("give either a leaf index or a leaf hash")
         return log_pb2.GetInclusionProofResponse(index=index, tree_size=size, hashes=proof)
@@ -139,9 +137,7 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
     async def GetConsistencyProof(
         self, request: log_pb2.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetConsistencyProofResponse:
-        proof = self._q.consistency_fast(request.first, request.second)
-        if proof is None:
-            proof = await asyncio.to_thread(self._q.consistency, request.first, request.second)
+        proof = await self._q.consistency_on_loop(request.first, request.second)
         return log_pb2.GetConsistencyProofResponse(hashes=proof)
 
 

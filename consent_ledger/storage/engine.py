@@ -102,23 +102,7 @@ def make_engine(
             kwargs.setdefault("pool_timeout", timeouts.statement_s)
         connect_args = dict(kwargs.pop("connect_args", {}))
         if backend == "postgresql":
-            connect_args.setdefault("connect_timeout", max(2, math.ceil(timeouts.connect_s)))
-            statement_ms = math.ceil(timeouts.statement_s * 1000)
-            # A peer that vanished (no RST: a partition, a failed-over host) is noticed while waiting for a reply
-            # (keepalives) or while sent data stays unacknowledged (tcp_user_timeout), within about the statement
-            # timeout; the server-side statement_timeout cannot answer through a dead network.
-            probe_s = max(1, math.ceil(timeouts.statement_s / 4))
-            for name, value in (
-                ("keepalives", 1),
-                ("keepalives_idle", probe_s),
-                ("keepalives_interval", probe_s),
-                ("keepalives_count", 3),
-                ("tcp_user_timeout", statement_ms),
-            ):
-                connect_args.setdefault(name, value)
-            options = connect_args.get("options", u.query.get("options", ""))
-            connect_args["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
-            engine = create_engine(u, connect_args=connect_args, **kwargs)
+            engine = create_engine(u, connect_args=postgres_connect_args(u, timeouts, connect_args), **kwargs)
             if ping_idle:
                 _ping_when_idle(engine, PING_IDLE_S)
             return engine
@@ -151,6 +135,29 @@ def make_engine(
 
         return engine
     return create_engine(u, **kwargs)
+
+
+def postgres_connect_args(u: URL, timeouts: Timeouts, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """libpq connection parameters that apply ``timeouts`` to a PostgreSQL connection of ``u`` (the engine's, and
+    storage.async_reads' connections on the event loop): ``given`` ones win, the URL's ``options`` are kept."""
+    connect_args = dict(given or {})
+    connect_args.setdefault("connect_timeout", max(2, math.ceil(timeouts.connect_s)))
+    statement_ms = math.ceil(timeouts.statement_s * 1000)
+    # A peer that vanished (no RST: a partition, a failed-over host) is noticed while waiting for a reply
+    # (keepalives) or while sent data stays unacknowledged (tcp_user_timeout), within about the statement
+    # timeout; the server-side statement_timeout cannot answer through a dead network.
+    probe_s = max(1, math.ceil(timeouts.statement_s / 4))
+    for name, value in (
+        ("keepalives", 1),
+        ("keepalives_idle", probe_s),
+        ("keepalives_interval", probe_s),
+        ("keepalives_count", 3),
+        ("tcp_user_timeout", statement_ms),
+    ):
+        connect_args.setdefault(name, value)
+    options = connect_args.get("options", u.query.get("options", ""))
+    connect_args["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
+    return connect_args
 
 
 # A pooled connection idle this long is pinged before it is handed out (see the module docstring).

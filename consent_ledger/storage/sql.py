@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, null, select, tuple_, update
@@ -248,18 +248,7 @@ class SqlLogStore:
         """Every complete level of each stored tile's subtree (core.tiles.tile_levels): a full tile's from the
         interior hashes stored with it, without hashing; a partial tile's, or one stored before its interior
         was (migration 0011), hashed here. Missing tiles are absent from the result."""
-        out: dict[TileId, tuple[bytes, ...]] = {}
-        for lv, idx, data, interior in self._tile_rows(ids, interior=True):
-            data = bytes(data)
-            try:
-                out[(lv, idx)] = (
-                    tile_levels(data)
-                    if interior is None or len(data) != TILE_WIDTH * HASH_SIZE
-                    else levels_with_interior(data, bytes(interior))
-                )
-            except InvalidInput as e:
-                raise CorruptStorage(f"tile {(lv, idx)}: {e}") from e
-        return out
+        return tile_levels_of_rows(self._tile_rows(ids, interior=True))
 
     def _tile_rows(self, ids: Collection[TileId], *, interior: bool) -> list[Any]:
         """(level, idx, hashes, interior or None) of the stored tiles among ``ids``: one prepared statement per
@@ -458,6 +447,23 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
 def _current_size(conn: Connection) -> int:
     size = conn.execute(select(_checkpoints.c.size).order_by(_checkpoints.c.size.desc()).limit(1)).scalar()
     return 0 if size is None else size
+
+
+def tile_levels_of_rows(rows: Iterable[Any]) -> dict[TileId, tuple[bytes, ...]]:
+    """{tile: its levels} from (level, idx, hashes, interior or None) rows of the tiles table: a full tile's from
+    its stored interior, any other's hashed (core.tiles.tile_levels). Raises CorruptStorage for a malformed row."""
+    out: dict[TileId, tuple[bytes, ...]] = {}
+    for lv, idx, data, interior in rows:
+        data = bytes(data)
+        try:
+            out[(lv, idx)] = (
+                tile_levels(data)
+                if interior is None or len(data) != TILE_WIDTH * HASH_SIZE
+                else levels_with_interior(data, bytes(interior))
+            )
+        except InvalidInput as e:
+            raise CorruptStorage(f"tile {(lv, idx)}: {e}") from e
+    return out
 
 
 # Built once (the statements a cold proof sends: building a select per call cost 170 us of 500 on PostgreSQL).
