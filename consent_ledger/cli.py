@@ -171,6 +171,14 @@ def _float_env(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number of seconds, not {text!r}") from None
 
 
+def _megabytes_env(name: str) -> float | None:
+    text = os.environ.get(name)
+    try:
+        return float(text) if text else None
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of MiB, not {text!r}") from None
+
+
 def _env_flag(name: str) -> bool:
     return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -283,6 +291,8 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
     signer = key_from_env_or_file(Path(args.key_file) if args.key_file else None)
     if args.cache_mb < 0:
         raise SystemExit("--cache-mb must not be negative")
+    if args.tile_cache_mb is not None and args.tile_cache_mb < 0:
+        raise SystemExit("--tile-cache-mb must not be negative")
     map_vrf_key = _map_vrf_key(args)
     config = ServiceConfig(
         database_url=args.database_url,
@@ -303,7 +313,7 @@ async def _serve(args: argparse.Namespace, on_ready: Callable[[Any], Any] | None
         ),  # fmt: skip
         operators=tuple(_split(args.operator)),
         auditors=tuple(_split(args.auditor)),
-        cache=CacheBudget.megabytes(args.cache_mb),
+        cache=CacheBudget.megabytes(args.cache_mb, args.tile_cache_mb),
         db_connect_timeout_s=args.db_connect_timeout,
         db_statement_timeout_s=args.db_statement_timeout,
         ack_timeout_s=args.ack_timeout or None,
@@ -514,6 +524,11 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-mb", type=float, default=_float_env("CONSENT_LEDGER_CACHE_MB", 384.0), metavar="MB",
                    help="memory the server's caches may hold together, in MiB (estimated; default: "
                         "$CONSENT_LEDGER_CACHE_MB or %(default)g)")
+    p.add_argument("--tile-cache-mb", type=float, metavar="MB",
+                   default=_megabytes_env("CONSENT_LEDGER_TILE_CACHE_MB"),
+                   help="memory for the log's full tiles, in MiB, instead of a quarter of --cache-mb: about 64 per "
+                        "million entries keeps every proof off the database (default: $CONSENT_LEDGER_TILE_CACHE_MB or "
+                        "a quarter of --cache-mb)")
     p.add_argument("--operator", action="append", metavar="NAME", default=_split([_env("CONSENT_LEDGER_OPERATORS", "")]),
                    help="a client certificate common name (the --as name on an --insecure server) that acts as the "
                         "operator: registers parties, erases bodies, reviews break-glass access; repeatable "

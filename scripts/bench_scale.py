@@ -185,9 +185,15 @@ def rss_kib(pid: int) -> dict[str, int]:
     return out
 
 
-def start_server(workdir: Path, url: str, cache_mb: float | None, timeout: float = 600) -> tuple[ServerProcess, float]:
+def start_server(
+    workdir: Path, url: str, cache_mb: float | None, timeout: float = 600, verbose: bool = False,
+    tile_cache_mb: float | None = None,
+) -> tuple[ServerProcess, float]:
     extra = () if cache_mb is None else ("--cache-mb", f"{cache_mb:g}")
-    server = ServerProcess(workdir, key_file(workdir), url, operators=(OPERATOR,), extra_args=extra)
+    if tile_cache_mb is not None:
+        extra += ("--tile-cache-mb", f"{tile_cache_mb:g}")
+    server = ServerProcess(workdir, key_file(workdir), url, operators=(OPERATOR,), extra_args=extra,
+                           global_args=("--verbose",) if verbose else ())  # fmt: skip
     t0 = time.perf_counter()
     server.start(timeout=timeout)
     return server, time.perf_counter() - t0
@@ -294,6 +300,17 @@ async def measure_served_log(target: str, pid: int, size: int, args: argparse.Na
     return out
 
 
+def wait_for_warm_up(server: ServerProcess, timeout: float) -> dict[str, Any]:
+    """Wait for the server's background cache warm-up to log that it is done (app.access.WarmUp)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        for line in server.log_path.read_text(errors="replace").splitlines():
+            if "cache warm-up:" in line:
+                return {"line": line.split("cache warm-up:", 1)[1].strip(), "waited_s": round(time.perf_counter() - t0, 1)}
+        time.sleep(0.5)
+    raise SystemExit(f"the server's cache warm-up did not finish within {timeout:g} s")
+
+
 def tree_size_of(url: str) -> int:
     store = open_store(url)
     try:
@@ -391,11 +408,13 @@ def cmd_measure_log(args: argparse.Namespace) -> None:
     url = log_url(args.database, args.workdir, args.name)
     size = tree_size_of(url)
     doc: dict[str, Any] = {"step": "measure-log", "database": args.database.split("@")[-1], "name": args.name,
-                           "tree_size": size, "cache_mb": args.cache_mb}  # fmt: skip
+                           "tree_size": size, "cache_mb": args.cache_mb,
+                           "tile_cache_mb": args.tile_cache_mb}  # fmt: skip
     doc["import_seconds"] = round(min(import_seconds() for _ in range(3)), 3)
     starts = []
     for _ in range(3):
-        server, secs = start_server(args.workdir, url, args.cache_mb)
+        server, secs = start_server(args.workdir, url, args.cache_mb, verbose=args.wait_warm_up,
+                                    tile_cache_mb=args.tile_cache_mb)
         starts.append(round(secs, 3))
         if len(starts) < 3:
             server.stop()
@@ -403,6 +422,10 @@ def cmd_measure_log(args: argparse.Namespace) -> None:
     doc["in_process_start_to_serving_s"] = [round(x, 3) for x in asyncio.run(in_process_start(url, args.workdir, 3))]
     try:
         assert server.proc is not None
+        if args.wait_warm_up:
+            doc["warm_up"] = wait_for_warm_up(server, 1800)
+            print(f"  {doc['warm_up']['line']} (waited {doc['warm_up']['waited_s']} s)", flush=True)
+            doc["rss_kib_after_warm_up"] = rss_kib(server.proc.pid)
         doc.update(asyncio.run(measure_served_log(server.target, server.proc.pid, size, args)))
     finally:
         server.stop()
@@ -503,10 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--patients", type=int, default=1_000_000)
         s.add_argument("--build-batch", type=int, default=50_000)
         s.add_argument("--cache-mb", type=float, default=None, help="serve --cache-mb (default: the server's)")
+        s.add_argument("--tile-cache-mb", type=float, default=None, help="serve --tile-cache-mb (default: none)")
         s.add_argument("--calls", type=int, default=2000, help="calls measured one after the other")
         s.add_argument("--duration", type=float, default=10.0, help="seconds of each concurrent measurement")
         s.add_argument("--concurrency", type=int, default=64)
         s.add_argument("--sqlite-cache-mb", type=int, default=0, help="resume-log: SQLite page cache while building")
+        s.add_argument("--wait-warm-up", action="store_true",
+                       help="measure-log: measure once the server's background cache warm-up has finished")  # fmt: skip
         s.add_argument("--sweep-tiles", type=int, default=12_000,
                        help="full tiles the cache sweep touches, spread over the log (0: all of them)")
     args = p.parse_args(argv)

@@ -103,8 +103,10 @@ class ServerProcess:
         extra_args: tuple[str, ...] = (),
         operators: tuple[str, ...] = (),
         auditors: tuple[str, ...] = (),
+        global_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
+        self.global_args = global_args  # options of the command itself, before `serve` (e.g. --verbose)
         self.key_file = key_file
         self.database_url = database_url
         self.max_batch = max_batch
@@ -133,6 +135,7 @@ class ServerProcess:
         port_file.unlink(missing_ok=True)
         cmd = [
             *cli_command(),
+            *self.global_args,
             "serve",
             "--key-file", str(self.key_file),
             "--database-url", self.database_url,

@@ -116,3 +116,24 @@ def test_caches_keep_the_configured_budget_after_a_reset(database_url) -> None:
         assert consents._entry_cache.max_bytes == tiny.of("entries")  # noqa: SLF001
         assert state._sets._sets.max_bytes == tiny.of("in_force")  # noqa: SLF001
         assert state._nodes._max_bytes == tiny.of("map_nodes")  # noqa: SLF001
+
+
+def test_the_tile_cache_can_have_its_own_budget(tmp_path, monkeypatch) -> None:
+    """--tile-cache-mb: a large log's tiles get their own memory (docs/benchmarks.md, 10M entries) without raising
+    every other cache's budget with them."""
+    from consent_ledger.cli import build_parser
+
+    budget = CacheBudget.megabytes(1, tile_mb=5)
+    assert budget.of("tiles") == 5 * 2**20 and budget.of("entries") == CacheBudget.megabytes(1).of("entries")
+    assert CacheBudget.megabytes(1).of("tiles") == 2**20 // 4
+    with pytest.raises(ValueError):
+        CacheBudget.megabytes(1, tile_mb=-1)
+    with running_server(f"sqlite:///{tmp_path / 'l.db'}", cache=budget) as server:
+        assert server.service.ledger.reader._cache._tiles.max_bytes == 5 * 2**20  # noqa: SLF001
+        assert server.service.consents._entry_cache.max_bytes == budget.of("entries")  # noqa: SLF001
+    args = build_parser().parse_args(["serve", "--tile-cache-mb", "700"])
+    assert args.tile_cache_mb == 700.0
+    monkeypatch.setenv("CONSENT_LEDGER_TILE_CACHE_MB", "64")
+    assert build_parser().parse_args(["serve"]).tile_cache_mb == 64.0
+    monkeypatch.delenv("CONSENT_LEDGER_TILE_CACHE_MB")
+    assert build_parser().parse_args(["serve"]).tile_cache_mb is None

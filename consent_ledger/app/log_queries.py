@@ -76,14 +76,16 @@ class LogQueries:
         return await self._on_loop(lambda nodes: prove_consistency(first, second, nodes))
 
     async def _on_loop(self, prove: Callable[[NodeReader], list[bytes]]) -> list[bytes]:
-        """``prove`` over the tree in memory; when it misses tiles, they are fetched into the cache (an awaited
-        read: app.tree.TreeReader.fetch) and it runs again. Should the cache not keep them (a tile cache smaller
-        than one proof's tiles, or a right edge not yet handed over), it runs on a worker thread over storage."""
+        """``prove`` over the tree in memory; when it misses tiles and they can be read on the event loop
+        (PostgreSQL), they are fetched into the cache (TreeReader.fetch) and it runs again. Otherwise (SQLite and
+        MySQL: the read is on a worker thread anyway, so one hop for the whole proof is cheaper than a hop for the
+        read and a second try), or should the cache not keep them (a tile cache smaller than one proof's tiles, a
+        right edge not yet handed over), it runs on a worker thread over storage."""
         for _ in range(2):
             try:
                 return prove(self._cached)
             except WouldBlock as e:
-                if not e.tiles:
+                if not e.tiles or not self._reader.fetches_on_loop:
                     break
                 await self._reader.fetch(e.tiles)
         return await asyncio.to_thread(prove, self._reader)

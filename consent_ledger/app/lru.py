@@ -100,9 +100,12 @@ class Lru(Generic[K, V]):
 
 @dataclasses.dataclass(frozen=True)
 class CacheBudget:
-    """The memory the server's caches may hold together, in bytes, and how it is split between them."""
+    """The memory the server's caches may hold together, in bytes, and how it is split between them; ``tile_bytes``,
+    when set, is the tile cache's own budget instead of its share (a large log's proofs read no storage once the
+    cache holds its full tiles: about 64 MiB per million entries)."""
 
     total_bytes: int = 384 * 2**20
+    tile_bytes: int | None = None
 
     # Shares of the total, by cache. They sum to 1. An expanded full tile holds about 16 KiB, so the tiles' share
     # (96 MiB by default) keeps every full tile of a 1.5M-leaf log in memory: proofs then read no storage.
@@ -119,13 +122,15 @@ class CacheBudget:
     }
 
     def __post_init__(self) -> None:
-        if self.total_bytes < 0:
+        if self.total_bytes < 0 or (self.tile_bytes is not None and self.tile_bytes < 0):
             raise ValueError("the cache budget must not be negative")
 
     @classmethod
-    def megabytes(cls, mb: float) -> CacheBudget:
-        return cls(int(mb * 2**20))
+    def megabytes(cls, mb: float, tile_mb: float | None = None) -> CacheBudget:
+        return cls(int(mb * 2**20), None if tile_mb is None else int(tile_mb * 2**20))
 
     def of(self, cache: str) -> int:
         """The bytes ``cache`` (a key of SHARES) may hold."""
+        if cache == "tiles" and self.tile_bytes is not None:
+            return self.tile_bytes
         return int(self.total_bytes * self.SHARES[cache])

@@ -104,6 +104,11 @@ class TreeReader:
         locs = (tiles.locate_node(*node) for node in nodes)
         return frozenset(loc.tile for loc in locs if self._cached(loc, edge, edge_levels) is None)
 
+    @property
+    def fetches_on_loop(self) -> bool:
+        """Whether fetch() reads on the event loop (an AsyncTileSource), not on a worker thread."""
+        return self._source is not None
+
     async def fetch(self, ids: Collection[tiles.TileId]) -> None:
         """Read tiles ``ids`` into the cache from the event loop: awaited on the AsyncTileSource when there is one
         (no worker thread), else read on a worker thread. Only full tiles are cached (a partial one is the right
