@@ -458,9 +458,13 @@ def cmd_measure_access(args: argparse.Namespace) -> None:
     url = log_url(args.database, args.workdir, args.name)
     size = tree_size_of(url)
     patients = args.patients
-    server, secs = start_server(args.workdir, url, args.cache_mb)
+    server, secs = start_server(args.workdir, url, args.cache_mb, verbose=args.wait_warm_up,
+                                tile_cache_mb=args.tile_cache_mb)
     doc: dict[str, Any] = {"step": "measure-access", "database": args.database.split("@")[-1], "name": args.name,
                            "tree_size": size, "patients": patients, "process_start_to_serving_s": round(secs, 3)}  # fmt: skip
+    if args.wait_warm_up:
+        doc["warm_up"] = wait_for_warm_up(server, 1800)
+        print(f"  {doc['warm_up']['line']} (waited {doc['warm_up']['waited_s']} s)", flush=True)
     md = (("x-consent-ledger-party", REQUESTER),)
     rng = random.Random(5)
 
