@@ -4,6 +4,7 @@ next read connects afresh. A real TCP cut (tests/fault_proxy.py), on PostgreSQL 
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -12,14 +13,18 @@ from consent_ledger.app.errors import StorageUnavailable
 from consent_ledger.storage import engine as engine_mod
 from consent_ledger.storage import open_store
 
+from .db_support import BACKENDS, MYSQL_ENV, POSTGRES_ENV, reset_database
 from .fault_proxy import proxied
 
 
-@pytest.fixture
-def networked_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite has no connections to cut")
-    return database_url
+@pytest.fixture(params=[b for b in BACKENDS if b.id != "sqlite"])  # SQLite has no connections to cut
+def networked_url(request: pytest.FixtureRequest) -> str:
+    env = POSTGRES_ENV if request.param == "postgres" else MYSQL_ENV
+    url = os.environ.get(env)
+    if not url:
+        pytest.skip(f"{env} is not set")
+    reset_database(url)
+    return url
 
 
 def test_an_idle_connection_cut_meanwhile_is_replaced_before_use(networked_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
