@@ -168,3 +168,32 @@ def test_proof_lengths_are_planned_consistently(n, data):
     old = data.draw(st.integers(1, n))
     for b, e in merkle.consistency_ranges(old, n):
         assert 0 <= b < e <= n
+
+
+def test_many_inclusion_proofs_at_once_match_go_and_read_once(vector_tree):
+    """prove_inclusion_many (a batch's answers): the Go vectors, one read_nodes call, and each proof the same as
+    prove_inclusion's."""
+    by_size: dict[int, list[dict]] = {}
+    for v in VECTORS["inclusion"]:
+        by_size.setdefault(v["size"], []).append(v)
+    reads: list[int] = []
+
+    class Counting:
+        def read_nodes(self, nodes):
+            reads.append(len(nodes))
+            return vector_tree.read_nodes(nodes)
+
+    for size, vs in by_size.items():
+        reads.clear()
+        got = merkle.prove_inclusion_many([v["index"] for v in vs], size, Counting())
+        assert got == [b64list(v["proof"]) for v in vs]
+        assert len(reads) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 3000), st.data())
+def test_many_inclusion_proofs_equal_one_at_a_time(n, data):
+    tree = MemoryTree()
+    tree.append([i.to_bytes(4, "big") for i in range(n)])
+    indices = data.draw(st.lists(st.integers(0, n - 1), max_size=40))
+    assert merkle.prove_inclusion_many(indices, n, tree) == [merkle.prove_inclusion(i, n, tree) for i in indices]
