@@ -1,7 +1,8 @@
 """The tree as the ledger sees it: node hashes from tiles, with the right edge and full tiles kept in memory.
 
 Full tiles never change, so they are cached expanded (every level of their subtree), and a node hash is then a
-slice; storage keeps a full tile's interior levels beside it, so one read from storage expands it without hashing. The right edge (the partial tile of each level) is handed over by the sequencer after each commit, so
+slice; storage keeps a full tile's interior levels beside it, so one read from storage expands it without
+hashing. The right edge (the partial tile of each level) is handed over by the sequencer after each commit, so
 no request reads a tile that is still growing from the database unless another process writes the log.
 """
 
@@ -111,15 +112,12 @@ class TreeReader:
 
     async def fetch(self, ids: Collection[tiles.TileId]) -> None:
         """Read tiles ``ids`` into the cache from the event loop: awaited on the AsyncTileSource when there is one
-        (no worker thread), else read on a worker thread. Only full tiles are cached (a partial one is the right
-        edge's, which the sequencer hands over)."""
+        (no worker thread), else read on a worker thread. Only full tiles are cached (see _keep_full)."""
         if self._source is not None:
             rows = await self._source.read_tile_levels(ids)
         else:
             rows = await asyncio.to_thread(self._store.read_tile_levels, ids)
-        for tile, levels in rows.items():
-            if len(levels[0]) == _FULL:
-                self._cache.put(tile, levels)
+        self._keep_full(rows)
 
     def memory_only(self) -> MemoryOnlyReader:
         """A NodeReader over this reader's memory (right edge, cached full tiles) that raises WouldBlock instead
@@ -144,10 +142,15 @@ class TreeReader:
         ids = [t for t in ids if self._cache.get(t) is None]
         if not self._cache.room(len(ids)):
             return False
-        for tile, levels in self._store.read_tile_levels(ids).items():
+        self._keep_full(self._store.read_tile_levels(ids))
+        return True
+
+    def _keep_full(self, rows: Mapping[tiles.TileId, tuple[bytes, ...]]) -> None:
+        """Cache the full tiles among tiles read from storage (a partial one is the right edge's, which the
+        sequencer hands over)."""
+        for tile, levels in rows.items():
             if len(levels[0]) == _FULL:
                 self._cache.put(tile, levels)
-        return True
 
     def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
         edge, edge_levels = self._edge, self._edge_levels
@@ -158,9 +161,7 @@ class TreeReader:
             # One read for all of them; a full tile comes back with its stored interior (no hashing: at 10M leaves
             # most proofs read one level-0 tile, and hashing its 255 interior nodes cost 0.3 ms a proof).
             rows = self._store.read_tile_levels(missing)
-            for tile, levels in rows.items():
-                if len(levels[0]) == _FULL:
-                    self._cache.put(tile, levels)
+            self._keep_full(rows)
             for i, loc in enumerate(locs):
                 if out[i] is not None:
                     continue
