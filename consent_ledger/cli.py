@@ -163,20 +163,18 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
-def _float_env(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    try:
-        return float(text) if text else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, not {text!r}") from None
+def _float_env(name: str, default: float, unit: str = "seconds") -> float:
+    value = _number_env(name, unit)
+    return default if value is None else value
 
 
-def _megabytes_env(name: str) -> float | None:
+def _number_env(name: str, unit: str) -> float | None:
+    """The number in environment variable ``name``, or None when it is unset or empty."""
     text = os.environ.get(name)
     try:
         return float(text) if text else None
     except ValueError:
-        raise SystemExit(f"{name} must be a number of MiB, not {text!r}") from None
+        raise SystemExit(f"{name} must be a number of {unit}, not {text!r}") from None
 
 
 def _env_flag(name: str) -> bool:
@@ -521,11 +519,11 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help="write a StateCommit after this long without batches (default: %(default)g)")
     p.add_argument("--state-max-age", type=float, default=5.0, metavar="SECONDS",
                    help="close any batch with a StateCommit once the last one is this old (default: %(default)g)")
-    p.add_argument("--cache-mb", type=float, default=_float_env("CONSENT_LEDGER_CACHE_MB", 384.0), metavar="MB",
+    p.add_argument("--cache-mb", type=float, default=_float_env("CONSENT_LEDGER_CACHE_MB", 384.0, "MiB"), metavar="MB",
                    help="memory the server's caches may hold together, in MiB (estimated; default: "
                         "$CONSENT_LEDGER_CACHE_MB or %(default)g)")
     p.add_argument("--tile-cache-mb", type=float, metavar="MB",
-                   default=_megabytes_env("CONSENT_LEDGER_TILE_CACHE_MB"),
+                   default=_number_env("CONSENT_LEDGER_TILE_CACHE_MB", "MiB"),
                    help="memory for the log's full tiles, in MiB, instead of a quarter of --cache-mb: about 64 per "
                         "million entries keeps every proof off the database (default: $CONSENT_LEDGER_TILE_CACHE_MB or "
                         "a quarter of --cache-mb)")

@@ -10,7 +10,7 @@ from consent_ledger.app.errors import NotFound, OutOfRange, WouldBlock
 from consent_ledger.app.ports import LogStore, StoredCheckpoint, StoredEntry
 from consent_ledger.app.tree import TreeReader
 from consent_ledger.core.errors import InvalidInput
-from consent_ledger.core.merkle import NodeReader, prove_consistency, prove_inclusion
+from consent_ledger.core.merkle import NodeReader, prove_consistency, prove_inclusion, prove_inclusion_many
 
 MAX_ENTRIES_PER_CALL = 256
 
@@ -118,4 +118,5 @@ class LogQueries:
             raise OutOfRange(f"start {start} is beyond the log's {cp.size} entries")
         end = min(end, cp.size, start + MAX_ENTRIES_PER_CALL)
         stored = self._store.read_entries(start, end)
-        return cp, [ProvenEntry(e, prove_inclusion(e.index, cp.size, self._reader)) for e in stored]
+        proofs = prove_inclusion_many([e.index for e in stored], cp.size, self._reader)  # neighbours share nodes
+        return cp, [ProvenEntry(e, proof) for e, proof in zip(stored, proofs, strict=True)]

@@ -32,7 +32,7 @@ from consent_ledger.core import tiles
 from consent_ledger.core.checkpoint import Checkpoint, format_consent_state, sign_checkpoint
 from consent_ledger.core.envelope import ParsedEnvelope
 from consent_ledger.core.leaf import encode_leaf
-from consent_ledger.core.merkle import prove_inclusion, prove_inclusion_many, tree_root
+from consent_ledger.core.merkle import prove_inclusion_many, tree_root
 from consent_ledger.core.note import Signer
 from consent_ledger.core.rfc6962 import HASH_SIZE, hash_leaf
 
@@ -398,13 +398,14 @@ class Sequencer:
         wanted = sorted({found[e.sha256] for e in envelopes if e.sha256 in found})
         leaves = dict(self._read_existing(wanted)) if wanted else {}
         latest = self.latest
+        proofs = dict(zip(wanted, prove_inclusion_many(wanted, self._size, self._reader)))
         results: list[Appended | Exception] = []
         for env in envelopes:
             i = found.get(env.sha256)
             if i is None:
                 results.append(_not_logged())
             else:
-                results.append(Appended(i, leaves[i], i < start, latest, prove_inclusion(i, self._size, self._reader)))
+                results.append(Appended(i, leaves[i], i < start, latest, proofs[i]))
         return results
 
     def _heartbeat(self) -> None:

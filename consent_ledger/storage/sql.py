@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, null, select, tuple_, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -242,26 +242,25 @@ class SqlLogStore:
 
     def read_tiles(self, ids: Collection[TileId]) -> dict[TileId, bytes]:
         """The stored rows of the given tiles; missing tiles are absent from the result."""
-        return {(lv, idx): bytes(data) for lv, idx, data, _ in self._tile_rows(ids, interior=False)}
+        return {(lv, idx): bytes(data) for lv, idx, data, _ in self._tile_rows(ids)}
 
     def read_tile_levels(self, ids: Collection[TileId]) -> dict[TileId, tuple[bytes, ...]]:
         """Every complete level of each stored tile's subtree (core.tiles.tile_levels): a full tile's from the
         interior hashes stored with it, without hashing; a partial tile's, or one stored before its interior
         was (migration 0011), hashed here. Missing tiles are absent from the result."""
-        return tile_levels_of_rows(self._tile_rows(ids, interior=True))
+        return tile_levels_of_rows(self._tile_rows(ids))
 
-    def _tile_rows(self, ids: Collection[TileId], *, interior: bool) -> list[Any]:
+    def _tile_rows(self, ids: Collection[TileId]) -> list[Any]:
         """(level, idx, hashes, interior or None) of the stored tiles among ``ids``: one prepared statement per
         tile level on one connection (a cold proof reads one level-0 tile: one statement)."""
         by_level: dict[int, list[int]] = defaultdict(list)
         for level, index in set(ids):
             by_level[level].append(index)
-        statement = _READ_TILES_WITH_INTERIOR if interior else _READ_TILES
         rows: list[Any] = []
         with self.connect() as conn:
             for level, indices in sorted(by_level.items()):
                 for chunk in _chunks(sorted(indices)):
-                    rows.extend(conn.execute(statement, {"level": level, "ids": list(chunk)}))
+                    rows.extend(conn.execute(_READ_TILES, {"level": level, "ids": list(chunk)}))
         return rows
 
     def find_envelopes(self, sha256s: Collection[bytes]) -> dict[bytes, int]:
@@ -467,10 +466,7 @@ def tile_levels_of_rows(rows: Iterable[Any]) -> dict[TileId, tuple[bytes, ...]]:
 
 
 # Built once (the statements a cold proof sends: building a select per call cost 170 us of 500 on PostgreSQL).
-_READ_TILES_WITH_INTERIOR = select(_tiles.c.level, _tiles.c.idx, _tiles.c.hashes, _tiles.c.interior).where(
-    _tiles.c.level == bindparam("level"), _tiles.c.idx.in_(bindparam("ids", expanding=True))
-)
-_READ_TILES = select(_tiles.c.level, _tiles.c.idx, _tiles.c.hashes, null()).where(
+_READ_TILES = select(_tiles.c.level, _tiles.c.idx, _tiles.c.hashes, _tiles.c.interior).where(
     _tiles.c.level == bindparam("level"), _tiles.c.idx.in_(bindparam("ids", expanding=True))
 )
 

@@ -104,33 +104,31 @@ def consistency_ranges(size1: int, size2: int) -> list[Range]:
     return out
 
 
-def _prove(ranges: list[Range], reader: NodeReader) -> list[bytes]:
-    plans = [range_nodes(b, e) for b, e in ranges]
-    wanted = sorted({n for plan in plans for n in plan})
+def _prove_many(proofs: Sequence[list[Range]], reader: NodeReader) -> list[list[bytes]]:
+    """The hashes of each proof's ranges, with every node read in one read_nodes call and every range folded once
+    however many proofs share it."""
+    plans = {r: range_nodes(*r) for ranges in proofs for r in ranges}
+    wanted = sorted({n for plan in plans.values() for n in plan})
     hashes = dict(zip(wanted, reader.read_nodes(wanted)))
-    return [fold_range([hashes[n] for n in plan]) for plan in plans]
+    folded = {r: fold_range([hashes[n] for n in plan]) for r, plan in plans.items()}
+    return [[folded[r] for r in ranges] for ranges in proofs]
 
 
 def prove_inclusion(index: int, size: int, reader: NodeReader) -> list[bytes]:
     """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves. Requires 0 <= index < size."""
-    return _prove(inclusion_ranges(index, size), reader)
+    return _prove_many([inclusion_ranges(index, size)], reader)[0]
 
 
 def prove_inclusion_many(indices: Sequence[int], size: int, reader: NodeReader) -> list[list[bytes]]:
-    """prove_inclusion of each of ``indices`` in the tree of ``size`` leaves, with every node read once and every
-    range folded once: a batch's consecutive entries share most of their proofs (the ranges right of them up the
-    tree). Requires 0 <= index < size for each."""
-    per_index = [inclusion_ranges(i, size) for i in indices]
-    plans = {r: range_nodes(*r) for ranges in per_index for r in ranges}
-    wanted = sorted({n for plan in plans.values() for n in plan})
-    hashes = dict(zip(wanted, reader.read_nodes(wanted)))
-    folded = {r: fold_range([hashes[n] for n in plan]) for r, plan in plans.items()}
-    return [[folded[r] for r in ranges] for ranges in per_index]
+    """prove_inclusion of each of ``indices`` in the tree of ``size`` leaves, together: a batch's consecutive
+    entries share most of their proofs (the ranges right of them up the tree). Requires 0 <= index < size for
+    each."""
+    return _prove_many([inclusion_ranges(i, size) for i in indices], reader)
 
 
 def prove_consistency(size1: int, size2: int, reader: NodeReader) -> list[bytes]:
     """The consistency proof from tree ``size1`` to tree ``size2``. Requires 0 <= size1 <= size2."""
-    return _prove(consistency_ranges(size1, size2), reader)
+    return _prove_many([consistency_ranges(size1, size2)], reader)[0]
 
 
 def tree_root(size: int, reader: NodeReader) -> bytes:
